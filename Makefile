@@ -1,0 +1,49 @@
+# sparsa: the two commands a new user runs are `make demo` and `make test`.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.sparsa-installed
+# pytest exit 5 ("no tests collected") is not a failure of the code under test
+PYTEST  := $(BIN)/python -m pytest
+
+.PHONY: all install apt-deps demo test bench fixtures clean
+
+all: demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel on disk (a looser spec pulls a multi-GB CUDA build)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	-$(MAKE) --no-print-directory apt-deps
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Optional system tools: Verilator/iverilog (RTL co-simulation through Verilog) and Chromium
+# (report check in a real browser). Features that need them skip with a message when absent.
+apt-deps:
+	@if command -v verilator >/dev/null && command -v chromium >/dev/null; then \
+	  echo "apt-deps: verilator and chromium present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq verilator iverilog chromium chromium-driver >/dev/null) \
+	  || echo "apt-deps: could not install verilator/chromium; the tests that need them will skip"; \
+	else \
+	  echo "apt-deps: not root; install verilator iverilog chromium chromium-driver yourself to enable Verilog cosim and the browser check"; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/sparsa run
+
+test: $(STAMP)
+	$(PYTEST) tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+fixtures: $(STAMP)
+	$(BIN)/python -m sparsa.fixtures.train all
+
+bench: $(STAMP)
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

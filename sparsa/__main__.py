@@ -1,0 +1,3 @@
+from sparsa.cli import main
+
+main()
