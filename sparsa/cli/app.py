@@ -18,6 +18,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """sparsa: compress transformer models and measure what they cost."""
+
+
 # human-readable output goes to stderr when --json is given, so stdout stays one JSON object
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -50,3 +57,19 @@ def _fmt(v: Any) -> str:
 def status_console(as_json: bool) -> Console:
     """Where progress/info should go: stderr under --json, stdout otherwise."""
     return err_console if as_json else console
+
+
+@app.command()
+def version(json_: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
+    """Print sparsa's version and the versions of the libraries it runs on."""
+    import platform
+
+    import sparsa
+
+    out = {"sparsa": sparsa.__version__, "python": platform.python_version()}
+    for mod in ("torch", "transformers", "onnxruntime", "amaranth"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # not installed: say so rather than fail
+            out[mod] = None
+    emit(out, json_)
