@@ -1,0 +1,506 @@
+"""HDP attention (spec §4.1) as an integer golden model, and its pieces.
+
+Shapes: q, k, v are `[B, H, N, D_h]` float (before the 1/√D_h scale); `valid` is `[B, N]` bool
+(True = a real token; padding keys/queries are excluded from every statistic and masked out).
+All integer tensors are `torch.int64`. Everything is pure and deterministic: the same inputs give
+bit-identical outputs whatever the batch split (no cross-batch or cross-head reduction anywhere).
+
+Per head, in order (the RTL implements exactly these integer steps; the float formulas in the spec
+are documentation):
+
+1. `qQ = to_fixed(Q, f, n)`, `qK = to_fixed(K, f, n)`                      (round half even, saturate)
+2. `I_Q, F_Q = split_int_frac(qQ, f, split)`, same for K                   (spec §1.3)
+3. `A = I_Q · I_Kᵀ`                                                        (exact integer)
+4. pad N up to a multiple of the block size b with invalid rows/columns
+5. `θ = block_importance(A, b, valid_elem, variant)`                      (see its docstring)
+6. `θ_H = Σ |A|` over valid elements; `head_keep(θ_H, τ, n_valid, mode)`
+7. `M = row_keep_mask(θ, valid_block, ρq)`                                 (bit-exact spec rule)
+8. `T = 2^f·A + F_Q·I_Kᵀ + I_Q·F_Kᵀ` at `fT = f` fractional bits (`approx=True`), or
+   `T = qQ·qKᵀ` at `fT = 2f` (`approx=False`)                            (`approx_scores_int`)
+9. `x = (T · C) >> (fT + 16 − S)` with `C = round(2^16 / √D_h)`: the scaled score in Q·.S
+10. `P = int_softmax(x, M_elem)` (see `int_softmax`), `P` in Q0.`prob_bits`
+11. `O = sat((P · qV) >> prob_bits)` with `qV = to_fixed(V, v_frac, v_total)`; pruned heads → 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from sparsa.attention import fixedpoint as fx
+from sparsa.errors import SparsaError
+
+IMPORTANCE_VARIANTS = ("abs", "signed", "max")
+THRESHOLD_RULES = ("rho", "gap")
+TAU_MODES = ("abs", "mean")
+
+# softmax constants (spec §4.1 step 10, I-BERT polynomial, linear reciprocal)
+EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344
+SCALE_BITS = 16  # C = round(2^16/√D_h)
+RECIP_MAGIC = 61681  # round(2^20/17): (num·61681) >> 17 ≈ 8·num/17
+
+
+@dataclass(frozen=True)
+class HDPConfig:
+    """Everything that decides HDP's integer result. Checked on construction.
+
+    frac_bits/total_bits: Q/K format Qm.f (default Q3.4, 8 bits). block: block side b.
+    rho_b ∈ [−1, 1]: row ratio (stored as ρq = round(256·ρ_B)). tau_h: head threshold (None = never
+    prune heads); tau_mode "abs" compares θ_H ≥ τ_H (integer), "mean" compares θ_H/N_valid² ≥ τ_H
+    (as 256·θ_H ≥ round(256·τ_H)·N_valid²). importance: "abs" (seed, Σ|A|), "signed" (ΣA), "max"
+    (max A). threshold: "rho" (seed row rule) or "gap" (keep θ ≥ rowmax − gap·b², see
+    `row_keep_mask_gap`). softmax: "int" (integer softmax) or "float" (exact softmax of the same
+    integer scores; for accuracy ablations). v_mode: "fixed" (golden model) or "float" (P·V in float).
+    """
+
+    frac_bits: int = 4
+    total_bits: int = 8
+    block: int = 2
+    rho_b: float = 0.0
+    tau_h: float | None = None
+    tau_mode: str = "abs"
+    split: str = "floor"
+    approx: bool = True
+    importance: str = "abs"
+    threshold: str = "rho"
+    gap: float = 8.0
+    softmax: str = "int"
+    newton_steps: int = 0
+    score_bits: int = 12  # S: fractional bits of the scaled score x
+    exp_bits: int = 15  # E: fractional bits of exp values
+    recip_bits: int = 15  # M: fractional bits of the mantissa m and of 1/m
+    prob_bits: int = 15  # fractional bits of P
+    v_frac_bits: int = 8
+    v_total_bits: int = 16
+    v_mode: str = "fixed"
+
+    def __post_init__(self):
+        fx.check_format(self.frac_bits, self.total_bits)
+        fx.check_format(self.v_frac_bits, self.v_total_bits)
+        if not isinstance(self.block, int) or self.block < 1 or self.block > 256:
+            raise SparsaError(f"block={self.block!r} must be an integer in [1, 256]", hint="HDP's hardware uses 2")
+        if not -1.0 <= float(self.rho_b) <= 1.0:
+            raise SparsaError(
+                f"rho_b={self.rho_b} is out of range [-1, 1]",
+                hint="-1 keeps every block, 0 prunes blocks below the row mean, 1 keeps only the row maximum",
+            )
+        if self.tau_h is not None and (not math.isfinite(float(self.tau_h)) or float(self.tau_h) < 0):
+            raise SparsaError(f"tau_h={self.tau_h} must be a non-negative number", hint="omit it to keep every head")
+        for name, val, allowed in (
+            ("tau_mode", self.tau_mode, TAU_MODES),
+            ("split", self.split, fx.SPLIT_MODES),
+            ("importance", self.importance, IMPORTANCE_VARIANTS),
+            ("threshold", self.threshold, THRESHOLD_RULES),
+            ("softmax", self.softmax, ("int", "float")),
+            ("v_mode", self.v_mode, ("fixed", "float")),
+        ):
+            if val not in allowed:
+                raise SparsaError(f"{name}={val!r} is not supported", hint=f"use one of {allowed}")
+        if self.newton_steps not in (0, 1, 2):
+            raise SparsaError(f"newton_steps={self.newton_steps} must be 0, 1 or 2")
+        if self.gap < 0:
+            raise SparsaError(f"gap={self.gap} must be >= 0")
+        if not (1 <= self.score_bits <= 16 + self.frac_bits and 8 <= self.exp_bits <= 20):
+            raise SparsaError("score_bits must be in [1, 16+frac_bits] and exp_bits in [8, 20]")
+        if not (8 <= self.recip_bits <= 20 and 8 <= self.prob_bits <= 20):
+            raise SparsaError("recip_bits and prob_bits must be in [8, 20]")
+
+    @property
+    def rho_q(self) -> int:
+        return int(round(256 * float(self.rho_b)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **kw) -> "HDPConfig":
+        return replace(self, **kw)
+
+
+@dataclass
+class HDPStats:
+    """Masks and counts of one HDP attention call (one layer).
+
+    block_mask [B,H,NB,NB] bool (True = kept; computed for every head, pruned heads included: the
+    integer pass always runs), head_mask [B,H] bool (True = kept), kept_blocks_per_row [B,H,NB],
+    valid_blocks [B,NB,NB] bool, valid_len [B], seq_len (before padding), padded (rows added to reach a
+    multiple of the block), ops: dict of MAC / element counts per spec §4.1 cost accounting.
+    output_int: the integer output codes (Q·.v_frac_bits) when v_mode="fixed", else None.
+    """
+
+    block_mask: torch.Tensor
+    head_mask: torch.Tensor
+    valid_blocks: torch.Tensor
+    valid_len: torch.Tensor
+    block_size: int
+    seq_len: int
+    padded: int
+    head_importance: torch.Tensor
+    ops: dict = field(default_factory=dict)
+    output_int: torch.Tensor | None = None
+    elem_keep: torch.Tensor | None = None  # [B,H,N,N] bool, kept valid elements of surviving heads
+
+    @property
+    def kept_blocks_per_row(self) -> torch.Tensor:
+        return self.block_mask.sum(-1)
+
+    def summary(self) -> dict:
+        """Plain-number summary: block / head / attention sparsity and op counts."""
+        vb = self.valid_blocks[:, None].expand_as(self.block_mask)
+        n_valid_blocks = int(vb.sum())
+        kept_blocks = int((self.block_mask & vb).sum())
+        heads = self.head_mask.numel()
+        out = {
+            "block_size": self.block_size,
+            "seq_len": self.seq_len,
+            "padded": self.padded,
+            "valid_blocks": n_valid_blocks,
+            "kept_blocks": kept_blocks,
+            "block_sparsity": 1 - kept_blocks / max(n_valid_blocks, 1),
+            "heads": heads,
+            "pruned_heads": heads - int(self.head_mask.sum()),
+            "head_sparsity": 1 - int(self.head_mask.sum()) / max(heads, 1),
+        }
+        out.update(self.ops)
+        ve, ke = self.ops.get("valid_elements", 0), self.ops.get("kept_elements", 0)
+        out["attention_sparsity"] = 1 - ke / max(ve, 1)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# integer pieces
+
+
+def pad_to_block(x: torch.Tensor, block: int, dim: int = -2) -> tuple[torch.Tensor, int]:
+    """Zero-pad `x` along `dim` to a multiple of `block`; returns (padded, rows added)."""
+    n = x.shape[dim]
+    extra = (-n) % block
+    if extra == 0:
+        return x, 0
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x, x.new_zeros(shape)], dim=dim), extra
+
+
+def _blockify(x: torch.Tensor, b: int) -> torch.Tensor:
+    """[..., N, N] → [..., NB, NB, b*b] (N a multiple of b)."""
+    *lead, n, m = x.shape
+    x = x.reshape(*lead, n // b, b, m // b, b).transpose(-3, -2)
+    return x.reshape(*lead, n // b, m // b, b * b)
+
+
+def block_importance(A_int: torch.Tensor, block: int, valid: torch.Tensor, variant: str = "abs") -> torch.Tensor:
+    """Block importance θ of integer scores A `[..., N, N]` (N a multiple of `block`), int64 `[..., NB, NB]`.
+
+    `valid` is a bool mask broadcastable to A (True = a real query/key pair); invalid elements are
+    ignored: they add 0 to a sum and never win a max. Variants:
+      abs    (seed): θ = Σ_{valid (i,j) ∈ block} |A[i,j]|
+      signed:       θ = Σ_{valid} A[i,j]
+      max:          θ = max_{valid} A[i,j]   (blocks with no valid element: 0)
+    """
+    if A_int.shape[-1] % block or A_int.shape[-2] % block:
+        raise SparsaError(f"scores of shape {tuple(A_int.shape)} are not a multiple of block={block}", hint="pad first")
+    valid = valid.expand_as(A_int)
+    if variant == "abs":
+        return _blockify(torch.where(valid, A_int.abs(), 0), block).sum(-1)
+    if variant == "signed":
+        return _blockify(torch.where(valid, A_int, 0), block).sum(-1)
+    if variant == "max":
+        low = torch.iinfo(torch.int64).min
+        m = _blockify(torch.where(valid, A_int, low), block).amax(-1)
+        return torch.where(m == low, 0, m)
+    raise SparsaError(f"unknown importance variant {variant!r}", hint=f"use one of {IMPORTANCE_VARIANTS}")
+
+
+def row_keep_mask(theta: torch.Tensor, valid: torch.Tensor, rho_q: int) -> torch.Tensor:
+    """Bit-exact row-balanced threshold (spec §4.1 step 7). Returns bool `[..., NB, NB]`, True = keep.
+
+    theta: int64 `[..., NB, NB]`; valid: bool broadcastable to theta (True = a valid block; invalid
+    blocks are excluded from n, Σ, max, min and are never kept); rho_q = round(256·ρ_B) ∈ [−256, 256].
+    With n the number of valid blocks in the row, Σ their sum, max/min their extremes:
+      ρq ≥ 0: keep iff 256·n·θ ≥ ρq·n·max + (256 − ρq)·Σ
+      ρq < 0: keep iff 256·n·θ ≥ −ρq·n·min + (256 + ρq)·Σ
+    All in int64, no division. A row with n = 0 keeps nothing; otherwise its maximum is always kept.
+    """
+    if not -256 <= int(rho_q) <= 256:
+        raise SparsaError(f"rho_q={rho_q} out of range [-256, 256]", hint="rho_q = round(256 * rho_b), rho_b in [-1, 1]")
+    rho_q = int(rho_q)
+    valid = valid.expand_as(theta)
+    big = torch.iinfo(torch.int64).max // 4
+    n = valid.sum(-1, keepdim=True).to(torch.int64)
+    s = torch.where(valid, theta, 0).sum(-1, keepdim=True)
+    if rho_q >= 0:
+        ext = torch.where(valid, theta, -big).amax(-1, keepdim=True)
+        rhs = rho_q * n * ext + (256 - rho_q) * s
+    else:
+        ext = torch.where(valid, theta, big).amin(-1, keepdim=True)
+        rhs = -rho_q * n * ext + (256 + rho_q) * s
+    return valid & (256 * n * theta >= rhs) & (n > 0)
+
+
+def row_keep_mask_gap(theta: torch.Tensor, valid: torch.Tensor, gap_int: int) -> torch.Tensor:
+    """Gap rule (sparsa variant): keep iff θ ≥ max_row − gap_int over the row's valid blocks.
+
+    With signed/max importance, θ is a score (sum over the block) and softmax weight decays as
+    exp(score − row max): a block far below the row maximum carries ~no probability whatever the
+    row's mean. One subtract and compare per block; the row max is already tracked by the SE."""
+    valid = valid.expand_as(theta)
+    big = torch.iinfo(torch.int64).max // 4
+    mx = torch.where(valid, theta, -big).amax(-1, keepdim=True)
+    return valid & (theta >= mx - int(gap_int)) & (mx > -big)
+
+
+def head_importance(A_int: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """θ_H = Σ |A| over valid elements, int64 `[...]` (spec §4.1 step 6)."""
+    return torch.where(valid.expand_as(A_int), A_int.abs(), 0).sum((-1, -2))
+
+
+def head_keep(theta_h: torch.Tensor, tau_h: float | None, n_valid: torch.Tensor, mode: str = "abs") -> torch.Tensor:
+    """Head keep mask (True = keep). abs: θ_H ≥ τ_H with τ_H = ceil... compared as integers
+    (θ_H ≥ ceil(τ_H)); mean: 256·θ_H ≥ round(256·τ_H)·N_valid² (no division). None keeps all."""
+    if tau_h is None:
+        return torch.ones_like(theta_h, dtype=torch.bool)
+    if mode == "abs":
+        return theta_h >= int(math.ceil(float(tau_h)))
+    if mode == "mean":
+        return 256 * theta_h >= int(round(256 * float(tau_h))) * n_valid.to(torch.int64) ** 2
+    raise SparsaError(f"unknown tau_mode {mode!r}", hint=f"use one of {TAU_MODES}")
+
+
+def approx_scores_int(I_Q, F_Q, I_K, F_K, frac_bits: int, approx: bool = True, A_int=None) -> tuple[torch.Tensor, int]:
+    """Integer scores for kept blocks (spec §4.1 step 8); returns (T, fT), value T · 2^-fT.
+
+    approx=True:  T = 2^f·A + F_Q·I_Kᵀ + I_Q·F_Kᵀ, fT = f (F_Q·F_Kᵀ dropped; under the floor split the
+                  dropped term 2^-2f·F_Q·F_Kᵀ lies in [0, D_h·(1 − 2^-f)²]).
+    approx=False: T = (I_Q·2^f + F_Q)·(I_K·2^f + F_K)ᵀ = qQ·qKᵀ, fT = 2f (exact product).
+    """
+    kt = lambda t: t.transpose(-1, -2)  # noqa: E731
+    if A_int is None:
+        A_int = fx.int_matmul(I_Q, kt(I_K))
+    if approx:
+        t = (A_int << frac_bits) + fx.int_matmul(F_Q, kt(I_K)) + fx.int_matmul(I_Q, kt(F_K))
+        return t, frac_bits
+    qq = (I_Q << frac_bits) + F_Q
+    qk = (I_K << frac_bits) + F_K
+    return fx.int_matmul(qq, kt(qk)), 2 * frac_bits
+
+
+def scale_scores_int(T: torch.Tensor, t_frac: int, head_dim: int, score_bits: int) -> torch.Tensor:
+    """x = (T · C) >> (t_frac + 16 − S), C = round(2^16/√D_h): the scaled score S̃ in Q·.S (floor)."""
+    c = int(round(2**SCALE_BITS / math.sqrt(head_dim)))
+    return fx.ashr(T * c, t_frac + SCALE_BITS - score_bits)
+
+
+def int_exp(z: torch.Tensor, score_bits: int = 12, exp_bits: int = 15) -> torch.Tensor:
+    """Integer exp of z ≤ 0 given in Q·.S; returns exp(z) in Q·.E (int64). Exact steps:
+
+      L2 = round(ln2·2^S); k = (−z) // L2 (floor, z ≤ 0); p = z + k·L2 ∈ (−L2, 0]
+      pb = p + round(1.353·2^S)
+      poly = ((round(0.3585·2^16) · pb · pb) >> (16 + 2S − E)) + round(0.344·2^E)
+      e = poly >> k if k ≤ 30 else 0
+    """
+    S, E = score_bits, exp_bits
+    l2 = int(round(math.log(2) * 2**S))
+    b_q = int(round(EXP_B * 2**S))
+    a_q = int(round(EXP_A * 2**16))
+    c_q = int(round(EXP_C * 2**E))
+    k = (-z) // l2
+    p = z + k * l2
+    pb = p + b_q
+    poly = fx.ashr(a_q * pb * pb, 16 + 2 * S - E) + c_q
+    return torch.where(k <= 30, poly >> k.clamp(max=62), 0)
+
+
+def int_reciprocal(s: torch.Tensor, recip_bits: int = 15, newton_steps: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reciprocal of positive integers s = m·2^L (m ∈ [1,2)): returns (y, L) with 1/s ≈ y·2^-(M+L).
+
+      L = floor(log2 s); m_q = s << (M − L) (or >> (L − M), floor) ∈ [2^M, 2^(M+1))   (m in Q1.M)
+      y = (((3 << M) − m_q) · 61681) >> 17                     (≈ (24 − 8m)/17 in Q0.M)
+      newton step (×newton_steps): y = (y · ((2 << M) − ((m_q · y) >> M))) >> M
+    Entries with s ≤ 0 give y = 0.
+    """
+    M = recip_bits
+    pos = s > 0
+    s1 = torch.where(pos, s, 1)
+    L = fx.bit_length(s1)
+    m_q = fx.ashr(s1, L - M)
+    y = (((3 << M) - m_q) * RECIP_MAGIC) >> 17
+    for _ in range(newton_steps):
+        y = (y * ((2 << M) - ((m_q * y) >> M))) >> M
+    return torch.where(pos, y, 0), L
+
+
+def int_softmax(x: torch.Tensor, keep: torch.Tensor, cfg: HDPConfig) -> torch.Tensor:
+    """Integer softmax over the last dim of x (Q·.S) restricted to `keep`; returns P in Q0.prob_bits.
+
+      z = x − max_{kept} x (≤ 0); e = int_exp(z) on kept elements, 0 elsewhere
+      Σ = Σ_j e_j;  (y, L) = int_reciprocal(Σ)
+      P = (e · y) >> (M + L − prob_bits)     (arithmetic shift; left shift if negative)
+    Rows with no kept element give P = 0.
+    """
+    low = torch.iinfo(torch.int64).min // 4
+    mx = torch.where(keep, x, low).amax(-1, keepdim=True)
+    z = torch.where(keep, x - mx, 0)
+    e = torch.where(keep, int_exp(z, cfg.score_bits, cfg.exp_bits), 0)
+    s = e.sum(-1, keepdim=True)
+    y, L = int_reciprocal(s, cfg.recip_bits, cfg.newton_steps)
+    return fx.ashr(e * y, cfg.recip_bits + L - cfg.prob_bits)
+
+
+# ---------------------------------------------------------------------------------------------
+# whole attention
+
+
+def _valid_mask(valid, b, n, device):
+    if valid is None:
+        return torch.ones(b, n, dtype=torch.bool, device=device)
+    valid = valid.to(torch.bool)
+    if valid.shape != (b, n):
+        raise SparsaError(f"valid mask has shape {tuple(valid.shape)}, expected {(b, n)}")
+    return valid
+
+
+def check_qkv(q, k, v):
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise SparsaError(
+            f"q, k, v must be [B, H, N, D_h] with equal B, H, N: got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[2] == 0:
+        raise SparsaError("empty sequence: need at least one token")
+
+
+def block_masks_int(q: torch.Tensor, k: torch.Tensor, cfg: HDPConfig, valid: torch.Tensor | None = None, bias_int=None):
+    """The integer pass only (steps 1–7): returns dict of padded integer tensors and masks.
+
+    bias_int (optional, int64 broadcastable to [B,H,Np,Np]): a static additive term in A units
+    (e.g. Swin's relative position bias, round(bias·√D_h)) folded into the signed/max importance."""
+    B, H, N, D = q.shape
+    b = cfg.block
+    valid = _valid_mask(valid, B, N, q.device)
+    qQ = fx.to_fixed(q, cfg.frac_bits, cfg.total_bits)
+    qK = fx.to_fixed(k, cfg.frac_bits, cfg.total_bits)
+    qQ, padded = pad_to_block(qQ, b)
+    qK, _ = pad_to_block(qK, b)
+    vpad, _ = pad_to_block(valid.unsqueeze(-1), b, dim=-2)
+    vpad = vpad.squeeze(-1)
+    Np = N + padded
+    IQ, FQ = fx.split_int_frac(qQ, cfg.frac_bits, cfg.split)
+    IK, FK = fx.split_int_frac(qK, cfg.frac_bits, cfg.split)
+    A = fx.int_matmul(IQ, IK.transpose(-1, -2))
+    velem = (vpad[:, :, None] & vpad[:, None, :])[:, None]  # [B,1,Np,Np]
+    imp_A = A if bias_int is None or cfg.importance == "abs" else A + bias_int
+    theta = block_importance(imp_A, b, velem, cfg.importance)
+    vblk_row = vpad.reshape(B, Np // b, b).any(-1)
+    vblk = (vblk_row[:, :, None] & vblk_row[:, None, :])  # [B,NB,NB]
+    if cfg.threshold == "rho":
+        mask = row_keep_mask(theta, vblk[:, None], cfg.rho_q)
+    else:
+        scale = b * b if cfg.importance != "max" else 1
+        mask = row_keep_mask_gap(theta, vblk[:, None], int(round(cfg.gap * scale)))
+    th = head_importance(A, velem)
+    n_valid = valid.sum(-1)
+    hmask = head_keep(th, cfg.tau_h, n_valid[:, None], cfg.tau_mode)
+    return dict(
+        qQ=qQ, qK=qK, IQ=IQ, FQ=FQ, IK=IK, FK=FK, A=A, velem=velem, vpad=vpad, vblk=vblk, theta=theta,
+        block_mask=mask, head_importance=th, head_mask=hmask, padded=padded, Np=Np, n_valid=n_valid,
+    )
+
+
+def expand_block_mask(mask: torch.Tensor, block: int) -> torch.Tensor:
+    """[..., NB, NB] → element mask [..., NB·b, NB·b] (M_elem[i,j] = M[i//b, j//b])."""
+    return mask.repeat_interleave(block, -2).repeat_interleave(block, -1)
+
+
+def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None, bias=None):
+    """Steps 8–11 given the kept elements `keep_elem` [B,H,Np,Np] (valid ∧ kept) and `head_mask`.
+
+    Returns (output float [B,H,N,D_h], output_int or None, ops dict). Used by HDP and by every
+    baseline, so all methods share one arithmetic."""
+    B, H, N, D = q.shape
+    Np = keep_elem.shape[-1]
+    if ints is None:
+        pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, Np - N))  # noqa: E731
+        IQ, FQ = fx.split_int_frac(pad(fx.to_fixed(q, cfg.frac_bits, cfg.total_bits)), cfg.frac_bits, cfg.split)
+        IK, FK = fx.split_int_frac(pad(fx.to_fixed(k, cfg.frac_bits, cfg.total_bits)), cfg.frac_bits, cfg.split)
+        A = None
+    else:
+        IQ, FQ, IK, FK, A = ints["IQ"], ints["FQ"], ints["IK"], ints["FK"], ints["A"]
+    keep = keep_elem & head_mask[:, :, None, None]
+    T, t_frac = approx_scores_int(IQ, FQ, IK, FK, cfg.frac_bits, cfg.approx, A_int=A)
+    if cfg.softmax == "int":
+        x = scale_scores_int(T, t_frac, D, cfg.score_bits)
+        if bias is not None:
+            x = x + _pad_bias(fx.to_fixed(bias, cfg.score_bits, 32), Np)
+        p_int = int_softmax(x, keep, cfg)
+        p = fx.from_fixed(p_int, cfg.prob_bits, torch.float64)
+    else:
+        s = T.to(torch.float64) * 2.0**-t_frac / math.sqrt(D)
+        if bias is not None:
+            s = s + _pad_bias(bias.to(torch.float64), Np)
+        p = torch.softmax(s.masked_fill(~keep, float("-inf")), -1).nan_to_num(0.0)
+        p_int = None
+    p = p[..., :N, :N]
+    out_int = None
+    if cfg.v_mode == "fixed" and p_int is not None:
+        qV = fx.to_fixed(v, cfg.v_frac_bits, cfg.v_total_bits)
+        acc = fx.int_matmul(p_int[..., :N, :N], qV)
+        out_int = fx.saturate(fx.ashr(acc, cfg.prob_bits), cfg.v_total_bits)
+        out_int = torch.where(head_mask[:, :, None, None], out_int, 0)
+        out = fx.from_fixed(out_int, cfg.v_frac_bits, v.dtype)
+    else:
+        out = torch.matmul(p.to(v.dtype), v)
+        out = torch.where(head_mask[:, :, None, None], out, torch.zeros((), dtype=v.dtype))
+    kept = keep[..., :N, :N].sum((-1, -2))  # [B,H]
+    ops = {
+        "int_macs": 0,  # filled by the caller (depends on whether an integer pass ran)
+        "frac_macs": int((2 * D * kept).sum()),
+        "softmax_elements": int(kept.sum()),
+        "pv_macs": int((D * kept).sum()),
+        "kept_elements": int(kept.sum()),
+    }
+    return out, out_int, ops
+
+
+def _pad_bias(bias: torch.Tensor, Np: int) -> torch.Tensor:
+    n = bias.shape[-1]
+    if n == Np:
+        return bias
+    return torch.nn.functional.pad(bias, (0, Np - n, 0, Np - n))
+
+
+def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor | None = None, bias=None):
+    """HDP attention, integer golden model. Returns (output [B,H,N,D_h] float, HDPStats).
+
+    output is exactly `stats.output_int · 2^-v_frac_bits` when v_mode="fixed" (the golden
+    integer result), else P·V in float. Pruned heads output exactly 0. `bias` (optional float,
+    broadcastable to [B,H,N,N]) is an additive score term (Swin's relative position bias / shift
+    mask), quantized to Q·.S and added to x; it is folded (in A units) into signed/max importance.
+    """
+    cfg = cfg or HDPConfig()
+    check_qkv(q, k, v)
+    B, H, N, D = q.shape
+    bias_int = None
+    if bias is not None and cfg.importance != "abs":
+        bias_int = _pad_bias(torch.round(bias.to(torch.float64) * math.sqrt(D)).clamp(-(2**40), 2**40).to(torch.int64), N + (-N) % cfg.block)
+    ints = block_masks_int(q, k, cfg, valid, bias_int)
+    keep_elem = expand_block_mask(ints["block_mask"], cfg.block) & ints["velem"]
+    out, out_int, ops = attention_from_mask(q, k, v, keep_elem, ints["head_mask"], cfg, ints, bias)
+    nv = ints["n_valid"].to(torch.int64)
+    ops["int_macs"] = int((nv**2).sum()) * H * D
+    ops["dense_macs"] = 2 * int((nv**2).sum()) * H * D
+    ops["valid_elements"] = int((nv**2).sum()) * H
+    stats = HDPStats(
+        block_mask=ints["block_mask"],
+        head_mask=ints["head_mask"],
+        valid_blocks=ints["vblk"],
+        valid_len=ints["n_valid"],
+        block_size=cfg.block,
+        seq_len=N,
+        padded=ints["padded"],
+        head_importance=ints["head_importance"],
+        ops=ops,
+        output_int=out_int,
+        elem_keep=keep_elem & ints["head_mask"][:, :, None, None],
+    )
+    return out, stats

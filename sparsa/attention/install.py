@@ -1,0 +1,219 @@
+"""Install attention pruning into Hugging Face models through transformers' `AttentionInterface`.
+
+BERT, ViT, Swin and VideoMAE (transformers 5.x) all call
+`ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, ...)` from their self-attention
+module (Swin passes its relative position bias + shifted-window mask as the additive mask), so one
+registered function, "sparsa", covers all four. `install` tags each attention module with a
+controller and its layer index and switches the model's implementation to "sparsa"; `uninstall`
+restores the previous implementation and removes the tags. A padding mask for "sparsa" is built
+with transformers' own sdpa mask function (registered under the same name).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sparsa.attention.methods import check_method, make_runner
+from sparsa.errors import SparsaError
+
+IMPL_NAME = "sparsa"
+SUPPORTED_FAMILIES = ("bert", "vit", "swin", "videomae")
+_ATTN_CLASSES = ("BertSelfAttention", "ViTSelfAttention", "SwinAttention", "VideoMAESelfAttention")
+_registered = False
+
+
+def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(IMPL_NAME, sparsa_attention_forward)
+    AttentionMaskInterface.register(IMPL_NAME, sdpa_mask)
+    _registered = True
+
+
+class AttentionController:
+    """What `install` attaches: the runner, cross-layer state, and per-layer statistics.
+
+    `layer_stats`: one summary dict per attention call of the last forward (reset at each forward).
+    `keep_masks=True` also keeps each call's HDPStats in `last_stats` (for `collect_masks`)."""
+
+    def __init__(self, method: str, opts: dict, keep_masks: bool = False):
+        self.method = method
+        self.opts = dict(opts)
+        self.runner = make_runner(method, **opts)
+        self.keep_masks = keep_masks
+        self.state: dict = {}
+        self.layer_stats: list[dict] = []
+        self.last_stats: list = []
+        self.history: list[list[dict]] = []  # layer_stats of every forward since install / clear()
+        self.prev_impl = None
+        self.hook = None
+
+    def new_forward(self) -> None:
+        self.state = {}
+        self.layer_stats = []
+        self.last_stats = []
+        self.history.append(self.layer_stats)
+
+    def clear(self) -> None:
+        self.history = []
+
+    def totals(self) -> dict:
+        """Sparsity over every forward since install/clear: block, head and attention sparsity."""
+        keys = ("valid_blocks", "kept_blocks", "heads", "pruned_heads", "valid_elements", "kept_elements",
+                "int_macs", "frac_macs", "softmax_elements", "pv_macs", "dense_macs")
+        tot = {k: 0 for k in keys}
+        padded = False
+        for fwd in self.history:
+            for st in fwd:
+                for k in keys:
+                    tot[k] += st.get(k, 0)
+                padded |= st.get("padded", 0) > 0
+        tot["block_sparsity"] = 1 - tot["kept_blocks"] / max(tot["valid_blocks"], 1)
+        tot["head_sparsity"] = tot["pruned_heads"] / max(tot["heads"], 1)
+        tot["attention_sparsity"] = 1 - tot["kept_elements"] / max(tot["valid_elements"], 1)
+        tot["padded_to_block"] = padded
+        return tot
+
+
+def _split_mask(mask: torch.Tensor | None, B: int, N: int):
+    """HF attention mask → (valid [B,N] bool, additive float bias or None).
+
+    Bool masks (True = attend) and additive float masks are accepted. A key is invalid where the
+    mask forbids it for every query (padding); finite additive values (Swin's bias and its -100
+    shift mask) are returned as the bias."""
+    if mask is None:
+        return torch.ones(B, N, dtype=torch.bool), None
+    if mask.dtype == torch.bool:
+        m = mask.expand(B, -1, -1, N) if mask.shape[0] == B else mask.expand(B, -1, -1, N)
+        valid = m.any(1).any(1)
+        return valid, None
+    m = mask.to(torch.float32)
+    forbidden = m < torch.finfo(torch.float32).min / 2
+    if m.shape[0] != B:
+        m = m.expand(B, *m.shape[1:])
+        forbidden = forbidden.expand(B, *forbidden.shape[1:])
+    valid = (~forbidden).reshape(B, -1, N).any(1)
+    bias = torch.where(forbidden, torch.zeros((), dtype=m.dtype), m)
+    if not bool(bias.any()):
+        bias = None
+    return valid, bias
+
+
+def sparsa_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The registered attention function: query/key/value are [B,H,N,D_h]; returns ([B,N,H,D_h], None)."""
+    ctrl: AttentionController | None = getattr(module, "_sparsa_ctrl", None)
+    if ctrl is None:  # a module of a model that was not installed (shared config): plain SDPA
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    B, H, N, D = query.shape
+    if key.shape[2] != N:
+        raise SparsaError("sparsa attention supports self-attention only (query and key lengths differ)")
+    if scaling is not None and abs(scaling * math.sqrt(D) - 1.0) > 1e-6:
+        query = query * (scaling * math.sqrt(D))  # HDP applies 1/√D_h itself
+    valid, bias = _split_mask(attention_mask, B, N)
+    if bias is not None and bias.shape[1] == 1:
+        bias = bias.expand(B, H, N, N)
+    with torch.no_grad():
+        out, stats = ctrl.runner(query.float(), key.float(), value.float(), valid, bias, ctrl.state)
+    summ = stats.summary()
+    summ["layer"] = getattr(module, "_sparsa_layer", -1)
+    ctrl.layer_stats.append(summ)
+    if ctrl.keep_masks:
+        ctrl.last_stats.append(stats)
+    return out.to(value.dtype).transpose(1, 2).contiguous(), None
+
+
+def attention_modules(model) -> list:
+    """The self-attention modules HDP replaces, in forward order."""
+    return [m for m in model.modules() if type(m).__name__ in _ATTN_CLASSES]
+
+
+def _family(model) -> str:
+    cfg = getattr(model, "config", None)
+    mt = getattr(cfg, "model_type", None)
+    if mt not in SUPPORTED_FAMILIES or not attention_modules(model):
+        raise SparsaError(
+            f"attention pruning does not support this model (model_type={mt!r})",
+            hint=f"supported families: {', '.join(SUPPORTED_FAMILIES)} (Hugging Face transformers models)",
+        )
+    return mt
+
+
+def install(model, method: str = "hdp", *, keep_masks: bool = False, **opts) -> AttentionController:
+    """Route every self-attention of `model` through `method` (reversible: see `uninstall`).
+
+    opts are HDPConfig fields (rho_b, tau_h, block, importance, ...) or `ratio` (Top-K / SpAtten
+    fraction). Returns the controller; `controller.layer_stats` has one summary per layer of the
+    last forward, `controller.totals()` the sparsity over every forward since install."""
+    check_method(method)
+    _family(model)
+    if getattr(model, "_sparsa_ctrl", None) is not None:
+        uninstall(model)
+    _register()
+    ctrl = AttentionController(method, opts, keep_masks)
+    for i, m in enumerate(attention_modules(model)):
+        m._sparsa_ctrl = ctrl
+        m._sparsa_layer = i
+    ctrl.prev_impl = model.config._attn_implementation
+    _set_impl(model, IMPL_NAME)
+    ctrl.hook = model.register_forward_pre_hook(lambda mod, args: ctrl.new_forward())
+    model._sparsa_ctrl = ctrl
+    return ctrl
+
+
+def uninstall(model) -> None:
+    """Undo `install`: previous attention implementation back, tags and hook removed."""
+    ctrl = getattr(model, "_sparsa_ctrl", None)
+    if ctrl is None:
+        return
+    for m in attention_modules(model):
+        for attr in ("_sparsa_ctrl", "_sparsa_layer"):
+            if hasattr(m, attr):
+                delattr(m, attr)
+    _set_impl(model, ctrl.prev_impl or "sdpa")
+    ctrl.hook.remove()
+    del model._sparsa_ctrl
+
+
+def _set_impl(model, name: str) -> None:
+    try:
+        model.set_attn_implementation(name)
+    except Exception:  # older/odd models: set the config field directly (what the modules read)
+        pass
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = name
+
+
+def collect_masks(loaded, inputs: dict, method: str = "hdp", **opts) -> list[dict]:
+    """Run `loaded.model(**inputs)` with `method` and return one dict per attention layer:
+
+    block_mask BoolTensor[B,H,NB,NB] (True = kept), head_mask BoolTensor[B,H] (True = kept),
+    block_size, seq_len, valid_len LongTensor[B], plus the layer's summary (`stats`).
+    For Swin, B is batch × windows (attention runs per window). The model is left as it was."""
+    model = getattr(loaded, "model", loaded)
+    was = getattr(model, "_sparsa_ctrl", None)
+    prev = (was.method, was.opts) if was is not None else None
+    ctrl = install(model, method, keep_masks=True, **opts)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+        out = []
+        for summ, st in zip(ctrl.layer_stats, ctrl.last_stats):
+            out.append(dict(block_mask=st.block_mask.clone(), head_mask=st.head_mask.clone(),
+                            block_size=st.block_size, seq_len=st.seq_len, valid_len=st.valid_len.clone(),
+                            stats=summ))
+        return out
+    finally:
+        uninstall(model)
+        if prev is not None:
+            install(model, prev[0], **prev[1])

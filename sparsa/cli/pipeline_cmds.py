@@ -1,0 +1,124 @@
+"""`sparsa run` (execute a recipe) and `sparsa sweep` (a design-space sweep over a recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sparsa.cli.app import app, emit, status_console
+from sparsa.errors import SparsaError
+
+
+def _parse_sets(sets: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for s in sets or []:
+        if "=" not in s:
+            raise SparsaError(f"--set {s!r}: expected PATH=VALUE", hint="e.g. --set stages.prune.heads=0.5")
+        k, v = s.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out
+
+
+@app.command()
+def run(
+    recipe: Optional[str] = typer.Argument(None, help="recipe YAML (or a bundled recipe name); default: the bundled default on the real MiniLM"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<recipe name>)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a recipe field: PATH=VALUE (dotted, repeatable)"),
+    no_html: bool = typer.Option(False, "--no-html", help="write results.json only"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Run a recipe: compression stages, evaluation, measured latency, simulation, report."""
+    from sparsa.recipe import default_recipe_path, load_recipe
+
+    overrides = _parse_sets(set_)
+    loaded = load_recipe(recipe or default_recipe_path(), overrides=overrides or None)
+    out = out or Path("runs") / loaded.recipe.name
+    console = status_console(json_)
+    console.print(f"[bold]sparsa run[/] {loaded.recipe.name} ({loaded.source}) → {out}")
+
+    from sparsa.pipeline import run_recipe
+
+    results = run_recipe(loaded, out, html=not no_html, console=console)
+    summary = _summary(results, out)
+    if json_:
+        emit(summary, True)
+        return
+    emit(summary, False, title=f"sparsa run {loaded.recipe.name}")
+
+
+def _summary(results: dict, out: Path) -> dict:
+    s: dict = {"recipe": results["recipe"]["name"], "command": results["provenance"]["command"],
+               "results": str(out / "results.json")}
+    if results.get("report"):
+        s["report"] = results["report"]
+    final = results.get("final") or {}
+    for k, v in (final.get("ratios") or {}).items():
+        s[k] = v
+    q = final.get("quality") or {}
+    if q.get("metric"):
+        s[q["metric"]] = q.get("value")
+    for k, v in (final.get("attention") or {}).items():
+        if k.endswith("sparsity"):
+            s[f"attention_{k}" if not k.startswith("attention") else k] = v
+    for k, v in (results.get("latency") or {}).items():
+        if isinstance(v, dict) and "median_ms" in v:
+            s[f"latency_{k}_ms"] = v["median_ms"]
+    hw = results.get("hardware") or {}
+    for k in ("speedup", "energy_saving"):
+        if k in hw:
+            s[f"sim_{k}"] = hw[k]
+    if hw.get("compressed", {}).get("cycles") is not None:
+        s["sim_cycles"] = hw["compressed"]["cycles"]
+    s["wall_s"] = round(results["timing"]["total_s"], 2)
+    return s
+
+
+@app.command()
+def sweep(
+    recipe: str = typer.Argument(..., help="recipe YAML (or a bundled recipe name)"),
+    grid: Path = typer.Option(..., "--grid", help="grid YAML: params (dotted recipe paths), mode, objectives"),
+    workers: int = typer.Option(1, "--workers", help="points run in parallel"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="run on Ray: a cluster ADDRESS, or 'local' (2-CPU local cluster)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="sweep folder with the resumable store (default: runs/sweep-<recipe>-<grid>)"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Sweep recipe and hardware parameters; resumable; Pareto front at the end."""
+    from rich.table import Table
+
+    from sparsa.dse import load_grid, run_sweep
+    from sparsa.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    g = load_grid(grid)
+    out = out or Path("runs") / f"sweep-{loaded.recipe.name}-{grid.stem}"
+    console = status_console(json_)
+
+    def on_point(key, overrides, res):
+        mark = "[green]ok[/]" if res["status"] == "ok" else f"[red]error[/] {res.get('error')}"
+        console.print(f"  {key[:8]} {overrides} {mark} [dim]({(res.get('wall_s') or 0):.1f} s)[/]")
+
+    console.print(f"[bold]sparsa sweep[/] {loaded.recipe.name} × {grid} ({g.mode}) → {out}")
+    summary = run_sweep(loaded, g, out, workers=workers, ray_address=ray, on_point=on_point)
+    result = summary.to_dict()
+    if json_:
+        emit(result, True)
+        return
+    console.print(f"{summary.total} points: {summary.skipped} already done, {summary.ran} run, "
+                  f"{summary.errors} errors ({summary.backend}, {summary.wall_s:.1f} s); report: {summary.report}")
+    if summary.pareto:
+        t = Table(title="Pareto front")
+        params = list(g.params)
+        metrics = [o.metric for o in g.objectives]
+        for c in ["point", *params, *metrics]:
+            t.add_column(c)
+        for r in summary.pareto:
+            t.add_row(r["key"][:8], *[str(r["overrides"].get(p)) for p in params],
+                      *[f"{(r.get('metrics') or {}).get(m, float('nan')):.6g}" for m in metrics])
+        console.print(t)

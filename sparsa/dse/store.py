@@ -1,0 +1,83 @@
+"""The sweep store: one JSON line per finished point, appended atomically, keyed by the point's hash.
+
+A line is written with a single `write` on an `O_APPEND` descriptor, then fsync'd, under an
+exclusive `flock` (two sweeps sharing a store cannot interleave bytes). A process killed mid-write
+can leave at most one torn last line; readers skip a line that does not parse, so that point is
+simply not done and runs again on resume. The full result of each point lives beside the store in
+`points/<key>.json`, written atomically *before* its line is appended.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from sparsa.io import _json_default, atomic_write_json
+
+
+class SweepStore:
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "store.jsonl"
+        self.points_dir = self.dir / "points"
+
+    # ------------------------------------------------------------ reading
+
+    def rows(self) -> Iterator[dict]:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            for raw in f:
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    continue  # a torn line from a killed writer: that point is not done
+                if isinstance(row, dict) and "key" in row:
+                    yield row
+
+    def latest(self) -> dict[str, dict]:
+        """key -> its row (the last one wins if a point was ever written twice)."""
+        out: dict[str, dict] = {}
+        for row in self.rows():
+            out[row["key"]] = row
+        return out
+
+    def done_keys(self) -> set[str]:
+        return set(self.latest())
+
+    def full_result(self, key: str) -> dict | None:
+        p = self.points_dir / f"{key}.json"
+        if not p.exists():
+            return None
+        return json.loads(p.read_text())
+
+    # ------------------------------------------------------------ writing
+
+    def append(self, row: dict[str, Any], full: dict | None = None) -> None:
+        if full is not None:
+            atomic_write_json(self.points_dir / f"{row['key']}.json", full)
+        line = (json.dumps(row, default=_json_default, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # a torn tail from an earlier kill would swallow this line's start: begin on a fresh line
+            if os.fstat(fd).st_size and not _ends_with_newline(self.path):
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

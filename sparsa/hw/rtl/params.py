@@ -1,0 +1,169 @@
+"""Parameters of the RTL units, and where they come from (architecture presets or explicit values).
+
+The RTL takes its sizes from the simulator's architecture presets (`sparsa.hw.arch.load_arch`) when
+that module and the preset exist; the few presets the RTL needs on its own (the seed-000 lane block,
+the array sizes of the resource bench) are built in here, so the RTL builds without the simulator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from sparsa.errors import SparsaError
+
+SPLITS = ("floor", "trunc")
+
+
+@dataclass(frozen=True)
+class RtlParams:
+    """Everything an RTL unit is sized by. Defaults = spec §4.1/§4.3 CHOICEs (Q3.4, 2x2 blocks, 2x4 PEs)."""
+
+    total_bits: int = 8  # n_b of the Qm.f operand codes (spec §1.2)
+    frac_bits: int = 4  # f
+    head_dim: int = 64  # D_h: the longest dot product a PE accumulates
+    split: str = "floor"  # integer/fractional split of a code (spec §1.3)
+    block: int = 2  # block size b (a PE holds one b x b output block)
+    pe_rows: int = 2  # PEs per array column
+    pe_cols: int = 4  # PEs per array row
+    max_blocks: int = 64  # blocks per block-row the sparsity engine buffers (seq_len / b)
+    rho_bits: int = 10  # signed rho_q in [-256, 256]
+    cores: int = 1  # N of the parallel wrapper
+    lane_in_bits: int = 8  # parallel wrapper: input word of one lane (seed 000: 8)
+    lane_out_bits: int = 16  # parallel wrapper: result word of one lane (seed 000: 16)
+    lane_addend: int = 10  # seed 000's placeholder operation: result = input + 10
+
+    # -- derived widths ---------------------------------------------------------------------
+    @property
+    def int_bits(self) -> int:
+        """Width of the signed integer part I = q >> f (1 + m bits)."""
+        return self.total_bits - self.frac_bits
+
+    @property
+    def acc_bits(self) -> int:
+        """Spec §1.2: 2*n_b + ceil(log2 D_h) bits never overflow for a length-D_h dot product."""
+        return 2 * self.total_bits + max(1, math.ceil(math.log2(self.head_dim)))
+
+    @property
+    def importance_bits(self) -> int:
+        """Sum of |acc| over the b*b accumulators of one PE (unsigned)."""
+        return self.acc_bits + math.ceil(math.log2(self.block * self.block))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> "RtlParams":
+        if not 2 <= self.total_bits <= 16:
+            raise SparsaError(
+                f"total_bits={self.total_bits}: the RTL units hold operand codes of 2..16 bits",
+                hint="use an 8-bit format such as Q3.4 (total_bits=8, frac_bits=4)",
+            )
+        if not 0 <= self.frac_bits < self.total_bits:
+            raise SparsaError(
+                f"frac_bits={self.frac_bits} does not fit a {self.total_bits}-bit code (need 0 <= f < n_b)",
+                hint="the sign bit and at least zero integer bits must remain: f <= n_b - 1",
+            )
+        if self.split not in SPLITS:
+            raise SparsaError(f"split={self.split!r} is unknown", hint=f"choose one of {', '.join(SPLITS)}")
+        if self.head_dim < 1 or self.head_dim > 4096:
+            raise SparsaError(f"head_dim={self.head_dim} is out of range", hint="give D_h in 1..4096")
+        if self.block != 2:
+            raise SparsaError(
+                f"block={self.block}: the PE and sparsity engine are built for 2x2 blocks (spec §4.3 CHOICE)",
+                hint="use block=2",
+            )
+        for name in ("pe_rows", "pe_cols", "cores"):
+            if not 1 <= getattr(self, name) <= 64:
+                raise SparsaError(f"{name}={getattr(self, name)} is out of range", hint=f"give {name} in 1..64")
+        if not 1 <= self.max_blocks <= 4096:
+            raise SparsaError(f"max_blocks={self.max_blocks} is out of range", hint="give 1..4096 blocks per row")
+        if self.rho_bits < 10:
+            raise SparsaError(f"rho_bits={self.rho_bits} cannot hold rho_q in [-256, 256]", hint="use rho_bits >= 10")
+        if not 1 <= self.lane_in_bits <= self.lane_out_bits <= 64:
+            raise SparsaError(
+                f"lane widths in={self.lane_in_bits}, out={self.lane_out_bits}: need 1 <= in <= out <= 64",
+                hint="seed 000 uses 8-bit inputs and 16-bit results",
+            )
+        if not 0 <= self.lane_addend < 2**self.lane_out_bits:
+            raise SparsaError(
+                f"lane_addend={self.lane_addend} does not fit {self.lane_out_bits} bits",
+                hint="choose an addend below 2**lane_out_bits",
+            )
+        return self
+
+
+# Built-in presets. `hdp-edge`/`hdp-server` are the spec's §4.3 placeholder sizes (not paper figures).
+BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
+    "hdp-edge": dict(cores=1, pe_rows=2, pe_cols=4),
+    "hdp-server": dict(cores=8, pe_rows=2, pe_cols=4),
+    "seed000": dict(cores=4, lane_in_bits=8, lane_out_bits=16, lane_addend=10),
+    "array8": dict(pe_rows=4, pe_cols=4),  # 8x8 output tile (4x4 PEs of 2x2 blocks)
+    "array16": dict(pe_rows=8, pe_cols=8),  # 16x16 output tile
+    "array32": dict(pe_rows=16, pe_cols=16),  # 32x32 output tile
+}
+
+
+def _from_arch(preset: str) -> dict[str, Any] | None:
+    """Sizes from the simulator's preset, if `sparsa.hw.arch` exists and knows `preset`."""
+    try:
+        from sparsa.hw.arch import load_arch  # owned by the simulator helper
+    except ImportError:
+        return None
+    try:
+        arch = load_arch(preset)
+    except (SparsaError, FileNotFoundError, ValueError):
+        return None
+    data = arch.model_dump() if hasattr(arch, "model_dump") else dict(arch)
+    out: dict[str, Any] = {}
+    # accept the names the simulator is likely to use; anything absent keeps the RTL default
+    aliases = {
+        "pe_rows": ("pe_rows", "rows", "array_rows"),
+        "pe_cols": ("pe_cols", "cols", "array_cols"),
+        "cores": ("cores", "num_cores", "n_cores"),
+        "total_bits": ("operand_bits", "bits", "data_bits", "total_bits"),
+    }
+    flat = dict(data)
+    for v in data.values():
+        if isinstance(v, dict):
+            flat.update(v)
+    for key, names in aliases.items():
+        for n in names:
+            if isinstance(flat.get(n), int):
+                out[key] = flat[n]
+                break
+    return out
+
+
+def preset_names() -> list[str]:
+    names = set(BUILTIN_PRESETS)
+    try:
+        from sparsa.hw.arch import list_presets  # type: ignore[attr-defined]
+
+        names.update(list_presets())
+    except Exception:  # noqa: BLE001 - the simulator module is optional for the RTL
+        pass
+    return sorted(names)
+
+
+def load_params(preset: str | None = None, **overrides: Any) -> RtlParams:
+    """RtlParams from a preset name (built-in or the simulator's) plus explicit overrides."""
+    base: dict[str, Any] = {}
+    if preset is not None:
+        if preset in BUILTIN_PRESETS:
+            base.update(BUILTIN_PRESETS[preset])
+        else:
+            from_arch = _from_arch(preset)
+            if from_arch is None:
+                raise SparsaError(
+                    f"unknown preset {preset!r}",
+                    hint=f"choose one of {', '.join(preset_names())}",
+                )
+            base.update(from_arch)
+    known = {f.name for f in fields(RtlParams)}
+    for k, v in overrides.items():
+        if k not in known:
+            raise SparsaError(f"unknown RTL parameter {k!r}", hint=f"known parameters: {', '.join(sorted(known))}")
+        if v is not None:
+            base[k] = v
+    return replace(RtlParams(), **base).validate()

@@ -1,0 +1,376 @@
+"""Cycle-level simulation of a workload on an architecture, vectorised per tile.
+
+`simulate(workload, arch)` -> `SimResult` (per op and in total: cycles, latency, utilisation,
+DRAM/SRAM traffic, energy, area; `.to_dict()`); `simulate_gemm(M, K, N, arch)` for one GEMM.
+
+Dense GEMMs follow SCALE-Sim v3 exactly (see `gemm_model`); masked GEMMs skip the folds (tiles)
+whose blocks are all pruned, or, with a block-granular sparsity engine (HDP's fetch-upon-mask),
+pack the kept blocks of each row stripe into full tiles; P.V streams only the V rows of kept key
+blocks. Energy is sum(count * energy per event) over the counted events, exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sparsa.errors import SparsaError
+from sparsa.hw.arch import Arch, load_arch
+from sparsa.hw.gemm_model import ReadBufferModel, fold_geometry, operand_streams, per_fold_cycles
+from sparsa.hw.workload import Op, Workload
+
+ENERGY_KEYS = ("mac", "sram_read_byte", "sram_write_byte", "dram_byte", "softmax_elem", "vector_elem", "se_block")
+
+
+@dataclass
+class OpResult:
+    name: str
+    kind: str
+    layer: int | None
+    cycles: int  # compute + stall cycles this op occupies the machine
+    compute_cycles: int
+    stall_cycles: int
+    bound: str  # "compute" | "memory"
+    macs: int = 0  # MACs performed
+    dense_macs: int = 0  # MACs of the same op without any mask
+    folds: int = 0  # array tiles run (all copies, all cores)
+    folds_dense: int = 0
+    dram_bytes: float = 0.0
+    sram_read_bytes: float = 0.0
+    sram_write_bytes: float = 0.0
+    counts: dict[str, float] = field(default_factory=dict)
+    energy_pj: float = 0.0
+    area_mm2: float = 0.0
+    utilisation: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SimResult:
+    arch: str
+    workload: str
+    clock_hz: float
+    ops: list[OpResult]
+    counts: dict[str, float]
+    energy_table_pj: dict[str, float]
+    area_mm2: dict[str, float]
+    placeholder_arch: bool
+
+    @property
+    def cycles(self) -> int:
+        return int(sum(o.cycles for o in self.ops))
+
+    @property
+    def latency_s(self) -> float:
+        return self.cycles / self.clock_hz
+
+    @property
+    def energy_pj(self) -> float:
+        return float(sum(self.counts[k] * self.energy_table_pj[k] for k in ENERGY_KEYS))
+
+    @property
+    def dram_bytes(self) -> float:
+        return float(sum(o.dram_bytes for o in self.ops))
+
+    @property
+    def macs(self) -> int:
+        return int(sum(o.macs for o in self.ops))
+
+    @property
+    def stall_cycles(self) -> int:
+        return int(sum(o.stall_cycles for o in self.ops))
+
+    def utilisation(self, macs_per_cycle: int) -> float:
+        return self.macs / max(1, self.cycles * macs_per_cycle)
+
+    def per_layer(self) -> list[dict[str, Any]]:
+        layers: dict[int, dict[str, Any]] = {}
+        for o in self.ops:
+            if o.layer is None:
+                continue
+            d = layers.setdefault(o.layer, {"layer": o.layer, "cycles": 0, "compute_cycles": 0, "stall_cycles": 0,
+                                            "macs": 0, "dense_macs": 0, "dram_bytes": 0.0, "energy_pj": 0.0,
+                                            "memory_bound_ops": []})
+            d["cycles"] += o.cycles
+            d["compute_cycles"] += o.compute_cycles
+            d["stall_cycles"] += o.stall_cycles
+            d["macs"] += o.macs
+            d["dense_macs"] += o.dense_macs
+            d["dram_bytes"] += o.dram_bytes
+            d["energy_pj"] += o.energy_pj
+            if o.bound == "memory":
+                d["memory_bound_ops"].append(o.name.split(".", 1)[-1])
+        out = []
+        for d in layers.values():
+            d["bound"] = "memory" if d["stall_cycles"] > 0.5 * d["compute_cycles"] else "compute"
+            d["stall_fraction"] = d["stall_cycles"] / max(1, d["cycles"])
+            out.append(d)
+        return out
+
+    def to_dict(self, per_op: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "arch": self.arch, "workload": self.workload, "placeholder_arch": self.placeholder_arch,
+            "cycles": self.cycles, "stall_cycles": self.stall_cycles, "latency_s": self.latency_s,
+            "macs": self.macs, "dram_bytes": self.dram_bytes, "energy_pj": self.energy_pj,
+            "counts": dict(self.counts), "energy_table_pj": dict(self.energy_table_pj), "area_mm2": dict(self.area_mm2),
+        }
+        if per_op:
+            d["ops"] = [asdict(o) for o in self.ops]
+            d["layers"] = self.per_layer()
+        return d
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _group_any(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray:
+    """Reduce a block mask along `axis` to folds of `fold` elements: True if any block in the fold."""
+    if fold % block == 0:
+        per = fold // block
+        m = mask
+    else:  # fold not a whole number of blocks: go through elements
+        m = np.repeat(mask, block, axis=axis)
+        per = fold
+    size = m.shape[axis]
+    pad = (-size) % per
+    if pad:
+        widths = [(0, 0)] * m.ndim
+        widths[axis] = (0, pad)
+        m = np.pad(m, widths)
+    shape = list(m.shape)
+    shape[axis : axis + 1] = [shape[axis] // per, per]
+    return m.reshape(shape).any(axis=axis + 1)
+
+
+def _group_sum(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray:
+    per = max(1, fold // block)
+    size = mask.shape[axis]
+    pad = (-size) % per
+    m = mask.astype(np.int64)
+    if pad:
+        widths = [(0, 0)] * m.ndim
+        widths[axis] = (0, pad)
+        m = np.pad(m, widths)
+    shape = list(m.shape)
+    shape[axis : axis + 1] = [shape[axis] // per, per]
+    return m.reshape(shape).sum(axis=axis + 1)
+
+
+def _split_cores(fold_cycles: np.ndarray, cores: int) -> int:
+    """Cycles when independent folds are spread over `cores` identical cores."""
+    f = fold_cycles[fold_cycles > 0]
+    if f.size == 0:
+        return 0
+    if cores == 1:
+        return int(f.sum())
+    if np.all(f == f[0]):
+        return int(math.ceil(f.size / cores) * f[0])
+    return int(max(math.ceil(f.sum() / cores), f.max()))
+
+
+# ---- GEMM -------------------------------------------------------------------------------------
+
+
+def _gemm_folds(op: Op, arch: Arch) -> tuple[np.ndarray, int, float]:
+    """Per-fold cycles (flattened over copies), MACs performed, and kept fraction of operand traffic."""
+    r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
+    g = fold_geometry(op.m, op.k, op.n, r, c, df)
+    b = op.block
+    se = arch.sparsity_engine
+    use_masks = se.present and (op.out_mask is not None or op.inner_mask is not None)
+    if not use_masks:
+        n = g.row_folds * g.col_folds * op.count
+        return np.full(n, g.per_fold, dtype=np.int64), op.m * op.k * op.n * op.count, 1.0
+    if op.out_mask is not None:
+        mask = np.asarray(op.out_mask, dtype=bool)  # [G, m-blocks, n-blocks]
+        macs = int(mask.sum()) * b * b * op.k
+        if df == "os":
+            if se.skip == "block":
+                per_tile = max(1, (r // b) * (c // b))
+                kept_blocks = _group_sum(mask, 1, b, r).sum(axis=2)  # [G, row folds]
+                tiles = -(-kept_blocks // per_tile)
+                n_tiles = int(tiles.sum())
+                folds = np.full(n_tiles, g.per_fold, dtype=np.int64)
+                return folds, macs, n_tiles / max(1, g.row_folds * g.col_folds * op.count)
+            tiles = _group_any(_group_any(mask, 1, b, r), 2, b, c)  # [G, row folds, col folds]
+            folds = np.where(tiles, g.per_fold, 0).ravel()
+            return folds, macs, float(tiles.mean())
+        # ws / is: the output rows of M (ws) or columns of N (is) are streamed; skip unneeded ones
+        if df == "ws":
+            cols_any = _group_any(mask, 2, b, c)  # [G, m-blocks, n folds]
+            t_eff = np.minimum(cols_any.sum(axis=1) * b, op.m)  # [G, n folds]
+            fc = per_fold_cycles(t_eff, r, c, df)
+            folds = np.repeat(fc[:, None, :], g.row_folds, axis=1).ravel()
+            return folds, macs, float((t_eff > 0).mean())
+        rows_any = _group_any(mask, 1, b, c)  # is: columns of the array hold M
+        t_eff = np.minimum(rows_any.sum(axis=2) * b, op.n)  # [G, m folds]
+        fc = per_fold_cycles(t_eff, r, c, df)
+        folds = np.repeat(fc[:, None, :], g.row_folds, axis=1).ravel()
+        return folds, macs, float((t_eff > 0).mean())
+    mask = np.asarray(op.inner_mask, dtype=bool)  # [G, m-blocks, k-blocks]
+    macs = int(mask.sum()) * b * b * op.n
+    if df == "os":
+        union = _group_any(mask, 1, b, r)  # [G, row folds, k-blocks]
+        t_eff = np.minimum(union.sum(axis=2) * b, op.k)  # [G, row folds]
+        fc = per_fold_cycles(t_eff, r, c, df)
+        folds = np.repeat(fc[:, :, None], g.col_folds, axis=2).ravel()
+        return folds, macs, float(t_eff.sum() / max(1, op.k * t_eff.size))
+    if df == "ws":  # array holds (k, n): a k-fold is needed by the m rows that keep any of its blocks
+        need = _group_any(mask, 2, b, r)  # [G, m-blocks, k folds]
+        t_eff = np.minimum(need.sum(axis=1) * b, op.m)  # [G, k folds]
+        fc = per_fold_cycles(t_eff, r, c, df)
+        folds = np.repeat(fc[:, :, None], g.col_folds, axis=2).ravel()
+        return folds, macs, float((t_eff > 0).mean())
+    tiles = _group_any(_group_any(mask, 2, b, r), 1, b, c)  # is: array holds (k, m)
+    folds = np.where(tiles, g.per_fold, 0).ravel()
+    return folds, macs, float(tiles.mean())
+
+
+def _gemm(op: Op, arch: Arch) -> OpResult:
+    r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
+    g = fold_geometry(op.m, op.k, op.n, r, c, df)
+    folds, macs, kept_frac = _gemm_folds(op, arch)
+    compute = _split_cores(folds, arch.cores)
+    word = (op.operand_bits or arch.bits.operand_bits) / 8
+    out_word = arch.bits.output_bits / 8
+    # memory: SCALE-Sim's double-buffered scratchpads (per core); masked data are not fetched
+    ifs, fls, writes = operand_streams(g, op.m, op.k, op.n, r, c, df)
+    bufs = arch.buffers
+    rb_i = ReadBufferModel(int(bufs.ifmap_kb * 1024 // word), bufs.active_fraction)
+    rb_f = ReadBufferModel(int(bufs.filter_kb * 1024 // word), bufs.active_fraction)
+    dram_i = rb_i.dram_elems(ifs) * word * op.count * kept_frac
+    dram_f = rb_f.dram_elems(fls) * word * op.count * kept_frac
+    n_writes = writes * op.count * (kept_frac if op.out_mask is not None else 1.0)
+    dram_o = n_writes * out_word
+    stall = 0
+    bw = arch.dram.bandwidth_bytes_per_cycle
+    detail: dict[str, Any] = {"m": op.m, "k": op.k, "n": op.n, "count": op.count, "row_folds": g.row_folds,
+                              "col_folds": g.col_folds, "per_fold_cycles": g.per_fold}
+    if bw is not None:
+        words_bw = bw / word
+        t_i = rb_i.dram_cycles(ifs, words_bw) * op.count * kept_frac
+        t_f = rb_f.dram_cycles(fls, words_bw) * op.count * kept_frac
+        ofmap_elems = int(bufs.ofmap_kb * 1024 // out_word)
+        t_o = n_writes / (bw / out_word) if n_writes > ofmap_elems else 0.0
+        if arch.dram.per_interface:  # SCALE-Sim: ifmap, filter and ofmap each get the full bandwidth
+            t_mem = max(t_i, t_f, t_o)
+        else:  # one DRAM channel carries all three streams
+            t_mem = t_i + t_f + t_o
+        stall = max(0, int(math.ceil(t_mem - compute)))
+        detail.update(dram_cycles={"ifmap": t_i, "filter": t_f, "ofmap": t_o})
+    streamed = float(folds[folds > 0].sum() - (folds > 0).sum() * (g.per_fold - g.t))  # sum of T over run folds
+    sram_reads = streamed * (r + c) * word  # each streamed step reads one ifmap edge and one filter edge
+    counts = {
+        "mac": float(macs),
+        "sram_read_byte": sram_reads,
+        "sram_write_byte": float(n_writes * out_word),
+        "dram_byte": float(dram_i + dram_f + dram_o),
+    }
+    n_folds = int((folds > 0).sum())
+    res = OpResult(
+        op.name, "gemm", op.layer, compute + stall, compute, stall, "memory" if stall > 0 else "compute",
+        macs=macs, dense_macs=op.dense_macs, folds=n_folds, folds_dense=g.row_folds * g.col_folds * op.count,
+        dram_bytes=counts["dram_byte"], sram_read_bytes=sram_reads, sram_write_bytes=counts["sram_write_byte"],
+        counts=counts, detail=detail,
+    )
+    # SCALE-Sim reports the index of the last cycle: folds * per_fold - 1 (+ stalls)
+    res.detail["scalesim_total_cycles"] = res.cycles - 1 if res.cycles else 0
+    return res
+
+
+# ---- other units ------------------------------------------------------------------------------
+
+
+def _softmax(op: Op, arch: Arch) -> OpResult:
+    word = arch.bits.output_bits / 8
+    if arch.softmax_unit.present:
+        su = arch.softmax_unit
+        cyc = math.ceil(op.elems / (su.elems_per_cycle * arch.cores)) + math.ceil(op.rows / arch.cores) * su.row_latency
+        counts = {"softmax_elem": float(op.elems)}
+    else:  # exp, sum, reciprocal-multiply, max on the vector unit: 4 ops per element
+        cyc = math.ceil(4 * op.elems / (arch.vector_unit.elems_per_cycle * arch.cores))
+        counts = {"vector_elem": float(4 * op.elems)}
+    counts.update(sram_read_byte=op.elems * word, sram_write_byte=op.elems * word)
+    return OpResult(op.name, "softmax", op.layer, cyc, cyc, 0, "compute", counts=counts,
+                    sram_read_bytes=op.elems * word, sram_write_bytes=op.elems * word)
+
+
+def _elementwise(op: Op, arch: Arch) -> OpResult:
+    word = arch.bits.output_bits / 8
+    n = op.elems * op.ops_per_elem
+    cyc = math.ceil(n / (arch.vector_unit.elems_per_cycle * arch.cores))
+    counts = {"vector_elem": float(n), "sram_read_byte": op.elems * word, "sram_write_byte": op.elems * word}
+    return OpResult(op.name, "elementwise", op.layer, cyc, cyc, 0, "compute", counts=counts,
+                    sram_read_bytes=op.elems * word, sram_write_bytes=op.elems * word)
+
+
+def _sparsity_engine(op: Op, arch: Arch) -> OpResult:
+    se = arch.sparsity_engine
+    if se.present:
+        heads_per_core = math.ceil(op.heads / arch.cores)
+        rows_per_core = math.ceil(op.block_rows / arch.cores)
+        if se.overlapped:  # thresholds run while the array computes the next block-row; the tail shows
+            cyc = heads_per_core * (se.cycles_per_block_row + se.cycles_per_head)
+        else:
+            cyc = rows_per_core * se.cycles_per_block_row + heads_per_core * se.cycles_per_head
+        counts = {"se_block": float(op.blocks)}
+    else:  # no engine: importances, min/max/sum and thresholds on the vector unit (4 ops per block)
+        cyc = math.ceil(4 * op.blocks / (arch.vector_unit.elems_per_cycle * arch.cores))
+        counts = {"vector_elem": float(4 * op.blocks)}
+    return OpResult(op.name, "sparsity_engine", op.layer, cyc, cyc, 0, "compute", counts=counts)
+
+
+def _unit_area(kind: str, arch: Arch, area: dict[str, float]) -> float:
+    if kind == "gemm":
+        return area["pe_array"] + area["sram"]
+    if kind == "softmax":
+        return area["softmax_unit"] if arch.softmax_unit.present else area["vector_unit"]
+    if kind == "sparsity_engine":
+        return area["sparsity_engine"] if arch.sparsity_engine.present else area["vector_unit"]
+    return area["vector_unit"]
+
+
+_RUNNERS = {"gemm": _gemm, "softmax": _softmax, "elementwise": _elementwise, "sparsity_engine": _sparsity_engine}
+
+
+def simulate(workload: Workload, arch: "Arch | str") -> SimResult:
+    """Simulate every op of `workload` on `arch` (an `Arch` or anything `load_arch` accepts)."""
+    if not isinstance(arch, Arch):
+        arch = load_arch(arch)
+    if not isinstance(workload, Workload):
+        raise SparsaError(f"simulate() needs a Workload, got {type(workload).__name__}",
+                          hint="build one with sparsa.hw.workload.from_model or from_shapes")
+    table = {k: float(getattr(arch.energy_pj, k)) for k in ENERGY_KEYS}
+    area = arch.total_area()
+    results = []
+    totals = {k: 0.0 for k in ENERGY_KEYS}
+    macs_per_cycle = arch.macs
+    for op in workload.ops:
+        runner = _RUNNERS.get(op.kind)
+        if runner is None:
+            raise SparsaError(f"op {op.name!r} has unknown kind {op.kind!r}", hint=f"kinds: {', '.join(_RUNNERS)}")
+        res = runner(op, arch)
+        res.counts = {k: float(res.counts.get(k, 0.0)) for k in ENERGY_KEYS}
+        res.energy_pj = float(sum(res.counts[k] * table[k] for k in ENERGY_KEYS))
+        res.area_mm2 = _unit_area(op.kind, arch, area)
+        if op.kind == "gemm":
+            res.utilisation = res.macs / max(1, res.cycles * macs_per_cycle)
+        for k in ENERGY_KEYS:
+            totals[k] += res.counts[k]
+        results.append(res)
+    return SimResult(arch.name, workload.name, arch.clock_hz, results, totals, table, area, arch.placeholder)
+
+
+def simulate_gemm(m: int, k: int, n: int, arch: "Arch | str", *, count: int = 1) -> OpResult:
+    """One dense GEMM C[m,n] = A[m,k] . B[k,n] (x `count`); `.detail['scalesim_total_cycles']` is
+    the figure SCALE-Sim's COMPUTE_REPORT calls "Total Cycles"."""
+    for v, nm in ((m, "M"), (k, "K"), (n, "N"), (count, "count")):
+        if int(v) <= 0:
+            raise SparsaError(f"GEMM {nm}={v} must be a positive integer", hint="give the shape as M,K,N, e.g. 512,768,768")
+    if not isinstance(arch, Arch):
+        arch = load_arch(arch)
+    wl = Workload("gemm", [Op("gemm", "gemm", None, int(m), int(k), int(n), count=int(count))], seq_len=int(m))
+    return simulate(wl, arch).ops[0]

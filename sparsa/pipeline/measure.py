@@ -1,0 +1,195 @@
+"""Measurements the pipeline takes after each stage: size, compute, quality, per-layer sparsity, latency."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsa.pipeline.state import PipelineState, require
+
+
+@contextlib.contextmanager
+def attention_removed(state: PipelineState):
+    """Temporarily take the installed attention method out (structural counts, CPU latency)."""
+    att = state.attention
+    model = state.loaded.model
+    if att is None:
+        yield
+        return
+    attention = require("sparsa.attention", "the attention stage")
+    attention.uninstall(model)
+    try:
+        yield
+    finally:
+        attention.install(model, att["method"], **att["options"])
+
+
+def example_inputs(state: PipelineState, loaded=None, batch: int = 1) -> dict:
+    loaded = loaded or state.loaded
+    return loaded.example_inputs(batch=batch, seq_len=state.recipe.evaluation.seq_len)
+
+
+def size_and_compute(state: PipelineState, loaded=None) -> dict:
+    metrics = require("sparsa.metrics", "measuring size and compute")
+    loaded = loaded or state.loaded
+    ctx = attention_removed(state) if loaded is state.loaded else contextlib.nullcontext()
+    with ctx, torch.no_grad():
+        macs = int(metrics.count_macs(loaded.model, example_inputs(state, loaded)))
+    out = {
+        "params": int(metrics.count_params(loaded.model)),
+        "nonzero_params": int(sum(int((p != 0).sum()) for p in loaded.model.parameters())),
+        "bytes": int(metrics.model_bytes(loaded.model)),
+        "macs": macs,
+        "macs_at": _input_desc(state, loaded),
+    }
+    if loaded is state.loaded and state.size_bytes is not None:
+        out["bytes"] = int(state.size_bytes)  # quantized: real integer bytes + scales
+    return out
+
+
+def _input_desc(state: PipelineState, loaded) -> str:
+    if getattr(loaded, "modality", "text") == "text":
+        return f"batch 1, seq {state.recipe.evaluation.seq_len}"
+    return "batch 1"
+
+
+def quality(state: PipelineState, loaded=None) -> dict:
+    """Fidelity vs the dense model (text encoders) or accuracy on held-out data (classifiers)."""
+    metrics = require("sparsa.metrics", "measuring quality")
+    loaded = loaded or state.loaded
+    data = state.eval_data()
+    if data is None:
+        return {}
+    n = state.recipe.evaluation.max_samples
+    if n is not None and len(data) > n:
+        data = data.subset(n)
+    with torch.no_grad():
+        if data.kind == "text":
+            fid = metrics.fidelity(loaded.model, state.reference.model, data.texts, loaded.tokenizer)
+            out = {k: float(v) for k, v in fid.items() if isinstance(v, (int, float))}
+            out["metric"] = "cosine_mean"
+            out["value"] = out.get("cosine_mean")
+        else:
+            acc = float(metrics.accuracy(loaded.model, data))
+            out = {"accuracy": acc, "metric": "accuracy", "value": acc}
+    out["data"] = f"{data.name}:{data.split} ({len(data)} items)"
+    return out
+
+
+# ---------------------------------------------------------------- per-layer sparsity (heat map)
+
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|blocks|block|stages|h)\.(\d+)(?:\.|$)")
+
+
+def layer_sparsity(reference, compressed) -> dict:
+    """Per-layer, per-weight sparsity vs the dense model: 1 − non-zeros(compressed) / numel(reference).
+
+    Works for every kind of pruning (removed heads/neurons/channels shrink the tensor, unstructured
+    pruning leaves zeros) without knowing how it was done. Rows: layers; columns: weight kinds.
+    """
+    ref = {n: p.numel() for n, p in reference.model.named_parameters() if n.endswith("weight") and p.dim() >= 2}
+    comp = {n: int((p != 0).sum()) for n, p in compressed.model.named_parameters()}
+    rows: dict[str, dict[str, float]] = {}
+    for name, numel in ref.items():
+        m = _LAYER_RE.search(name)
+        layer = f"layer {m.group(1)}" if m else "other"
+        kind = _kind(name, m)
+        nz = comp.get(name)
+        if nz is None:  # replaced module (e.g. a decomposed conv): sum what lives under its prefix
+            prefix = name[: -len("weight")]
+            sub = [v for n, v in comp.items() if n.startswith(prefix) and n.endswith("weight")]
+            if not sub:
+                continue
+            nz = sum(sub)
+        rows.setdefault(layer, {})[kind] = round(1.0 - nz / numel, 6)
+    kinds = sorted({k for r in rows.values() for k in r})
+    layers = sorted(rows, key=lambda s: (s == "other", int(s.split()[-1]) if s != "other" else 0))
+    return {"layers": layers, "kinds": kinds, "values": [[rows[l].get(k) for k in kinds] for l in layers]}
+
+
+def _kind(name: str, m) -> str:
+    rest = name[m.end():] if m else name
+    rest = rest.removesuffix(".weight").removesuffix("weight").strip(".")
+    for a, b in (("attention.self.", ""), ("attention.attention.", ""), ("attention.output.dense", "attn_out"),
+                 ("intermediate.dense", "ffn_in"), ("output.dense", "ffn_out")):
+        rest = rest.replace(a, b)
+    return rest or name
+
+
+# ---------------------------------------------------------------- latency
+
+
+def latency(state: PipelineState) -> dict:
+    """Measured CPU latency: dense PyTorch, compressed PyTorch, and ONNX Runtime, same process."""
+    spec = state.recipe.evaluation.latency
+    if spec is None:
+        return {}
+    metrics = require("sparsa.metrics", "measuring latency")
+    inputs = example_inputs(state, batch=spec.batch)
+    out: dict[str, Any] = {"threads": spec.threads, "batch": spec.batch, "input": _input_desc(state, state.loaded)}
+    if spec.torch:
+        for label, loaded in (("torch_dense", state.reference), ("torch", state.loaded)):
+            ctx = attention_removed(state) if loaded is state.loaded else contextlib.nullcontext()
+            with ctx, torch.no_grad():
+                model = loaded.model
+                out[label] = metrics.measure_latency(lambda: model(**inputs), warmup=spec.warmup, runs=spec.runs,
+                                                     threads=spec.threads)
+        if state.attention is not None:
+            out["note"] = ("CPU latency runs dense attention: dynamic attention pruning is costed by the "
+                           "simulator (the Python integer reference is not a deployment kernel)")
+    if spec.onnxruntime:
+        out["onnxruntime"] = _ort_latency(state, inputs, spec)
+    return out
+
+
+def _ort_latency(state: PipelineState, inputs: dict, spec) -> dict:
+    import onnxruntime as ort
+
+    path = state.onnx_path
+    exported_here = False
+    if path is None:
+        path = _export_fp32(state, inputs)
+        exported_here = True
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = spec.threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    feed = {k: v.numpy() for k, v in inputs.items() if k in names}
+    metrics = require("sparsa.metrics", "measuring latency")
+    res = dict(metrics.measure_latency(lambda: sess.run(None, feed), warmup=spec.warmup, runs=spec.runs,
+                                       threads=spec.threads))
+    res["model"] = "fp32 export of the compressed model" if exported_here else "integer ONNX from the quantize stage"
+    res["path"] = str(path) if state.out_dir else None
+    return res
+
+
+def _export_fp32(state: PipelineState, inputs: dict) -> Path:
+    d = state.out_dir or Path(tempfile.mkdtemp(prefix="sparsa-onnx-"))
+    path = Path(d) / "model_fp32.onnx"
+    names = list(inputs)
+    wrapped = _Positional(state.loaded.model, names)
+    with attention_removed(state), torch.no_grad():
+        torch.onnx.export(wrapped, tuple(inputs[n] for n in names), str(path), input_names=names,
+                          output_names=["output"], dynamo=False, opset_version=17)
+    return path
+
+
+class _Positional(torch.nn.Module):
+    """Positional-argument wrapper: the TorchScript exporter cannot pass HF models their kwargs."""
+
+    def __init__(self, model, names):
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *args):
+        out = self.model(**dict(zip(self.names, args)))
+        if isinstance(out, torch.Tensor):
+            return out
+        return out[0] if isinstance(out, (tuple, list)) else next(iter(out.values()))

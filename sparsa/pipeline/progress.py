@@ -1,0 +1,49 @@
+"""Rich progress for a pipeline run: one line per step, with its time."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+
+class _Timer:
+    elapsed: float = 0.0
+
+
+class Steps:
+    def __init__(self, plan: list[str], quiet: bool = False, console: Console | None = None):
+        self.plan = plan
+        self.quiet = quiet
+        self.console = console or Console(stderr=True)
+        self._progress = None
+        self._task = None
+
+    def __enter__(self):
+        if not self.quiet:
+            self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                                      MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=False)
+            self._progress.__enter__()
+            self._task = self._progress.add_task("sparsa run", total=len(self.plan))
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        t = _Timer()
+        if self._progress is not None:
+            self._progress.update(self._task, description=name)
+        t0 = time.perf_counter()
+        try:
+            yield t
+        finally:
+            t.elapsed = time.perf_counter() - t0
+        if self._progress is not None:
+            self._progress.console.print(f"  [green]✓[/] {name} [dim]({t.elapsed:.1f} s)[/]")
+            self._progress.advance(self._task)

@@ -1,0 +1,122 @@
+"""One function per stage type: (stage options, pipeline state) -> record (plain data).
+
+Each runner changes `state.loaded` (the model being compressed) through the public API of its
+stage's package and returns what it did as JSON-able data. No runner reaches into another stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from sparsa.errors import SparsaError
+from sparsa.pipeline.state import PipelineState, require
+from sparsa.recipe import AttentionStage, DecomposeStage, PruneStage, QuantizeStage, TolerancePruneStage
+
+
+def _plain(obj: Any) -> Any:
+    """Records as JSON-able data (dataclasses, pydantic, tensors reduced to lists/scalars)."""
+    import json
+
+    from sparsa.io import _json_default
+
+    try:
+        return json.loads(json.dumps(obj, default=_json_default))
+    except (TypeError, ValueError):
+        return repr(obj)
+
+
+def run_prune(st: PruneStage, state: PipelineState) -> dict:
+    prune = require("sparsa.prune", "the prune stage")
+    calib = state.calib_data(st.calib) if st.importance in ("activation", "taylor") else None
+    if calib is not None and len(calib) > st.calib_samples:
+        calib = calib.subset(st.calib_samples)
+    fn = getattr(prune, "prune_structured", None) or getattr(prune, "prune_loaded", None)
+    if fn is None:
+        raise SparsaError("the prune stage needs sparsa.prune.prune_structured, which this build does not have")
+    out = fn(state.loaded, heads=st.heads, ffn=st.ffn, channels=st.channels, importance=st.importance, data=calib)
+    state.loaded, record = _split_result(out, state.loaded)
+    return _plain(record)
+
+
+def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
+    schedule = require("sparsa.prune.schedule", "the tolerance-prune stage")
+    fn = getattr(schedule, "tolerance_prune", None)
+    if fn is None:
+        raise SparsaError("the tolerance-prune stage needs sparsa.prune.schedule.tolerance_prune")
+    data = state.train_data(st.data)
+    workdir = (state.out_dir / "tolerance_prune") if state.out_dir else None
+    out = fn(state.loaded, tolerance=st.tolerance, data=data, granularity=st.granularity, max_rounds=st.max_rounds,
+             finetune_steps=st.finetune_steps, rollback=st.rollback, seed=st.seed, workdir=workdir)
+    state.loaded, record = _split_result(out, state.loaded)
+    return _plain(record)
+
+
+def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
+    quant = require("sparsa.quant", "the quantize stage")
+    calib = state.calib_data(st.calib) if st.activations or st.clip == "search" else None
+    if calib is not None and len(calib) > st.calib_samples:
+        calib = calib.subset(st.calib_samples)
+    fn = getattr(quant, "quantize_loaded", None)
+    if fn is None:
+        raise SparsaError("the quantize stage needs sparsa.quant.quantize_loaded, which this build does not have")
+    out = fn(state.loaded, mode=st.mode, bits=st.bits, scheme=st.scheme, clip=st.clip, per_channel=st.per_channel,
+             activations=st.activations, calib=calib)
+    state.loaded, record = _split_result(out, state.loaded)
+    record = _plain(record)
+    if isinstance(record, dict) and record.get("bytes") is not None:
+        state.size_bytes = int(record["bytes"])
+    state.quant = record if isinstance(record, dict) else {"record": record}
+    if st.onnx:
+        export = getattr(quant, "export_onnx", None)
+        if export is None:
+            raise SparsaError("onnx: true needs sparsa.quant.export_onnx, which this build does not have")
+        import tempfile
+        from pathlib import Path
+
+        d = state.out_dir or Path(tempfile.mkdtemp(prefix="sparsa-int8-"))
+        state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",
+                                      seq_len=state.recipe.evaluation.seq_len))
+        record = dict(record, onnx=str(state.onnx_path) if state.out_dir else "(temporary)")
+    return record
+
+
+def run_attention(st: AttentionStage, state: PipelineState) -> dict:
+    attention = require("sparsa.attention", "the attention stage")
+    options = st.options()
+    record: dict[str, Any] = {"method": st.method}
+    if st.sparsity is not None:
+        evaluate = require("sparsa.attention.evaluate", "attention with a target sparsity", "calibrate")
+        options = dict(evaluate(state.loaded, st.method, sparsity=st.sparsity, data=state.calib_data(), **options))
+        record["target_sparsity"] = st.sparsity
+    attention.install(state.loaded.model, st.method, **options)
+    state.attention = {"method": st.method, "options": options}
+    record["options"] = _plain(options)
+    return record
+
+
+def run_decompose(st: DecomposeStage, state: PipelineState) -> dict:
+    decompose = require("sparsa.decompose", "the decompose stage")
+    fn = getattr(decompose, "decompose_loaded", None)
+    if fn is None:
+        raise SparsaError("the decompose stage needs sparsa.decompose.decompose_loaded, which this build does not have")
+    data = state.train_data(st.data) if (st.retrain_epochs or st.finetune_epochs or st.tolerance) else None
+    out = fn(state.loaded, method=st.method, basis=st.basis, tolerance=st.tolerance, prune_std=st.prune_std,
+             retrain_epochs=st.retrain_epochs, finetune_epochs=st.finetune_epochs, data=data)
+    state.loaded, record = _split_result(out, state.loaded)
+    return _plain(record)
+
+
+def _split_result(out, loaded):
+    """Stage APIs return (loaded, record) or just a record (in-place change)."""
+    if isinstance(out, tuple) and len(out) == 2:
+        return out
+    return loaded, out
+
+
+RUNNERS: dict[str, Callable[[Any, PipelineState], dict]] = {
+    "prune": run_prune,
+    "tolerance-prune": run_tolerance_prune,
+    "quantize": run_quantize,
+    "attention": run_attention,
+    "decompose": run_decompose,
+}

@@ -1,0 +1,81 @@
+"""What flows between pipeline stages: the model being compressed, its dense reference, data, artefacts."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsa.errors import SparsaError
+from sparsa.recipe import LoadedRecipe
+
+
+def require(module: str, what: str, attr: str | None = None):
+    """Import a sparsa module a stage needs; a clear error (never fake numbers) when it is missing."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            raise SparsaError(
+                f"{what} needs {module}, which this build of sparsa does not have",
+                hint="remove that stage from the recipe, or install a sparsa build that ships it",
+            ) from None
+        raise
+    if attr is None:
+        return mod
+    obj = getattr(mod, attr, None)
+    if obj is None:
+        raise SparsaError(f"{what} needs {module}.{attr}, which this build of sparsa does not have")
+    return obj
+
+
+@dataclass
+class PipelineState:
+    recipe: LoadedRecipe
+    loaded: Any = None  # sparsa.models.LoadedModel being compressed
+    reference: Any = None  # the dense original (fidelity reference, dense baseline for the simulator)
+    out_dir: Path | None = None
+    threads: int = 2
+    quiet: bool = False
+    # artefacts stages leave for later steps (plain data or paths)
+    attention: dict | None = None  # {"method":..., "options":...} installed on `loaded.model`
+    onnx_path: Path | None = None  # integer ONNX model for ORT, when a stage exported one
+    quant: dict | None = None  # what the quantize stage did (bits, scheme, size accounting)
+    size_bytes: int | None = None  # real storage size when a stage knows it better than fp32 bytes
+    _data: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------ data
+
+    def dataset(self, name: str | None, split: str):
+        """Load (once) a data set by built-in name or path."""
+        if name is None:
+            return None
+        key = (name, split)
+        if key not in self._data:
+            load_dataset = require("sparsa.data", "loading data", "load_dataset")
+            self._data[key] = load_dataset(self.recipe.resolve_path(name), split=split, seed=self.recipe.data.seed)
+        return self._data[key]
+
+    def calib_data(self, override: str | None = None):
+        name = override or self.recipe.data.calib or self.default_data()
+        return self.dataset(name, "calib")
+
+    def train_data(self, override: str | None = None):
+        name = override or self.recipe.data.train or self.default_data()
+        return self.dataset(name, "train")
+
+    def eval_data(self):
+        name = self.recipe.data.eval or self.default_data(eval=True)
+        return self.dataset(name, "test")
+
+    def default_data(self, eval: bool = False) -> str | None:
+        """Data that fits the model when the recipe names none."""
+        modality = getattr(self.loaded, "modality", None) if self.loaded is not None else None
+        if modality == "text":
+            return "sentences" if eval else "corpus"
+        if modality == "video":
+            return "clips"
+        if modality == "image":
+            return "digits"
+        return None

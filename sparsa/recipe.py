@@ -1,0 +1,514 @@
+"""Recipes: one YAML file that names the model, the data, the stages, the evaluation and the hardware.
+
+    recipe = load_recipe("recipes/default.yaml")        # validated, or a SparsaError naming line + field
+    recipe = recipe_from_dict(raw, overrides={"stages.prune.heads": 0.5})   # what sweeps do
+
+Validation is pydantic (a discriminated union over the stage `type`); every error is mapped back to
+the YAML line of the offending key through the node marks of `yaml.compose`, so a user reads
+`recipes/x.yaml:12: stages[1].rho_b: Input should be less than or equal to 1`.
+Nothing runs until the whole recipe is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sparsa.errors import SparsaError
+
+BUILTIN_MODELS = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
+BUILTIN_DATA = ("sentences", "corpus", "digits", "clips")
+STAGE_TYPES = ("prune", "tolerance-prune", "quantize", "attention", "decompose")
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Strict(BaseModel):
+    # unknown keys are typos until proven otherwise
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ---------------------------------------------------------------- stages
+
+
+class PruneStage(_Strict):
+    """One-shot structured pruning that physically removes heads, FFN neurons and channels."""
+
+    type: Literal["prune"]
+    name: str | None = None
+    heads: Fraction = 0.0
+    ffn: Fraction = 0.0
+    channels: Fraction = 0.0
+    importance: Literal["l1", "l2", "taylor", "activation", "random"] = "l1"
+    calib: str | None = None  # data for activation/taylor importance; default: the recipe's calib set
+    calib_samples: int = Field(32, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _something_to_do(self):
+        if self.heads == 0 and self.ffn == 0 and self.channels == 0:
+            raise ValueError("prune stage removes nothing: set heads, ffn or channels to a fraction in (0, 1)")
+        return self
+
+
+class TolerancePruneStage(_Strict):
+    """Adaptive iterative pruning that stops when accuracy drops more than `tolerance` (seed 001)."""
+
+    type: Literal["tolerance-prune"]
+    name: str | None = None
+    tolerance: float = Field(..., gt=0.0, lt=1.0)
+    data: str | None = None  # check set; default: the recipe's data.train
+    granularity: Literal["unstructured", "structured"] = "unstructured"
+    max_rounds: int = Field(8, ge=1, le=1000)
+    finetune_steps: int = Field(0, ge=0, le=1_000_000)
+    rollback: bool = True
+    seed: int = 0
+
+
+class QuantizeStage(_Strict):
+    """Weight (and optionally activation) quantization; `hybrid` = ESCALATE (8-bit basis, ternary coefficients)."""
+
+    type: Literal["quantize"]
+    name: str | None = None
+    mode: Literal["standard", "hybrid"] = "standard"
+    bits: int = Field(8, ge=2, le=8)
+    scheme: Literal["sym", "asym"] = "sym"
+    clip: Literal["max", "percentile", "search"] = "search"
+    per_channel: bool = True
+    activations: bool = False
+    calib: str | None = None
+    calib_samples: int = Field(32, ge=1, le=100_000)
+    onnx: bool = False  # also export an integer ONNX model (ORT latency is measured on it)
+
+
+class AttentionStage(_Strict):
+    """Dynamic attention pruning installed into the model (HDP, seed 002, and its baselines)."""
+
+    type: Literal["attention"]
+    name: str | None = None
+    method: Literal["hdp", "hdp-seed", "topk", "topk-element", "energon", "spatten", "dense"] = "hdp"
+    rho_b: float | None = Field(None, ge=-1.0, le=1.0)  # hdp-seed / energon row ratio
+    gap: float | None = Field(None, ge=0.0, le=64.0)  # hdp (default variant) row gap
+    ratio: Fraction | None = None  # topk / spatten: fraction pruned
+    tau_h: float | None = Field(None, ge=0.0)  # head threshold
+    sparsity: Fraction | None = None  # calibrate the method's knob to this block sparsity instead
+    block: int | None = Field(None, ge=1, le=64)
+    importance: Literal["abs", "signed", "max"] | None = None
+
+    def options(self) -> dict:
+        """The method's keyword options (unset ones left to the method's defaults)."""
+        keys = ("rho_b", "gap", "ratio", "tau_h", "block", "importance")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class DecomposeStage(_Strict):
+    """PENNI kernel decomposition: shared basis kernels + sparse coefficients (seed 003)."""
+
+    type: Literal["decompose"]
+    name: str | None = None
+    method: Literal["penni"] = "penni"
+    basis: int = Field(5, ge=1, le=64)
+    tolerance: float | None = Field(None, gt=0.0, lt=1.0)
+    prune_std: float = Field(1.0, ge=0.0, le=10.0)
+    retrain_epochs: int = Field(0, ge=0, le=1000)
+    finetune_epochs: int = Field(0, ge=0, le=1000)
+    data: str | None = None
+
+
+Stage = Annotated[
+    Union[PruneStage, TolerancePruneStage, QuantizeStage, AttentionStage, DecomposeStage],
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------- the rest
+
+
+class DataSpec(_Strict):
+    train: str | None = None  # fine-tuning / tolerance check data
+    calib: str | None = None  # calibration (quantization ranges, activation importance)
+    eval: str | None = None  # held-out evaluation; for text models the fidelity sentences
+    seed: int = 0
+
+
+class LatencySpec(_Strict):
+    torch: bool = True
+    onnxruntime: bool = False
+    runs: int = Field(20, ge=1, le=10_000)
+    warmup: int = Field(3, ge=0, le=1000)
+    threads: int = Field(2, ge=1, le=256)
+    batch: int = Field(1, ge=1, le=1024)
+
+
+class EvaluationSpec(_Strict):
+    quality: bool = True  # fidelity for text models, accuracy for classifiers
+    per_stage: bool = True  # size/quality after every stage, not only at the end
+    max_samples: int | None = Field(None, ge=1)
+    seq_len: int = Field(128, ge=1, le=8192)  # text input length for MACs, latency and workload
+    latency: LatencySpec | None = Field(default_factory=LatencySpec)
+
+
+class HardwareSpec(_Strict):
+    arch: str = "hdp-edge"  # preset name or a YAML file
+    params: dict[str, Any] = Field(default_factory=dict)  # nested overrides of the preset's fields
+    seq_len: int | None = Field(None, ge=1, le=8192)  # default: evaluation.seq_len
+    dense_baseline: bool = True  # also simulate the uncompressed model for speedup / energy ratios
+    gemm: list[int] | None = None  # simulator-only recipe: one M,K,N GEMM, no model
+
+    @field_validator("gemm")
+    @classmethod
+    def _gemm_shape(cls, v):
+        if v is not None and (len(v) != 3 or any(int(x) < 1 for x in v)):
+            raise ValueError("gemm must be three positive integers [M, K, N]")
+        return v
+
+
+class ReportSpec(_Strict):
+    html: bool = True
+    save_model: bool = False
+
+
+class Recipe(_Strict):
+    name: str = Field(..., min_length=1)
+    description: str = ""
+    model: str | None = None
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+    stages: list[Stage] = Field(default_factory=list)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    hardware: HardwareSpec | None = None
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @model_validator(mode="after")
+    def _coherent(self):
+        if self.model is None and (self.hardware is None or self.hardware.gemm is None):
+            raise ValueError("recipe needs a model (or a hardware.gemm for a simulator-only recipe)")
+        if self.model is not None and self.hardware is not None and self.hardware.gemm is not None:
+            raise ValueError("hardware.gemm is for simulator-only recipes; remove it or remove model")
+        if self.model is None and self.stages:
+            raise ValueError("stages need a model to work on")
+        seen_decompose = False
+        for st in self.stages:
+            if isinstance(st, DecomposeStage):
+                seen_decompose = True
+            if isinstance(st, QuantizeStage) and st.mode == "hybrid" and not seen_decompose:
+                raise ValueError("quantize mode 'hybrid' quantizes PENNI basis/coefficients: put a decompose stage before it")
+        return self
+
+    # ------------------------------------------------------------ helpers
+
+    def stage_labels(self) -> list[str]:
+        """Unique, readable label per stage (`prune`, `quantize`, `prune#2` ...)."""
+        labels, counts = [], {}
+        for st in self.stages:
+            base = st.name or st.type
+            counts[base] = counts.get(base, 0) + 1
+            labels.append(base if counts[base] == 1 else f"{base}#{counts[base]}")
+        return labels
+
+    def canonical(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """Short hash of the validated recipe: same content, same digest."""
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- loading
+
+
+class LoadedRecipe:
+    """A validated recipe plus where it came from (for provenance in reports)."""
+
+    def __init__(self, recipe: Recipe, raw: dict, source: str, base_dir: Path, overrides: dict | None = None):
+        self.recipe = recipe
+        self.raw = raw
+        self.source = source
+        self.base_dir = base_dir
+        self.overrides = dict(overrides or {})
+
+    def __getattr__(self, item):  # recipe fields read through
+        return getattr(self.recipe, item)
+
+    def resolve_path(self, name: str | None) -> str | None:
+        """Built-in names stay; relative paths are taken relative to the recipe's folder when they exist there."""
+        if name is None or name in BUILTIN_MODELS or name in BUILTIN_DATA:
+            return name
+        p = Path(os.path.expanduser(name))
+        if not p.is_absolute() and (self.base_dir / p).exists():
+            return str(self.base_dir / p)
+        return str(p)
+
+
+def default_recipe_path() -> Path:
+    """The bundled default (also installed with the package)."""
+    return Path(__file__).parent / "recipes" / "default.yaml"
+
+
+def bundled_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted((Path(__file__).parent / "recipes").glob("*.yaml"))}
+
+
+def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> LoadedRecipe:
+    """Read, parse and validate a recipe file. `path` may also name a bundled recipe (e.g. `default`)."""
+    p = Path(path)
+    if not p.exists():
+        bundled = bundled_recipes()
+        if str(path) in bundled:
+            p = bundled[str(path)]
+        else:
+            raise SparsaError(
+                f"recipe file {path} not found",
+                hint=f"give a YAML file, or one of the bundled recipes: {', '.join(bundled) or '(none)'}",
+            )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SparsaError(f"cannot read recipe {p}: {e}") from None
+    return parse_recipe(text, source=str(p), base_dir=p.resolve().parent, overrides=overrides)
+
+
+def parse_recipe(
+    text: str, source: str = "<recipe>", base_dir: Path | None = None, overrides: dict[str, Any] | None = None
+) -> LoadedRecipe:
+    node = _compose(text, source)
+    raw = yaml.safe_load(text)
+    if raw is None:
+        raise SparsaError(f"{source}: the recipe is empty", hint="start from recipes/default.yaml")
+    if not isinstance(raw, dict):
+        raise SparsaError(f"{source}:1: a recipe must be a mapping (name:, model:, stages: ...), got {type(raw).__name__}")
+    base = base_dir or Path.cwd()
+    return recipe_from_dict(raw, overrides=overrides, source=source, base_dir=base, _node=node)
+
+
+def recipe_from_dict(
+    raw: dict,
+    overrides: dict[str, Any] | None = None,
+    source: str = "<recipe>",
+    base_dir: Path | None = None,
+    _node=None,
+) -> LoadedRecipe:
+    """Validate a raw (already parsed) recipe, after applying dotted-path overrides."""
+    data = apply_overrides(raw, overrides or {}) if overrides else copy.deepcopy(raw)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise SparsaError(
+            _format_validation(e, source, _node if not overrides else None, overrides or {}),
+            hint="see docs/pipeline.md for every stage and option",
+        ) from None
+    loaded = LoadedRecipe(recipe, data, source, base_dir or Path.cwd(), overrides)
+    _check_names(loaded, _node)
+    return loaded
+
+
+def _check_names(loaded: LoadedRecipe, node) -> None:
+    """Model and data names must be built-in or existing paths: fail before any work starts."""
+    r = loaded.recipe
+    checks: list[tuple[tuple, str | None, tuple]] = [(("model",), r.model, BUILTIN_MODELS)]
+    for f in ("train", "calib", "eval"):
+        checks.append((("data", f), getattr(r.data, f), BUILTIN_DATA))
+    for i, st in enumerate(r.stages):
+        for f in ("calib", "data"):
+            if hasattr(st, f):
+                checks.append((("stages", i, f), getattr(st, f), BUILTIN_DATA))
+    for loc, value, builtin in checks:
+        if value is None or value in builtin:
+            continue
+        if not Path(loaded.resolve_path(value)).exists():
+            line = _line_of(node, loc)
+            where = f"{loaded.source}:{line}" if line else loaded.source
+            kind = "model" if loc == ("model",) else "data set"
+            raise SparsaError(
+                f"{where}: {_loc_str(loc)}: {kind} {value!r} is neither built in nor an existing path",
+                hint=f"built-in {kind}s: {', '.join(builtin)}",
+            )
+
+
+# ---------------------------------------------------------------- overrides (sweeps)
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    """Set dotted paths in a copy of a raw recipe.
+
+    `stages.0.heads` indexes the stage list; `stages.prune.heads` names the first stage of that type
+    (or with that `name`); `hardware.params.pe_rows` creates nested keys as needed.
+    """
+    out = copy.deepcopy(raw)
+    for path, value in overrides.items():
+        parts = str(path).split(".")
+        cur: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            here = ".".join(parts[: i + 1])
+            if isinstance(cur, list):
+                idx = _list_index(cur, part, path)
+                if last:
+                    cur[idx] = value
+                else:
+                    cur = cur[idx]
+            elif isinstance(cur, dict):
+                if last:
+                    cur[part] = value
+                else:
+                    if cur.get(part) is None:
+                        cur[part] = {}
+                    cur = cur[part]
+            else:
+                raise SparsaError(
+                    f"override {path!r}: {here!r} goes into a {type(cur).__name__}, not a mapping or list",
+                    hint="dotted paths walk mappings by key and lists by index or stage type",
+                )
+    return out
+
+
+def _list_index(items: list, part: str, path: str) -> int:
+    if part.lstrip("-").isdigit():
+        idx = int(part)
+        if not -len(items) <= idx < len(items):
+            raise SparsaError(f"override {path!r}: index {idx} is outside a list of {len(items)}")
+        return idx
+    for j, it in enumerate(items):
+        if isinstance(it, dict) and (it.get("name") == part or it.get("type") == part):
+            return j
+    kinds = [it.get("name") or it.get("type") for it in items if isinstance(it, dict)]
+    raise SparsaError(
+        f"override {path!r}: no stage named or typed {part!r}",
+        hint=f"stages in this recipe: {', '.join(map(str, kinds)) or '(none)'}",
+    )
+
+
+# ---------------------------------------------------------------- error messages with line numbers
+
+
+def _compose(text: str, source: str):
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise SparsaError(f"{where}: malformed YAML: {e.problem or e}", hint="check indentation and colons") from None
+    except yaml.YAMLError as e:
+        raise SparsaError(f"{source}: malformed YAML: {e}") from None
+    _reject_duplicate_keys(node, source)
+    return node
+
+
+def _reject_duplicate_keys(node, source: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for k, v in node.value:
+            key = getattr(k, "value", None)
+            if key in seen:
+                raise SparsaError(
+                    f"{source}:{k.start_mark.line + 1}: key {key!r} appears twice (first on line {seen[key]})",
+                    hint="remove one of them; YAML would silently keep only the last",
+                )
+            seen[key] = k.start_mark.line + 1
+            _reject_duplicate_keys(v, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            _reject_duplicate_keys(v, source)
+
+
+def _line_of(node, loc: tuple) -> int | None:
+    """1-based line of the YAML key/item the pydantic location points at (deepest one that exists)."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(part):
+                    line = k.start_mark.line + 1
+                    node = v
+                    break
+            else:
+                continue  # a union tag (stage type) or a missing field: stay on the enclosing mapping
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _loc_str(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        if isinstance(part, int):
+            s += f"[{part}]"
+        elif part in STAGE_TYPES and s.startswith("stages"):
+            continue  # pydantic's union tag, not a field the user wrote
+        else:
+            s += ("." if s else "") + str(part)
+    return s or "(recipe)"
+
+
+def _format_validation(e: ValidationError, source: str, node, overrides: dict) -> str:
+    lines = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "union_tag_invalid":
+            tag = (err.get("ctx") or {}).get("tag")
+            msg = f"unknown stage type {tag!r}; expected one of: {', '.join(STAGE_TYPES)}"
+        elif err["type"] == "union_tag_not_found":
+            msg = f"stage has no 'type'; give one of: {', '.join(STAGE_TYPES)}"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown option (typo?)"
+            parent = _parent_model(loc)
+            if parent is not None:
+                msg += f"; valid options: {', '.join(k for k in parent.model_fields if k != 'type')}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        line = _line_of(node, loc)
+        where = f"{source}:{line}" if line else source
+        if overrides:
+            where += f" (with overrides {overrides})"
+        lines.append(f"{where}: {_loc_str(loc)}: {msg}")
+    head = "invalid recipe" if len(lines) == 1 else f"invalid recipe ({len(lines)} problems)"
+    return head + ":\n  " + "\n  ".join(lines)
+
+
+_STAGE_BY_TYPE = {
+    "prune": PruneStage,
+    "tolerance-prune": TolerancePruneStage,
+    "quantize": QuantizeStage,
+    "attention": AttentionStage,
+    "decompose": DecomposeStage,
+}
+
+
+def _parent_model(loc: tuple):
+    """The pydantic model that owns the field at `loc` (to list its valid options)."""
+    model: Any = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if model is None:  # inside the stage list: the next part is the union tag
+            model = _STAGE_BY_TYPE.get(part)
+            if model is None:
+                return None
+            continue
+        f = model.model_fields.get(part)
+        if f is None:
+            return None
+        if part == "stages" and model is Recipe:
+            model = None
+            continue
+        ann = f.annotation
+        model = next(
+            (a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+        if model is None:
+            return None
+    return model

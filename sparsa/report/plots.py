@@ -1,0 +1,199 @@
+"""Matplotlib figures for reports, returned as PNG bytes (headless Agg backend)."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_FOOT = dict(fontsize=7, color="#555555")
+
+
+def _png(fig, footer: str | None = None) -> bytes:
+    if footer:
+        fig.text(0.01, 0.005, footer, ha="left", va="bottom", **_FOOT)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def stages_plot(stages: list[dict], footer: str) -> bytes | None:
+    """Size and compute relative to dense, and quality, after each stage."""
+    if not stages:
+        return None
+    labels = [s["label"] for s in stages]
+    base = stages[0]
+    x = np.arange(len(stages))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    width = 0.26
+    for i, (key, name) in enumerate((("params", "params"), ("bytes", "bytes"), ("macs", "MACs"))):
+        vals = [s.get(key, np.nan) / base[key] if base.get(key) else np.nan for s in stages]
+        ax.bar(x + (i - 1) * width, vals, width, label=f"{name} / dense")
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("fraction of dense")
+    ax.set_ylim(0, 1.15)
+    q = [(s.get("quality") or {}).get("value") for s in stages]
+    if any(v is not None for v in q):
+        ax2 = ax.twinx()
+        metric = next((s["quality"].get("metric") for s in stages if s.get("quality")), "quality")
+        ax2.plot(x, [np.nan if v is None else v for v in q], "ko-", label=metric)
+        ax2.set_ylabel(metric)
+        lo = min(v for v in q if v is not None)
+        ax2.set_ylim(min(lo - 0.02, 0.9 * lo), 1.005 if metric != "accuracy" or lo <= 1 else None)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", fontsize=8, ncol=3, bbox_to_anchor=(0.5, -0.12))
+    ax.set_title("Size, compute and quality after each stage")
+    return _png(fig, footer)
+
+
+def sparsity_heatmap(layers: dict, footer: str, attention: list[float] | None = None) -> bytes | None:
+    """Layers × weight kinds: fraction of the dense weights removed or zero."""
+    if not layers or not layers.get("layers"):
+        return None
+    vals = np.array([[np.nan if v is None else v for v in row] for row in layers["values"]], dtype=float)
+    kinds = list(layers["kinds"])
+    if attention is not None and len(attention) == vals.shape[0]:
+        vals = np.concatenate([vals, np.array(attention, dtype=float)[:, None]], axis=1)
+        kinds.append("attention blocks")
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(kinds) + 2.5), max(2.4, 0.38 * len(layers["layers"]) + 1.4)))
+    im = ax.imshow(vals, vmin=0, vmax=1, cmap="magma_r", aspect="auto")
+    ax.set_xticks(range(len(kinds)), kinds, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(layers["layers"])), layers["layers"], fontsize=8)
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            if not np.isnan(vals[i, j]):
+                ax.text(j, i, f"{vals[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if vals[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, label="sparsity (removed or zero)")
+    ax.set_title("Per-layer sparsity")
+    return _png(fig, footer)
+
+
+def _op_kind(op: dict) -> str:
+    for k in ("kind", "type", "op"):
+        if isinstance(op.get(k), str):
+            return op[k]
+    name = str(op.get("name", "op"))
+    return name.split(".")[-1].split("[")[0]
+
+
+def latency_plot(latency: dict | None, hardware: dict | None, footer: str) -> bytes | None:
+    """Measured CPU latency (left) and simulated cycles by op kind, dense vs compressed (right)."""
+    meas = [(k, v) for k, v in (latency or {}).items() if isinstance(v, dict) and "median_ms" in v]
+    sim = hardware and hardware.get("ops")
+    if not meas and not sim:
+        return None
+    ncols = int(bool(meas)) + int(bool(sim))
+    fig, axes = plt.subplots(1, ncols, figsize=(5.0 * ncols, 3.6), squeeze=False)
+    col = 0
+    if meas:
+        ax = axes[0, col]
+        col += 1
+        names = [k for k, _ in meas]
+        med = np.array([v["median_ms"] for _, v in meas])
+        lo = np.array([v.get("p10_ms", v["median_ms"]) for _, v in meas])
+        hi = np.array([v.get("p90_ms", v["median_ms"]) for _, v in meas])
+        ax.bar(names, med, yerr=[med - lo, hi - med], capsize=4, color=["#888", "#2a7", "#27a", "#a72"][: len(names)])
+        for i, m in enumerate(med):
+            ax.text(i, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("ms (median, p10–p90)")
+        ax.set_title(f"Measured CPU latency ({latency.get('threads', '?')} threads)", fontsize=10)
+    if sim:
+        ax = axes[0, col]
+        series = [("compressed", hardware.get("ops") or [])]
+        if hardware.get("dense_ops"):
+            series.insert(0, ("dense", hardware["dense_ops"]))
+        kinds: list[str] = []
+        per = []
+        for _, ops in series:
+            acc: dict[str, float] = defaultdict(float)
+            for op in ops:
+                acc[_op_kind(op)] += float(op.get("cycles", 0) or 0)
+                if _op_kind(op) not in kinds:
+                    kinds.append(_op_kind(op))
+            per.append(acc)
+        bottom = np.zeros(len(series))
+        cmap = plt.get_cmap("tab10")
+        for i, kind in enumerate(kinds):
+            v = np.array([acc.get(kind, 0.0) for acc in per])
+            ax.bar([s for s, _ in series], v, bottom=bottom, label=kind, color=cmap(i % 10))
+            bottom += v
+        ax.set_ylabel("cycles")
+        ax.set_title(f"Simulated on {hardware.get('arch', '?')}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle("Latency: measured and simulated", fontsize=11)
+    return _png(fig, footer)
+
+
+def ops_plot(hardware: dict | None, footer: str) -> bytes | None:
+    """Utilisation and energy of every simulated op."""
+    ops = (hardware or {}).get("ops") or []
+    if not ops:
+        return None
+    names = [str(op.get("name", i)) for i, op in enumerate(ops)]
+    util = [float(op.get("utilisation", op.get("utilization", np.nan)) or 0) for op in ops]
+    energy = [float(op.get("energy_pj", 0) or 0) / 1e6 for op in ops]
+    h = max(3.0, 0.16 * len(ops) + 1.2)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, h), sharey=True)
+    y = np.arange(len(ops))
+    a1.barh(y, util, color="#27a")
+    a1.set_xlim(0, 1)
+    a1.set_xlabel("PE utilisation")
+    a1.set_yticks(y, names, fontsize=6)
+    a1.invert_yaxis()
+    a2.barh(y, energy, color="#a52")
+    a2.set_xlabel("energy (µJ)")
+    fig.suptitle(f"Per-op utilisation and energy on {hardware.get('arch', '?')}", fontsize=11)
+    return _png(fig, footer)
+
+
+def pareto_plot(rows: list[dict], front: list[dict], objectives: list[dict], footer: str) -> bytes | None:
+    """All points and the Pareto front over the first two objectives."""
+    if len(objectives) < 1:
+        return None
+    mx = objectives[0]["metric"]
+    my = objectives[1]["metric"] if len(objectives) > 1 else None
+
+    def pts(rs):
+        out = []
+        for r in rs:
+            m = r.get("metrics") or {}
+            x = m.get(mx)
+            y = m.get(my) if my else 0.0
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                out.append((float(x), float(y)))
+        return out
+
+    allp, fp = pts(rows), sorted(pts(front))
+    if not allp:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.scatter(*zip(*allp), s=18, c="#999", label=f"points ({len(allp)})")
+    if fp:
+        ax.plot(*zip(*fp), "o-", c="#c33", label=f"Pareto front ({len(fp)})")
+    ax.set_xlabel(f"{mx} ({objectives[0]['goal']})")
+    if my:
+        ax.set_ylabel(f"{my} ({objectives[1]['goal']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Sweep: Pareto front")
+    return _png(fig, footer)
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
+            return f"{v:.4g}"
+        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 100 else f"{v:,.1f}"
+    return str(v)
