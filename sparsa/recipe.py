@@ -46,9 +46,11 @@ class PruneStage(_Strict):
     heads: Fraction = 0.0
     ffn: Fraction = 0.0
     channels: Fraction = 0.0
-    importance: Literal["l1", "l2", "taylor", "activation", "random"] = "l1"
+    # l1 = l1_group (spec §2.4 default); l1_mean_producer (alias seed) reproduces seed 000 exactly
+    importance: Literal["l1", "l1_group", "l1_mean_producer", "seed", "l2", "taylor", "activation", "random"] = "l1"
+    scope: Literal["layer", "global"] = "layer"
     calib: str | None = None  # data for activation/taylor importance; default: the recipe's calib set
-    calib_samples: int = Field(32, ge=1, le=100_000)
+    calib_samples: int = Field(64, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _something_to_do(self):
@@ -319,13 +321,20 @@ def _check_names(loaded: LoadedRecipe, node) -> None:
         for f in ("calib", "data"):
             if hasattr(st, f):
                 checks.append((("stages", i, f), getattr(st, f), BUILTIN_DATA))
+    if r.hardware is not None:
+        try:
+            from sparsa.hw.arch import list_presets
+
+            checks.append((("hardware", "arch"), r.hardware.arch, tuple(list_presets())))
+        except ImportError:  # a build without the simulator: the run step says so
+            pass
     for loc, value, builtin in checks:
         if value is None or value in builtin:
             continue
         if not Path(loaded.resolve_path(value)).exists():
             line = _line_of(node, loc)
             where = f"{loaded.source}:{line}" if line else loaded.source
-            kind = "model" if loc == ("model",) else "data set"
+            kind = {("model",): "model", ("hardware", "arch"): "architecture preset"}.get(loc, "data set")
             raise SparsaError(
                 f"{where}: {_loc_str(loc)}: {kind} {value!r} is neither built in nor an existing path",
                 hint=f"built-in {kind}s: {', '.join(builtin)}",
@@ -359,7 +368,7 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
                     cur[part] = value
                 else:
                     if cur.get(part) is None:
-                        cur[part] = {}
+                        cur[part] = [] if part == "stages" else {}
                     cur = cur[part]
             else:
                 raise SparsaError(

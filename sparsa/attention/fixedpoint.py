@@ -13,7 +13,8 @@ Exact semantics (what hardware must reproduce bit for bit):
 * saturation (`saturate`): clamp to `[-2^(n-1), 2^(n-1) - 1]`.
 * int/frac split (`split_int_frac`), mode `"floor"` (default, spec §1.3): `I = q >> f`,
   `F = q & (2^f - 1)` ∈ [0, 2^f); mode `"trunc"`: `I = sign(q)·(|q| >> f)`, `F = q - I·2^f`
-  (F carries the sign of q). Both give `q == I·2^f + F` exactly.
+  (F carries the sign of q); mode `"round"`: `I = (q + 2^(f-1)) >> f`, `F = q - I·2^f` ∈ [-2^(f-1), 2^(f-1)).
+  All give `q == I·2^f + F` exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from sparsa.errors import SparsaError
 
-SPLIT_MODES = ("floor", "trunc")
+SPLIT_MODES = ("floor", "trunc", "round")
 
 
 def check_format(frac_bits: int, total_bits: int) -> None:
@@ -78,6 +79,7 @@ def split_int_frac(q: torch.Tensor, frac_bits: int, mode: str = "floor") -> tupl
 
     floor (spec default): I = q >> f (= floor(x̂)), F = q & (2^f − 1) ∈ [0, 2^f).
     trunc: I = sign(q)·(|q| >> f) (toward zero), F = q − I·2^f ∈ (−2^f, 2^f), sign of q.
+    round (sparsa variant): I = (q + 2^(f−1)) >> f (nearest, halves up), F = q − I·2^f ∈ [−2^(f−1), 2^(f−1)).
     """
     if mode == "floor":
         i = q >> frac_bits
@@ -85,6 +87,9 @@ def split_int_frac(q: torch.Tensor, frac_bits: int, mode: str = "floor") -> tupl
     elif mode == "trunc":
         i = torch.sign(q) * (q.abs() >> frac_bits)
         f = q - i * (1 << frac_bits)
+    elif mode == "round":
+        i = (q + ((1 << frac_bits) >> 1)) >> frac_bits
+        f = q - (i << frac_bits)
     else:
         raise SparsaError(f"unknown split mode {mode!r}", hint=f"use one of {SPLIT_MODES}")
     return i, f

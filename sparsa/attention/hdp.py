@@ -66,6 +66,7 @@ class HDPConfig:
     importance: str = "abs"
     threshold: str = "rho"
     gap: float = 8.0
+    imp_bits: int = 0  # extra fractional bits the importance pass keeps (0 = seed: integer parts only)
     softmax: str = "int"
     newton_steps: int = 0
     score_bits: int = 12  # S: fractional bits of the scaled score x
@@ -100,6 +101,8 @@ class HDPConfig:
                 raise SparsaError(f"{name}={val!r} is not supported", hint=f"use one of {allowed}")
         if self.newton_steps not in (0, 1, 2):
             raise SparsaError(f"newton_steps={self.newton_steps} must be 0, 1 or 2")
+        if not 0 <= self.imp_bits <= self.frac_bits:
+            raise SparsaError(f"imp_bits={self.imp_bits} must be in [0, frac_bits={self.frac_bits}]")
         if self.gap < 0:
             raise SparsaError(f"gap={self.gap} must be >= 0")
         if not (1 <= self.score_bits <= 16 + self.frac_bits and 8 <= self.exp_bits <= 20):
@@ -388,17 +391,28 @@ def block_masks_int(q: torch.Tensor, k: torch.Tensor, cfg: HDPConfig, valid: tor
     IQ, FQ = fx.split_int_frac(qQ, cfg.frac_bits, cfg.split)
     IK, FK = fx.split_int_frac(qK, cfg.frac_bits, cfg.split)
     A = fx.int_matmul(IQ, IK.transpose(-1, -2))
+    if cfg.imp_bits:
+        # importance pass on the top bits of the word: I' = split at (f − imp_bits), A' = I'_Q·I'_Kᵀ
+        g = cfg.frac_bits - cfg.imp_bits
+        iq2, _ = fx.split_int_frac(qQ, g, cfg.split)
+        ik2, _ = fx.split_int_frac(qK, g, cfg.split)
+        A_imp = fx.int_matmul(iq2, ik2.transpose(-1, -2))
+    else:
+        A_imp = A
     velem = (vpad[:, :, None] & vpad[:, None, :])[:, None]  # [B,1,Np,Np]
-    imp_A = A if bias_int is None or cfg.importance == "abs" else A + bias_int
+    if bias_int is not None and cfg.importance != "abs":
+        A_imp = A_imp + (bias_int << (2 * cfg.imp_bits))
+    imp_A = A_imp
     theta = block_importance(imp_A, b, velem, cfg.importance)
     vblk_row = vpad.reshape(B, Np // b, b).any(-1)
     vblk = (vblk_row[:, :, None] & vblk_row[:, None, :])  # [B,NB,NB]
     if cfg.threshold == "rho":
         mask = row_keep_mask(theta, vblk[:, None], cfg.rho_q)
     else:
-        scale = b * b if cfg.importance != "max" else 1
+        # gap is given in units of the raw score Q·K (A units at imp_bits = 0)
+        scale = (b * b if cfg.importance != "max" else 1) * 4**cfg.imp_bits
         mask = row_keep_mask_gap(theta, vblk[:, None], int(round(cfg.gap * scale)))
-    th = head_importance(A, velem)
+    th = head_importance(A_imp, velem)
     n_valid = valid.sum(-1)
     hmask = head_keep(th, cfg.tau_h, n_valid[:, None], cfg.tau_mode)
     return dict(

@@ -62,9 +62,17 @@ class PenniConv(nn.Module):
     def kernel_volume(self) -> int:
         return math.prod(self.kernel_size)
 
+    def basis_kernels(self) -> Tensor:
+        """[d, K] float basis (subclasses holding integer codes dequantize here)."""
+        return self.basis
+
+    def coefficients(self) -> Tensor:
+        """[C_out, C_in, d] float coefficients."""
+        return self.coefs
+
     def dense_weight(self) -> Tensor:
         """W[o,i] = Σ_b C[o,i,b]·basis_b, shaped like the original conv weight."""
-        w = torch.einsum("oib,bk->oik", self.coefs, self.basis)
+        w = torch.einsum("oib,bk->oik", self.coefficients(), self.basis_kernels())
         return w.reshape(self.out_channels, self.in_channels, *self.kernel_size)
 
     # ------------------------------------------------------------------ forward
@@ -82,31 +90,31 @@ class PenniConv(nn.Module):
     def forward_penni(self, x: Tensor) -> Tensor:
         conv, d, ci = _CONV[self.dims], self.num_basis, self.in_channels
         # depthwise stage: output channel i*d + b = X_i ⊛ basis_b
-        wb = self.basis.reshape(d, 1, *self.kernel_size).repeat(ci, *([1] * (self.dims + 1)))
+        wb = self.basis_kernels().reshape(d, 1, *self.kernel_size).repeat(ci, *([1] * (self.dims + 1)))
         z = conv(x, wb, None, self.stride, self.padding, self.dilation, groups=ci)
         # combination stage: 1×1 convolution over the C_in·d intermediate maps
-        wc = self.coefs.reshape(self.out_channels, ci * d, *([1] * self.dims))
+        wc = self.coefficients().reshape(self.out_channels, ci * d, *([1] * self.dims))
         return conv(z, wc, self.bias)
 
     def forward_escalate(self, x: Tensor) -> Tensor:
         conv, d, co = _CONV[self.dims], self.num_basis, self.out_channels
         # combination stage at input resolution: U[o*d + b] = Σ_i C[o,i,b]·X_i (zero padding commutes)
-        wc = self.coefs.permute(0, 2, 1).reshape(co * d, self.in_channels, *([1] * self.dims))
+        wc = self.coefficients().permute(0, 2, 1).reshape(co * d, self.in_channels, *([1] * self.dims))
         u = conv(x, wc)
         # basis stage: output o = Σ_b U[o,b] ⊛ basis_b, one group per output channel
-        wb = self.basis.reshape(1, d, *self.kernel_size).expand(co, d, *self.kernel_size)
+        wb = self.basis_kernels().reshape(1, d, *self.kernel_size).expand(co, d, *self.kernel_size)
         return conv(u, wb, self.bias, self.stride, self.padding, self.dilation, groups=co)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, basis={self.num_basis}, "
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, impl={self.impl!r}")
 
-    def spec(self) -> dict:
-        """Everything needed to rebuild an empty module of this shape (saved in the model record)."""
-        return {"type": "penni_conv", "in": self.in_channels, "out": self.out_channels,
+    def sparsa_shape(self) -> dict:
+        """Everything needed to rebuild an empty module of this shape (`sparsa.models.save_model` stores it)."""
+        return {"type": "PenniConv", "in": self.in_channels, "out": self.out_channels,
                 "kernel_size": list(self.kernel_size), "basis": self.num_basis, "stride": list(self.stride),
                 "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
-                "dilation": list(self.dilation), "bias": self.bias is not None}
+                "dilation": list(self.dilation), "bias": self.bias is not None, "impl": self.impl}
 
 
 class PenniLinear(nn.Module):
@@ -153,22 +161,27 @@ class PenniLinear(nn.Module):
         return (f"{self.in_features}, {self.out_features}, group={self.group}, basis={self.num_basis}, "
                 f"bias={self.bias is not None}, impl={self.impl!r}")
 
-    def spec(self) -> dict:
-        return {"type": "penni_linear", "in": self.in_features, "out": self.out_features, "group": self.group,
-                "basis": self.num_basis, "bias": self.bias is not None}
+    def sparsa_shape(self) -> dict:
+        return {"type": "PenniLinear", "in": self.in_features, "out": self.out_features, "group": self.group,
+                "basis": self.num_basis, "bias": self.bias is not None, "impl": self.impl}
 
 
 PENNI_LAYERS = (PenniConv, PenniLinear)
 
 
 def build_from_spec(spec: dict) -> nn.Module:
-    """An empty decomposed layer of the shape `spec` (from `.spec()`) describes; weights load afterwards."""
-    if spec.get("type") == "penni_conv":
+    """An empty decomposed layer of the shape `spec` (from `.sparsa_shape()`) describes; weights load afterwards."""
+    if spec.get("type") == "PenniConv":
         pad = spec["padding"]
         return PenniConv(spec["in"], spec["out"], tuple(spec["kernel_size"]), spec["basis"], tuple(spec["stride"]),
-                         pad if isinstance(pad, str) else tuple(pad), tuple(spec["dilation"]), spec["bias"])
-    if spec.get("type") == "penni_linear":
-        return PenniLinear(spec["in"], spec["out"], spec["group"], spec["basis"], spec["bias"])
+                         pad if isinstance(pad, str) else tuple(pad), tuple(spec["dilation"]), spec["bias"],
+                         spec.get("impl", "dense"))
+    if spec.get("type") in ("EscalateConv", "Int8Layer"):
+        from sparsa.decompose.escalate import build_from_spec as _build_quant
+
+        return _build_quant(spec)
+    if spec.get("type") == "PenniLinear":
+        return PenniLinear(spec["in"], spec["out"], spec["group"], spec["basis"], spec["bias"], spec.get("impl", "dense"))
     raise SparsaError(f"unknown decomposed-layer spec {spec!r}", hint="the model record was written by another version")
 
 

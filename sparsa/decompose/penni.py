@@ -178,6 +178,7 @@ def _decompose_linear(name: str, m: nn.Linear, group: int, d: int) -> tuple[Laye
 
 
 def _rel_err(w: Tensor, w_hat: Tensor) -> float:
+    w, w_hat = w.detach(), w_hat.detach()
     n = float(w.norm())
     return float((w - w_hat).norm()) / n if n > 0 else 0.0
 

@@ -15,9 +15,6 @@ from typing import Any
 def evaluate_point(recipe_raw: dict, source: str, base_dir: str, overrides: dict[str, Any], threads: int = 1) -> dict:
     t0 = time.perf_counter()
     try:
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
         from sparsa.pipeline import run_recipe
         from sparsa.recipe import recipe_from_dict
 

@@ -58,6 +58,12 @@ class BufferCfg(_Strict):
 class DramCfg(_Strict):
     # None = unlimited (SCALE-Sim's CALC mode: never stalls on reads)
     bandwidth_bytes_per_cycle: float | None = Field(default=None)
+    # "tiles": each fold's operand slices are double-buffered, a slice is re-fetched only when the
+    #   fold needs a different one and the operand does not fit on chip; the loop order with less
+    #   traffic is chosen (what a tiled accelerator's scheduler does).
+    # "scalesim": SCALE-Sim v3's read buffers (a window of sets sliding by half the SRAM, wrapping
+    #   around the stream); reproduces its stall cycles, used to validate against it.
+    memory_model: Literal["tiles", "scalesim"] = "tiles"
     # False: one channel carries ifmap, filter and ofmap traffic (their times add up);
     # True: SCALE-Sim's USER mode, each of the three interfaces has the full bandwidth
     per_interface: bool = False

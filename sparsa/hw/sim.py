@@ -19,7 +19,7 @@ import numpy as np
 
 from sparsa.errors import SparsaError
 from sparsa.hw.arch import Arch, load_arch
-from sparsa.hw.gemm_model import ReadBufferModel, fold_geometry, operand_streams, per_fold_cycles
+from sparsa.hw.gemm_model import ReadBufferModel, fold_geometry, operand_streams, per_fold_cycles, window_points
 from sparsa.hw.workload import Op, Workload
 
 ENERGY_KEYS = ("mac", "sram_read_byte", "sram_write_byte", "dram_byte", "softmax_elem", "vector_elem", "se_block")
@@ -229,6 +229,74 @@ def _gemm_folds(op: Op, arch: Arch) -> tuple[np.ndarray, int, float]:
     return folds, macs, float(tiles.mean())
 
 
+def _memory_scalesim(op: Op, arch: Arch, g, compute: int, word: float, out_word: float, kept_frac: float):
+    """SCALE-Sim's double-buffered scratchpads (window of sets; see gemm_model)."""
+    r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
+    ifs, fls, writes = operand_streams(g, op.m, op.k, op.n, r, c, df)
+    bufs = arch.buffers
+    rb_i = ReadBufferModel(int(bufs.ifmap_kb * 1024 // word), bufs.active_fraction)
+    rb_f = ReadBufferModel(int(bufs.filter_kb * 1024 // word), bufs.active_fraction)
+    bw = arch.dram.bandwidth_bytes_per_cycle
+    if bw is not None:  # the exact window walk only matters when DRAM time can stall the array
+        ev_i = rb_i.events(ifs, window_points(g, op.m, op.k, op.n, r, c, df, "ifmap"))
+        ev_f = rb_f.events(fls, window_points(g, op.m, op.k, op.n, r, c, df, "filter"))
+    else:
+        ev_i, ev_f = rb_i.events(ifs), rb_f.events(fls)
+    n_writes = writes * op.count * (kept_frac if op.out_mask is not None else 1.0)
+    traffic = {
+        "ifmap": rb_i.dram_elems(ifs, ev_i) * word * op.count * kept_frac,
+        "filter": rb_f.dram_elems(fls, ev_f) * word * op.count * kept_frac,
+        "ofmap": n_writes * out_word,
+    }
+    detail: dict[str, Any] = {"prefetches": {"ifmap": ev_i, "filter": ev_f}}
+    if bw is None:
+        return traffic, n_writes, 0, detail
+    words_bw = bw / word
+    t_i = rb_i.dram_cycles(ev_i, words_bw) * op.count * kept_frac
+    t_f = rb_f.dram_cycles(ev_f, words_bw) * op.count * kept_frac
+    ofmap_elems = int(bufs.ofmap_kb * 1024 // out_word)
+    t_o = n_writes / (bw / out_word) if n_writes > ofmap_elems else 0.0
+    t_mem = max(t_i, t_f, t_o) if arch.dram.per_interface else t_i + t_f + t_o
+    detail["dram_cycles"] = {"ifmap": t_i, "filter": t_f, "ofmap": t_o}
+    return traffic, n_writes, max(0, int(math.ceil(t_mem - compute))), detail
+
+
+def _memory_tiles(op: Op, arch: Arch, g, compute: int, word: float, out_word: float, kept_frac: float):
+    """Double-buffered tiles: a fold's operand slices are prefetched during the previous fold; a
+    slice is fetched again only when the operand does not fit on chip. The cheaper loop order wins."""
+    df, bufs = arch.array.dataflow, arch.buffers
+    cap_i = bufs.ifmap_kb * 1024 * bufs.active_fraction
+    cap_f = bufs.filter_kb * 1024 * bufs.active_fraction
+    cap_o = bufs.ofmap_kb * 1024
+    a_bytes, b_bytes = op.m * op.k * word, op.k * op.n * word
+    out = op.m * op.n * out_word
+    if df == "os":
+        order1 = (a_bytes if a_bytes <= cap_i else a_bytes * g.col_folds, b_bytes)  # for col fold: for row fold
+        order2 = (a_bytes, b_bytes if b_bytes <= cap_f else b_bytes * g.row_folds)  # for row fold: for col fold
+        rd_a, rd_b = min(order1, order2, key=sum)
+        wr = out
+    elif df == "ws":  # weight tiles stay; ifmap slices stream once per column fold unless resident
+        rd_a, rd_b = (a_bytes if a_bytes <= cap_i else a_bytes * g.col_folds), b_bytes
+        wr = out if out <= cap_o else out * (2 * g.row_folds - 1)  # partial sums spill and come back
+    else:  # is: ifmap tiles stay; the filter streams once per column fold unless resident
+        rd_a, rd_b = a_bytes, (b_bytes if b_bytes <= cap_f else b_bytes * g.col_folds)
+        wr = out if out <= cap_o else out * (2 * g.row_folds - 1)
+    wr_frac = kept_frac if op.out_mask is not None else 1.0
+    traffic = {"ifmap": rd_a * op.count * kept_frac, "filter": rd_b * op.count * kept_frac, "ofmap": wr * op.count * wr_frac}
+    n_writes = op.m * op.n * op.count * wr_frac
+    bw = arch.dram.bandwidth_bytes_per_cycle
+    if bw is None or compute == 0:
+        return traffic, n_writes, 0, {}
+    if arch.dram.per_interface:
+        t_mem = max(traffic.values()) / bw
+    else:
+        t_mem = sum(traffic.values()) / bw
+    # the first fold's slices cannot overlap any compute
+    prologue = min(t_mem, (g.t * (arch.array.rows + arch.array.cols)) * word / bw)
+    stall = prologue + max(0.0, t_mem - prologue - compute)
+    return traffic, n_writes, int(math.ceil(stall)), {"dram_cycles": t_mem, "prologue_cycles": prologue}
+
+
 def _gemm(op: Op, arch: Arch) -> OpResult:
     r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
     g = fold_geometry(op.m, op.k, op.n, r, c, df)
@@ -236,42 +304,22 @@ def _gemm(op: Op, arch: Arch) -> OpResult:
     compute = _split_cores(folds, arch.cores)
     word = (op.operand_bits or arch.bits.operand_bits) / 8
     out_word = arch.bits.output_bits / 8
-    # memory: SCALE-Sim's double-buffered scratchpads (per core); masked data are not fetched
-    ifs, fls, writes = operand_streams(g, op.m, op.k, op.n, r, c, df)
-    bufs = arch.buffers
-    rb_i = ReadBufferModel(int(bufs.ifmap_kb * 1024 // word), bufs.active_fraction)
-    rb_f = ReadBufferModel(int(bufs.filter_kb * 1024 // word), bufs.active_fraction)
-    dram_i = rb_i.dram_elems(ifs) * word * op.count * kept_frac
-    dram_f = rb_f.dram_elems(fls) * word * op.count * kept_frac
-    n_writes = writes * op.count * (kept_frac if op.out_mask is not None else 1.0)
-    dram_o = n_writes * out_word
-    stall = 0
-    bw = arch.dram.bandwidth_bytes_per_cycle
+    memory = _memory_scalesim if arch.dram.memory_model == "scalesim" else _memory_tiles
+    traffic, n_writes, stall, mem_detail = memory(op, arch, g, compute, word, out_word, kept_frac)
     detail: dict[str, Any] = {"m": op.m, "k": op.k, "n": op.n, "count": op.count, "row_folds": g.row_folds,
-                              "col_folds": g.col_folds, "per_fold_cycles": g.per_fold}
-    if bw is not None:
-        words_bw = bw / word
-        t_i = rb_i.dram_cycles(ifs, words_bw) * op.count * kept_frac
-        t_f = rb_f.dram_cycles(fls, words_bw) * op.count * kept_frac
-        ofmap_elems = int(bufs.ofmap_kb * 1024 // out_word)
-        t_o = n_writes / (bw / out_word) if n_writes > ofmap_elems else 0.0
-        if arch.dram.per_interface:  # SCALE-Sim: ifmap, filter and ofmap each get the full bandwidth
-            t_mem = max(t_i, t_f, t_o)
-        else:  # one DRAM channel carries all three streams
-            t_mem = t_i + t_f + t_o
-        stall = max(0, int(math.ceil(t_mem - compute)))
-        detail.update(dram_cycles={"ifmap": t_i, "filter": t_f, "ofmap": t_o})
+                              "col_folds": g.col_folds, "per_fold_cycles": g.per_fold, "kept_fraction": kept_frac,
+                              "dram_traffic": traffic, **mem_detail}
     streamed = float(folds[folds > 0].sum() - (folds > 0).sum() * (g.per_fold - g.t))  # sum of T over run folds
     sram_reads = streamed * (r + c) * word  # each streamed step reads one ifmap edge and one filter edge
     counts = {
         "mac": float(macs),
         "sram_read_byte": sram_reads,
         "sram_write_byte": float(n_writes * out_word),
-        "dram_byte": float(dram_i + dram_f + dram_o),
+        "dram_byte": float(sum(traffic.values())),
     }
     n_folds = int((folds > 0).sum())
     res = OpResult(
-        op.name, "gemm", op.layer, compute + stall, compute, stall, "memory" if stall > 0 else "compute",
+        op.name, "gemm", op.layer, compute + stall, compute, stall, "memory" if stall > 0.05 * max(1, compute) else "compute",
         macs=macs, dense_macs=op.dense_macs, folds=n_folds, folds_dense=g.row_folds * g.col_folds * op.count,
         dram_bytes=counts["dram_byte"], sram_read_bytes=sram_reads, sram_write_bytes=counts["sram_write_byte"],
         counts=counts, detail=detail,

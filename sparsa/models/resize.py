@@ -23,6 +23,8 @@ def set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
 
 def module_shape(m: nn.Module) -> dict | None:
     """The constructor sizes of a resizable module, as plain JSON."""
+    if callable(getattr(m, "sparsa_shape", None)):  # sparsa's own layers (e.g. PENNI's decomposed convs)
+        return m.sparsa_shape()
     if isinstance(m, nn.Linear):
         return {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features}
     if isinstance(m, _CONV):
@@ -99,6 +101,11 @@ def apply_shapes(model: nn.Module, shapes: dict[str, dict], attrs: dict[str, dic
     """Rebuild a model at recorded shapes (loader side): modules, attributes, raw parameters."""
     for path, shape in shapes.items():
         old = model.get_submodule(path)
+        if shape["type"] in ("PenniConv", "PenniLinear", "EscalateConv", "Int8Layer"):  # layers sparsa.decompose made
+            from sparsa.decompose.layers import build_from_spec
+
+            set_submodule(model, path, build_from_spec(shape))
+            continue
         if type(old).__name__ != shape["type"]:
             raise ValueError(f"{path}: recorded {shape['type']}, model has {type(old).__name__}")
         set_submodule(model, path, resized(old, shape))

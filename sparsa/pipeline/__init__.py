@@ -59,16 +59,19 @@ def run_recipe(
     threads: int | None = None,
     console=None,
 ) -> dict[str, Any]:
-    import torch
-
-    from sparsa.pipeline import hardware, measure
+    from sparsa.pipeline import hardware
     from sparsa.pipeline.progress import Steps
-    from sparsa.pipeline.stages import RUNNERS
 
     recipe = loaded.recipe
     threads = threads or (recipe.evaluation.latency.threads if recipe.evaluation.latency else 2)
-    torch.set_num_threads(threads)
-    torch.manual_seed(recipe.seed)
+    if recipe.model is not None:  # simulator-only recipes never import torch (fast sweep points)
+        import torch
+
+        from sparsa.pipeline import measure
+        from sparsa.pipeline.stages import RUNNERS
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(recipe.seed)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,9 @@ def run_recipe(
         plan.append("simulate")
     if out is not None and html:
         plan.append("report")
+
+    if recipe.hardware is not None and recipe.model is not None:
+        hardware.load_arch(recipe.hardware, loaded.resolve_path)  # a bad preset or field fails before any work
 
     with Steps(plan, quiet=quiet, console=console) as steps:
         if recipe.model is None:  # simulator-only recipe

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
-
-import torch
 
 from sparsa.pipeline.state import PipelineState, require
 from sparsa.recipe import HardwareSpec
@@ -32,7 +31,8 @@ def simulate_gemm_only(spec: HardwareSpec, resolve=lambda s: s) -> dict:
     arch = load_arch(spec, resolve)
     m, k, n = spec.gemm
     res = sim.simulate_gemm(int(m), int(k), int(n), arch)
-    return {"arch": arch.name, "gemm": [m, k, n], "compressed": _summary(res), "ops": _ops(res)}
+    return {"arch": arch.name, "placeholder_preset": bool(getattr(arch, "placeholder", False)), "gemm": [m, k, n],
+            "compressed": _summary(res, arch), "ops": _ops(res)}
 
 
 def simulate(state: PipelineState) -> dict:
@@ -40,8 +40,9 @@ def simulate(state: PipelineState) -> dict:
     sim = require("sparsa.hw.sim", "the hardware simulation")
     workload = require("sparsa.hw.workload", "the hardware simulation")
     arch = load_arch(spec, state.recipe.resolve_path)
-    seq_len = spec.seq_len or state.recipe.evaluation.seq_len
-    inputs = hw_inputs(state, seq_len)
+    text = state.loaded.modality == "text"
+    seq_len = spec.seq_len or (state.recipe.evaluation.seq_len if text else None)  # vision: from the config
+    inputs = hw_inputs(state, seq_len or state.recipe.evaluation.seq_len)
     masks = None
     if state.attention is not None:
         attention = require("sparsa.attention", "the attention stage")
@@ -51,15 +52,18 @@ def simulate(state: PipelineState) -> dict:
     out: dict[str, Any] = {
         "arch": arch.name,
         "placeholder_preset": bool(getattr(arch, "placeholder", False)),
-        "seq_len": seq_len,
+        "seq_len": wl.seq_len,
         "input": "real held-out text (sentences joined to fill the length)" if state.loaded.modality == "text"
         else "first held-out sample",
-        "compressed": _summary(res),
+        "compressed": _summary(res, arch),
         "ops": _ops(res),
+        "layers": _layers(res),
     }
+    if masks is not None:
+        out["attention_layers"] = _attention_layers(masks)
     if spec.dense_baseline:
         dense = sim.simulate(workload.from_model(state.reference, seq_len, masks=None), arch)
-        out["dense"] = _summary(dense)
+        out["dense"] = _summary(dense, arch)
         out["dense_ops"] = _ops(dense)
         c, d = out["compressed"], out["dense"]
         if c.get("cycles") and d.get("cycles"):
@@ -78,28 +82,46 @@ def hw_inputs(state: PipelineState, seq_len: int) -> dict:
         enc = loaded.tokenizer([text], truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt")
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     if data is not None and data.kind in ("image", "video"):
+        import torch
+
         key = next(iter(loaded.example_inputs(batch=1)))
         return {key: data.x[:1].to(torch.float32)}
     return loaded.example_inputs(batch=1, seq_len=seq_len)
 
 
-_TOTAL_KEYS = ("cycles", "latency_s", "utilisation", "dram_bytes", "energy_pj", "area_mm2", "macs",
-               "compute_cycles", "memory_cycles", "sram_bytes")
-
-
-def _summary(res) -> dict:
-    d = res.to_dict() if hasattr(res, "to_dict") else dict(res)
-    tot = d.get("totals", d)
-    out = {k: tot[k] for k in _TOTAL_KEYS if k in tot and isinstance(tot[k], (int, float))}
-    for k, v in tot.items():
-        if k not in out and isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = v
-    if "area" in d and isinstance(d["area"], dict):
-        out.setdefault("area_mm2", d["area"].get("total_mm2", d["area"].get("total")))
+def _summary(res, arch) -> dict:
+    """Totals of a simulation (SimResult or a single GEMM's OpResult) as plain numbers."""
+    if hasattr(res, "to_dict"):
+        d = res.to_dict(per_op=False)
+        out = {k: d[k] for k in ("cycles", "stall_cycles", "latency_s", "macs", "dram_bytes", "energy_pj")}
+        out["utilisation"] = res.utilisation(arch.macs)
+        area = d.get("area_mm2") or {}
+        if isinstance(area, dict) and "total" in area:
+            out["area_mm2"] = area["total"]
+    else:
+        d = asdict(res)
+        out = {k: d[k] for k in ("cycles", "stall_cycles", "macs", "dram_bytes", "energy_pj", "utilisation")}
+        out["latency_s"] = res.cycles / arch.clock_hz
     return out
 
 
 def _ops(res) -> list[dict]:
-    d = res.to_dict() if hasattr(res, "to_dict") else dict(res)
-    ops = d.get("ops") or d.get("per_op") or []
-    return [{k: v for k, v in op.items() if isinstance(v, (int, float, str, bool)) or v is None} for op in ops]
+    ops = res.ops if hasattr(res, "ops") else [res]
+    return [{k: v for k, v in asdict(op).items() if not isinstance(v, (dict, list))} for op in ops]
+
+
+def _layers(res) -> list[dict]:
+    return [{k: v for k, v in d.items() if not isinstance(v, list)} | {"memory_bound_ops": ", ".join(d.get("memory_bound_ops", []))}
+            for d in res.per_layer()]
+
+
+def _attention_layers(masks: list[dict]) -> list[float]:
+    """Per-layer block sparsity of the masks the simulator was given (for the heat map)."""
+    out = []
+    for m in masks:
+        st = m.get("stats") or {}
+        if st.get("valid_blocks"):
+            out.append(1.0 - st["kept_blocks"] / st["valid_blocks"])
+        else:
+            out.append(1.0 - float(m["block_mask"].float().mean()))
+    return out

@@ -96,9 +96,11 @@ def layer_sparsity(reference, compressed) -> dict:
     comp = {n: int((p != 0).sum()) for n, p in compressed.model.named_parameters()}
     rows: dict[str, dict[str, float]] = {}
     for name, numel in ref.items():
+        if "embed" in name:
+            continue  # embeddings are never pruned by the stages; keep the map readable
         m = _LAYER_RE.search(name)
-        layer = f"layer {m.group(1)}" if m else "other"
-        kind = _kind(name, m)
+        # transformers: rows are layers, columns weight kinds; plain conv nets: one row per weight
+        layer, kind = (f"layer {m.group(1)}", _kind(name, m)) if m else (name.removesuffix(".weight"), "weight")
         nz = comp.get(name)
         if nz is None:  # replaced module (e.g. a decomposed conv): sum what lives under its prefix
             prefix = name[: -len("weight")]
@@ -108,7 +110,8 @@ def layer_sparsity(reference, compressed) -> dict:
             nz = sum(sub)
         rows.setdefault(layer, {})[kind] = round(1.0 - nz / numel, 6)
     kinds = sorted({k for r in rows.values() for k in r})
-    layers = sorted(rows, key=lambda s: (s == "other", int(s.split()[-1]) if s != "other" else 0))
+    order = list(dict.fromkeys(rows))
+    layers = sorted(rows, key=lambda s: (0, int(s.split()[-1])) if s.startswith("layer ") else (1, order.index(s)))
     return {"layers": layers, "kinds": kinds, "values": [[rows[l].get(k) for k in kinds] for l in layers]}
 
 

@@ -30,12 +30,12 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
     calib = state.calib_data(st.calib) if st.importance in ("activation", "taylor") else None
     if calib is not None and len(calib) > st.calib_samples:
         calib = calib.subset(st.calib_samples)
-    fn = getattr(prune, "prune_structured", None) or getattr(prune, "prune_loaded", None)
-    if fn is None:
-        raise SparsaError("the prune stage needs sparsa.prune.prune_structured, which this build does not have")
-    out = fn(state.loaded, heads=st.heads, ffn=st.ffn, channels=st.channels, importance=st.importance, data=calib)
-    state.loaded, record = _split_result(out, state.loaded)
-    return _plain(record)
+    plan = prune.PrunePlan(heads=st.heads, ffn=st.ffn, channels=st.channels, importance=st.importance,
+                           scope=st.scope, seed=state.recipe.seed)
+    state.loaded = prune.prune(state.loaded, plan, data=calib)
+    rec = dict(state.loaded.record.get("stages", [{}])[-1])
+    rec.pop("kept", None)  # kept indices per group: in the saved model's record, too long for a report
+    return _plain(rec)
 
 
 def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:

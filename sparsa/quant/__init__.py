@@ -12,3 +12,6 @@ from sparsa.quant.primitives import (  # noqa: F401
     quantize,
     ternarize,
 )
+from sparsa.quant.config import QuantConfig  # noqa: E402,F401
+from sparsa.quant.modules import QuantLinear  # noqa: E402,F401
+from sparsa.quant.api import quantize_, quantize_loaded, quant_size, quant_layers, dequantize_model_  # noqa: E402,F401

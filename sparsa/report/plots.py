@@ -16,8 +16,9 @@ _FOOT = dict(fontsize=7, color="#555555")
 
 
 def _png(fig, footer: str | None = None) -> bytes:
-    if footer:
-        fig.text(0.01, 0.005, footer, ha="left", va="bottom", **_FOOT)
+    if footer:  # below everything else (tick labels included), so it never overlaps
+        bb = fig.get_tightbbox(fig.canvas.get_renderer())
+        fig.text(bb.x0 / fig.get_figwidth(), bb.y0 / fig.get_figheight() - 0.01, footer, ha="left", va="top", **_FOOT)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -188,7 +189,9 @@ def pareto_plot(rows: list[dict], front: list[dict], objectives: list[dict], foo
 
 
 def fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
         return str(v)
     if isinstance(v, int):
         return f"{v:,}"

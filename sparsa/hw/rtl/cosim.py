@@ -94,6 +94,7 @@ class UnitSpec:
     make_batch: Callable[[RtlParams, torch.Generator, int], Batch]
     strobe: str | None
     default_overrides: dict = field(default_factory=dict)  # sizes that keep a cosim quick
+    default_preset: str | None = None
 
 
 def unit_specs() -> dict[str, UnitSpec]:
@@ -133,7 +134,7 @@ def cosim(
     spec = get_unit(unit)
     merged = dict(spec.default_overrides)
     merged.update({k: v for k, v in overrides.items() if v is not None})
-    params = load_params(preset, **merged)
+    params = load_params(preset or spec.default_preset, **merged)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     checked = bad = done = 0

@@ -30,9 +30,17 @@ class RtlParams:
     max_blocks: int = 64  # blocks per block-row the sparsity engine buffers (seq_len / b)
     rho_bits: int = 10  # signed rho_q in [-256, 256]
     cores: int = 1  # N of the parallel wrapper
+    lane_kind: str = "pe"  # what one lane of the wrapper is: "pe" (an HDP PE) or "seed" (seed 000's lane)
     lane_in_bits: int = 8  # parallel wrapper: input word of one lane (seed 000: 8)
     lane_out_bits: int = 16  # parallel wrapper: result word of one lane (seed 000: 16)
     lane_addend: int = 10  # seed 000's placeholder operation: result = input + 10
+    # softmax unit: the golden model's fixed-point formats (HDPConfig defaults) and the score word
+    score_bits: int = 12  # S: fractional bits of the scaled score x
+    exp_bits: int = 15  # E
+    recip_bits: int = 15  # M
+    prob_bits: int = 15  # fractional bits of P
+    newton_steps: int = 0
+    x_bits: int = 24  # signed width of the score word x the softmax unit takes
 
     # -- derived widths ---------------------------------------------------------------------
     @property
@@ -90,14 +98,30 @@ class RtlParams:
                 f"lane_addend={self.lane_addend} does not fit {self.lane_out_bits} bits",
                 hint="choose an addend below 2**lane_out_bits",
             )
+        if self.lane_kind not in ("pe", "seed"):
+            raise SparsaError(f"lane_kind={self.lane_kind!r} is unknown", hint="choose pe or seed")
+        if self.newton_steps not in (0, 1, 2):
+            raise SparsaError(f"newton_steps={self.newton_steps} must be 0, 1 or 2")
+        if not 8 <= self.x_bits <= 40:
+            raise SparsaError(f"x_bits={self.x_bits}: the softmax unit takes 8..40-bit scores", hint="default 24")
         return self
+
+    def hdp_config(self, **kw):
+        """The golden model's HDPConfig with this unit's formats."""
+        from sparsa.attention.hdp import HDPConfig
+
+        return HDPConfig(
+            frac_bits=self.frac_bits, total_bits=self.total_bits, block=self.block, split=self.split,
+            score_bits=self.score_bits, exp_bits=self.exp_bits, recip_bits=self.recip_bits,
+            prob_bits=self.prob_bits, newton_steps=self.newton_steps, **kw,
+        )
 
 
 # Built-in presets. `hdp-edge`/`hdp-server` are the spec's §4.3 placeholder sizes (not paper figures).
 BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
     "hdp-edge": dict(cores=1, pe_rows=2, pe_cols=4),
     "hdp-server": dict(cores=8, pe_rows=2, pe_cols=4),
-    "seed000": dict(cores=4, lane_in_bits=8, lane_out_bits=16, lane_addend=10),
+    "seed000": dict(cores=4, lane_kind="seed", lane_in_bits=8, lane_out_bits=16, lane_addend=10),
     "array8": dict(pe_rows=4, pe_cols=4),  # 8x8 output tile (4x4 PEs of 2x2 blocks)
     "array16": dict(pe_rows=8, pe_cols=8),  # 16x16 output tile
     "array32": dict(pe_rows=16, pe_cols=16),  # 32x32 output tile

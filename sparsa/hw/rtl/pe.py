@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Flow, In, Out
 
 from sparsa.hw.rtl.params import RtlParams
 
@@ -40,15 +40,10 @@ def split_code(m: Module, q, p: RtlParams, split: str, name: str):
     return i_part, f_part
 
 
-class PE(wiring.Component):
-    def __init__(self, params: RtlParams, *, split: str | None = None):
-        self.p = params
-        # `split` may differ from params.split: the mutation tests build a PE with the other split
-        self.split = split or params.split
-        n_b, acc = params.total_bits, params.acc_bits
-        super().__init__(
-            wiring.Signature(
-                {
+def pe_members(params: RtlParams) -> dict:
+    """The PE's ports (also used by wrappers that expose PE ports per core)."""
+    n_b, acc = params.total_bits, params.acc_bits
+    return {
                     "valid": In(1),
                     "first": In(1),
                     "last": In(1),
@@ -63,13 +58,19 @@ class PE(wiring.Component):
                     "acc11": Out(signed(acc)),
                     "importance": Out(unsigned(params.importance_bits)),
                     "out_valid": Out(1),
-                }
-            )
-        )
+    }
+
+
+class PE(wiring.Component):
+    def __init__(self, params: RtlParams, *, split: str | None = None):
+        self.params = params
+        # `split` may differ from params.split: the mutation tests build a PE with the other split
+        self.split = split or params.split
+        super().__init__(wiring.Signature(pe_members(params)))
 
     def elaborate(self, platform):
         m = Module()
-        p = self.p
+        p = self.params
         f = p.frac_bits
         iq0, fq0 = split_code(m, self.q0, p, self.split, "q0")
         iq1, fq1 = split_code(m, self.q1, p, self.split, "q1")
@@ -97,4 +98,25 @@ class PE(wiring.Component):
                 m.d.comb += mag.eq(Mux(a < 0, -a, a))
                 mags.append(mag)
         m.d.comb += self.importance.eq(mags[0] + mags[1] + mags[2] + mags[3])
+        return m
+
+
+class PEInstance(Elaboratable):
+    """A PE as an instance of the separately synthesised module `sparsa_pe` (synthesis only: lets Yosys
+    map the PE once and count it per instance, instead of flattening hundreds of copies)."""
+
+    def __init__(self, params: RtlParams, module: str = "sparsa_pe"):
+        self.module = module
+        for name, member in pe_members(params).items():
+            setattr(self, name, Signal(member.shape, name=name))
+        self._members = pe_members(params)
+
+    def elaborate(self, platform):
+        from amaranth.hdl import ClockSignal, Instance, ResetSignal
+
+        m = Module()
+        kw = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
+        for name, member in self._members.items():
+            kw[("i_" if member.flow == Flow.In else "o_") + name] = getattr(self, name)
+        m.submodules.pe = Instance(self.module, **kw)
         return m

@@ -14,13 +14,14 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sparsa.hw.rtl.params import RtlParams
-from sparsa.hw.rtl.pe import PE
+from sparsa.hw.rtl.pe import PE, PEInstance
 
 
 class PEArray(wiring.Component):
-    def __init__(self, params: RtlParams, *, split: str | None = None):
-        self.p = params
+    def __init__(self, params: RtlParams, *, split: str | None = None, hier: bool = False):
+        self.params = params
         self.split = split or params.split
+        self.hier = hier  # PEs as instances of a separately synthesised `sparsa_pe` (synthesis only)
         R, C = 2 * params.pe_rows, 2 * params.pe_cols
         n_b, acc = params.total_bits, params.acc_bits
         members = {"valid": In(1), "first": In(1), "last": In(1), "mode": In(1)}
@@ -35,10 +36,10 @@ class PEArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = self.p
+        p = self.params
         for i in range(p.pe_rows):
             for j in range(p.pe_cols):
-                pe = PE(p, split=self.split)
+                pe = PEInstance(p) if self.hier else PE(p, split=self.split)
                 m.submodules[f"pe_{i}_{j}"] = pe
                 m.d.comb += [
                     pe.valid.eq(self.valid),

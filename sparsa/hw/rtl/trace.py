@@ -15,13 +15,13 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow
 
 
-def port_list(unit: wiring.Component) -> list[tuple[str, int, bool, bool]]:
-    """(name, width, signed, is_input) for every port of a unit's signature."""
+def port_list(unit: wiring.Component) -> list[tuple[str, int, bool, bool, int]]:
+    """(name, width, signed, is_input, initial value) for every port of a unit's signature."""
     out = []
     for path, member in unit.signature.members.flatten():
         name = "__".join(str(x) for x in path)
         shape = Shape.cast(member.shape)
-        out.append((name, shape.width, shape.signed, member.flow == Flow.In))
+        out.append((name, shape.width, shape.signed, member.flow == Flow.In, int(member.init or 0)))
     return out
 
 
@@ -38,8 +38,8 @@ def run_amaranth(
     """
     from amaranth.sim import Simulator
 
-    ports = {n: getattr(unit, n) for n, _, _, _ in port_list(unit)}
-    outs = sample or [n for n, _, _, is_in in port_list(unit) if not is_in]
+    ports = {n: getattr(unit, n) for n, *_ in port_list(unit)}
+    outs = sample or [n for n, _, _, is_in, _ in port_list(unit) if not is_in]
     results: list[Any] = []
 
     async def bench(ctx):

@@ -8,6 +8,7 @@ the cycle number). Builds are cached by a hash of the Verilog, so repeated runs 
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 import shutil
 import subprocess
@@ -33,10 +34,15 @@ def _cache_dir() -> Path:
     return root
 
 
-def _harness(top: str, ins, outs, strobe: str | None) -> str:
+def _harness(top: str, ins, outs, strobe: str | None, has_rst: bool = True) -> str:
     read = "\n".join(f"        top->{n} = (decltype(top->{n}))v[{i}];" for i, (n, *_rest) in enumerate(ins))
     strobe_test = f"if (!top->{strobe}) continue;" if strobe else ""
     prints = " ".join(f'printf(" %llx", (unsigned long long)top->{n});' for n, *_rest in outs)
+    reset = (
+        "top->clk = 0; top->rst = 1; top->eval(); top->clk = 1; top->eval(); top->clk = 0; top->rst = 0; top->eval();"
+        if has_rst
+        else "top->clk = 0; top->eval();"
+    )
     return f"""
 #include "V{top}.h"
 #include "verilated.h"
@@ -48,7 +54,7 @@ int main(int argc, char** argv) {{
     V{top}* top = new V{top}{{ctx}};
     const int nin = {len(ins)};
     std::vector<unsigned long long> v(nin > 0 ? nin : 1, 0);
-    top->clk = 0; top->rst = 1; top->eval(); top->clk = 1; top->eval(); top->clk = 0; top->rst = 0; top->eval();
+    {reset}
     long cycle = 0;
     while (true) {{
         bool ok = true;
@@ -75,13 +81,15 @@ def build(unit: wiring.Component, name: str, strobe: str | None) -> tuple[Path, 
     if verilator_path() is None:
         raise SparsaError("Verilator is not installed, so the Verilog co-simulation cannot run", hint=INSTALL_HINT)
     ports = port_list(unit)
-    for n, w, _s, _i in ports:
+    for n, w, *_ in ports:
         if w > 64:
             raise SparsaError(f"port {n} is {w} bits wide; the Verilator harness handles up to 64")
     ins = [p for p in ports if p[3]]
     outs = [p for p in ports if not p[3]]
     text = verilog.convert(unit, name=name, emit_src=False)
-    harness = _harness(name, ins, outs, strobe)
+    header = re.search(rf"module {name}\(([^)]*)\)", text)
+    has_rst = header is not None and "rst" in [x.strip() for x in header.group(1).split(",")]
+    harness = _harness(name, ins, outs, strobe, has_rst)
     key = hashlib.sha256((text + harness).encode()).hexdigest()[:20]
     out_dir = _cache_dir() / f"{name}-{key}"
     binary = out_dir / f"V{name}"
@@ -114,7 +122,7 @@ def run_verilator(
 ) -> list[dict[str, int] | None]:
     """Same protocol and return value as `trace.run_amaranth`."""
     binary, ins, outs = build(unit, name, strobe)
-    state = {n: 0 for n, *_ in ins}
+    state = {n: init for n, _w, _s, _i, init in ins}
     lines = []
     for cycle in trace:
         state.update(cycle)
@@ -127,7 +135,7 @@ def run_verilator(
         fields_ = line.split()
         cyc = int(fields_[0])
         row = {}
-        for (n, w, s, _), h in zip(outs, fields_[1:]):
+        for (n, w, s, *_), h in zip(outs, fields_[1:]):
             v = int(h, 16) & ((1 << w) - 1)
             if s and v >> (w - 1):
                 v -= 1 << w

@@ -1,0 +1,24 @@
+"""Kernel decomposition: PENNI (basis kernels + sparse coefficients) and ESCALATE's hybrid
+8-bit/ternary quantization with its reorganised computation. See docs/penni.md."""
+
+from sparsa.decompose.layers import PenniConv, PenniLinear, set_impl
+from sparsa.decompose.penni import (
+    PenniConfig,
+    accuracy,
+    coefficient_sparsity,
+    decompose,
+    finetune,
+    l1_penalty,
+    merge_to_dense,
+    penni,
+    prune_coefficients,
+    retrain,
+    svd_basis,
+)
+from sparsa.decompose.shrink import remove_dead_bases, shrink
+
+__all__ = [
+    "PenniConv", "PenniLinear", "set_impl", "PenniConfig", "accuracy", "coefficient_sparsity", "decompose",
+    "finetune", "l1_penalty", "merge_to_dense", "penni", "prune_coefficients", "retrain", "svd_basis",
+    "remove_dead_bases", "shrink",
+]

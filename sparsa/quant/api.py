@@ -1,0 +1,168 @@
+"""The public verb: `quantize_(model, config)` replaces Linear layers by `QuantLinear` in place.
+
+```python
+from sparsa.quant import QuantConfig, quantize_, quant_size
+quantize_(loaded, QuantConfig(bits=8, scheme="sym", clip="search"))            # weights only
+quantize_(loaded, QuantConfig(activations="static"), calib="corpus")           # + static activations
+quantize_(loaded, QuantConfig(overrides={"encoder.layer.0.output.dense": None}))  # keep one layer float
+```
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from sparsa.errors import SparsaError
+from sparsa.quant.config import QuantConfig
+from sparsa.quant.modules import QuantLinear
+from sparsa.quant.primitives import choose_qparams
+
+
+def _is_linear(module: nn.Module, name: str) -> bool:
+    return isinstance(module, nn.Linear)
+
+
+def quantize_(model, config: QuantConfig | None = None, *, calib=None, filter_fn: Callable | None = None,
+              calib_samples: int = 32, seq_len: int = 128):
+    """Quantize `model` (nn.Module or LoadedModel) in place; returns the same object.
+
+    calib: calibration data, needed for static activations and the output-error search: a
+    dataset name (`"corpus"`, `"digits"`, a path), a sparsa Dataset, a list of texts, or a list of
+    input dicts for `model(**batch)`. filter_fn(module, name) picks layers (default: every nn.Linear).
+    """
+    config = config or QuantConfig()
+    if not isinstance(config, QuantConfig):
+        raise SparsaError(f"config must be a QuantConfig, got {type(config).__name__}")
+    loaded = model if hasattr(model, "adapter") else None
+    module = loaded.model if loaded is not None else model
+    filter_fn = filter_fn or _is_linear
+    targets = {}
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear) and filter_fn(m, name):
+            spec = config.for_layer(name)
+            if spec is not None:
+                targets[name] = spec
+    if not targets:
+        raise SparsaError("no layer to quantize: the filter / overrides select no nn.Linear",
+                          hint="check filter_fn and the override patterns (fnmatch on module names)")
+
+    stats = {}
+    need = [n for n, s in targets.items() if s.activations == "static" or (s.clip == "search" and s.objective == "output")]
+    if need:
+        if loaded is not None:
+            from sparsa.quant.calibrate import calib_batches
+
+            batches = calib_batches(loaded, calib, n=calib_samples, seq_len=seq_len)
+        elif isinstance(calib, list) and calib and isinstance(calib[0], dict):
+            batches = calib
+        else:
+            raise SparsaError(
+                "this config needs calibration data (static activations or objective='output') but none was given",
+                hint="pass calib= a list of input dicts (or a dataset name when quantizing a LoadedModel)",
+            )
+        from sparsa.quant.calibrate import collect
+
+        stats = collect(module, need, batches)
+
+    for name, spec in targets.items():
+        lin = module.get_submodule(name)
+        st = stats.get(name)
+        act_qp = None
+        if spec.activations == "static":
+            act_qp = choose_qparams(st.sample(), spec.act_bits, spec.a_scheme, spec.a_clip, None,
+                                    percentile=spec.percentile)
+        inputs = st.input_rows() if st is not None and spec.objective == "output" else None
+        q = QuantLinear.from_float(lin, spec, inputs=inputs, act_qp=act_qp)
+        _set_submodule(module, name, q)
+
+    record = {"stage": "quantize", "config": config.to_dict(), "layers": len(targets), **quant_size(module)}
+    setattr(module, "_sparsa_quant_config", config.to_dict())
+    if loaded is not None:
+        loaded.record.setdefault("stages", []).append(record)
+    return model
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def quant_layers(model) -> dict[str, QuantLinear]:
+    module = getattr(model, "model", model)
+    return {n: m for n, m in module.named_modules() if isinstance(m, QuantLinear)}
+
+
+def quant_size(model) -> dict:
+    """Real storage bytes: packed integer weights + scales + zero points + everything left in float.
+
+    `fp32_bytes` is what the same model takes with every tensor in float32, `ratio` = bytes / fp32_bytes.
+    Shared (tied) tensors are counted once.
+    """
+    module = getattr(model, "model", model)
+    qls = quant_layers(module)
+    parts = {"weight": 0, "scale": 0, "zero_point": 0, "bias": 0}
+    fp32 = 0
+    qtensors = set()
+    for m in qls.values():
+        for k, v in m.storage_bytes().items():
+            parts[k] += v
+        fp32 += 4 * m.in_features * m.out_features + (4 * m.out_features if m.bias is not None else 0)
+        qtensors.update(id(b) for b in m.buffers())
+    float_bytes, seen = 0, set()
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) in seen or id(t) in qtensors:
+            continue
+        seen.add(id(t))
+        float_bytes += t.numel() * t.element_size()
+        fp32 += t.numel() * 4 if t.is_floating_point() else t.numel() * t.element_size()
+    total = sum(parts.values()) + float_bytes
+    return {
+        "bytes": int(total),
+        "fp32_bytes": int(fp32),
+        "ratio": total / fp32 if fp32 else 1.0,
+        "int_weight_bytes": parts["weight"],
+        "scale_bytes": parts["scale"],
+        "zero_point_bytes": parts["zero_point"],
+        "float_bytes": int(float_bytes + parts["bias"]),
+        "quantized_layers": len(qls),
+    }
+
+
+def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: str = "sym", clip: str = "search",
+                    per_channel: bool = True, activations: bool = False, calib=None, **extra):
+    """Pipeline entry point (the recipe's quantize stage): returns (loaded, record)."""
+    if mode == "hybrid":
+        return _hybrid(loaded, calib)
+    if mode != "standard":
+        raise SparsaError(f"quantize mode {mode!r} is unknown", hint="use 'standard' or 'hybrid'")
+    cfg = QuantConfig(bits=bits, scheme=scheme, clip=clip, per_channel=per_channel,
+                      activations="static" if activations else "none", **extra)
+    quantize_(loaded, cfg, calib=calib)
+    return loaded, loaded.record["stages"][-1]
+
+
+def _hybrid(loaded, calib):
+    try:
+        from sparsa.decompose import hybrid_quantize  # ESCALATE lives with the decomposition code
+    except ImportError as e:
+        raise SparsaError("hybrid (ESCALATE) quantization needs sparsa.decompose.hybrid_quantize, which this build lacks",
+                          hint="use mode 'standard'") from e
+    out = hybrid_quantize(loaded)
+    return out if isinstance(out, tuple) else (loaded, out)
+
+
+@torch.no_grad()
+def dequantize_model_(model) -> nn.Module:
+    """Replace every QuantLinear by a float nn.Linear holding its dequantized weight (for float export)."""
+    module = getattr(model, "model", model)
+    for name, q in quant_layers(module).items():
+        lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None)
+        lin.weight.copy_(q.dequantized_weight())
+        if q.bias is not None:
+            lin.bias.copy_(q.bias)
+        _set_submodule(module, name, lin)
+    return model
