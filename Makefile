@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.sparsa-installed
 # pytest exit 5 ("no tests collected") is not a failure of the code under test
 PYTEST  := $(BIN)/python -m pytest
 
-.PHONY: all install apt-deps demo test bench fixtures clean
+.PHONY: all install apt-deps demo test bench bench-deps fixtures clean
 
 all: demo
 
@@ -38,6 +38,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTEST) tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# SCALE-Sim 3.0.0 for bench/sim_vs_scalesim.py only, in its own venv (it crashes with numpy >= 2.4)
+bench-deps:
+	test -x .venv-scalesim/bin/python || $(PY) -m venv .venv-scalesim
+	.venv-scalesim/bin/pip install -q scalesim==3.0.0 'numpy<2.4'
 
 fixtures: $(STAMP)
 	$(BIN)/python -m sparsa.fixtures.train all

@@ -41,8 +41,9 @@ def minilm_inputs(loaded):
 
 
 def attention_part(res):
-    keys = ("qk", "qk_int", "qk_frac", "softmax", "pv", "sparsity_engine")
-    ops = [o for o in res.ops if o.name.split(".", 1)[1] in keys]
+    from sparsa.hw.sim import ATTENTION_OPS
+
+    ops = [o for o in res.ops if o.name.split(".", 1)[1] in ATTENTION_OPS]
     return sum(o.cycles for o in ops), sum(o.energy_pj for o in ops)
 
 

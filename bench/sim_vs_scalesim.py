@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 WORK = ROOT / "bench" / "_work"
 CACHE = WORK / "scalesim_cache.json"
 VENV = ROOT / ".venv-scalesim"
-RUNNER = ROOT / "bench" / "scalesim_runner.py"
+RUNNER = ROOT / "bench" / "scalesim" / "runner.py"
 
 
 def ensure_scalesim() -> Path:

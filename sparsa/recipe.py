@@ -87,6 +87,7 @@ class QuantizeStage(_Strict):
     calib: str | None = None
     calib_samples: int = Field(32, ge=1, le=100_000)
     onnx: bool = False  # also export an integer ONNX model (ORT latency is measured on it)
+    onnx_fuse: bool = False  # BERT only: ORT's transformer fusions before integer export (faster)
 
 
 class AttentionStage(_Strict):

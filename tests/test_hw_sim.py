@@ -15,7 +15,7 @@ from sparsa.hw.workload import Op, Workload, from_shapes
 
 # SCALE-Sim 3.0.0 "Total Cycles" (COMPUTE_REPORT.csv), produced by
 #   .venv/bin/python bench/sim_vs_scalesim.py        (results in bench/_work/scalesim_cache.json)
-# and, for the 8x8 rows, .venv-scalesim/bin/python bench/scalesim_runner.py with the same job.
+# and, for the 8x8 rows, .venv-scalesim/bin/python bench/scalesim/runner.py with the same job.
 # (M, K, N, array, dataflow, SRAM KiB ifmap/filter/ofmap, words/cycle or None = CALC) -> total cycles
 SCALESIM_REF = [
     ((20, 30, 12, 8, "os", (64, 64, 64), None), 263),
@@ -195,3 +195,17 @@ def test_bad_gemm_shape_is_a_sparsa_error():
 
     with pytest.raises(SparsaError, match="K=0"):
         simulate_gemm(4, 0, 4, "systolic-32-os")
+
+
+def test_split_multipliers_run_narrow_products_in_parallel():
+    # hdp presets: 8-bit PEs split into four 4x4-bit products (HDP's integer/fractional parts)
+    arch = load_arch("hdp-edge", **{"dram.bandwidth_bytes_per_cycle": 1e9})
+    narrow = simulate(Workload("w", [Op("i", "gemm", 0, 64, 64, 64, operand_bits=4)], 64), arch).ops[0]
+    wide = simulate(Workload("w", [Op("w", "gemm", 0, 64, 64, 64)], 64), arch).ops[0]
+    g4 = fold_geometry(64, 16, 64, 4, 8, "os")
+    assert narrow.compute_cycles == g4.row_folds * g4.col_folds * g4.per_fold
+    assert narrow.macs == wide.macs == 64**3
+    assert narrow.counts["mac"] == wide.counts["mac"] / 4  # energy in full-width MAC equivalents
+    plain = load_arch(arch, **{"bits.split_multipliers": False})
+    same = simulate(Workload("w", [Op("i", "gemm", 0, 64, 64, 64, operand_bits=4)], 64), plain).ops[0]
+    assert same.compute_cycles == wide.compute_cycles

@@ -8,6 +8,7 @@ pytest.importorskip("sparsa.hw.sim")
 ray = pytest.importorskip("ray")
 
 from sparsa.dse import SweepStore, load_grid, run_sweep  # noqa: E402
+from sparsa.errors import SparsaError  # noqa: E402
 from sparsa.recipe import load_recipe  # noqa: E402
 
 RECIPE = """\
@@ -34,7 +35,17 @@ def test_ray_local_matches_process_pool(tmp_path):
     loaded, grid = load_recipe(tmp_path / "r.yaml"), load_grid(tmp_path / "g.yaml")
 
     pool = run_sweep(loaded, grid, tmp_path / "pool", workers=2, report=False)
-    on_ray = run_sweep(loaded, grid, tmp_path / "ray", workers=2, ray_address="local", report=False)
+    on_ray = None
+    for attempt in range(2):  # Ray's raylet has a fixed 30 s start timeout that a saturated host can miss
+        try:
+            on_ray = run_sweep(loaded, grid, tmp_path / "ray", workers=2, ray_address="local", report=False)
+            break
+        except SparsaError as e:
+            if "could not start" not in e.message:
+                raise
+            reason = e.message
+    if on_ray is None:
+        pytest.skip(f"Ray did not start on this machine (twice): {reason}")
     assert (pool.backend, on_ray.backend) == ("process-pool", "ray")
     assert pool.total == on_ray.total == 12 and pool.errors == on_ray.errors == 0
 

@@ -69,14 +69,16 @@ def _layer_table(res, dense_res):
     from rich.table import Table
 
     t = Table(title=f"{res.workload} on {res.arch}" + (" (placeholder sizes)" if res.placeholder_arch else ""))
-    for col in ("layer", "cycles", "stall %", "bound", "memory-bound ops", "speedup vs dense"):
+    for col in ("layer", "cycles", "attention %", "stall %", "bound", "memory-bound ops", "attention speedup",
+                "speedup vs dense"):
         t.add_column(col)
     dense_layers = {d["layer"]: d for d in dense_res.per_layer()} if dense_res is not None else {}
     for d in res.per_layer():
         dl = dense_layers.get(d["layer"])
         sp = f"{dl['cycles'] / max(1, d['cycles']):.2f}x" if dl else "-"
-        t.add_row(str(d["layer"]), f"{d['cycles']:,}", f"{100 * d['stall_fraction']:.1f}", d["bound"],
-                  ", ".join(d["memory_bound_ops"]) or "-", sp)
+        asp = f"{dl['attention_cycles'] / max(1, d['attention_cycles']):.2f}x" if dl else "-"
+        t.add_row(str(d["layer"]), f"{d['cycles']:,}", f"{100 * d['attention_cycles'] / max(1, d['cycles']):.1f}",
+                  f"{100 * d['stall_fraction']:.1f}", d["bound"], ", ".join(d["memory_bound_ops"]) or "-", asp, sp)
     return t
 
 

@@ -250,7 +250,7 @@ def retrain(model: nn.Module, train, *, epochs: int = 20, lam: float = 1e-4, lr:
     if lam < 0:
         raise SparsaError(f"lam={lam} must be non-negative", hint="the reference uses 1e-4")
     return _train(model, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, lam=lam,
-                  phase=_alternating_phase if alternate else None, masks=None, log=log)
+                  phase=_alternating_phase if alternate else None, masks={}, log=log)
 
 
 def finetune(model: nn.Module, train, *, epochs: int = 10, lr: float = 0.01, batch_size: int = 64,
@@ -303,7 +303,7 @@ def _train(model, train, *, epochs, lr, batch_size, seed, lam, phase, masks, log
                     with torch.no_grad():
                         for name, keep in masks.items():
                             params[name].mul_(keep)
-                tot += float(loss) * len(idx)
+                tot += float(loss.detach()) * len(idx)
                 n += len(idx)
             sched.step()
             row = {"epoch": epoch, "loss": tot / max(1, n), "seconds": time.perf_counter() - t0}

@@ -118,7 +118,11 @@ class _RayPool:
         if not ray.is_initialized():
             kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             if address == "local":
-                ray.init(num_cpus=max(2, workers), **kw)
+                try:
+                    ray.init(num_cpus=max(2, workers), **kw)
+                except Exception as e:  # noqa: BLE001 - e.g. raylet start timeout on an overloaded host
+                    raise SparsaError(f"Ray could not start a local cluster: {e}",
+                                      hint="retry when the machine is less busy, or run without --ray") from None
             else:
                 try:
                     ray.init(address=address, **kw)

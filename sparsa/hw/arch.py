@@ -44,6 +44,9 @@ class BitsCfg(_Strict):
     operand_bits: int = Field(default=8, ge=1, le=32)  # weights and activations on the array
     accumulator_bits: int = Field(default=32, ge=8, le=64)
     output_bits: int = Field(default=8, ge=1, le=32)  # what is written back to SRAM/DRAM
+    # a MAC's multiplier splits into (operand_bits // b)^2 narrower b-bit products per cycle
+    # (HDP's 4-bit integer and fractional parts on 8-bit PEs: 4 products per PE per cycle)
+    split_multipliers: bool = False
 
 
 class BufferCfg(_Strict):

@@ -219,7 +219,9 @@ class ReadBufferModel:
         if n_sets <= a:
             return 0
         if points is not None and points.size <= self.max_walk_points:
-            return int(_walker()(np.ascontiguousarray(points // eps, dtype=np.int64), n_sets, a, p))
+            sets = np.ascontiguousarray(points // eps, dtype=np.int64)
+            walk = _walker() if sets.size > 20_000 else _walk_py  # small walks: not worth a JIT compile
+            return int(walk(sets, n_sets, a, p))
         # closed form: sequential passes, plus a full turn for each fold revisited after the window moved
         revisits = s.revisits if math.ceil(s.fold_elems / eps) > a else 0
         dist = (s.passes + revisits) * n_sets - a

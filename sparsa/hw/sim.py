@@ -22,6 +22,7 @@ from sparsa.hw.arch import Arch, load_arch
 from sparsa.hw.gemm_model import ReadBufferModel, fold_geometry, operand_streams, per_fold_cycles, window_points
 from sparsa.hw.workload import Op, Workload
 
+ATTENTION_OPS = ("qk", "qk_int", "qk_frac", "softmax", "pv", "sparsity_engine")
 ENERGY_KEYS = ("mac", "sram_read_byte", "sram_write_byte", "dram_byte", "softmax_elem", "vector_elem", "se_block")
 
 
@@ -92,9 +93,11 @@ class SimResult:
             if o.layer is None:
                 continue
             d = layers.setdefault(o.layer, {"layer": o.layer, "cycles": 0, "compute_cycles": 0, "stall_cycles": 0,
-                                            "macs": 0, "dense_macs": 0, "dram_bytes": 0.0, "energy_pj": 0.0,
-                                            "memory_bound_ops": []})
+                                            "attention_cycles": 0, "macs": 0, "dense_macs": 0, "dram_bytes": 0.0,
+                                            "energy_pj": 0.0, "memory_bound_ops": []})
             d["cycles"] += o.cycles
+            if o.name.rsplit(".", 1)[-1] in ATTENTION_OPS:
+                d["attention_cycles"] += o.cycles
             d["compute_cycles"] += o.compute_cycles
             d["stall_cycles"] += o.stall_cycles
             d["macs"] += o.macs
@@ -174,9 +177,23 @@ def _split_cores(fold_cycles: np.ndarray, cores: int) -> int:
 # ---- GEMM -------------------------------------------------------------------------------------
 
 
+def _packing(op: Op, arch: Arch) -> int:
+    """Narrow products one MAC computes per cycle (split multipliers), 1 otherwise."""
+    bits = op.operand_bits or arch.bits.operand_bits
+    if not arch.bits.split_multipliers or bits * 2 > arch.bits.operand_bits:
+        return 1
+    return (arch.bits.operand_bits // bits) ** 2
+
+
 def _gemm_folds(op: Op, arch: Arch) -> tuple[np.ndarray, int, float]:
     """Per-fold cycles (flattened over copies), MACs performed, and kept fraction of operand traffic."""
     r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
+    pack = _packing(op, arch)
+    if pack > 1:  # the inner dimension advances `pack` products per cycle
+        k_eff = -(-op.k // pack)
+        folds, macs, kept = _gemm_folds(Op(op.name, op.kind, op.layer, op.m, k_eff, op.n, count=op.count,
+                                           out_mask=op.out_mask, block=op.block), arch)
+        return folds, macs // k_eff * op.k if k_eff else 0, kept
     g = fold_geometry(op.m, op.k, op.n, r, c, df)
     b = op.block
     se = arch.sparsity_engine
@@ -299,8 +316,9 @@ def _memory_tiles(op: Op, arch: Arch, g, compute: int, word: float, out_word: fl
 
 def _gemm(op: Op, arch: Arch) -> OpResult:
     r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
-    g = fold_geometry(op.m, op.k, op.n, r, c, df)
     folds, macs, kept_frac = _gemm_folds(op, arch)
+    pack = _packing(op, arch)
+    g = fold_geometry(op.m, -(-op.k // pack), op.n, r, c, df)
     compute = _split_cores(folds, arch.cores)
     word = (op.operand_bits or arch.bits.operand_bits) / 8
     out_word = arch.bits.output_bits / 8
@@ -312,7 +330,7 @@ def _gemm(op: Op, arch: Arch) -> OpResult:
     streamed = float(folds[folds > 0].sum() - (folds > 0).sum() * (g.per_fold - g.t))  # sum of T over run folds
     sram_reads = streamed * (r + c) * word  # each streamed step reads one ifmap edge and one filter edge
     counts = {
-        "mac": float(macs),
+        "mac": float(macs) / pack,  # in full-width MAC equivalents: `pack` narrow products cost one
         "sram_read_byte": sram_reads,
         "sram_write_byte": float(n_writes * out_word),
         "dram_byte": float(sum(traffic.values())),

@@ -136,7 +136,9 @@ def _attention_ops(i: int, s: LayerShape, seq: int, batch: int, masks: dict | No
     nb = bm.shape[2]
     seq_m = nb * b  # the padded length the masks were computed on
     kept = (bm & hm[:, :, None, None]).reshape(g, nb, nb)
-    int_bits = masks.get("int_bits")
+    # Q3.4 (spec §4.1): integer parts I = q >> f have 1 + m = 4 bits, fractional parts F have f = 4 bits
+    int_bits = int(masks.get("int_bits", 4))
+    frac_bits = int(masks.get("frac_bits", 4))
     kept_elems = int(kept.sum()) * b * b
     live_rows = int(hm.sum()) * seq_m
     return [
@@ -144,7 +146,8 @@ def _attention_ops(i: int, s: LayerShape, seq: int, batch: int, masks: dict | No
         Op(f"L{i}.qk_int", "gemm", i, seq_m, s.head_dim, seq_m, count=g, operand_bits=int_bits),
         Op(f"L{i}.sparsity_engine", "sparsity_engine", i, blocks=g * nb * nb, block_rows=g * nb, heads=g, block=b),
         # fractional pass F_Q.I_K^T + I_Q.F_K^T on kept blocks of kept heads: inner dim 2*D_h
-        Op(f"L{i}.qk_frac", "gemm", i, seq_m, 2 * s.head_dim, seq_m, count=g, out_mask=kept, block=b),
+        Op(f"L{i}.qk_frac", "gemm", i, seq_m, 2 * s.head_dim, seq_m, count=g, out_mask=kept, block=b,
+           operand_bits=max(int_bits, frac_bits)),
         Op(f"L{i}.softmax", "softmax", i, elems=kept_elems, rows=live_rows),
         # P.V: only V rows of kept key blocks are fetched and multiplied (fetch-upon-mask)
         Op(f"L{i}.pv", "gemm", i, seq_m, seq_m, s.head_dim, count=g, inner_mask=kept, block=b),

@@ -152,7 +152,8 @@ class HFTransformerAdapter(FamilyAdapter):
         out = []
         for name, mod in self.model.named_modules():
             if all(_get(mod, self.LAYOUT[k]) is not None for k in ("q", "k", "v", "o", "fc1", "fc2")):
-                if isinstance(_get(mod, q), nn.Linear):
+                # nn.Linear, or a replacement with the same shape attributes (e.g. sparsa.quant's QuantLinear)
+                if isinstance(_get(mod, q), nn.Linear) or hasattr(_get(mod, q), "in_features"):
                     out.append(name)
         return out
 

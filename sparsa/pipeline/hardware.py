@@ -45,7 +45,7 @@ def simulate(state: PipelineState) -> dict:
     inputs = hw_inputs(state, seq_len or state.recipe.evaluation.seq_len)
     masks = None
     if state.attention is not None:
-        attention = require("sparsa.attention", "the attention stage")
+        attention = require("sparsa.attention.install", "the attention stage")
         masks = attention.collect_masks(state.loaded, inputs, state.attention["method"], **state.attention["options"])
     wl = workload.from_model(state.loaded, seq_len, masks=masks)
     res = sim.simulate(wl, arch)

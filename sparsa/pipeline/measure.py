@@ -21,7 +21,7 @@ def attention_removed(state: PipelineState):
     if att is None:
         yield
         return
-    attention = require("sparsa.attention", "the attention stage")
+    attention = require("sparsa.attention.install", "the attention stage")
     attention.uninstall(model)
     try:
         yield
@@ -40,15 +40,37 @@ def size_and_compute(state: PipelineState, loaded=None) -> dict:
     ctx = attention_removed(state) if loaded is state.loaded else contextlib.nullcontext()
     with ctx, torch.no_grad():
         macs = int(metrics.count_macs(loaded.model, example_inputs(state, loaded)))
+    weights = effective_weights(loaded.model)
     out = {
-        "params": int(metrics.count_params(loaded.model)),
-        "nonzero_params": int(sum(int((p != 0).sum()) for p in loaded.model.parameters())),
+        "params": int(sum(t.numel() for t in weights.values())),
+        "nonzero_params": int(sum(int((t != 0).sum()) for t in weights.values())),
         "bytes": int(metrics.model_bytes(loaded.model)),
         "macs": macs,
         "macs_at": _input_desc(state, loaded),
     }
     if loaded is state.loaded and state.size_bytes is not None:
         out["bytes"] = int(state.size_bytes)  # quantized: real integer bytes + scales
+    return out
+
+
+def effective_weights(model) -> dict:
+    """Every parameter, plus the logical weights of integer layers (kept as buffers, not parameters).
+
+    Shared (tied) tensors appear once. A quantized layer `P` contributes `P.weight` (its dequantized
+    codes: a code that maps to 0.0 is a zero weight) and `P.bias`.
+    """
+    out, seen = {}, set()
+    for name, p in model.named_parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            out[name] = p.detach()
+    for name, m in model.named_modules():
+        deq = getattr(m, "dequantized_weight", None)
+        if callable(deq):
+            with torch.no_grad():
+                out[f"{name}.weight"] = deq()
+            if getattr(m, "bias", None) is not None and f"{name}.bias" not in out:
+                out[f"{name}.bias"] = m.bias
     return out
 
 
@@ -92,8 +114,8 @@ def layer_sparsity(reference, compressed) -> dict:
     Works for every kind of pruning (removed heads/neurons/channels shrink the tensor, unstructured
     pruning leaves zeros) without knowing how it was done. Rows: layers; columns: weight kinds.
     """
-    ref = {n: p.numel() for n, p in reference.model.named_parameters() if n.endswith("weight") and p.dim() >= 2}
-    comp = {n: int((p != 0).sum()) for n, p in compressed.model.named_parameters()}
+    ref = {n: p.numel() for n, p in effective_weights(reference.model).items() if n.endswith("weight") and p.dim() >= 2}
+    comp = {n: int((p != 0).sum()) for n, p in effective_weights(compressed.model).items()}
     rows: dict[str, dict[str, float]] = {}
     for name, numel in ref.items():
         if "embed" in name:

@@ -53,35 +53,37 @@ def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
 
 def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
     quant = require("sparsa.quant", "the quantize stage")
-    calib = state.calib_data(st.calib) if st.activations or st.clip == "search" else None
+    fn = require("sparsa.quant", "the quantize stage", "quantize_loaded")
+    calib = state.calib_data(st.calib) if (st.activations or st.clip == "search") and st.mode == "standard" else None
     if calib is not None and len(calib) > st.calib_samples:
         calib = calib.subset(st.calib_samples)
-    fn = getattr(quant, "quantize_loaded", None)
-    if fn is None:
-        raise SparsaError("the quantize stage needs sparsa.quant.quantize_loaded, which this build does not have")
     out = fn(state.loaded, mode=st.mode, bits=st.bits, scheme=st.scheme, clip=st.clip, per_channel=st.per_channel,
              activations=st.activations, calib=calib)
     state.loaded, record = _split_result(out, state.loaded)
     record = _plain(record)
-    if isinstance(record, dict) and record.get("bytes") is not None:
+    record = record if isinstance(record, dict) else {"record": record}
+    size = getattr(quant, "quant_size", None)
+    if size is not None and st.mode == "standard":
+        record["size"] = _plain(size(state.loaded.model))
+        state.size_bytes = int(record["size"]["bytes"])  # real integer bytes + scales + what stays float
+    elif record.get("bytes") is not None:
         state.size_bytes = int(record["bytes"])
-    state.quant = record if isinstance(record, dict) else {"record": record}
+    state.quant = record
     if st.onnx:
-        export = getattr(quant, "export_onnx", None)
-        if export is None:
-            raise SparsaError("onnx: true needs sparsa.quant.export_onnx, which this build does not have")
+        export = require("sparsa.quant.export", "onnx: true", "export_onnx")
         import tempfile
         from pathlib import Path
 
         d = state.out_dir or Path(tempfile.mkdtemp(prefix="sparsa-int8-"))
+        kw = {"fuse": True} if st.onnx_fuse else {}
         state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",
-                                      seq_len=state.recipe.evaluation.seq_len))
-        record = dict(record, onnx=str(state.onnx_path) if state.out_dir else "(temporary)")
+                                      seq_len=state.recipe.evaluation.seq_len, **kw))
+        record["onnx"] = str(state.onnx_path) if state.out_dir else "(temporary file)"
     return record
 
 
 def run_attention(st: AttentionStage, state: PipelineState) -> dict:
-    attention = require("sparsa.attention", "the attention stage")
+    attention = require("sparsa.attention.install", "the attention stage")
     options = st.options()
     record: dict[str, Any] = {"method": st.method}
     if st.sparsity is not None:

@@ -129,33 +129,27 @@ BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _from_arch(preset: str) -> dict[str, Any] | None:
-    """Sizes from the simulator's preset, if `sparsa.hw.arch` exists and knows `preset`."""
+    """Sizes from the simulator's preset (`sparsa.hw.arch`), if that module exists and knows `preset`.
+
+    The array's MAC grid rows x cols becomes (rows/2) x (cols/2) PEs (one 2x2 block per PE) unless the
+    preset names pe_rows/pe_cols; operand_bits becomes n_b; cores is taken as is."""
     try:
-        from sparsa.hw.arch import load_arch  # owned by the simulator helper
+        from sparsa.hw.arch import list_presets, load_arch  # owned by the simulator helper
     except ImportError:
         return None
-    try:
-        arch = load_arch(preset)
-    except (SparsaError, FileNotFoundError, ValueError):
+    if preset not in list_presets() and not preset.endswith((".yaml", ".yml")):
         return None
-    data = arch.model_dump() if hasattr(arch, "model_dump") else dict(arch)
-    out: dict[str, Any] = {}
-    # accept the names the simulator is likely to use; anything absent keeps the RTL default
-    aliases = {
-        "pe_rows": ("pe_rows", "rows", "array_rows"),
-        "pe_cols": ("pe_cols", "cols", "array_cols"),
-        "cores": ("cores", "num_cores", "n_cores"),
-        "total_bits": ("operand_bits", "bits", "data_bits", "total_bits"),
-    }
-    flat = dict(data)
-    for v in data.values():
-        if isinstance(v, dict):
-            flat.update(v)
-    for key, names in aliases.items():
-        for n in names:
-            if isinstance(flat.get(n), int):
-                out[key] = flat[n]
-                break
+    arch = load_arch(preset)
+    out: dict[str, Any] = {"cores": int(arch.cores)}
+    arr = arch.array
+    out["pe_rows"] = int(arr.pe_rows or max(1, arr.rows // 2))
+    out["pe_cols"] = int(arr.pe_cols or max(1, arr.cols // 2))
+    out["total_bits"] = int(arch.bits.operand_bits)
+    if out["total_bits"] <= 4:  # keep at least the sign bit and one integer bit
+        out["frac_bits"] = max(0, out["total_bits"] - 2)
+    se = getattr(arch, "sparsity_engine", None)
+    if se is not None and getattr(se, "block", None):
+        out["block"] = int(se.block)
     return out
 
 
@@ -174,16 +168,14 @@ def load_params(preset: str | None = None, **overrides: Any) -> RtlParams:
     """RtlParams from a preset name (built-in or the simulator's) plus explicit overrides."""
     base: dict[str, Any] = {}
     if preset is not None:
-        if preset in BUILTIN_PRESETS:
+        # the simulator's preset wins where both exist (hdp-edge/hdp-server): one source of sizes
+        from_arch = _from_arch(preset)
+        if from_arch is not None:
+            base.update(from_arch)
+        elif preset in BUILTIN_PRESETS:
             base.update(BUILTIN_PRESETS[preset])
         else:
-            from_arch = _from_arch(preset)
-            if from_arch is None:
-                raise SparsaError(
-                    f"unknown preset {preset!r}",
-                    hint=f"choose one of {', '.join(preset_names())}",
-                )
-            base.update(from_arch)
+            raise SparsaError(f"unknown preset {preset!r}", hint=f"choose one of {', '.join(preset_names())}")
     known = {f.name for f in fields(RtlParams)}
     for k, v in overrides.items():
         if k not in known:

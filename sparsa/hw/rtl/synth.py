@@ -90,6 +90,29 @@ def _count(cells: dict[str, int], flow: str) -> dict[str, Any]:
     return out
 
 
+def hierarchy_cells(stat: dict, top: str) -> dict[str, int]:
+    """Cell counts of `top` with every submodule instance expanded (Yosys' own hierarchical total in
+    `stat -json` drops library cells such as FDRE/CARRY4 of submodules, so it is summed here)."""
+    modules = {name.lstrip("\\"): mod.get("num_cells_by_type", {}) for name, mod in stat.get("modules", {}).items()}
+    memo: dict[str, dict[str, int]] = {}
+
+    def total(name: str) -> dict[str, int]:
+        if name in memo:
+            return memo[name]
+        out: dict[str, int] = {}
+        for typ, n in modules.get(name, {}).items():
+            sub = typ.lstrip("\\")
+            if sub in modules:
+                for t2, n2 in total(sub).items():
+                    out[t2] = out.get(t2, 0) + n * n2
+            else:
+                out[typ] = out.get(typ, 0) + n
+        memo[name] = out
+        return out
+
+    return total(top)
+
+
 def _design(unit: str, params: RtlParams):
     """(top component, hierarchical?) for synthesis; composite units instance the PE module."""
     from sparsa.hw.rtl.cosim import get_unit
@@ -142,7 +165,7 @@ def synth(unit: str, preset: str | None = None, *, flow: str = "xilinx", timeout
         stat = json.loads(stat_path.read_text())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    cells = stat["design"].get("num_cells_by_type", {})
+    cells = hierarchy_cells(stat, top_name)
     if not cells:
         raise SparsaError(f"Yosys reported no cells for {unit}: the synthesis stopped early (see TOOLCHAIN.md)")
     counts = _count(cells, flow)

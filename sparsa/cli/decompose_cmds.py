@@ -1,0 +1,73 @@
+"""`sparsa decompose`: PENNI kernel decomposition (+ ESCALATE hybrid quantization) of a conv model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sparsa.cli.app import app, emit, status_console
+from sparsa.errors import SparsaError
+
+
+@app.command()
+def decompose(
+    model: str = typer.Argument(..., help="built-in name (tiny-cnn, tiny-videomae, ...) or a model folder"),
+    out: Path = typer.Option(..., "--out", help="folder for the compressed model (reload with sparsa.models.load)"),
+    method: str = typer.Option("penni", "--method", help="decomposition method (penni)"),
+    basis: Optional[int] = typer.Option(None, "--basis", help="basis kernels per layer (default: 5 where the kernel has more than 5 taps)"),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="accuracy points the pruning may cost (picks the threshold scale s); default: s = 1 (ref)"),
+    hybrid_quant: bool = typer.Option(False, "--hybrid-quant", help="ESCALATE: 8-bit basis, ternary coefficients, stored at those widths"),
+    merge: bool = typer.Option(False, "--merge", help="fold the shrunk decomposed layers back into dense convolutions (fastest on CPU)"),
+    data: Optional[str] = typer.Option(None, "--data", help="labelled training data (default: the fixture's own set: digits / clips)"),
+    epochs: int = typer.Option(20, "--epochs", help="retraining epochs with the L1 coefficient penalty"),
+    finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="fine-tuning epochs after pruning"),
+    lam: float = typer.Option(1e-4, "--lam", help="L1 weight λ on the coefficients"),
+    s: float = typer.Option(1.0, "--s", help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance)"),
+    shrink_mode: str = typer.Option("safe", "--shrink", help="safe (function-preserving) | ref | none"),
+    linear: bool = typer.Option(False, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
+    seed: int = typer.Option(0, "--seed"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Decompose every convolution into basis kernels + sparse coefficients, retrain, prune and shrink (PENNI)."""
+    if method != "penni":
+        raise SparsaError(f"unknown decomposition method {method!r}", hint="only --method penni is implemented")
+    if hybrid_quant and merge:
+        raise SparsaError("--hybrid-quant and --merge exclude each other",
+                          hint="the hybrid format keeps the basis/coefficient split; --merge folds it away")
+    import torch
+
+    from sparsa.decompose.flow import load_splits, run_penni
+    from sparsa.decompose.penni import PenniConfig
+    from sparsa.models import load
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    con = status_console(json_)
+    lm = load(model)
+    sets = load_splits(lm, data, seed)
+    cfg = PenniConfig(basis=basis, linear=linear, retrain_epochs=epochs, lam=lam, s=s,
+                      finetune_epochs=finetune_epochs, shrink=shrink_mode, seed=seed)
+    con.print(f"PENNI on {model}: {epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")
+    work, res = run_penni(lm, cfg, sets, tolerance=tolerance, merge=merge, hybrid=hybrid_quant,
+                          log=lambda row: con.print(f"  epoch {row['epoch']} {row.get('phase', '')} loss {row['loss']:.4f}"))
+    work.save(out)
+    o, p = res["original"], res.get("merged", res["penni"])
+    result = {
+        "model": model, "method": method, "out": str(out),
+        "decomposed": [l["name"] for l in res["decompose"]["layers"] if l["status"] == "decomposed"],
+        "skipped": {l["name"]: l["note"] for l in res["decompose"]["layers"] if l["status"] != "decomposed"},
+        "s": res["s"], "coefficient_sparsity": res["coefficient_sparsity"]["sparsity"],
+        "accuracy_original": o["accuracy"], "accuracy_penni": res["penni"]["accuracy"],
+        "params_original": o["params"], "params_penni": p["params"],
+        "macs_original": o["macs"]["dense"], "macs_penni": res["penni"]["macs"]["penni"],
+        "macs_dense_shrunk": res["penni"]["macs"]["dense"],
+        "mac_reduction": 1 - res["penni"]["macs"]["penni"] / max(1, o["macs"]["dense"]),
+        "shrink": res.get("shrink", {}).get("channels", {}),
+        "seconds": res["seconds"],
+    }
+    if hybrid_quant:
+        h = res["hybrid"]
+        result.update(accuracy_hybrid=h["accuracy"], bytes_hybrid=h["bytes"]["total"], bytes_original=h["original_bytes"],
+                      file_bytes=(out / "model.safetensors").stat().st_size)
+    emit(result, json_, title="sparsa decompose (PENNI)")

@@ -1,0 +1,145 @@
+"""The whole PENNI flow on a LoadedModel, as `sparsa decompose` and bench/penni.py run it.
+
+    original -> decompose -> retrain (L1, alternating) -> prune (s·std) -> finetune -> shrink
+             [-> merge back to dense convolutions]  [-> ESCALATE hybrid 8-bit / ternary]
+
+`tolerance` (accuracy points, CHOICE): instead of the reference's fixed s = 1.0, the prune threshold
+scale is the largest s on a grid whose pruned-but-not-yet-finetuned accuracy on the calibration
+split stays within `tolerance` of the original's; finetuning then only recovers accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+
+import torch
+
+from sparsa.decompose.cost import total_macs
+from sparsa.decompose.penni import (
+    PenniConfig,
+    accuracy,
+    coefficient_sparsity,
+    coefficient_tensors,
+    decompose,
+    finetune,
+    merge_to_dense,
+    prune_coefficients,
+    retrain,
+)
+from sparsa.decompose.shrink import shrink
+from sparsa.errors import SparsaError
+
+S_GRID = (4.0, 3.0, 2.5, 2.0, 1.75, 1.5, 1.25, 1.0, 0.75, 0.5, 0.25)
+
+
+def default_data(lm) -> str:
+    """The built-in data set a fixture was trained on (by modality)."""
+    return {"image": "digits", "video": "clips"}.get(getattr(lm, "modality", None), "")
+
+
+def load_splits(lm, data: str | None, seed: int = 0):
+    from sparsa.data import load_dataset
+
+    name = data or default_data(lm)
+    if not name:
+        raise SparsaError(f"PENNI retraining needs labelled data, and a {lm.modality} model has no built-in set",
+                          hint="pass --data (an image folder or a saved data set)")
+    sets = {s: load_dataset(name, split=s, seed=seed) for s in ("train", "calib", "test")}
+    if sets["train"].kind not in ("image", "video"):
+        raise SparsaError(f"data set {name!r} is {sets['train'].kind}, PENNI retraining needs labelled images or clips",
+                          hint="use digits / clips or an image folder")
+    return sets
+
+
+def choose_s(model, calib, target: float, tolerance: float) -> tuple[float, list]:
+    """Largest s in S_GRID with pruned (un-finetuned) calibration accuracy ≥ target - tolerance."""
+    saved = {k: t.detach().clone() for k, t in coefficient_tensors(model).items()}
+    tried = []
+    try:
+        for s in S_GRID:
+            prune_coefficients(model, s)
+            acc = accuracy(model, calib)
+            tried.append({"s": s, "calib_accuracy": acc})
+            with torch.no_grad():
+                for k, t in coefficient_tensors(model).items():
+                    t.copy_(saved[k])
+            if acc >= target - tolerance / 100.0:
+                return s, tried
+    finally:
+        with torch.no_grad():
+            for k, t in coefficient_tensors(model).items():
+                t.copy_(saved[k])
+    return S_GRID[-1], tried
+
+
+def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = None, merge: bool = False,
+              hybrid: bool = False, log=None) -> tuple[object, dict]:
+    """Run the flow on a copy of `lm`; returns (compressed LoadedModel, result dict)."""
+    if tolerance is not None and not tolerance >= 0:
+        raise SparsaError(f"tolerance={tolerance} must be a non-negative number of accuracy points", hint="e.g. 1.0")
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    work = lm.clone()
+    model = work.model
+    ex = lm.example_inputs(batch=2)
+    res: dict = {"config": asdict(cfg), "tolerance": tolerance}
+    res["original"] = _measure(lm.model, sets, ex)
+    rec = decompose(model, cfg.basis, linear=cfg.linear)
+    res["decompose"] = rec.to_dict()
+    if not rec.decomposed:
+        raise SparsaError("no layer of this model could be decomposed",
+                          hint="PENNI needs Conv2d/Conv3d layers with kernels larger than 1×1 (or --linear)")
+    res["decomposed_accuracy"] = accuracy(model, sets["test"])
+    res["retrain"] = retrain(model, sets["train"], epochs=cfg.retrain_epochs, lam=cfg.lam, lr=cfg.lr,
+                             batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log)
+    model.eval()
+    res["retrained_accuracy"] = accuracy(model, sets["test"])
+    s = cfg.s
+    if tolerance is not None:
+        target = accuracy(lm.model, sets["calib"])
+        s, res["s_search"] = choose_s(model, sets["calib"], target, tolerance)
+    res["s"] = s
+    masks = prune_coefficients(model, s)
+    res["pruned_accuracy"] = accuracy(model, sets["test"])
+    res["finetune"] = finetune(model, sets["train"], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
+                               batch_size=cfg.batch_size, masks=masks, seed=cfg.seed + 1, log=log)
+    model.eval()
+    if cfg.shrink != "none":
+        res["shrink"] = shrink(model, ex, mode=cfg.shrink)
+    res["coefficient_sparsity"] = {k: v for k, v in coefficient_sparsity(model).items() if k != "per_layer"}
+    res["penni"] = _measure(model, sets, ex)
+    if hybrid:
+        from sparsa.decompose.escalate import hybridize, storage_bytes
+
+        hyb = copy.deepcopy(model)
+        res["hybrid"] = {"record": hybridize(hyb), "accuracy": accuracy(hyb, sets["test"]),
+                         "bytes": storage_bytes(hyb), "original_bytes": _state_bytes(lm.model)}
+    if merge:
+        res["merged_layers"] = merge_to_dense(model)
+        res["merged"] = _measure(model, sets, ex)
+    if hybrid:
+        work.model = hyb
+        work.adapter = type(work.adapter)(hyb, work.adapter.config)
+    stage = {k: res[k] for k in ("config", "tolerance", "s", "coefficient_sparsity") if k in res}
+    stage.update(name="penni", decomposed=rec.decomposed,
+                 skipped={l.name: l.note for l in rec.layers if l.status != "decomposed"},
+                 shrink=res.get("shrink"), merged=merge, hybrid=hybrid)
+    work.record.setdefault("stages", []).append(stage)
+    res["seconds"] = time.perf_counter() - t0
+    return work, res
+
+
+def _measure(model, sets, ex) -> dict:
+    from sparsa.metrics import count_params
+
+    was = model.training
+    model.eval()
+    out = {"accuracy": accuracy(model, sets["test"]), "params": count_params(model), "macs": total_macs(model, ex)}
+    model.train(was)
+    return out
+
+
+def _state_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())

@@ -1,0 +1,358 @@
+"""Real integer deployment: ONNX models whose quantized layers hold integer weights and run on
+ONNX Runtime's integer kernels (MatMulInteger / DynamicQuantizeMatMul / QAttention).
+
+How: the quantized model is exported in float with its *dequantized* weights
+(`torch.onnx.export(..., dynamo=False)`), then every MatMul / Gemm / fused Attention whose weight
+equals a `QuantLinear`'s dequantized weight is rewritten to integer ops that read sparsa's own
+integer codes and scales (the float weight disappears from the file). Nothing is re-quantized by
+ONNX Runtime, so the ORT model computes exactly what sparsa's integer simulation computes.
+
+Modes (activation side):
+- "dynamic": `DynamicQuantizeLinear` (uint8, per tensor, range from each input at run time) ->
+  `MatMulInteger` -> Cast -> Mul(s_x · s_w). ORT fuses this to DynamicQuantizeMatMul.
+- "static": `QuantizeLinear` with the calibrated scale -> `MatMulInteger` -> Cast -> Mul.
+  Symmetric static export has no zero point anywhere: QuantizeLinear gets no zero-point input
+  (opset 21 `output_dtype=INT8`) and MatMulInteger gets none either (ONNX default: 0).
+
+Weight storage: int8 codes as they are (`weight_dtype="int8"`), or shifted by +128 to uint8
+with a single zero point 128 (`weight_dtype="uint8"`, default for "dynamic"). The two are the
+same integers; uint8 exists because ORT's u8×s8 kernel on AVX2 CPUs without VNNI sums pairs of
+products in int16 and saturates (measured: errors up to 1e5 on random codes), while u8×u8 is
+exact and as fast. s8×s8 (symmetric activations) is exact but ~70x slower on such CPUs.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsa.errors import SparsaError
+from sparsa.quant.api import dequantize_model_, quant_layers
+from sparsa.quant.modules import QuantLinear
+
+OPSET = 21
+
+
+class _Positional(nn.Module):
+    """The TorchScript exporter passes positional args; HF models want keywords."""
+
+    def __init__(self, model, names):
+        super().__init__()
+        self.model, self.names = model, list(names)
+
+    def forward(self, *args):
+        out = self.model(**dict(zip(self.names, args)))
+        if isinstance(out, torch.Tensor):
+            return out
+        if hasattr(out, "last_hidden_state") and out.last_hidden_state is not None:
+            return out.last_hidden_state
+        if hasattr(out, "logits"):
+            return out.logits
+        return out[0]
+
+
+def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, mode: str = "auto",
+                weight_dtype: str | None = None, fuse: bool = False) -> Path:
+    """Export a quantized model (LoadedModel or nn.Module with QuantLinear layers) to integer ONNX.
+
+    inputs: example inputs (default: `loaded.example_inputs(1, seq_len)`); batch and sequence
+      axes are exported dynamic. mode: "dynamic" | "static" | "auto" (static if the layers have
+      calibrated activation scales, else dynamic). fuse: BERT-family only, run ONNX Runtime's
+      transformer optimizer first (Attention / SkipLayerNorm / BiasGelu fusions) and quantize the
+      fused Attention's QKV weight with sparsa's codes as QAttention.
+    Returns the path written.
+    """
+    path = Path(path)
+    loaded = model if hasattr(model, "adapter") else None
+    module = loaded.model if loaded is not None else model
+    qls = quant_layers(module)
+    if not qls:
+        raise SparsaError("the model has no quantized layers", hint="run sparsa.quant.quantize_(model, config) first")
+    if mode == "auto":
+        mode = "static" if all(q.activations == "static" for q in qls.values()) else "dynamic"
+    if mode not in ("dynamic", "static"):
+        raise SparsaError(f"export mode {mode!r} is unknown", hint="use 'dynamic', 'static' or 'auto'")
+    if mode == "static":
+        bad = [n for n, q in qls.items() if q.activations != "static"]
+        if bad:
+            raise SparsaError(f"static export needs calibrated activation scales; {bad[:3]} have none",
+                              hint="quantize with activations='static' and calibration data, or export mode='dynamic'")
+    weight_dtype = weight_dtype or ("uint8" if mode == "dynamic" else "int8")
+    if weight_dtype not in ("int8", "uint8"):
+        raise SparsaError(f"weight_dtype {weight_dtype!r} is unknown", hint="use 'int8' or 'uint8'")
+    if mode == "static" and weight_dtype == "uint8" and any(q.act_scheme == "sym" for q in qls.values()):
+        raise SparsaError("symmetric static export stores weights as int8 (no zero point)", hint="use weight_dtype='int8'")
+    if inputs is None:
+        if loaded is None:
+            raise SparsaError("export_onnx needs example inputs for a plain nn.Module", hint="pass inputs={name: tensor}")
+        inputs = loaded.example_inputs(batch=1, seq_len=seq_len)
+    if fuse and (loaded is None or loaded.family != "bert"):
+        raise SparsaError("fuse=True uses ONNX Runtime's BERT optimizer and needs a BERT-family LoadedModel",
+                          hint="export without fuse")
+
+    float_model = copy.deepcopy(module).eval()
+    table = _weight_table(qls)
+    dequantize_model_(float_model)
+    if fuse and hasattr(float_model, "set_attn_implementation"):
+        float_model.set_attn_implementation("eager")  # the fusion recognises the eager attention pattern
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="sparsa-export-") as tmp:
+        fpath = Path(tmp) / "float.onnx"
+        names = list(inputs)
+        dyn = {n: {0: "batch", 1: "seq"} for n in names if inputs[n].dim() >= 2 and _is_sequence(inputs[n])}
+        dyn.update({n: {0: "batch"} for n in names if n not in dyn})
+        with torch.no_grad():
+            torch.onnx.export(_Positional(float_model, names), tuple(inputs[n] for n in names), str(fpath),
+                              input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        if fuse:
+            fpath = _ort_fuse(fpath, loaded)
+        proto = onnx.load(str(fpath))
+    proto = _upgrade_opset(proto)
+    n_rewritten = _rewrite(proto, table, mode, weight_dtype)
+    if n_rewritten == 0:  # layers outside the exported output (e.g. an unused pooler) are simply absent
+        raise SparsaError("none of the quantized layers was found in the exported graph",
+                          hint="a layer's weight was transformed on export; report this model")
+    from sparsa.io import atomic_write_bytes
+
+    atomic_write_bytes(path, proto.SerializeToString())
+    return path
+
+
+def _is_sequence(t: torch.Tensor) -> bool:
+    return t.dtype in (torch.int64, torch.int32) or t.dim() == 3
+
+
+def _ort_fuse(fpath: Path, loaded) -> Path:
+    from onnxruntime.transformers import optimizer
+
+    cfg = loaded.config
+    heads = getattr(cfg, "sparsa_heads_per_layer", None)
+    if heads and len(set(heads)) > 1:  # the fusion takes one head count for the whole model
+        raise SparsaError("fuse=True needs the same number of heads in every layer", hint="export without fuse")
+    om = optimizer.optimize_model(str(fpath), model_type="bert", num_heads=heads[0] if heads else cfg.num_attention_heads,
+                                  hidden_size=cfg.hidden_size, opt_level=1)
+    out = fpath.with_name("fused.onnx")
+    om.save_model_to_file(str(out))
+    return out
+
+
+def _upgrade_opset(proto):
+    from onnx import version_converter
+
+    cur = {o.domain: o.version for o in proto.opset_import}
+    if cur.get("", 0) < OPSET:
+        ms = [o for o in proto.opset_import if o.domain not in ("", "ai.onnx")]
+        proto = version_converter.convert_version(proto, OPSET)
+        have = {o.domain for o in proto.opset_import}
+        proto.opset_import.extend([o for o in ms if o.domain not in have])
+    return proto
+
+
+# ------------------------------------------------------------------------------------- rewrite
+
+
+def _weight_table(qls: dict[str, QuantLinear]) -> dict[bytes, tuple[str, QuantLinear]]:
+    """Exact bytes of each layer's dequantized weight (transposed, as MatMul holds it) -> layer."""
+    table = {}
+    for name, q in qls.items():
+        w = q.dequantized_weight().detach().float().numpy()
+        table[np.ascontiguousarray(w.T).tobytes()] = (name, q, "T")
+        table[np.ascontiguousarray(w).tobytes()] = (name, q, "N")
+    return table
+
+
+def _codes(q: QuantLinear, weight_dtype: str):
+    """Integer weight [K, N] for MatMulInteger, its zero point (or None), and per-column scale [N]."""
+    codes = q.qweight.detach().cpu().numpy().T  # [in, out]
+    scale = q.w_scale.detach().float().numpy()
+    if q.w_zero_point is not None:  # asym weights: uint8 codes with per-channel zero point
+        zp = q.w_zero_point.detach().cpu().numpy().astype(np.uint8)
+        return np.ascontiguousarray(codes), zp if q.per_channel else zp.reshape(()), scale
+    if weight_dtype == "uint8":
+        return np.ascontiguousarray((codes.astype(np.int16) + 128).astype(np.uint8)), np.array(128, np.uint8), scale
+    return np.ascontiguousarray(codes.astype(np.int8)), None, scale
+
+
+def _rewrite(proto, table, mode: str, weight_dtype: str) -> int:
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    used_init = set()
+    new_nodes, extra_inits = [], []
+    dq_cache: dict[tuple, tuple] = {}
+    count = 0
+
+    def const(name, arr):
+        extra_inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def quant_input(x: str, q: QuantLinear, tag: str):
+        """Integer codes of activation `x` (shared between layers reading the same tensor)."""
+        key = (x, mode, None if mode == "dynamic" else (float(q.a_scale), q.a_zero_point is not None and int(q.a_zero_point)))
+        if key in dq_cache:
+            return dq_cache[key]
+        if mode == "dynamic":
+            out = (f"{x}_q{tag}", f"{x}_s{tag}", f"{x}_z{tag}")
+            new_nodes.append(helper.make_node("DynamicQuantizeLinear", [x], list(out), name=f"{tag}_dql"))
+        else:
+            s = const(f"{tag}_a_scale", q.a_scale.detach().float().numpy().reshape(()))
+            ins = [x, s]
+            attrs = {}
+            z = None
+            if q.a_zero_point is not None:
+                z = const(f"{tag}_a_zero_point", q.a_zero_point.detach().numpy().astype(np.uint8).reshape(()))
+                ins.append(z)
+            else:
+                attrs["output_dtype"] = TensorProto.INT8  # no zero point at all (opset 21)
+            qx = f"{x}_q{tag}"
+            new_nodes.append(helper.make_node("QuantizeLinear", ins, [qx], name=f"{tag}_ql", **attrs))
+            out = (qx, s, z)
+        dq_cache[key] = out
+        return out
+
+    def integer_matmul(x: str, y: str, q: QuantLinear, tag: str, codes, zp, scale):
+        qx, sx, zx = quant_input(x, q, tag)
+        w = const(f"{tag}_wq", codes)
+        ins = [qx, w]
+        wz = const(f"{tag}_wzp", zp) if zp is not None else ""
+        if zx or wz:
+            ins += [zx or "", wz] if wz else [zx]
+        acc = f"{tag}_acc"
+        new_nodes.append(helper.make_node("MatMulInteger", ins, [acc], name=f"{tag}_mmi"))
+        accf = f"{tag}_accf"
+        new_nodes.append(helper.make_node("Cast", [acc], [accf], to=TensorProto.FLOAT, name=f"{tag}_cast"))
+        if mode == "dynamic":
+            sc = f"{tag}_scale"
+            new_nodes.append(helper.make_node("Mul", [sx, const(f"{tag}_ws", scale.astype(np.float32))], [sc],
+                                              name=f"{tag}_smul"))
+        else:  # the same float32 product the simulation uses
+            sc = const(f"{tag}_scale", (q.a_scale.detach().float() * q.w_scale.detach().float()).numpy())
+        new_nodes.append(helper.make_node("Mul", [accf, sc], [y], name=f"{tag}_rescale"))
+
+    for node in g.node:
+        hit = None
+        if node.op_type == "MatMul" and node.input[1] in inits:
+            hit = table.get(numpy_helper.to_array(inits[node.input[1]]).tobytes())
+            if hit is not None and hit[2] != "T":
+                hit = None
+        elif node.op_type == "Gemm" and len(node.input) >= 2 and node.input[1] in inits:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0:
+                arr = numpy_helper.to_array(inits[node.input[1]])
+                h = table.get(arr.tobytes())
+                want = "N" if attrs.get("transB", 0) else "T"
+                hit = h if h is not None and h[2] == want else None
+        elif node.op_type == "Attention" and node.domain == "com.microsoft" and node.input[1] in inits:
+            if _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype):
+                used_init.add(node.input[1])
+                count += 3
+                continue
+        if hit is None:
+            new_nodes.append(node)
+            continue
+        name, q, _ = hit
+        tag = "q_" + name.replace(".", "_")
+        codes, zp, scale = _codes(q, weight_dtype)
+        used_init.add(node.input[1])
+        if node.op_type == "MatMul":
+            integer_matmul(node.input[0], node.output[0], q, tag, codes, zp, scale)
+        else:  # Gemm: integer matmul, then the bias
+            mm = f"{tag}_mm"
+            integer_matmul(node.input[0], mm if len(node.input) > 2 and node.input[2] else node.output[0],
+                           q, tag, codes, zp, scale)
+            if len(node.input) > 2 and node.input[2]:
+                new_nodes.append(helper.make_node("Add", [mm, node.input[2]], [node.output[0]], name=f"{tag}_bias"))
+        count += 1
+
+    del g.node[:]
+    g.node.extend(new_nodes)
+    still_used = {i for n in new_nodes for i in n.input}
+    keep = [i for i in g.initializer if not (i.name in used_init and i.name not in still_used)]
+    del g.initializer[:]
+    g.initializer.extend(keep + extra_inits)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import) and any(n.domain == "com.microsoft" for n in new_nodes):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return count
+
+
+def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype) -> bool:
+    """Fused Attention whose weight is [Wq|Wk|Wv]ᵀ of three quantized layers -> QAttention (dynamic only)."""
+    from onnx import helper, numpy_helper
+
+    if mode != "dynamic":
+        return False
+    w = numpy_helper.to_array(inits[node.input[1]])
+    k, n3 = w.shape
+    if n3 % 3:
+        return False
+    parts = [table.get(np.ascontiguousarray(w[:, i * n3 // 3:(i + 1) * n3 // 3]).tobytes()) for i in range(3)]
+    if any(p is None or p[2] != "T" for p in parts):
+        return False
+    qs = [p[1] for p in parts]
+    if any(q.w_zero_point is not None for q in qs) or len({q.per_channel for q in qs}) != 1:
+        return False
+    cs = [_codes(q, weight_dtype) for q in qs]
+    codes = np.concatenate([c[0] for c in cs], axis=1)
+    scale = np.concatenate([np.broadcast_to(c[2], (q.out_features,)) for c, q in zip(cs, qs)]).astype(np.float32)
+    zp = cs[0][1]
+    tag = "q_" + parts[0][0].replace(".", "_").rsplit("_query", 1)[0] + "_qkv"
+    qx, sx, zx = quant_input(node.input[0], qs[0], tag)
+    ins = [qx, const(f"{tag}_wq", codes), node.input[2], sx, const(f"{tag}_ws", scale),
+           node.input[3] if len(node.input) > 3 else "", zx, const(f"{tag}_wzp", zp) if zp is not None else ""]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    new_nodes.append(helper.make_node("QAttention", ins, list(node.output), name=f"{tag}_qattention",
+                                      domain="com.microsoft", **attrs))
+    return True
+
+
+# ------------------------------------------------------------------------------------- checks
+
+
+def onnx_session(path, threads: int = 2):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def zero_points_in(path_or_proto) -> list[str]:
+    """Every zero point an ONNX model carries: zero-point inputs of quantized ops, and uint8
+    activations produced by DynamicQuantizeLinear (whose zero point is computed at run time)."""
+    import onnx
+
+    proto = onnx.load(str(path_or_proto)) if not hasattr(path_or_proto, "graph") else path_or_proto
+    zp_slots = {"QuantizeLinear": [2], "DequantizeLinear": [2], "MatMulInteger": [2, 3], "ConvInteger": [2, 3],
+                "QLinearMatMul": [2, 5, 7], "QAttention": [6, 7], "DynamicQuantizeMatMul": [3],
+                "MatMulIntegerToFloat": [4, 5]}
+    found = []
+    for n in proto.graph.node:
+        if n.op_type == "DynamicQuantizeLinear":
+            found.append(f"{n.name}: DynamicQuantizeLinear (run-time zero point)")
+        for i in zp_slots.get(n.op_type, []):
+            if i < len(n.input) and n.input[i]:
+                found.append(f"{n.name}: input {i} ({n.input[i]})")
+    found += [f"initializer {i.name}" for i in proto.graph.initializer if "zero_point" in i.name or i.name.endswith("_zp")]
+    return found
+
+
+def integer_initializer_bytes(path) -> dict:
+    """Bytes of integer vs float initializers in an ONNX file (what the deployed model really stores)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    out = {"int_bytes": 0, "float_bytes": 0}
+    for i in proto.graph.initializer:
+        a = numpy_helper.to_array(i)
+        out["int_bytes" if a.dtype.kind in "iu" else "float_bytes"] += a.nbytes
+    return out

