@@ -64,11 +64,15 @@ class TolerancePruneStage(_Strict):
 
     type: Literal["tolerance-prune"]
     name: str | None = None
-    tolerance: float = Field(..., gt=0.0, lt=1.0)
-    data: str | None = None  # check set; default: the recipe's data.train
-    granularity: Literal["unstructured", "structured"] = "unstructured"
-    max_rounds: int = Field(8, ge=1, le=1000)
-    finetune_steps: int = Field(0, ge=0, le=1_000_000)
+    tolerance: float = Field(..., gt=0.0, lt=1.0)  # allowed accuracy drop as a fraction (0.02 = 2 points)
+    data: str | None = None  # labelled set (check/report/train splits); default: the recipe's data.train
+    granularity: Literal["unstructured", "structured"] = "unstructured"  # seed 001: unstructured magnitude
+    kinds: list[Literal["heads", "ffn", "channels"]] = Field(default_factory=lambda: ["heads", "ffn"])
+    scope: Literal["layer", "global"] = "layer"
+    max_rounds: int = Field(50, ge=1, le=1000)
+    budget_s: float | None = Field(None, gt=0)  # wall-clock budget; the last accepted state is kept
+    round_recovery_epochs: float = Field(1.0, ge=0.0, le=100.0)
+    trial_recovery_steps: int = Field(0, ge=0, le=100_000)
     rollback: bool = True
     seed: int = 0
 
@@ -116,11 +120,13 @@ class DecomposeStage(_Strict):
     type: Literal["decompose"]
     name: str | None = None
     method: Literal["penni"] = "penni"
-    basis: int = Field(5, ge=1, le=64)
-    tolerance: float | None = Field(None, gt=0.0, lt=1.0)
-    prune_std: float = Field(1.0, ge=0.0, le=10.0)
-    retrain_epochs: int = Field(0, ge=0, le=1000)
-    finetune_epochs: int = Field(0, ge=0, le=1000)
+    basis: int | None = Field(None, ge=1, le=64)  # None: 5 where the kernel volume exceeds 5 (ref)
+    linear: bool = False  # also decompose Linear layers (16-input segments)
+    prune_std: float = Field(1.0, ge=0.0, le=10.0)  # coefficient threshold = prune_std * std (ref s = 1)
+    tolerance: float | None = Field(None, gt=0.0, lt=1.0)  # instead: largest s within this accuracy drop
+    retrain_epochs: int | None = Field(None, ge=0, le=1000)  # None: the PENNI reference defaults
+    finetune_epochs: int | None = Field(None, ge=0, le=1000)
+    shrink: Literal["safe", "ref", "none"] = "safe"
     data: str | None = None
 
 

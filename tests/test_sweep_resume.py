@@ -126,15 +126,15 @@ objectives:
   - {metric: hardware.compressed.cycles, goal: min}
 """
     recipe, g = _files(tmp_path, grid)
-    summary = run_sweep(load_recipe(recipe), load_grid(g), tmp_path / "s", workers=1)
-    assert (summary.total, summary.ran, summary.errors) == (3, 3, 1)
+    summary = run_sweep(load_recipe(recipe), load_grid(g), tmp_path / "s", workers=0)
+    assert (summary.total, summary.ran, summary.errors, summary.backend) == (3, 3, 1, "inline")
     rows = SweepStore(tmp_path / "s").latest().values()
     bad = [r for r in rows if r["status"] == "error"]
     assert len(bad) == 1 and bad[0]["overrides"] == {"hardware.params.dram.bandwidth_bytes_per_cycle": 0}
     assert "bandwidth" in bad[0]["error"]
     assert sum(r["status"] == "ok" for r in rows) == 2
     # a resumed sweep does not retry the recorded crash
-    again = run_sweep(load_recipe(recipe), load_grid(g), tmp_path / "s", workers=1, report=False)
+    again = run_sweep(load_recipe(recipe), load_grid(g), tmp_path / "s", workers=1, report=False)  # a real pool
     assert (again.skipped, again.ran) == (3, 0)
 
 

@@ -32,7 +32,7 @@ import torch
 from sparsa.attention import fixedpoint as fx
 from sparsa.errors import SparsaError
 
-IMPORTANCE_VARIANTS = ("abs", "signed", "max")
+IMPORTANCE_VARIANTS = ("abs", "signed", "max", "rowmax")
 THRESHOLD_RULES = ("rho", "gap")
 TAU_MODES = ("abs", "mean")
 
@@ -50,7 +50,7 @@ class HDPConfig:
     rho_b ∈ [−1, 1]: row ratio (stored as ρq = round(256·ρ_B)). tau_h: head threshold (None = never
     prune heads); tau_mode "abs" compares θ_H ≥ τ_H (integer), "mean" compares θ_H/N_valid² ≥ τ_H
     (as 256·θ_H ≥ round(256·τ_H)·N_valid²). importance: "abs" (seed, Σ|A|), "signed" (ΣA), "max"
-    (max A). threshold: "rho" (seed row rule) or "gap" (keep θ ≥ rowmax − gap·b², see
+    (max A), "rowmax" (per-query-row max + gap, see `rowmax_gap_mask`). threshold: "rho" (seed row rule) or "gap" (keep θ ≥ rowmax − gap·b², see
     `row_keep_mask_gap`). softmax: "int" (integer softmax) or "float" (exact softmax of the same
     integer scores; for accuracy ablations). v_mode: "fixed" (golden model) or "float" (P·V in float).
     """
@@ -209,7 +209,7 @@ def block_importance(A_int: torch.Tensor, block: int, valid: torch.Tensor, varia
         return _blockify(torch.where(valid, A_int.abs(), 0), block).sum(-1)
     if variant == "signed":
         return _blockify(torch.where(valid, A_int, 0), block).sum(-1)
-    if variant == "max":
+    if variant in ("max", "rowmax"):
         low = torch.iinfo(torch.int64).min
         m = _blockify(torch.where(valid, A_int, low), block).amax(-1)
         return torch.where(m == low, 0, m)
@@ -252,6 +252,21 @@ def row_keep_mask_gap(theta: torch.Tensor, valid: torch.Tensor, gap_int: int) ->
     big = torch.iinfo(torch.int64).max // 4
     mx = torch.where(valid, theta, -big).amax(-1, keepdim=True)
     return valid & (theta >= mx - int(gap_int)) & (mx > -big)
+
+
+def rowmax_gap_mask(A_int: torch.Tensor, valid: torch.Tensor, block: int, gap_int: int) -> torch.Tensor:
+    """`rowmax` importance + gap rule (sparsa's default `hdp`): bool block mask `[..., NB, NB]`.
+
+    Each *query row* i has its own maximum m_i = max_{valid j} A[i,j]; element (i,j) qualifies iff
+    A[i,j] ≥ m_i − gap_int; block (r,c) is kept iff any of its valid elements qualifies. Per-row
+    maxima matter with b > 1: two query rows of one block-row can have very different score scales,
+    and a threshold shared by the block-row starves the weaker row. In hardware: b running maxima
+    per block-row (one per query row), one compare per element, an OR per block."""
+    valid = valid.expand_as(A_int)
+    big = torch.iinfo(torch.int64).max // 4
+    mx = torch.where(valid, A_int, -big).amax(-1, keepdim=True)
+    q = valid & (A_int >= mx - int(gap_int))
+    return _blockify(q, block).any(-1)
 
 
 def head_importance(A_int: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -406,7 +421,9 @@ def block_masks_int(q: torch.Tensor, k: torch.Tensor, cfg: HDPConfig, valid: tor
     theta = block_importance(imp_A, b, velem, cfg.importance)
     vblk_row = vpad.reshape(B, Np // b, b).any(-1)
     vblk = (vblk_row[:, :, None] & vblk_row[:, None, :])  # [B,NB,NB]
-    if cfg.threshold == "rho":
+    if cfg.importance == "rowmax":
+        mask = rowmax_gap_mask(imp_A, velem, b, int(round(cfg.gap * 4**cfg.imp_bits)))
+    elif cfg.threshold == "rho":
         mask = row_keep_mask(theta, vblk[:, None], cfg.rho_q)
     else:
         # gap is given in units of the raw score Q·K (A units at imp_bits = 0)

@@ -84,7 +84,7 @@ def _summary(results: dict, out: Path) -> dict:
 def sweep(
     recipe: str = typer.Argument(..., help="recipe YAML (or a bundled recipe name)"),
     grid: Path = typer.Option(..., "--grid", help="grid YAML: params (dotted recipe paths), mode, objectives"),
-    workers: int = typer.Option(1, "--workers", help="points run in parallel"),
+    workers: int = typer.Option(1, "--workers", help="points run in parallel (0: one by one in this process)"),
     ray: Optional[str] = typer.Option(None, "--ray", help="run on Ray: a cluster ADDRESS, or 'local' (2-CPU local cluster)"),
     out: Optional[Path] = typer.Option(None, "--out", help="sweep folder with the resumable store (default: runs/sweep-<recipe>-<grid>)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -105,7 +105,11 @@ def sweep(
         console.print(f"  {key[:8]} {overrides} {mark} [dim]({(res.get('wall_s') or 0):.1f} s)[/]")
 
     console.print(f"[bold]sparsa sweep[/] {loaded.recipe.name} × {grid} ({g.mode}) → {out}")
-    summary = run_sweep(loaded, g, out, workers=workers, ray_address=ray, on_point=on_point)
+    import shlex
+
+    cmd = ["sparsa", "sweep", recipe, "--grid", str(grid), "--out", str(out)]
+    summary = run_sweep(loaded, g, out, workers=workers, ray_address=ray, on_point=on_point,
+                        command=" ".join(shlex.quote(c) for c in cmd))
     result = summary.to_dict()
     if json_:
         emit(result, True)

@@ -34,6 +34,7 @@ class SweepSummary:
     pareto: list[dict] = field(default_factory=list)
     objectives: list[dict] = field(default_factory=list)
     report: str | None = None
+    command: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -52,13 +53,15 @@ class _ProcessPool:
 
         self.workers = workers
         self._ctx = mp.get_context("spawn")  # no fork of a parent that holds torch threads
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=self._ctx)
+        self._pool = None  # started on the first point: a fully resumed sweep starts no process
         self._futs: dict = {}
 
     def capacity(self) -> int:
         return self.workers - len(self._futs)
 
     def submit(self, key: str, args: tuple) -> None:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._ctx)
         self._futs[self._pool.submit(evaluate_point, *args)] = (key, args)
 
     def inflight(self) -> int:
@@ -100,7 +103,34 @@ class _ProcessPool:
         return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _InlinePool:
+    """`workers=0`: points run one by one in this process (debugging, tiny sweeps, tests)."""
+
+    name = "inline"
+    workers = 1
+
+    def __init__(self):
+        self._todo: list = []
+
+    def capacity(self) -> int:
+        return 1 - len(self._todo)
+
+    def submit(self, key: str, args: tuple) -> None:
+        self._todo.append((key, args))
+
+    def inflight(self) -> int:
+        return len(self._todo)
+
+    def wait_one(self) -> list[tuple[str, dict]]:
+        key, args = self._todo.pop()
+        return [(key, evaluate_point(*args))]
+
+    def close(self) -> None:
+        pass
 
 
 class _RayPool:
@@ -196,17 +226,22 @@ def run_sweep(
     ray_address: str | None = None,
     on_point: Callable[[str, dict, dict], None] | None = None,
     report: bool = True,
+    command: str | None = None,
 ) -> SweepSummary:
     t0 = time.perf_counter()
-    if workers < 1:
-        raise SparsaError(f"--workers {workers}: need at least 1")
+    if workers < 0:
+        raise SparsaError(f"--workers {workers}: need 0 (in this process) or more")
+    if workers == 0 and ray_address:
+        raise SparsaError("--workers 0 runs points in this process; it cannot be combined with --ray")
     points = prepare_points(loaded, grid)
     store = SweepStore(out_dir)
     done = store.done_keys()
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    if workers == 0:
+        threads = max(1, os.cpu_count() or 1)
     base = (loaded.raw, loaded.source, str(loaded.base_dir))
 
-    pool = _RayPool(ray_address, workers) if ray_address else _ProcessPool(workers)
+    pool = _RayPool(ray_address, workers) if ray_address else _ProcessPool(workers) if workers else _InlinePool()
     ran = errors = skipped = 0
     try:
         if grid.mode == "optuna":
@@ -238,7 +273,7 @@ def run_sweep(
         pool.close()
 
     summary = SweepSummary(str(out_dir), total, skipped, ran, errors, pool.name, time.perf_counter() - t0,
-                           objectives=[o.model_dump() for o in grid.objectives])
+                           objectives=[o.model_dump() for o in grid.objectives], command=command)
     rows = [r for r in store.latest().values() if r.get("status") == "ok"]
     if grid.objectives:
         from sparsa.dse.pareto import pareto_front

@@ -22,6 +22,8 @@ from sparsa.hw.arch import Arch, load_arch
 from sparsa.hw.gemm_model import ReadBufferModel, fold_geometry, operand_streams, per_fold_cycles, window_points
 from sparsa.hw.workload import Op, Workload
 
+# an op (or layer) is memory-bound when DRAM stalls add more than this fraction to its compute cycles
+MEMORY_BOUND_STALL = 0.05
 ATTENTION_OPS = ("qk", "qk_int", "qk_frac", "softmax", "pv", "sparsity_engine")
 ENERGY_KEYS = ("mac", "sram_read_byte", "sram_write_byte", "dram_byte", "softmax_elem", "vector_elem", "se_block")
 
@@ -108,7 +110,7 @@ class SimResult:
                 d["memory_bound_ops"].append(o.name.split(".", 1)[-1])
         out = []
         for d in layers.values():
-            d["bound"] = "memory" if d["stall_cycles"] > 0.5 * d["compute_cycles"] else "compute"
+            d["bound"] = "memory" if d["stall_cycles"] > MEMORY_BOUND_STALL * max(1, d["compute_cycles"]) else "compute"
             d["stall_fraction"] = d["stall_cycles"] / max(1, d["cycles"])
             out.append(d)
         return out
@@ -180,8 +182,8 @@ def _split_cores(fold_cycles: np.ndarray, cores: int) -> int:
 def _packing(op: Op, arch: Arch) -> int:
     """Narrow products one MAC computes per cycle (split multipliers), 1 otherwise."""
     bits = op.operand_bits or arch.bits.operand_bits
-    if not arch.bits.split_multipliers or bits * 2 > arch.bits.operand_bits:
-        return 1
+    if not arch.bits.split_multipliers or bits * 2 > arch.bits.operand_bits or op.inner_mask is not None:
+        return 1  # (an inner-dimension mask indexes K itself: those products are not packed)
     return (arch.bits.operand_bits // bits) ** 2
 
 
@@ -337,7 +339,7 @@ def _gemm(op: Op, arch: Arch) -> OpResult:
     }
     n_folds = int((folds > 0).sum())
     res = OpResult(
-        op.name, "gemm", op.layer, compute + stall, compute, stall, "memory" if stall > 0.05 * max(1, compute) else "compute",
+        op.name, "gemm", op.layer, compute + stall, compute, stall, "memory" if stall > MEMORY_BOUND_STALL * max(1, compute) else "compute",
         macs=macs, dense_macs=op.dense_macs, folds=n_folds, folds_dense=g.row_folds * g.col_folds * op.count,
         dram_bytes=counts["dram_byte"], sram_read_bytes=sram_reads, sram_write_bytes=counts["sram_write_byte"],
         counts=counts, detail=detail,

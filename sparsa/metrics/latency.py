@@ -33,12 +33,41 @@ def measure_latency(fn: Callable[[], object], warmup: int = 5, runs: int = 30, t
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old)
+    return _summary(times, threads if threads is not None else old)
+
+
+def _summary(times: list[float], threads: int) -> dict:
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return {
         "median_ms": statistics.median(times),
         "p10_ms": q[0],
         "p90_ms": q[-1],
         "mean_ms": statistics.fmean(times),
-        "runs": runs,
-        "threads": threads if threads is not None else old,
+        "runs": len(times),
+        "threads": threads,
     }
+
+
+def measure_latency_pair(fn_a: Callable[[], object], fn_b: Callable[[], object], warmup: int = 5, runs: int = 30,
+                         threads: int | None = None) -> tuple[dict, dict]:
+    """Time two functions alternately (a, b, a, b, ...) so that load changes hit both alike.
+
+    Returns the two summaries of `measure_latency`; their median ratio is the figure to quote."""
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    ta, tb = [], []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                fn_a()
+                fn_b()
+            for _ in range(runs):
+                for fn, ts in ((fn_a, ta), (fn_b, tb)):
+                    t0 = time.perf_counter()
+                    fn()
+                    ts.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old)
+    th = threads if threads is not None else old
+    return _summary(ta, th), _summary(tb, th)

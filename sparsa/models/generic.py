@@ -8,6 +8,7 @@ can make example inputs and trace it.
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import torch
@@ -16,8 +17,12 @@ from torch import nn
 from sparsa.errors import SparsaError
 from sparsa.models.families import FamilyAdapter, register_family
 from sparsa.models.graph import analyse_channels
+from sparsa.models.resize import module_shape
 from sparsa.models.units import ChannelGroup, FFNGroup, HeadGroup
 from sparsa.models.zoo import FeedForward, MultiHeadSelfAttention
+
+
+_CACHE: dict = {}
 
 
 class ConvAdapter(FamilyAdapter):
@@ -43,8 +48,17 @@ class ConvAdapter(FamilyAdapter):
         ]
 
     def channel_groups(self) -> list[ChannelGroup]:
+        # the analysis depends only on the class and the module shapes: cache it on those
+        key = (type(self.model), tuple((n, str(module_shape(m))) for n, m in self.model.named_modules()))
+        if key not in _CACHE:
+            if len(_CACHE) > 64:
+                _CACHE.clear()
+            _CACHE[key] = self._analyse()
+        return copy.deepcopy(_CACHE[key])
+
+    def _analyse(self) -> list[ChannelGroup]:
         try:
-            return analyse_channels(self.model, self.example_inputs(batch=2))
+            return analyse_channels(self.model, self.example_inputs(batch=1))
         except SparsaError:
             raise
         except Exception as e:  # symbolic tracing fails on data-dependent control flow

@@ -124,7 +124,7 @@ def analyse_channels(model: nn.Module, example_inputs: dict) -> list[ChannelGrou
     gm = fx.GraphModule(model, _Tracer().trace(model))
     order = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
     args = [example_inputs[k] for k in order if k in example_inputs]
-    with torch.no_grad():
+    with torch.no_grad():  # (fake tensors would skip the arithmetic but cost seconds to set up)
         ShapeProp(gm).propagate(*args)
 
     G = _Groups()

@@ -150,6 +150,9 @@ def _load_hf(folder: Path, source: str) -> LoadedModel:
     cls = _hf_class(fam, archs[0])
     if not (folder / "model.safetensors").is_file():
         _read_weights(folder)  # raises the clear error
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep stderr clean for --json users
     try:
         config = AutoConfig.from_pretrained(str(folder))
         model = cls.from_pretrained(str(folder), config=config, use_safetensors=True)

@@ -102,6 +102,10 @@ def _summary(res, arch) -> dict:
         d = asdict(res)
         out = {k: d[k] for k in ("cycles", "stall_cycles", "macs", "dram_bytes", "energy_pj", "utilisation")}
         out["latency_s"] = res.cycles / arch.clock_hz
+    if "area_mm2" not in out:
+        area = arch.total_area()
+        if isinstance(area, dict) and "total" in area:
+            out["area_mm2"] = area["total"]
     return out
 
 

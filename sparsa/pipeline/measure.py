@@ -25,8 +25,8 @@ def attention_removed(state: PipelineState):
     attention.uninstall(model)
     try:
         yield
-    finally:
-        attention.install(model, att["method"], **att["options"])
+    finally:  # back onto the current model (a stage may have replaced it)
+        attention.install(state.loaded.model, att["method"], **att["options"])
 
 
 def example_inputs(state: PipelineState, loaded=None, batch: int = 1) -> dict:

@@ -40,15 +40,18 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
 
 def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
     schedule = require("sparsa.prune.schedule", "the tolerance-prune stage")
-    fn = getattr(schedule, "tolerance_prune", None)
-    if fn is None:
-        raise SparsaError("the tolerance-prune stage needs sparsa.prune.schedule.tolerance_prune")
-    data = state.train_data(st.data)
-    workdir = (state.out_dir / "tolerance_prune") if state.out_dir else None
-    out = fn(state.loaded, tolerance=st.tolerance, data=data, granularity=st.granularity, max_rounds=st.max_rounds,
-             finetune_steps=st.finetune_steps, rollback=st.rollback, seed=st.seed, workdir=workdir)
-    state.loaded, record = _split_result(out, state.loaded)
-    return _plain(record)
+    models = require("sparsa.models", "the tolerance-prune stage")
+    import tempfile
+    from pathlib import Path
+
+    data = state.recipe.resolve_path(st.data or state.recipe.recipe.data.train or state.default_data())
+    work = (state.out_dir / "tolerance_prune") if state.out_dir else Path(tempfile.mkdtemp(prefix="sparsa-tol-"))
+    opts = dict(granularity=st.granularity, kinds=tuple(st.kinds), scope=st.scope, rounds_max=st.max_rounds,
+                budget_s=st.budget_s, round_recovery_epochs=st.round_recovery_epochs,
+                trial_recovery_steps=st.trial_recovery_steps, rollback=st.rollback, seed=st.seed)
+    result = schedule.tolerance_prune(state.loaded, st.tolerance, data, work, progress=False, **opts)
+    state.loaded = models.load(result["model"])  # the accepted model, as the schedule saved it
+    return _plain(result)
 
 
 def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
@@ -57,8 +60,22 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
     calib = state.calib_data(st.calib) if (st.activations or st.clip == "search") and st.mode == "standard" else None
     if calib is not None and len(calib) > st.calib_samples:
         calib = calib.subset(st.calib_samples)
-    out = fn(state.loaded, mode=st.mode, bits=st.bits, scheme=st.scheme, clip=st.clip, per_channel=st.per_channel,
-             activations=st.activations, calib=calib)
+    if st.mode == "hybrid":
+        # ESCALATE: 8-bit basis kernels, ternary coefficients, on the decompose stage's PENNI layers
+        escalate = require("sparsa.decompose.escalate", "quantize mode 'hybrid'")
+        record = {"mode": "hybrid", "layers": _plain(escalate.hybridize(state.loaded.model)),
+                  "storage": _plain(escalate.storage_bytes(state.loaded.model))}
+        if isinstance(record["storage"], dict) and record["storage"].get("total") is not None:
+            state.size_bytes = int(record["storage"]["total"])
+        state.quant = record
+        return record
+    from sparsa.pipeline.measure import attention_removed
+
+    # weights are quantized on the structural model: the dynamic attention method stays installed
+    # for evaluation and simulation, but neither calibrates nor exports through its integer emulation
+    with attention_removed(state):
+        out = fn(state.loaded, mode=st.mode, bits=st.bits, scheme=st.scheme, clip=st.clip,
+                 per_channel=st.per_channel, activations=st.activations, calib=calib)
     state.loaded, record = _split_result(out, state.loaded)
     record = _plain(record)
     record = record if isinstance(record, dict) else {"record": record}
@@ -76,8 +93,9 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
 
         d = state.out_dir or Path(tempfile.mkdtemp(prefix="sparsa-int8-"))
         kw = {"fuse": True} if st.onnx_fuse else {}
-        state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",
-                                      seq_len=state.recipe.evaluation.seq_len, **kw))
+        with attention_removed(state):
+            state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",
+                                          seq_len=state.recipe.evaluation.seq_len, **kw))
         record["onnx"] = str(state.onnx_path) if state.out_dir else "(temporary file)"
     return record
 
@@ -97,15 +115,18 @@ def run_attention(st: AttentionStage, state: PipelineState) -> dict:
 
 
 def run_decompose(st: DecomposeStage, state: PipelineState) -> dict:
-    decompose = require("sparsa.decompose", "the decompose stage")
-    fn = getattr(decompose, "decompose_loaded", None)
-    if fn is None:
-        raise SparsaError("the decompose stage needs sparsa.decompose.decompose_loaded, which this build does not have")
-    data = state.train_data(st.data) if (st.retrain_epochs or st.finetune_epochs or st.tolerance) else None
-    out = fn(state.loaded, method=st.method, basis=st.basis, tolerance=st.tolerance, prune_std=st.prune_std,
-             retrain_epochs=st.retrain_epochs, finetune_epochs=st.finetune_epochs, data=data)
-    state.loaded, record = _split_result(out, state.loaded)
-    return _plain(record)
+    flow = require("sparsa.decompose.flow", "the decompose stage")
+    penni = require("sparsa.decompose.penni", "the decompose stage")
+    kw = {"basis": st.basis, "linear": st.linear, "s": st.prune_std, "shrink": st.shrink, "seed": state.recipe.seed}
+    if st.retrain_epochs is not None:
+        kw["retrain_epochs"] = st.retrain_epochs
+    if st.finetune_epochs is not None:
+        kw["finetune_epochs"] = st.finetune_epochs
+    data = st.data or state.recipe.recipe.data.train
+    sets = flow.load_splits(state.loaded, state.recipe.resolve_path(data) if data else None, seed=state.recipe.data.seed)
+    tolerance_points = None if st.tolerance is None else 100.0 * st.tolerance
+    state.loaded, res = flow.run_penni(state.loaded, penni.PenniConfig(**kw), sets, tolerance=tolerance_points)
+    return _plain(res)
 
 
 def _split_result(out, loaded):

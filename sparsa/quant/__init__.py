@@ -15,3 +15,5 @@ from sparsa.quant.primitives import (  # noqa: F401
 from sparsa.quant.config import QuantConfig  # noqa: E402,F401
 from sparsa.quant.modules import QuantLinear  # noqa: E402,F401
 from sparsa.quant.api import quantize_, quantize_loaded, quant_size, quant_layers, dequantize_model_  # noqa: E402,F401
+from sparsa.quant.store import load_quantized, save_quantized  # noqa: E402,F401
+from sparsa.quant.export import export_onnx  # noqa: E402,F401

@@ -82,6 +82,12 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
         if bad:
             raise SparsaError(f"static export needs calibrated activation scales; {bad[:3]} have none",
                               hint="quantize with activations='static' and calibration data, or export mode='dynamic'")
+    if mode == "dynamic":
+        bad = [n for n, q in qls.items() if q.activations == "dynamic" and (q.act_scheme, q.act_bits) != ("asym", 8)]
+        if bad:
+            raise SparsaError(f"dynamic export quantizes activations like ONNX DynamicQuantizeLinear (8-bit asym); "
+                              f"{bad[:3]} simulate another activation scheme",
+                              hint="quantize with act_scheme='asym', act_bits=8, or use static activations")
     weight_dtype = weight_dtype or ("uint8" if mode == "dynamic" else "int8")
     if weight_dtype not in ("int8", "uint8"):
         raise SparsaError(f"weight_dtype {weight_dtype!r} is unknown", hint="use 'int8' or 'uint8'")
@@ -214,6 +220,15 @@ def _rewrite(proto, table, mode: str, weight_dtype: str) -> int:
                 attrs["output_dtype"] = TensorProto.INT8  # no zero point at all (opset 21)
             qx = f"{x}_q{tag}"
             new_nodes.append(helper.make_node("QuantizeLinear", ins, [qx], name=f"{tag}_ql", **attrs))
+            if z is None:  # QuantizeLinear saturates to [-128, 127]; sparsa's symmetric grid is narrow
+                lo = const(f"{tag}_a_min", np.array(-(2 ** (q.act_bits - 1) - 1), np.int8))
+                hi = const(f"{tag}_a_max", np.array(2 ** (q.act_bits - 1) - 1, np.int8))
+                new_nodes.append(helper.make_node("Clip", [qx, lo, hi], [qx + "_narrow"], name=f"{tag}_narrow"))
+                qx += "_narrow"
+            elif q.act_bits < 8:  # sub-8-bit codes live in the low part of the uint8 range
+                hi = const(f"{tag}_a_max", np.array(2**q.act_bits - 1, np.uint8))
+                new_nodes.append(helper.make_node("Clip", [qx, "", hi], [qx + "_narrow"], name=f"{tag}_narrow"))
+                qx += "_narrow"
             out = (qx, s, z)
         dq_cache[key] = out
         return out

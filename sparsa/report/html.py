@@ -22,6 +22,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 figure{margin:.8em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:.8em;color:#555}
 .note{background:#fff8e0;border-left:4px solid #e0b000;padding:.4em .8em;font-size:.9em}
 .err{color:#a00}
+table.points td:last-child{font-family:monospace;font-size:.72em;text-align:left;word-break:break-all;max-width:32em}
 """
 
 
@@ -44,10 +45,13 @@ def figure(png: bytes | None, alt: str, prov: dict) -> str:
             f'<code>{esc(prov.get("command"))}</code></figcaption></figure>')
 
 
-def table(headers: list[str], rows: list[list[Any]], prov: dict | None = None) -> str:
-    h = "".join(f"<th>{esc(x)}</th>" for x in headers)
+def table(headers: list[str], rows: list[list[Any]], prov: dict | None = None, cls: str = "",
+          titles: list[str] | None = None) -> str:
+    titles = titles or headers
+    h = "".join(f'<th title="{esc(t)}">{esc(x)}</th>' for x, t in zip(headers, titles))
     body = "".join("<tr>" + "".join(f"<td>{esc(plots.fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>" + (prov_line(prov) if prov else "")
+    c = f' class="{cls}"' if cls else ""
+    return f"<table{c}><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>" + (prov_line(prov) if prov else "")
 
 
 def page(title: str, body: str) -> str:

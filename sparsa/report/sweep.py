@@ -33,10 +33,12 @@ def write_sweep_report(store, grid, loaded, summary) -> Path:
     objectives = [o.model_dump() for o in grid.objectives]
     front_keys = {r["key"] for r in summary.pareto}
     recipe = loaded.recipe
-    sweep_cmd = f"sparsa sweep {_src(loaded.source)} --grid <grid> --out {summary.out_dir}"
+    sweep_cmd = summary.command or f"sparsa sweep {_src(loaded.source)} --grid GRID --out {summary.out_dir}"
     prov = {"recipe": recipe.name, "recipe_digest": recipe.digest(), "command": sweep_cmd}
     params = list(grid.params)
     metric_cols = [o["metric"] for o in objectives]
+    heads = ["point"] + [p.split(".")[-1] for p in params] + [m.split(".")[-1] for m in metric_cols] + ["front", "re-create"]
+    titles = ["point"] + params + metric_cols + ["on the Pareto front", "command that re-creates this point"]
 
     def line(r):
         return ([r["key"][:8]] + [r["overrides"].get(p) for p in params]
@@ -50,10 +52,10 @@ def write_sweep_report(store, grid, loaded, summary) -> Path:
     if objectives:
         parts.append("<h2>Pareto front</h2>")
         parts.append(figure(plots.pareto_plot(ok, summary.pareto, objectives, sweep_cmd), "Pareto front", prov))
-        parts.append(table(["point"] + params + metric_cols + ["front", "re-create"],
-                           [line(r) for r in summary.pareto], prov))
+        parts.append(table(heads, [line(r) for r in summary.pareto], prov, cls="points", titles=titles))
     parts.append("<h2>All points</h2>")
-    parts.append(table(["point"] + params + metric_cols + ["front", "re-create"], [line(r) for r in ok], prov))
+    parts.append("<p class='prov'>columns: " + esc(", ".join(params + metric_cols)) + "</p>")
+    parts.append(table(heads, [line(r) for r in ok], prov, cls="points", titles=titles))
     if errs:
         parts.append("<h2>Failed points</h2>")
         parts.append(table(["point"] + params + ["error"],

@@ -6,7 +6,7 @@ Units (see `unit_names()`): `pe`, `pe_array`, `sparsity_engine`, `softmax`, `nco
     rtl.cosim("softmax", vectors=500).ok                 # Amaranth simulator vs sparsa.attention.hdp
     rtl.cosim("pe", 10_000, backend="verilator")          # through the generated Verilog
     rtl.export_verilog("pe_array", "array16", "out/")     # Verilog file
-    rtl.synth("pe_array", "array32")["counts"]            # Yosys LUT/FF/DSP/BRAM
+    rtl.synthesize("pe_array", "array32")["counts"]            # Yosys LUT/FF/DSP/BRAM
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def export_verilog(unit: str, preset: str | None, out_dir: str | Path, **overrid
     return path
 
 
-def synth(unit: str, preset: str | None = None, **kw: Any) -> dict:
+def synthesize(unit: str, preset: str | None = None, **kw: Any) -> dict:
+    """Yosys resource counts of `unit` (see `sparsa.hw.rtl.synth.synth`)."""
     from sparsa.hw.rtl.synth import synth as _synth
 
     return _synth(unit, preset, **kw)
@@ -61,7 +62,7 @@ __all__ = [
     "export_verilog",
     "load_params",
     "preset_names",
-    "synth",
+    "synthesize",
     "unit_names",
     "verilog_text",
 ]

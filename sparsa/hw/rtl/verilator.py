@@ -100,7 +100,8 @@ def build(unit: wiring.Component, name: str, strobe: str | None) -> tuple[Path, 
         cmd = [
             "verilator", "--cc", f"{name}.v", "--exe", "harness.cpp", "--build", "-O2", "-j", "2",
             "--top-module", name, "-Wno-fatal", "-Wno-lint", "-Wno-style", "--Mdir", "obj",
-            "-CFLAGS", "-O1",
+            # unoptimised C++: the models are small and run in well under a second, the compile dominates
+            "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0",
         ]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -1,0 +1,204 @@
+"""`sparsa info`, `sparsa prune`, `sparsa eval`: inspect, shrink and measure a model."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from sparsa.cli.app import app, emit, status_console
+from sparsa.errors import SparsaError
+
+
+def _input_desc(lm, inputs: dict) -> str:
+    k, v = next(iter(inputs.items()))
+    return f"{k} {list(v.shape)}"
+
+
+def cost_summary(lm, seq_len: int = 128, batch: int = 1) -> dict:
+    """Params (all / without embedding tables), bytes and MACs at a stated input size."""
+    from sparsa.metrics import count_macs, count_params, model_bytes
+
+    inputs = lm.example_inputs(batch=batch, seq_len=seq_len)
+    return {
+        "params": count_params(lm.model),
+        "params_encoder": count_params(lm.model, exclude_embeddings=True),
+        "bytes": model_bytes(lm.model),
+        "macs": count_macs(lm.model, inputs),
+        "macs_input": _input_desc(lm, inputs),
+    }
+
+
+@app.command()
+def info(
+    model: str = typer.Argument(..., help="built-in name (minilm, tiny-vit, ...) or model folder"),
+    seq_len: int = typer.Option(128, "--seq-len", help="sequence length for MACs (text models)"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Family, parameters, MACs at a stated input size, layers, heads per layer, FFN sizes."""
+    from sparsa.models import load
+
+    if seq_len < 1:
+        raise SparsaError(f"--seq-len {seq_len} must be at least 1")
+    lm = load(model)
+    result = {"model": model, **lm.describe(), **cost_summary(lm, seq_len)}
+    result["source"] = lm.record.get("source")
+    result["stages"] = [s.get("stage") for s in lm.record.get("stages", [])]
+    emit(result, json_, title=f"sparsa info {model}")
+
+
+@app.command()
+def prune(
+    model: str = typer.Argument(..., help="built-in name or model folder"),
+    out: str = typer.Option(..., "--out", help="folder to write the pruned model to"),
+    heads: float = typer.Option(0.0, "--heads", help="fraction of attention heads to remove per layer, [0, 1)"),
+    ffn: float = typer.Option(0.0, "--ffn", help="fraction of FFN neurons to remove per layer, [0, 1)"),
+    channels: float = typer.Option(0.0, "--channels", help="fraction of conv/linear channels to remove, [0, 1)"),
+    importance: str = typer.Option("l1", "--importance",
+                                   help="l1 (= l1_group) | l1_mean_producer (seed 000) | l2 | taylor | activation | random"),
+    scope: str = typer.Option("layer", "--scope", help="layer (uniform ratio) | global"),
+    calib: Optional[str] = typer.Option(None, "--calib",
+                                        help="calibration data for taylor/activation (default: corpus / digits / clips)"),
+    seed: int = typer.Option(0, "--seed", help="seed for random importance and calibration order"),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance",
+                                              help="prune as far as the quality loss stays within this (needs --data)"),
+    data: Optional[str] = typer.Option(None, "--data", help="evaluation data for --tolerance"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Remove heads, FFN neurons and channels; the saved model is smaller and reloads on its own."""
+    from sparsa.models import load
+    from sparsa.prune import PrunePlan
+    from sparsa.prune import prune as do_prune
+
+    if tolerance is not None:
+        if data is None:
+            raise SparsaError("--tolerance needs --data (the set the quality loss is measured on)",
+                              hint="e.g. --tolerance 0.02 --data digits")
+        from sparsa.prune.schedule import tolerance_prune
+
+        result = tolerance_prune(load(model), tolerance=tolerance, data=data, out=out)
+        emit(result if isinstance(result, dict) else {"out": out, "result": str(result)}, json_)
+        return
+    plan = PrunePlan(heads=heads, ffn=ffn, channels=channels, importance=importance, scope=scope, seed=seed)
+    log = status_console(json_)
+    lm = load(model)
+    calib_data = None
+    if plan.importance in ("taylor", "activation"):
+        from sparsa.data import load_dataset
+        from sparsa.prune.calib import default_calibration
+
+        log.print(f"loading calibration data ({calib or 'built-in'}) ...")
+        calib_data = load_dataset(calib, split="calib", seed=seed) if calib else default_calibration(lm)
+    before = cost_summary(lm)
+    small = do_prune(lm, plan, data=calib_data)
+    after = cost_summary(small)
+    small.save(out)
+    d = small.describe()
+    result = {
+        "out": str(out), "family": lm.family, "plan": plan.to_dict(),
+        "params_before": before["params"], "params_after": after["params"],
+        "params_encoder_before": before["params_encoder"], "params_encoder_after": after["params_encoder"],
+        "macs_before": before["macs"], "macs_after": after["macs"], "macs_input": after["macs_input"],
+        "macs_ratio": after["macs"] / max(before["macs"], 1),
+        "heads_per_layer": d["heads_per_layer"], "ffn_per_layer": d["ffn_per_layer"],
+    }
+    if "channel_groups" in d:
+        result["channel_groups"] = d["channel_groups"]
+    emit(result, json_, title=f"pruned {model} -> {out}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="built-in name or model folder"),
+    reference: Optional[str] = typer.Option(None, "--reference",
+                                            help="dense model to compare with (default: the recorded original)"),
+    data: Optional[str] = typer.Option(None, "--data",
+                                       help="text file / data set name (default: built-in sentences, digits or clips)"),
+    attention: Optional[str] = typer.Option(None, "--attention", help="dynamic attention pruning method (e.g. hdp)"),
+    rho_b: Optional[float] = typer.Option(None, "--rho-b", help="HDP block-pruning ratio"),
+    tau_h: Optional[float] = typer.Option(None, "--tau-h", help="HDP head-pruning threshold"),
+    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="target attention sparsity (baselines)"),
+    block: Optional[int] = typer.Option(None, "--block", help="attention block size"),
+    runs: int = typer.Option(20, "--runs", help="timed runs for latency (median reported)"),
+    threads: int = typer.Option(2, "--threads", help="CPU threads for latency"),
+    seq_len: int = typer.Option(128, "--seq-len", help="sequence length for latency (text models)"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Fidelity (text) or accuracy (classifiers) against a reference, and measured latency."""
+    from sparsa.models import load
+
+    if runs < 1 or threads < 1:
+        raise SparsaError("--runs and --threads must be at least 1")
+    lm = load(model)
+    if attention is not None:
+        from sparsa.attention.evaluate import evaluate_attention
+
+        ref = load(reference) if reference else None
+        result = evaluate_attention(lm, attention, rho_b=rho_b, tau_h=tau_h, sparsity=sparsity, block=block,
+                                    data=data, reference=ref)
+        emit({"model": model, "attention": attention, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
+        return
+    result = evaluate(lm, reference=reference, data=data, runs=runs, threads=threads, seq_len=seq_len,
+                      log=status_console(json_))
+    emit({"model": model, **result}, json_, title=f"sparsa eval {model}")
+
+
+def evaluate(lm, reference: str | None = None, data: str | None = None, runs: int = 20, threads: int = 2,
+             seq_len: int = 128, log=None) -> dict:
+    """Quality vs a reference plus latency of both (same process), as `sparsa eval` reports it."""
+    from sparsa.metrics import accuracy, count_macs, fidelity, logit_agreement, measure_latency, measure_latency_pair
+    from sparsa.models import load
+
+    ref_name = reference or lm.record.get("source")
+    result: dict = {"family": lm.family}
+    ref = None
+    if ref_name:
+        try:
+            ref = load(ref_name)
+        except SparsaError as e:
+            if reference:
+                raise
+            if log:
+                log.print(f"recorded original {ref_name!r} is not available ({e.message}); no reference")
+    if lm.modality == "text":
+        if ref is None:
+            raise SparsaError("a text model is evaluated against a reference model, and none is known",
+                              hint="give --reference (e.g. --reference minilm)")
+        if data:
+            from sparsa.data import load_dataset
+
+            texts = load_dataset(data, split="test").texts
+        else:
+            from sparsa.data.text import EVAL_SENTENCES
+
+            texts = EVAL_SENTENCES
+        result["reference"] = ref_name
+        result["data"] = data or "sentences"
+        result.update(fidelity(lm, ref, texts, lm.tokenizer))
+    else:
+        from sparsa.data import load_dataset
+
+        name = data or {"image": "digits", "video": "clips"}[lm.modality]
+        ds = load_dataset(name, split="test")
+        result["data"] = name
+        result["accuracy"] = accuracy(lm, ds)
+        if ref is not None:
+            result["reference"] = ref_name
+            result["reference_accuracy"] = accuracy(ref, ds)
+            result.update(logit_agreement(lm, ref, ds))
+    inputs = lm.example_inputs(batch=1, seq_len=seq_len)
+    result["macs"] = count_macs(lm.model, inputs)
+    if ref is None:
+        lat = measure_latency(lambda: lm.model(**inputs), warmup=3, runs=runs, threads=threads)
+    else:
+        rinputs = ref.example_inputs(batch=1, seq_len=seq_len)
+        # interleaved, so a busy neighbour slows both sides alike
+        lat, rl = measure_latency_pair(lambda: lm.model(**inputs), lambda: ref.model(**rinputs),
+                                       warmup=3, runs=runs, threads=threads)
+        result["reference_macs"] = count_macs(ref.model, rinputs)
+        result["reference_latency_ms"] = rl["median_ms"]
+        result["latency_ratio"] = lat["median_ms"] / rl["median_ms"]
+        result["macs_ratio"] = result["macs"] / max(result["reference_macs"], 1)
+    result.update({"latency_ms": lat["median_ms"], "latency_p10_ms": lat["p10_ms"], "latency_p90_ms": lat["p90_ms"],
+                   "latency_threads": threads, "latency_input": _input_desc(lm, inputs)})
+    return result

@@ -1,0 +1,41 @@
+"""`sparsa decompose`: end to end on a small saved conv net (no training epochs), and bad input."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from sparsa.decompose.escalate import EscalateConv
+from sparsa.models import from_module, load
+from sparsa.models.zoo import TinyCNN
+
+
+def _sparsa(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sparsa", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_decompose_cli_end_to_end_and_errors(tmp_path):
+    torch.manual_seed(0)
+    src = tmp_path / "cnn"
+    from_module(TinyCNN(width=8)).save(src)
+    out = tmp_path / "out"
+    r = _sparsa("decompose", str(src), "--out", str(out), "--epochs", "0", "--finetune-epochs", "0",
+                "--hybrid-quant", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["decomposed"] == ["conv1", "conv2", "conv3", "conv4", "branch_b"]
+    assert "1×1" in res["skipped"]["branch_a"]
+    assert res["macs_penni"] < res["macs_original"] and 0 < res["coefficient_sparsity"] < 1
+    assert res["file_bytes"] < res["bytes_original"]
+    back = load(out)
+    assert isinstance(back.model.conv2, EscalateConv)
+    assert back.record["stages"][-1]["name"] == "penni"
+    x = torch.randn(1, 3, 32, 32)
+    assert back.model(x).shape == (1, 10)
+
+    bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--basis", "12", "--epochs", "0")
+    assert bad.returncode == 2
+    assert "larger than its kernel volume 9" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--method", "tucker")
+    assert bad.returncode == 2 and "unknown decomposition method" in bad.stderr
