@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from sparsa.decompose import PenniConfig, accuracy, merge_to_dense, set_impl, shrink  # noqa: E402
 from sparsa.decompose.cost import layer_macs, total_macs  # noqa: E402
-from sparsa.decompose.escalate import hybridize, storage_bytes  # noqa: E402
+from sparsa.decompose.escalate import hybrid_finetune, hybridize, storage_bytes  # noqa: E402
 from sparsa.decompose.flow import load_splits, run_penni  # noqa: E402
 from sparsa.decompose.layers import PenniConv  # noqa: E402
 
@@ -110,11 +110,13 @@ def sim_escalate(model: torch.nn.Module, original: torch.nn.Module, ex) -> dict:
             d, k, ci, co = m.num_basis, m.kernel_volume, m.in_channels, m.out_channels
             nnz = int(m.coefs.ne(0).sum())
             if order == "penni":
-                ops.append(Op(f"{n}.basis", "gemm", None, hw_out, k, d, count=ci))
+                # the basis kernels are shared by every input channel: one [H'W'·C_in, K] x [K, d] GEMM
+                ops.append(Op(f"{n}.basis", "gemm", None, hw_out * ci, k, d))
                 ops.append(Op(f"{n}.combine", "gemm", None, hw_out, max(1, math.ceil(nnz / co)), co, operand_bits=2))
             else:
                 ops.append(Op(f"{n}.combine", "gemm", None, hw_in, max(1, math.ceil(nnz / (co * d))), co * d, operand_bits=2))
-                ops.append(Op(f"{n}.basis", "gemm", None, hw_out, d * k, 1, count=co))
+                # each output channel convolves its own d maps with the shared basis: a GEMV per row
+                ops.append(Op(f"{n}.basis", "gemm", None, hw_out * co, d * k, 1))
         return ops
 
     def dense_ops_single(m, n, xi, yo):
@@ -141,7 +143,7 @@ def sim_escalate(model: torch.nn.Module, original: torch.nn.Module, ex) -> dict:
 def run_cnn(args) -> dict:
     from sparsa.models import load
 
-    lm = load("tiny-cnn")
+    lm = load(args.model)
     sets = load_splits(lm, None, 0)
     cfg = PenniConfig(basis=args.basis, retrain_epochs=args.epochs, lam=args.lam, finetune_epochs=args.finetune_epochs,
                       shrink="none", seed=0)
@@ -175,6 +177,9 @@ def run_cnn(args) -> dict:
     merged = copy.deepcopy(m)
     merge_to_dense(merged)
     hyb = copy.deepcopy(m)
+    acc_before_qat = accuracy(hyb, sets["test"])
+    hybrid_finetune(hyb, sets["train"], epochs=args.hybrid_epochs, log=log)
+    hyb.eval()
     hrec = hybridize(hyb)
     with tempfile.TemporaryDirectory() as d:
         from sparsa.models import from_module
@@ -183,11 +188,14 @@ def run_cnn(args) -> dict:
         hfile = (Path(d) / "model.safetensors").stat().st_size
         from_module(merged).save(d + "/m")
         mfile = (Path(d) / "m" / "model.safetensors").stat().st_size
-    ofile = (Path(lm_path("tiny-cnn")) / "model.safetensors").stat().st_size
+    ofile = (Path(lm_path(args.model)) / "model.safetensors").stat().st_size
     rows["hybrid"] = {"accuracy": accuracy(hyb, sets["test"]), "bytes": storage_bytes(hyb), "file_bytes": hfile,
                       "original_file_bytes": ofile, "merged_file_bytes": mfile,
-                      "coefficient_sparsity": hrec["coefficient_sparsity"]}
+                      "coefficient_sparsity": hrec["coefficient_sparsity"], "hybrid_epochs": args.hybrid_epochs,
+                      "float_accuracy_before": acc_before_qat}
     torch.set_num_threads(args.threads)
+    for net in (orig, penni_m, esc_m, m, merged, hyb):
+        net.eval()
     lat = {}
     for b in (1, 32):
         x = sets["test"].x[:b]
@@ -216,10 +224,11 @@ def run_video(args) -> dict:
     except Exception as e:  # fixture not built
         return {"note": f"tiny-videomae not available: {e}"}
     sets = load_splits(lm, None, 0)
-    for k in ("train", "calib", "test"):
-        sets[k] = sets[k].subset(args.video_n)
-    cfg = PenniConfig(basis=args.basis, retrain_epochs=args.video_epochs, lam=args.lam,
-                      finetune_epochs=max(1, args.video_epochs // 2), shrink="safe", seed=0)
+    if args.video_n:
+        for k in ("train", "calib", "test"):
+            sets[k] = sets[k].subset(args.video_n)
+    cfg = PenniConfig(basis=args.video_basis, retrain_epochs=args.video_epochs, lam=args.lam,
+                      finetune_epochs=args.video_epochs // 2, shrink="safe", seed=0, hybrid_epochs=1)
     work, res = run_penni(lm, cfg, sets, hybrid=True)
     ex = lm.example_inputs(batch=1)
     orig, m = lm.model.eval(), work.model.eval()
@@ -235,7 +244,8 @@ def run_video(args) -> dict:
                           "penni": sum(r["penni"] for r in conv.values()),
                           "escalate": sum(r["escalate"] for r in conv.values())},
             "params": {"original": res["original"]["params"], "penni": res["penni"]["params"]},
-            "hybrid_bytes": res["hybrid"]["bytes"], "latency_ms_batch4": lat, "n": args.video_n,
+            "hybrid_bytes": res["hybrid"]["bytes"], "latency_ms_batch4": lat, "n": len(sets["train"]),
+            "basis": args.video_basis, "epochs": args.video_epochs,
             "seconds": res["seconds"]}
 
 
@@ -243,7 +253,7 @@ def report(out: dict) -> str:
     c = out["cnn"]
     r = c["rows"]
     o = r["original"]
-    lines = [f"tiny-cnn (digits, {o['params']:,} params): retrain {c['config']['retrain_epochs']} epochs (λ={c['config']['lam']}), "
+    lines = [f"{out['args']['model']} (digits, {o['params']:,} params): retrain {c['config']['retrain_epochs']} epochs (λ={c['config']['lam']}), "
              f"s={c['s']}, finetune {c['config']['finetune_epochs']} epochs; coefficient sparsity "
              f"{c['coefficient_sparsity']['sparsity']:.1%}",
              "", "| model | test acc | Δ acc (pt) | params | MACs | MAC reduction |", "|---|---|---|---|---|---|",
@@ -255,7 +265,8 @@ def report(out: dict) -> str:
             lines.append(f"| PENNI, shrink={mode}, {label} | {p['accuracy']:.2%} | {100 * (p['accuracy'] - o['accuracy']):+.2f} | "
                          f"{p['params']:,} | {p[key]:,} | {1 - p[key] / o['macs']:.1%} |")
     h = r["hybrid"]
-    lines += ["", f"ESCALATE hybrid (shrink={c['shrink_mode_used']}): accuracy {h['accuracy']:.2%} "
+    lines += ["", f"ESCALATE hybrid (shrink={c['shrink_mode_used']}, {h['hybrid_epochs']} hybrid-aware fine-tuning epochs): "
+              f"accuracy {h['accuracy']:.2%} "
               f"({100 * (h['accuracy'] - o['accuracy']):+.2f} pt); safetensors file {h['file_bytes']:,} B vs original "
               f"{h['original_file_bytes']:,} B ({h['file_bytes'] / h['original_file_bytes']:.1%}); folded-dense float "
               f"file {h['merged_file_bytes']:,} B; tensors: " + ", ".join(f"{k} {v:,}" for k, v in h["bytes"].items())]
@@ -275,7 +286,8 @@ def report(out: dict) -> str:
     v = out.get("video")
     if v and "accuracy" in v:
         a = v["accuracy"]
-        lines += ["", f"tiny-videomae patch-embedding Conv3d ({v['n']} clips per split): accuracy {a['original']:.2%} -> "
+        lines += ["", f"tiny-videomae patch-embedding Conv3d (d={v['basis']} of 128 taps, {v['epochs']} retraining "
+                  f"epochs on {v['n']} training clips): accuracy {a['original']:.2%} -> "
                   f"PENNI {a['penni']:.2%}, hybrid {a['hybrid']:.2%}; conv MACs {v['conv_macs']['original']:,} -> "
                   f"PENNI order {v['conv_macs']['penni']:,}, ESCALATE order {v['conv_macs']['escalate']:,}; coefficient "
                   f"sparsity {v['coefficient_sparsity']['sparsity']:.1%}; latency batch 4: "
@@ -287,19 +299,22 @@ def report(out: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--finetune-epochs", type=int, default=6)
-    p.add_argument("--lam", type=float, default=1e-3)
+    p.add_argument("--model", default="tiny-cnn", help="the CNN test bed (built-in name or folder)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--lam", type=float, default=5e-3)
     p.add_argument("--basis", type=int, default=None)
-    p.add_argument("--tolerance", type=float, default=None)
+    p.add_argument("--tolerance", type=float, default=2.0)
+    p.add_argument("--hybrid-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--skip-video", action="store_true")
     p.add_argument("--video-epochs", type=int, default=2)
-    p.add_argument("--video-n", type=int, default=256)
+    p.add_argument("--video-basis", type=int, default=16, help="d for the 2x8x8 (128-tap) patch-embedding kernels")
+    p.add_argument("--video-n", type=int, default=0, help="clips per split (0: all)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)  # training on 2 shared cores: a second thread mostly spins
     out = {"args": vars(args)}
     out["cnn"] = run_cnn(args)
     if not args.skip_video:

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from sparsa.decompose import decompose, prune_coefficients, set_impl, shrink
+from sparsa.decompose import PenniConv, decompose, prune_coefficients, set_impl, shrink
 from sparsa.decompose.escalate import (
     EscalateConv,
     Int8Layer,
@@ -106,6 +106,22 @@ def test_hybrid_export_stores_real_widths_and_reloads():
     assert 0 < header < 8192  # the file is the tensors at their widths plus the JSON header
     assert isinstance(back.model.conv2, EscalateConv) and back.model.conv2.impl == "escalate"
     torch.testing.assert_close(back.model(x), ref)
+
+
+def test_hybrid_aware_training_sees_exactly_the_stored_values():
+    net = _hybrid_net()
+    x = torch.randn(2, 3, 32, 32)
+    for m in net.modules():
+        if isinstance(m, PenniConv):
+            m.hybrid_qat = True
+    y_qat = net(x)
+    y_qat.sum().backward()  # straight-through: gradients reach the float coefficients and basis
+    assert net.conv2.coefs.grad is not None and net.conv2.basis.grad is not None
+    for m in net.modules():
+        if isinstance(m, PenniConv):
+            m.hybrid_qat = False
+    hybridize(net, others="float")  # only the decomposed layers: what the hybrid-aware forward quantizes
+    torch.testing.assert_close(net(x), y_qat.detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_hybridize_needs_decomposed_layers():

@@ -23,12 +23,21 @@ def _tiny_vit(seed: int = 0):
     return from_module(ViTForImageClassification(cfg).eval())
 
 
-def _self_labelled(lm, n: int = 96) -> Dataset:
+def _self_labelled(lm, n: int = 64) -> Dataset:
     """Digits labelled by the model itself: the dense model scores 100%, pruning can only lose."""
     x = load_dataset("digits", "calib").x[:n]
     with torch.no_grad():
         y = lm.model(pixel_values=x).logits.argmax(-1)
     return Dataset(kind="image", name="self-labelled", split="calib", x=x, y=y, class_names=[str(i) for i in range(10)])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models on shared cores: one thread is several times faster than two (no spin-waits)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 class Killed(RuntimeError):

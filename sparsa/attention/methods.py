@@ -30,7 +30,8 @@ METHODS = ("hdp", "hdp-seed", "topk", "topk-element", "energon", "spatten", "den
 # the seed's exact rule (spec §4.1); accuracy studies keep V in float (spec step 11)
 SEED_DEFAULTS = dict(importance="abs", threshold="rho", rho_b=-0.5, block=2, newton_steps=0, v_mode="float")
 # sparsa's `hdp`: chosen from bench/attention_quality.py (docs/attention.md, "Choice of the default")
-HDP_DEFAULTS = dict(importance="signed", threshold="gap", gap=2.0, block=2, newton_steps=1, v_mode="float")
+HDP_DEFAULTS = dict(importance="rowmax", threshold="gap", gap=15.0, split="round", imp_bits=0, block=1,
+                    newton_steps=1, v_mode="float")
 
 # which option moves each method along its sparsity axis (for calibration to a target sparsity)
 KNOB = {"hdp-seed": "rho_b", "hdp": "gap", "topk": "ratio", "topk-element": "ratio", "energon": "rho_b",

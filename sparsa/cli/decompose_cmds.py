@@ -19,6 +19,7 @@ def decompose(
     basis: Optional[int] = typer.Option(None, "--basis", help="basis kernels per layer (default: 5 where the kernel has more than 5 taps)"),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="accuracy points the pruning may cost (picks the threshold scale s); default: s = 1 (ref)"),
     hybrid_quant: bool = typer.Option(False, "--hybrid-quant", help="ESCALATE: 8-bit basis, ternary coefficients, stored at those widths"),
+    hybrid_epochs: int = typer.Option(3, "--hybrid-epochs", help="fine-tuning epochs that see the 8-bit/ternary values (with --hybrid-quant)"),
     merge: bool = typer.Option(False, "--merge", help="fold the shrunk decomposed layers back into dense convolutions (fastest on CPU)"),
     data: Optional[str] = typer.Option(None, "--data", help="labelled training data (default: the fixture's own set: digits / clips)"),
     epochs: int = typer.Option(20, "--epochs", help="retraining epochs with the L1 coefficient penalty"),
@@ -42,12 +43,13 @@ def decompose(
     from sparsa.decompose.penni import PenniConfig
     from sparsa.models import load
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)  # training on shared cores: a second thread mostly spins
     con = status_console(json_)
     lm = load(model)
     sets = load_splits(lm, data, seed)
     cfg = PenniConfig(basis=basis, linear=linear, retrain_epochs=epochs, lam=lam, s=s,
-                      finetune_epochs=finetune_epochs, shrink=shrink_mode, seed=seed)
+                      finetune_epochs=finetune_epochs, shrink=shrink_mode, seed=seed,
+                      hybrid_epochs=hybrid_epochs if hybrid_quant else 0)
     con.print(f"PENNI on {model}: {epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")
     work, res = run_penni(lm, cfg, sets, tolerance=tolerance, merge=merge, hybrid=hybrid_quant,
                           log=lambda row: con.print(f"  epoch {row['epoch']} {row.get('phase', '')} loss {row['loss']:.4f}"))

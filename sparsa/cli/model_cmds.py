@@ -76,7 +76,11 @@ def prune(
                               hint="e.g. --tolerance 0.02 --data digits")
         from sparsa.prune.schedule import tolerance_prune
 
-        result = tolerance_prune(load(model), tolerance=tolerance, data=data, out=out)
+        # the tolerance-driven mode: kinds with a non-zero --heads/--ffn/--channels are pruned
+        # (all the model has when none is given); the fractions themselves are the one-shot mode's
+        kinds = tuple(k for k, v in (("heads", heads), ("ffn", ffn), ("channels", channels)) if v > 0) or None
+        result = tolerance_prune(load(model), tolerance=tolerance, data=data, out=out, importance=importance,
+                                 scope=scope, seed=seed, kinds=kinds, console=status_console(json_))
         emit(result if isinstance(result, dict) else {"out": out, "result": str(result)}, json_)
         return
     plan = PrunePlan(heads=heads, ffn=ffn, channels=channels, importance=importance, scope=scope, seed=seed)

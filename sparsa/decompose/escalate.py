@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from sparsa.decompose.layers import PenniConv, PenniLinear
 from sparsa.errors import SparsaError
-from sparsa.quant.primitives import choose_qparams, quantize, ternarize
+from sparsa.quant.primitives import choose_qparams, fake_quant, quantize, ternarize
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -55,6 +55,38 @@ def unpack_ternary(packed: Tensor, numel: int) -> Tensor:
     return (f - 4 * (f >> 1)).flatten()[:numel].to(torch.int8)
 
 
+# ---------------------------------------------------------------------------------------------- the rule
+
+
+def hybrid_values(coefs: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
+    """The float values the hybrid layer computes with, differentiable straight-through (STE):
+    coefficients sign(C), basis dequant(quant_int8(α_b·basis_b)). `hybridize` stores exactly these."""
+    with torch.no_grad():
+        _, alpha = ternarize(coefs.detach(), axis=2)
+    c_eff = coefs + (torch.sign(coefs) - coefs).detach()
+    folded = alpha.to(basis.dtype).view(-1, 1) * basis
+    qp = choose_qparams(folded.detach(), bits=8, scheme="sym", clip="max")
+    return c_eff, fake_quant(folded, qp)
+
+
+def hybrid_finetune(model: nn.Module, train, *, epochs: int = 3, lr: float = 0.001, batch_size: int = 64,
+                    seed: int = 2, log=None) -> list[dict]:
+    """Fine-tune a (pruned) PENNI model while its forward sees the hybrid 8-bit/ternary values;
+    pruned coefficients stay exactly zero. CHOICE: ESCALATE retrains after quantizing, the seed gives
+    no schedule; a few epochs at a low learning rate recover most of the ternary loss."""
+    from sparsa.decompose.penni import finetune
+
+    layers = [m for m in model.modules() if type(m) is PenniConv]
+    masks = {f"{n}.coefs": m.coefs.detach().ne(0) for n, m in model.named_modules() if type(m) is PenniConv}
+    for m in layers:
+        m.hybrid_qat = True
+    try:
+        return finetune(model, train, epochs=epochs, lr=lr, batch_size=batch_size, masks=masks, seed=seed, log=log)
+    finally:
+        for m in layers:
+            m.hybrid_qat = False
+
+
 # ---------------------------------------------------------------------------------------------- modules
 
 
@@ -65,6 +97,7 @@ class EscalateConv(PenniConv):
                  bias: bool = True, impl: str = "escalate"):
         super().__init__(in_channels, out_channels, kernel_size, num_basis, stride, padding, dilation, bias, impl)
         del self.basis, self.coefs  # replaced by integer buffers
+        self.hybrid_qat = False
         n = self.out_channels * self.in_channels * self.num_basis
         self.register_buffer("basis_q", torch.zeros(self.num_basis, self.kernel_volume, dtype=torch.int8))
         self.register_buffer("basis_scale", torch.ones((), dtype=torch.float32))

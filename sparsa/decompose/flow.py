@@ -111,9 +111,12 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
     res["coefficient_sparsity"] = {k: v for k, v in coefficient_sparsity(model).items() if k != "per_layer"}
     res["penni"] = _measure(model, sets, ex)
     if hybrid:
-        from sparsa.decompose.escalate import hybridize, storage_bytes
+        from sparsa.decompose.escalate import hybrid_finetune, hybridize, storage_bytes
 
         hyb = copy.deepcopy(model)
+        res["hybrid_finetune"] = hybrid_finetune(hyb, sets["train"], epochs=cfg.hybrid_epochs, seed=cfg.seed + 2,
+                                                 log=log)
+        hyb.eval()
         res["hybrid"] = {"record": hybridize(hyb), "accuracy": accuracy(hyb, sets["test"]),
                          "bytes": storage_bytes(hyb), "original_bytes": _state_bytes(lm.model)}
     if merge:

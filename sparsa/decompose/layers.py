@@ -56,6 +56,9 @@ class PenniConv(nn.Module):
         self.coefs = nn.Parameter(torch.zeros(self.out_channels, self.in_channels, self.num_basis))
         self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
         self.impl = _check_impl(impl)
+        # ESCALATE-aware training: the forward pass sees the 8-bit basis / ternary coefficients
+        # that `hybridize` will store, gradients pass straight through (sparsa.decompose.escalate)
+        self.hybrid_qat = False
 
     # ------------------------------------------------------------------ views
     @property
@@ -64,10 +67,18 @@ class PenniConv(nn.Module):
 
     def basis_kernels(self) -> Tensor:
         """[d, K] float basis (subclasses holding integer codes dequantize here)."""
+        if self.hybrid_qat:
+            from sparsa.decompose.escalate import hybrid_values
+
+            return hybrid_values(self.coefs, self.basis)[1]
         return self.basis
 
     def coefficients(self) -> Tensor:
         """[C_out, C_in, d] float coefficients."""
+        if self.hybrid_qat:
+            from sparsa.decompose.escalate import hybrid_values
+
+            return hybrid_values(self.coefs, self.basis)[0]
         return self.coefs
 
     def dense_weight(self) -> Tensor:

@@ -365,6 +365,7 @@ class PenniConfig:
     finetune_lr: float = 0.01
     batch_size: int = 64
     shrink: str = "safe"  # "safe" | "ref" (§5.4)
+    hybrid_epochs: int = 0  # fine-tuning epochs that see the 8-bit/ternary values (before hybridize)
     seed: int = 0
 
     def __post_init__(self):

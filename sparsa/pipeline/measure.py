@@ -199,7 +199,10 @@ def _export_fp32(state: PipelineState, inputs: dict) -> Path:
     path = Path(d) / "model_fp32.onnx"
     names = list(inputs)
     wrapped = _Positional(state.loaded.model, names)
-    with attention_removed(state), torch.no_grad():
+    import warnings
+
+    with attention_removed(state), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript tracer's notes on HF's Python control flow
         torch.onnx.export(wrapped, tuple(inputs[n] for n in names), str(path), input_names=names,
                           output_names=["output"], dynamo=False, opset_version=17)
     return path

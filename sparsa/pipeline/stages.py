@@ -93,7 +93,10 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
 
         d = state.out_dir or Path(tempfile.mkdtemp(prefix="sparsa-int8-"))
         kw = {"fuse": True} if st.onnx_fuse else {}
-        with attention_removed(state):
+        import warnings
+
+        with attention_removed(state), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript tracer's notes on HF's Python control flow
             state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",
                                           seq_len=state.recipe.evaluation.seq_len, **kw))
         record["onnx"] = str(state.onnx_path) if state.out_dir else "(temporary file)"

@@ -44,7 +44,7 @@ STATE_VERSION = 1
 class ScheduleConfig:
     tolerance: float  # allowed accuracy drop, as a fraction (0.02 = 2 points)
     granularity: str = "structured"  # "structured" | "unstructured"
-    kinds: tuple[str, ...] = ("heads", "ffn")  # structured: unit kinds to prune
+    kinds: tuple[str, ...] | None = None  # structured: unit kinds (None: heads+ffn, or channels for convs)
     scope: str = "layer"  # structured: "layer" (per-layer sensitivity) | "global"
     importance: str = "l1_group"
     delta0: float = 0.05
@@ -56,7 +56,7 @@ class ScheduleConfig:
     rollback: bool = True  # False: return the first state beyond tolerance (mimics the seed's Table 1)
     trial_recovery_steps: int = 0  # KD steps after each trial, before its check
     round_recovery_epochs: float = 1.0  # fine-tuning after each round
-    recovery_lr: float = 1e-5
+    recovery_lr: float | None = None  # None: 1e-5 unstructured (spec §3.2), 1e-4 structured (KD)
     recovery_batch: int = 64
     kd: str = "logits"  # "none" | "logits" | "hidden" | "logits+hidden"
     check_split: str = "calib"
@@ -73,10 +73,15 @@ class ScheduleConfig:
             raise SparsaError(f"unknown granularity {self.granularity!r}", hint="use 'structured' or 'unstructured'")
         if self.scope not in ("layer", "global"):
             raise SparsaError(f"unknown scope {self.scope!r}", hint="use 'layer' or 'global'")
+        if self.recovery_lr is None:
+            self.recovery_lr = 1e-5 if self.granularity == "unstructured" else 1e-4
+        if self.kinds is None:
+            return
         self.kinds = tuple(self.kinds)
         bad = set(self.kinds) - {"heads", "ffn", "channels"}
         if bad or not self.kinds:
             raise SparsaError(f"unknown unit kinds {sorted(bad) or '(none)'}", hint="choose from heads, ffn, channels")
+    def check_steps(self):
         if not (0 < self.delta_min <= self.delta0 <= self.delta_max < 1) or not (0 < self.s_max < 1):
             raise SparsaError("schedule steps must satisfy 0 < delta_min <= delta0 <= delta_max < 1 and 0 < s_max < 1",
                               hint="e.g. delta0=0.05 delta_min=0.005 delta_max=0.1 s_max=0.95")
@@ -88,9 +93,14 @@ class ScheduleConfig:
         if unknown:
             raise SparsaError(f"unknown tolerance_prune option(s): {sorted(unknown)}",
                               hint=f"options: {', '.join(sorted(names - {'tolerance'}))}")
-        if opts.get("granularity") == "unstructured":
-            pass
-        return cls(tolerance=tolerance, **opts)
+        cfg = cls(tolerance=tolerance, **opts)
+        cfg.check_steps()
+        return cfg
+
+    def resolve_kinds(self, lm) -> None:
+        if self.kinds is None:
+            has = [k for k in ("heads", "ffn", "channels") if lm.adapter.groups(k)]
+            self.kinds = tuple(k for k in has if k != "channels") or tuple(has) or ("heads", "ffn")
 
 
 # ----------------------------------------------------------------------------- the pruning ops
@@ -231,7 +241,7 @@ def _commit(out: Path, st: _State, cfg: ScheduleConfig) -> None:
 
 def _cfg_dict(cfg: ScheduleConfig) -> dict:
     d = asdict(cfg)
-    d["kinds"] = list(cfg.kinds)
+    d["kinds"] = list(cfg.kinds or ())
     return d
 
 
@@ -333,6 +343,7 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SparsaError(f"{out} exists and is not a folder", hint="give --out a folder path")
+    cfg.resolve_kinds(loaded)
     splits = _load_splits(data, cfg)
     check_ds, report_ds, train_ds = splits
     _check_classifier(loaded, check_ds)

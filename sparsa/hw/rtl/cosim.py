@@ -136,6 +136,17 @@ def cosim(
     merged.update({k: v for k, v in overrides.items() if v is not None})
     params = load_params(preset or spec.default_preset, **merged)
     gen = torch.Generator().manual_seed(seed)
+    # the golden model runs on tiny tensors here: extra intra-op threads only add overhead (and on a
+    # busy machine, much more than that)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _cosim(spec, unit, vectors, params, backend, gen, mutate, chunk)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _cosim(spec, unit, vectors, params, backend, gen, mutate, chunk) -> CosimResult:
     t0 = time.perf_counter()
     checked = bad = done = 0
     first = None

@@ -1,0 +1,66 @@
+"""`sparsa info | prune | eval` on the real MiniLM, and their errors on bad input."""
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import sparsa.cli  # noqa: F401  registers the command modules
+from sparsa.cli.app import app
+from sparsa.errors import SparsaError
+
+runner = CliRunner()
+
+
+def _json(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_prune_info_eval_minilm(tmp_path):
+    out = tmp_path / "D"
+    r = _json(runner.invoke(app, ["prune", "minilm", "--heads", "0.5", "--ffn", "0.5", "--out", str(out), "--json"]))
+    assert r["heads_per_layer"] == [6] * 6 and r["ffn_per_layer"] == [768] * 6
+    info = _json(runner.invoke(app, ["info", str(out), "--json"]))
+    dense = 10_795_392  # MiniLM encoder parameters (embedding tables excluded)
+    assert 0.45 < info["params_encoder"] / dense < 0.55
+    assert 0.45 < info["macs"] / 1_434_599_424 < 0.55  # 1.4346 GMAC dense at seq 128
+    assert info["family"] == "bert" and info["source"] == "minilm" and info["stages"] == ["prune"]
+    ev = _json(runner.invoke(app, ["eval", str(out), "--reference", "minilm", "--json", "--runs", "2"]))
+    assert 0.0 < ev["cosine_mean"] < 1.0 and ev["n_texts"] >= 100
+    assert ev["macs_ratio"] == pytest.approx(info["macs"] / 1_434_599_424)
+    assert ev["latency_ms"] > 0 and ev["reference_latency_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["prune", "minilm", "--heads", "1.0", "--out", "X"], "out of range"),
+        (["prune", "minilm", "--ffn", "-0.2", "--out", "X"], "out of range"),
+        (["prune", "minilm", "--heads", "0.5", "--importance", "nope", "--out", "X"], "unknown importance"),
+        (["info", "/no/such/model"], "no model named"),
+        (["prune", "minilm", "--tolerance", "0.02", "--out", "X"], "needs --data"),
+    ],
+)
+def test_bad_input_is_a_sparsa_error(args, message):
+    r = runner.invoke(app, args)
+    assert isinstance(r.exception, SparsaError) and message in str(r.exception)
+
+
+def test_text_model_without_reference(tmp_path):
+    from sparsa.models.tiny import tiny_model
+
+    lm = tiny_model("bert")
+    lm.record = {"stages": []}
+    d = lm.save(tmp_path / "bert")
+    r = runner.invoke(app, ["eval", str(d), "--json"])
+    assert isinstance(r.exception, SparsaError) and "--reference" in r.exception.hint
+
+
+def test_main_exits_2_with_message(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["sparsa", "info", "/no/such/model"])
+    with pytest.raises(SystemExit) as e:
+        sparsa.cli.main()
+    assert e.value.code == 2
+    assert "no model named" in capsys.readouterr().err

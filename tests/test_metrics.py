@@ -1,0 +1,87 @@
+"""Cost and quality metrics count what they claim to count."""
+
+import pytest
+import torch
+from torch import nn
+
+from sparsa.errors import SparsaError
+from sparsa.metrics import (accuracy, count_macs, count_params, fidelity, logit_agreement, measure_latency,
+                            measure_latency_pair, model_bytes)
+from sparsa.models.tiny import tiny_model
+
+
+class _Lin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_params_bytes_macs_linear():
+    m = _Lin()
+    assert count_params(m) == 10 * 8 + 8 * 4 + 4
+    assert count_params(m, exclude_embeddings=True) == 8 * 4 + 4
+    assert model_bytes(m) == 4 * count_params(m)
+    assert count_macs(m, {"x": torch.randn(3, 5, 8)}) == 3 * 5 * 8 * 4
+
+
+def test_macs_include_attention_matmuls():
+    lm = tiny_model("bert")  # hidden 32, 4 heads, FFN 64, 2 layers
+    n, d, f, layers = 16, 32, 64, 2
+    x = lm.example_inputs(batch=1, seq_len=n)
+    per_layer = 4 * n * d * d + 2 * n * n * d + 2 * n * d * f  # QKVO + (Q·Kᵀ, A·V) + FFN
+    pooler = d * d  # BertPooler on the first token
+    assert count_macs(lm, x) == layers * per_layer + pooler
+
+
+def test_latency_summary_and_threads():
+    before = torch.get_num_threads()
+    r = measure_latency(lambda: torch.ones(64, 64) @ torch.ones(64, 64), warmup=1, runs=7, threads=1)
+    assert set(r) >= {"median_ms", "p10_ms", "p90_ms", "runs", "threads"}
+    assert r["runs"] == 7 and r["threads"] == 1 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+    assert torch.get_num_threads() == before
+    a, b = measure_latency_pair(lambda: None, lambda: None, warmup=0, runs=3, threads=1)
+    assert a["runs"] == b["runs"] == 3
+    with pytest.raises(SparsaError):
+        measure_latency(lambda: None, runs=0)
+
+
+class _Tok:
+    """A minimal tokenizer: one id per word (tests fidelity without downloads)."""
+
+    def __call__(self, texts, padding=True, truncation=True, max_length=128, return_tensors="pt"):
+        ids = [[101] + [1000 + (hash(w) % 100) for w in t.split()][: max_length - 2] + [102] for t in texts]
+        n = max(map(len, ids))
+        mask = [[1] * len(i) + [0] * (n - len(i)) for i in ids]
+        ids = [i + [0] * (n - len(i)) for i in ids]
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+
+
+def test_fidelity_self_and_other():
+    lm = tiny_model("bert")
+    other = tiny_model("bert", seed=1)
+    texts = ["a b c", "the quick brown fox jumps", "one"]
+    f = fidelity(lm, lm, texts, _Tok())
+    assert f["cosine_mean"] == pytest.approx(1.0, abs=1e-6) and f["n_texts"] == 3
+    assert fidelity(other, lm, texts, _Tok())["cosine_mean"] < 0.999
+    with pytest.raises(SparsaError):
+        fidelity(lm, lm, [], _Tok())
+
+
+def test_accuracy_and_agreement():
+    lm = tiny_model("vit")
+    x = torch.randn(10, 3, 16, 16)
+
+    class DS:
+        pass
+
+    ds = DS()
+    ds.x = x
+    with torch.no_grad():
+        ds.y = lm.model(pixel_values=x).logits.argmax(-1)
+    assert accuracy(lm, ds) == 1.0
+    agree = logit_agreement(lm, lm, ds)
+    assert agree["top1_agreement"] == 1.0 and agree["logit_mse"] == 0.0
