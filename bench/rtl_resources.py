@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/rtl_resources.py [--vectors 10000] [--skip-synth] [--skip-cosim]
 
-Prints two markdown tables and writes `sparsa/hw/rtl/resources.json` (what the simulator reads for
+Prints two markdown tables and writes `sparsa/hw/rtl/synth_results.json` (what the simulator reads for
 area). Co-simulation runs on Verilator when installed (the Python simulator otherwise, much slower);
 the Python simulator's speed on the same trace is measured beside it (a ratio from the same run).
 Synthesis: Yosys synth_xilinx (xc7) up to LUT mapping + abc -luts (TOOLCHAIN.md), PE arrays
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -94,7 +93,7 @@ def main() -> None:
     ap.add_argument("--vectors", type=int, default=10000)
     ap.add_argument("--skip-synth", action="store_true")
     ap.add_argument("--skip-cosim", action="store_true")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sparsa/hw/rtl/resources.json"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sparsa/hw/rtl/synth_results.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     load = os.getloadavg()[0]

@@ -128,7 +128,7 @@ def test_minilm_activation_beats_random():
              "Stock markets fell sharply on Monday after the report.",
              "Please remember to bring your passport to the airport.",
              "The recipe calls for two cups of flour and a pinch of salt."] * 2
-    texts = EVAL_SENTENCES[:24]
+    texts = EVAL_SENTENCES[:12]
     act = prune(lm, PrunePlan(heads=0.5, ffn=0.5, importance="activation"), data=calib)
     rnd = prune(lm, PrunePlan(heads=0.5, ffn=0.5, importance="random"))
     fa = fidelity(act, lm, texts, lm.tokenizer)["cosine_mean"]

@@ -38,7 +38,6 @@ def test_export_verilog(tmp_path):
 
 def test_cli_cosim_json_and_errors(tmp_path):
     from sparsa.cli import app
-    from sparsa.cli import main as _main  # noqa: F401 - registers the command modules
 
     runner = CliRunner()
     r = runner.invoke(app, ["rtl", "cosim", "ncore", "--vectors", "40", "--json"])

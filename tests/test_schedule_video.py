@@ -10,7 +10,12 @@ from sparsa.data import load_dataset
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(monkeypatch):
+    # checkpoints fsync every file; on a busy shared disk that dominates a tiny run. Durability
+    # against power loss is not what these tests check (atomic replace still is).
+    import os
+
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

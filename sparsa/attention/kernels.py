@@ -70,9 +70,17 @@ torch::Tensor bs_attn(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::
       auto Q = torch::from_blob((void*)(qp + (bh * N + r * bq) * D), {bq, D}, opts);
       auto K = torch::from_blob(kg.data(), {n, D}, opts);
       auto V = torch::from_blob(vg.data(), {n, D}, opts);
+      auto O = torch::from_blob(op + (bh * N + r * bq) * D, {bq, D}, opts);
+      if (!has_fine) {
+        // no element mask inside the gathered tiles: PyTorch's fused CPU attention on the gathered K/V
+        auto R = at::scaled_dot_product_attention(Q.view({1, 1, bq, D}), K.view({1, 1, n, D}), V.view({1, 1, n, D}),
+                                                  c10::nullopt, 0.0, false, scale);
+        O.copy_(R.view({bq, D}));
+        continue;
+      }
       auto S = at::mm(Q, K.t());
       S.mul_((float)scale);
-      if (has_fine) {
+      {
         float* sp = S.data_ptr<float>();
         for (int64_t i = 0; i < bq; ++i) {
           const bool* frow = fp + (bh * N + r * bq + i) * N;
@@ -81,9 +89,7 @@ torch::Tensor bs_attn(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::
               if (!frow[cols[c] * bk + j]) sp[i * n + c * bk + j] = ninf;
         }
       }
-      auto P = at::softmax(S, 1);
-      if (has_fine) P = at::nan_to_num(P, 0.0);
-      auto O = torch::from_blob(op + (bh * N + r * bq) * D, {bq, D}, opts);
+      auto P = at::nan_to_num(at::softmax(S, 1), 0.0);
       at::mm_out(O, P, V);
     }
   });
@@ -107,7 +113,7 @@ def cpu_extension():
         from torch.utils.cpp_extension import load_inline
 
         _ext = load_inline(
-            name="sparsa_bs_attn_v1",
+            name="sparsa_bs_attn_v2",
             cpp_sources=_CPP + "\nPYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def(\"bs_attn\", &bs_attn); }\n",
             extra_cflags=["-O3", "-fopenmp", "-march=native"],
             extra_ldflags=["-fopenmp"],
@@ -163,26 +169,25 @@ def _torch_block_sparse(q, k, v, tm, bq, bk, scale, fm):
     NQ, NK = N // bq, N // bk
     counts = tm.sum(-1)  # [BH, NQ]
     kmax = int(counts.max()) if counts.numel() else 0
-    out = torch.zeros_like(q)
     if kmax == 0:
-        return out
+        return torch.zeros_like(q)
     # kept tile indices first (stable), padded with index 0 and masked
     order = torch.sort((~tm).to(torch.int8), dim=-1, stable=True).indices[..., :kmax]  # [BH,NQ,kmax]
     slot_ok = torch.arange(kmax)[None, None, :] < counts[..., None]
-    kt = k.reshape(BH, NK, bk, D)
-    vt = v.reshape(BH, NK, bk, D)
-    idx = order.reshape(BH, NQ * kmax)
-    kg = torch.gather(kt, 1, idx[..., None, None].expand(-1, -1, bk, D)).reshape(BH, NQ, kmax * bk, D)
-    vg = torch.gather(vt, 1, idx[..., None, None].expand(-1, -1, bk, D)).reshape(BH, NQ, kmax * bk, D)
+    # row gather of whole key tiles (contiguous bk·D floats each): index_select, no per-element index
+    flat = (order + (torch.arange(BH) * NK)[:, None, None]).reshape(-1)
+    kg = k.reshape(BH * NK, bk * D).index_select(0, flat).reshape(BH, NQ, kmax * bk, D)
+    vg = v.reshape(BH * NK, bk * D).index_select(0, flat).reshape(BH, NQ, kmax * bk, D)
     qt = q.reshape(BH, NQ, bq, D)
-    s = torch.matmul(qt, kg.transpose(-1, -2)) * scale  # [BH,NQ,bq,kmax*bk]
     ok = slot_ok.repeat_interleave(bk, -1)[:, :, None, :]
     if fm is not None:
         cols = (order[..., :, None] * bk + torch.arange(bk)).reshape(BH, NQ, kmax * bk)
         f = torch.gather(fm.reshape(BH, NQ, bq, N), 3, cols[:, :, None, :].expand(-1, -1, bq, -1))
         ok = ok & f
-    s = s.masked_fill(~ok, float("-inf"))
-    p = torch.softmax(s, -1).nan_to_num(0.0)
+    if bool(ok.all()):  # row-balanced masks: every tile gathers the same count, no mask needed
+        return torch.nn.functional.scaled_dot_product_attention(qt, kg, vg, scale=scale).reshape(BH, N, D)
+    s = torch.matmul(qt, kg.transpose(-1, -2)) * scale  # [BH,NQ,bq,kmax*bk]
+    p = torch.softmax(s.masked_fill(~ok, float("-inf")), -1).nan_to_num(0.0)
     return torch.matmul(p, vg).reshape(BH, N, D)
 
 

@@ -193,12 +193,12 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
     inputs = lm.example_inputs(batch=1, seq_len=seq_len)
     result["macs"] = count_macs(lm.model, inputs)
     if ref is None:
-        lat = measure_latency(lambda: lm.model(**inputs), warmup=3, runs=runs, threads=threads)
+        lat = measure_latency(lambda: lm.model(**inputs), warmup=min(3, runs), runs=runs, threads=threads)
     else:
         rinputs = ref.example_inputs(batch=1, seq_len=seq_len)
         # interleaved, so a busy neighbour slows both sides alike
         lat, rl = measure_latency_pair(lambda: lm.model(**inputs), lambda: ref.model(**rinputs),
-                                       warmup=3, runs=runs, threads=threads)
+                                       warmup=min(3, runs), runs=runs, threads=threads)
         result["reference_macs"] = count_macs(ref.model, rinputs)
         result["reference_latency_ms"] = rl["median_ms"]
         result["latency_ratio"] = lat["median_ms"] / rl["median_ms"]

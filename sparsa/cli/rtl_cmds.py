@@ -49,14 +49,16 @@ def units_cmd(json_: bool = typer.Option(False, "--json", help="print one JSON o
     from sparsa.hw.rtl.cosim import unit_specs
     from sparsa.hw.rtl.params import preset_names
 
+    from rich.table import Table
+
     specs = unit_specs()
-    emit(
-        {
-            "units": {n: s.description for n, s in specs.items()},
-            "presets": preset_names(),
-        },
-        json_,
-    )
+    result = {"units": {n: s.description for n, s in specs.items()}, "presets": preset_names()}
+    table = Table(title=f"RTL units (presets: {', '.join(result['presets'])})")
+    table.add_column("unit")
+    table.add_column("what it is")
+    for n, d in result["units"].items():
+        table.add_row(n, d)
+    emit(result, json_, table=table)
 
 
 @rtl_app.command("export")

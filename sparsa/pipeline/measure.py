@@ -131,6 +131,8 @@ def layer_sparsity(reference, compressed) -> dict:
                 continue
             nz = sum(sub)
         rows.setdefault(layer, {})[kind] = round(1.0 - nz / numel, 6)
+    if any(l.startswith("layer ") for l in rows):  # a transformer: its layers; heads/poolers stay dense
+        rows = {l: r for l, r in rows.items() if l.startswith("layer ")}
     kinds = sorted({k for r in rows.values() for k in r})
     order = list(dict.fromkeys(rows))
     layers = sorted(rows, key=lambda s: (0, int(s.split()[-1])) if s.startswith("layer ") else (1, order.index(s)))

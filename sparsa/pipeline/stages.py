@@ -108,13 +108,32 @@ def run_attention(st: AttentionStage, state: PipelineState) -> dict:
     options = st.options()
     record: dict[str, Any] = {"method": st.method}
     if st.sparsity is not None:
-        evaluate = require("sparsa.attention.evaluate", "attention with a target sparsity", "calibrate")
-        options = dict(evaluate(state.loaded, st.method, sparsity=st.sparsity, data=state.calib_data(), **options))
+        calibrate = require("sparsa.attention.evaluate", "attention with a target sparsity", "calibrate")
+        options = dict(calibrate(state.loaded, st.method, st.sparsity, _forward_on_calib(state), **options))
         record["target_sparsity"] = st.sparsity
     attention.install(state.loaded.model, st.method, **options)
     state.attention = {"method": st.method, "options": options}
     record["options"] = _plain(options)
     return record
+
+
+def _forward_on_calib(state: PipelineState, n: int = 32):
+    """A callable running the model on calibration data (what the sparsity calibration measures)."""
+    import torch
+
+    loaded, calib = state.loaded, state.calib_data()
+    if calib.kind == "text":
+        enc = loaded.tokenizer(calib.texts[:n], padding=True, truncation=True, max_length=state.recipe.evaluation.seq_len,
+                               return_tensors="pt")
+        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    else:
+        inputs = {next(iter(loaded.example_inputs(batch=1))): calib.x[:n].float()}
+
+    def run():
+        with torch.no_grad():
+            loaded.model(**inputs)
+
+    return run
 
 
 def run_decompose(st: DecomposeStage, state: PipelineState) -> dict:

@@ -50,7 +50,8 @@ def quantize_(model, config: QuantConfig | None = None, *, calib=None, filter_fn
                           hint="check filter_fn and the override patterns (fnmatch on module names)")
 
     stats = {}
-    need = [n for n, s in targets.items() if s.activations == "static" or (s.clip == "search" and s.objective == "output")]
+    need = [n for n, s in targets.items() if s.activations == "static" or s.smooth is not None
+            or (s.clip == "search" and s.objective == "output")]
     if need:
         if loaded is not None:
             from sparsa.quant.calibrate import calib_batches
@@ -70,12 +71,17 @@ def quantize_(model, config: QuantConfig | None = None, *, calib=None, filter_fn
     for name, spec in targets.items():
         lin = module.get_submodule(name)
         st = stats.get(name)
-        act_qp = None
+        act_qp, smooth = None, None
+        rows = st.input_rows() if st is not None else None
+        if spec.smooth is not None:
+            smooth = smooth_scale(st.absmax, lin.weight.detach().float(), spec.smooth)
+            rows = rows / smooth
         if spec.activations == "static":
-            act_qp = choose_qparams(st.sample(), spec.act_bits, spec.a_scheme, spec.a_clip, None,
-                                    percentile=spec.percentile)
-        inputs = st.input_rows() if st is not None and spec.objective == "output" else None
-        q = QuantLinear.from_float(lin, spec, inputs=inputs, act_qp=act_qp)
+            # with smoothing the statistics are taken on the smoothed rows (x / s)
+            values = st.sample() if smooth is None else torch.cat([rows.reshape(-1), rows.amin().view(1), rows.amax().view(1)])
+            act_qp = choose_qparams(values, spec.act_bits, spec.a_scheme, spec.a_clip, None, percentile=spec.percentile)
+        inputs = rows if spec.objective == "output" else None
+        q = QuantLinear.from_float(lin, spec, inputs=inputs, act_qp=act_qp, smooth_scale=smooth)
         _set_submodule(module, name, q)
 
     record = {"stage": "quantize", "config": config.to_dict(), "layers": len(targets), **quant_size(module)}
@@ -83,6 +89,13 @@ def quantize_(model, config: QuantConfig | None = None, *, calib=None, filter_fn
     if loaded is not None:
         loaded.record.setdefault("stages", []).append(record)
     return model
+
+
+def smooth_scale(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SmoothQuant: s_j = max|x_j|^a / max|W_:,j|^(1-a) (floored at 1e-5 so no channel divides by zero)."""
+    a = act_absmax.float().clamp(min=1e-5)
+    w = weight.abs().amax(0).clamp(min=1e-5)
+    return (a.pow(alpha) / w.pow(1.0 - alpha)).clamp(min=1e-5)
 
 
 def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -104,7 +117,7 @@ def quant_size(model) -> dict:
     """
     module = getattr(model, "model", model)
     qls = quant_layers(module)
-    parts = {"weight": 0, "scale": 0, "zero_point": 0, "bias": 0}
+    parts = {"weight": 0, "scale": 0, "zero_point": 0, "bias": 0, "smooth": 0}
     fp32 = 0
     qtensors = set()
     for m in qls.values():
@@ -127,7 +140,7 @@ def quant_size(model) -> dict:
         "int_weight_bytes": parts["weight"],
         "scale_bytes": parts["scale"],
         "zero_point_bytes": parts["zero_point"],
-        "float_bytes": int(float_bytes + parts["bias"]),
+        "float_bytes": int(float_bytes + parts["bias"] + parts["smooth"]),
         "quantized_layers": len(qls),
     }
 
@@ -164,5 +177,17 @@ def dequantize_model_(model) -> nn.Module:
         lin.weight.copy_(q.dequantized_weight())
         if q.bias is not None:
             lin.bias.copy_(q.bias)
-        _set_submodule(module, name, lin)
+        _set_submodule(module, name, lin if q.smooth_inv is None else _SmoothedLinear(q.smooth_inv.clone(), lin))
     return model
+
+
+class _SmoothedLinear(nn.Module):
+    """x * smooth_inv, then the Linear: what a smoothed QuantLinear computes, in float (for export)."""
+
+    def __init__(self, smooth_inv: torch.Tensor, linear: nn.Linear):
+        super().__init__()
+        self.register_buffer("smooth_inv", smooth_inv)
+        self.linear = linear
+
+    def forward(self, x):
+        return self.linear(x * self.smooth_inv.to(x.dtype))

@@ -27,12 +27,15 @@ class LayerStats:
         self.n_values = 0
         self.n_rows = 0
         self.max_values, self.max_rows = max_values, max_rows
+        self.absmax: Tensor | None = None  # per input channel (SmoothQuant)
         self.gen = torch.Generator().manual_seed(0)
 
     def add(self, x: Tensor) -> None:
         x = x.detach().float()
         self.lo = min(self.lo, float(x.min()))
         self.hi = max(self.hi, float(x.max()))
+        am = x.abs().reshape(-1, x.shape[-1]).amax(0)
+        self.absmax = am if self.absmax is None else torch.maximum(self.absmax, am)
         flat = x.reshape(-1)
         take = min(flat.numel(), max(1, self.max_values // 8))  # keep later batches represented
         idx = torch.randperm(flat.numel(), generator=self.gen)[:take]

@@ -20,7 +20,7 @@ ACT_MODES = ("none", "dynamic", "static")
 OBJECTIVES = ("weight", "output")
 # the fields an override may set (everything that describes how one layer is quantized)
 LAYER_FIELDS = ("bits", "scheme", "clip", "per_channel", "objective", "percentile",
-                "activations", "act_bits", "act_scheme", "act_clip")
+                "activations", "act_bits", "act_scheme", "act_clip", "smooth")
 
 
 @dataclass
@@ -38,6 +38,10 @@ class QuantConfig:
         "static" (per-tensor scale calibrated once; needs calibration data).
     act_bits / act_scheme / act_clip: activation bits, scheme (default: `scheme`), and static
         clipping (default: `clip`; dynamic activations always use their run-time max).
+    smooth: None, or SmoothQuant's migration strength a in [0, 1]: the layer's input is divided
+        per channel by s_j = max|x_j|^a / max|W_:,j|^(1-a) (calibrated) and the weight's columns
+        multiplied by s_j, moving activation outliers into the per-channel weight scales. Costs one
+        elementwise Mul at run time; use it on layers whose input no other layer reads (e.g. FFN).
     overrides: {pattern: {field: value} | None}; None keeps matching layers in float.
     """
 
@@ -51,6 +55,7 @@ class QuantConfig:
     act_bits: int = 8
     act_scheme: str | None = None
     act_clip: str | None = None
+    smooth: float | None = None
     overrides: dict = field(default_factory=dict)
     version: int = CONFIG_VERSION
 
@@ -86,7 +91,8 @@ class QuantConfig:
 
     def needs_calibration(self) -> bool:
         specs = [self._layer_dict()] + [{**self._layer_dict(), **ov} for ov in self.overrides.values() if ov]
-        return any(s["activations"] == "static" or (s["clip"] == "search" and s["objective"] == "output") for s in specs)
+        return any(s["activations"] == "static" or s["smooth"] is not None
+                   or (s["clip"] == "search" and s["objective"] == "output") for s in specs)
 
     # JSON round trip ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -126,6 +132,7 @@ class LayerSpec:
     act_bits: int
     act_scheme: str | None
     act_clip: str | None
+    smooth: float | None = None
 
     @property
     def a_scheme(self) -> str:
@@ -159,5 +166,7 @@ def _check_layer(d: dict, where: str) -> None:
         check_clip(d["act_clip"])
     if not isinstance(d["per_channel"], bool):
         raise SparsaError(f"{where}: per_channel must be true or false, got {d['per_channel']!r}")
+    if d["smooth"] is not None and not (isinstance(d["smooth"], (int, float)) and 0.0 <= d["smooth"] <= 1.0):
+        raise SparsaError(f"{where}: smooth={d['smooth']!r} must be None or a migration strength in [0, 1]", hint="e.g. 0.5")
     if not 0.0 < float(d["percentile"]) <= 100.0:
         raise SparsaError(f"{where}: percentile={d['percentile']} is out of range (0, 100]", hint="e.g. 99.99")

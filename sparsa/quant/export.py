@@ -57,14 +57,15 @@ class _Positional(nn.Module):
 
 
 def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, mode: str = "auto",
-                weight_dtype: str | None = None, fuse: bool = False) -> Path:
+                weight_dtype: str | None = None, fuse: bool | str = "auto") -> Path:
     """Export a quantized model (LoadedModel or nn.Module with QuantLinear layers) to integer ONNX.
 
     inputs: example inputs (default: `loaded.example_inputs(1, seq_len)`); batch and sequence
       axes are exported dynamic. mode: "dynamic" | "static" | "auto" (static if the layers have
       calibrated activation scales, else dynamic). fuse: BERT-family only, run ONNX Runtime's
       transformer optimizer first (Attention / SkipLayerNorm / BiasGelu fusions) and quantize the
-      fused Attention's QKV weight with sparsa's codes as QAttention.
+      fused Attention's QKV weight with sparsa's codes as QAttention; "auto" fuses BERT models
+      in dynamic mode when every layer has the same head count.
     Returns the path written.
     """
     path = Path(path)
@@ -97,6 +98,10 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
         if loaded is None:
             raise SparsaError("export_onnx needs example inputs for a plain nn.Module", hint="pass inputs={name: tensor}")
         inputs = loaded.example_inputs(batch=1, seq_len=seq_len)
+    if fuse == "auto":
+        heads = getattr(getattr(loaded, "config", None), "sparsa_heads_per_layer", None)
+        fuse = (loaded is not None and loaded.family == "bert" and mode == "dynamic"
+                and not (heads and len(set(heads)) > 1))
     if fuse and (loaded is None or loaded.family != "bert"):
         raise SparsaError("fuse=True uses ONNX Runtime's BERT optimizer and needs a BERT-family LoadedModel",
                           hint="export without fuse")

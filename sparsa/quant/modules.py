@@ -28,7 +28,8 @@ class QuantLinear(nn.Module):
     """Linear layer with integer weights (see module docstring)."""
 
     def __init__(self, in_features: int, out_features: int, *, bits: int, scheme: str, per_channel: bool,
-                 has_bias: bool, activations: str = "none", act_bits: int = 8, act_scheme: str = "sym"):
+                 has_bias: bool, activations: str = "none", act_bits: int = 8, act_scheme: str = "sym",
+                 smooth: bool = False):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.scheme, self.per_channel = bits, scheme, per_channel
@@ -39,22 +40,32 @@ class QuantLinear(nn.Module):
         self.register_buffer("w_scale", torch.ones(nscale))
         self.register_buffer("w_zero_point", torch.zeros(nscale, dtype=torch.uint8) if scheme == "asym" else None)
         self.register_buffer("bias", torch.zeros(out_features) if has_bias else None)
+        # SmoothQuant: the input is multiplied by this per-channel vector before quantization
+        self.register_buffer("smooth_inv", torch.ones(in_features) if smooth else None)
         static = activations == "static"
         self.register_buffer("a_scale", torch.ones(()) if static else None)
         self.register_buffer("a_zero_point", torch.zeros((), dtype=torch.uint8) if static and act_scheme == "asym" else None)
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
-    def from_float(cls, linear: nn.Linear, spec, *, inputs: Tensor | None = None, act_qp: QParams | None = None):
-        """Quantize `linear`'s weight per `spec` (a LayerSpec); `inputs` feeds the output-error search."""
+    def from_float(cls, linear: nn.Linear, spec, *, inputs: Tensor | None = None, act_qp: QParams | None = None,
+                   smooth_scale: Tensor | None = None):
+        """Quantize `linear`'s weight per `spec` (a LayerSpec); `inputs` feeds the output-error search.
+
+        smooth_scale: SmoothQuant's per-input-channel s (the weight's columns are multiplied by s,
+        the input by 1/s at run time); `inputs` must then already be divided by s."""
         w = linear.weight.detach().float()
+        if smooth_scale is not None:
+            w = w * smooth_scale.view(1, -1)
         axis = 0 if spec.per_channel else None
         ternary = spec.bits == "ternary"
         use_inputs = inputs if (spec.clip == "search" and spec.objective == "output") else None
         qp = choose_qparams(w, spec.bits, spec.scheme, spec.clip, axis, percentile=spec.percentile, inputs=use_inputs)
         m = cls(linear.in_features, linear.out_features, bits=2 if ternary else spec.bits, scheme=qp.scheme,
                 per_channel=spec.per_channel, has_bias=linear.bias is not None, activations=spec.activations,
-                act_bits=spec.act_bits, act_scheme=spec.a_scheme)
+                act_bits=spec.act_bits, act_scheme=spec.a_scheme, smooth=smooth_scale is not None)
+        if smooth_scale is not None:
+            m.smooth_inv.copy_(1.0 / smooth_scale)
         m.qweight.copy_(quantize(w, qp))
         m.w_scale.copy_(qp.scale.reshape(-1))
         if qp.zero_point is not None:
@@ -101,6 +112,8 @@ class QuantLinear(nn.Module):
         return choose_qparams(x.detach(), self.act_bits, self.act_scheme, "max", None)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.smooth_inv is not None:
+            x = x * self.smooth_inv.to(x.dtype)
         if self.activations == "none":
             return nn.functional.linear(x, self.dequantized_weight().to(x.dtype), self.bias)
         aq = self.act_qparams(x)
@@ -126,6 +139,7 @@ class QuantLinear(nn.Module):
             "zero_point": (self.w_zero_point.numel() if self.w_zero_point is not None else 0)
             + (1 if self.a_zero_point is not None else 0),
             "bias": self.bias.numel() * 4 if self.bias is not None else 0,
+            "smooth": self.smooth_inv.numel() * 4 if self.smooth_inv is not None else 0,
         }
         return out
 

@@ -52,8 +52,11 @@ def unpack_codes(packed: torch.Tensor, bits: int, scheme: str, shape, dtype: tor
     return (torch.from_numpy(u.astype(np.int16)) + lo).reshape(shape).to(dtype)
 
 
-def save_quantized(model, directory) -> Path:
-    """Write a quantized model (LoadedModel or nn.Module) to `directory`; returns the folder."""
+def save_quantized(model, directory, *, source: str | None = None) -> Path:
+    """Write a quantized model (LoadedModel or nn.Module) to `directory`; returns the folder.
+
+    source: the float model to rebuild the architecture from on load (a sparsa model name or
+    folder); default: the LoadedModel's recorded source."""
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise SparsaError(f"{out} exists and is not a folder", hint="give a folder path")
@@ -75,15 +78,14 @@ def save_quantized(model, directory) -> Path:
         tensors[k] = v
     for name, q in qls.items():
         tensors[f"{name}.qweight"] = pack_codes(q.qweight, q.bits, q.scheme)
-        for b in ("w_scale", "w_zero_point", "bias", "a_scale", "a_zero_point"):
+        for b in ("w_scale", "w_zero_point", "bias", "a_scale", "a_zero_point", "smooth_inv"):
             t = getattr(q, b)
             if t is not None:
                 tensors[f"{name}.{b}"] = t
         layers[name] = {"in": q.in_features, "out": q.out_features, "bits": q.bits, "scheme": q.scheme,
                         "per_channel": q.per_channel, "has_bias": q.bias is not None, "activations": q.activations,
-                        "act_bits": q.act_bits, "act_scheme": q.act_scheme}
-    source = None
-    if loaded is not None:
+                        "act_bits": q.act_bits, "act_scheme": q.act_scheme, "smooth": q.smooth_inv is not None}
+    if source is None and loaded is not None:
         source = loaded.record.get("source")
     meta = {"format": FORMAT, "version": VERSION, "source": source, "layers": layers, "tied": tied,
             "config": getattr(module, "_sparsa_quant_config", None)}
@@ -124,10 +126,10 @@ def load_quantized(directory, base=None):
     for name, info in meta["layers"].items():
         q = QuantLinear(info["in"], info["out"], bits=info["bits"], scheme=info["scheme"], per_channel=info["per_channel"],
                         has_bias=info["has_bias"], activations=info["activations"], act_bits=info["act_bits"],
-                        act_scheme=info["act_scheme"])
+                        act_scheme=info["act_scheme"], smooth=info.get("smooth", False))
         packed = tensors.pop(f"{name}.qweight")
         q.qweight.copy_(unpack_codes(packed, q.bits, q.scheme, (info["out"], info["in"]), q.qweight.dtype))
-        for b in ("w_scale", "w_zero_point", "bias", "a_scale", "a_zero_point"):
+        for b in ("w_scale", "w_zero_point", "bias", "a_scale", "a_zero_point", "smooth_inv"):
             t = tensors.pop(f"{name}.{b}", None)
             if getattr(q, b) is not None:
                 if t is None:

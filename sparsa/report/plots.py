@@ -60,8 +60,13 @@ def sparsity_heatmap(layers: dict, footer: str, attention: list[float] | None = 
         return None
     vals = np.array([[np.nan if v is None else v for v in row] for row in layers["values"]], dtype=float)
     kinds = list(layers["kinds"])
-    if attention is not None and len(attention) == vals.shape[0]:
-        vals = np.concatenate([vals, np.array(attention, dtype=float)[:, None]], axis=1)
+    if attention:
+        # attention block sparsity of layer i goes on the row named "layer i"
+        col = np.full((vals.shape[0], 1), np.nan)
+        for r, name in enumerate(layers["layers"]):
+            if name.startswith("layer ") and int(name.split()[-1]) < len(attention):
+                col[r, 0] = attention[int(name.split()[-1])]
+        vals = np.concatenate([vals, col], axis=1)
         kinds.append("attention blocks")
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(kinds) + 2.5), max(2.4, 0.38 * len(layers["layers"]) + 1.4)))
     im = ax.imshow(vals, vmin=0, vmax=1, cmap="magma_r", aspect="auto")
@@ -133,25 +138,44 @@ def latency_plot(latency: dict | None, hardware: dict | None, footer: str) -> by
     return _png(fig, footer)
 
 
+def _op_group(op: dict) -> str:
+    """`L3.ffn1` -> `ffn1`: the same op of every layer is one bar."""
+    import re
+
+    return re.sub(r"^L\d+\.", "", str(op.get("name", "op")))
+
+
 def ops_plot(hardware: dict | None, footer: str) -> bytes | None:
-    """Utilisation and energy of every simulated op."""
+    """Utilisation (cycle-weighted) and energy of each op, summed over the layers."""
     ops = (hardware or {}).get("ops") or []
     if not ops:
         return None
-    names = [str(op.get("name", i)) for i, op in enumerate(ops)]
-    util = [float(op.get("utilisation", op.get("utilization", np.nan)) or 0) for op in ops]
-    energy = [float(op.get("energy_pj", 0) or 0) / 1e6 for op in ops]
-    h = max(3.0, 0.16 * len(ops) + 1.2)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, h), sharey=True)
-    y = np.arange(len(ops))
-    a1.barh(y, util, color="#27a")
+    groups: dict[str, dict[str, float]] = {}
+    for op in ops:
+        g = groups.setdefault(_op_group(op), {"cycles": 0.0, "busy": 0.0, "energy": 0.0, "n": 0, "kind": _op_kind(op)})
+        cyc = float(op.get("cycles", 0) or 0)
+        g["cycles"] += cyc
+        g["busy"] += cyc * float(op.get("utilisation", 0) or 0)
+        g["energy"] += float(op.get("energy_pj", 0) or 0)
+        g["n"] += 1
+    names = list(groups)
+    util = [g["busy"] / g["cycles"] if g["cycles"] else 0.0 for g in groups.values()]
+    energy = [g["energy"] / 1e6 for g in groups.values()]
+    gemm = [g["kind"] == "gemm" for g in groups.values()]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, max(3.0, 0.3 * len(names) + 1.3)), sharey=True)
+    y = np.arange(len(names))
+    a1.barh(y, [u if isg else 0 for u, isg in zip(util, gemm)], color="#27a")
     a1.set_xlim(0, 1)
-    a1.set_xlabel("PE utilisation")
-    a1.set_yticks(y, names, fontsize=6)
+    a1.set_xlabel("PE-array utilisation (GEMMs, cycle-weighted)")
+    a1.set_yticks(y, names, fontsize=8)
     a1.invert_yaxis()
     a2.barh(y, energy, color="#a52")
+    for i, e in enumerate(energy):
+        a2.text(e, i, f" {e:.3g}", va="center", fontsize=7)
     a2.set_xlabel("energy (µJ)")
-    fig.suptitle(f"Per-op utilisation and energy on {hardware.get('arch', '?')}", fontsize=11)
+    n_layers = max((g["n"] for g in groups.values()), default=1)
+    fig.suptitle(f"Per-op utilisation and energy on {hardware.get('arch', '?')} (summed over {n_layers} layers)",
+                 fontsize=11)
     return _png(fig, footer)
 
 

@@ -10,7 +10,7 @@ accumulated by its PE, so N blocks are computed in parallel (preset `hdp-server`
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

@@ -12,7 +12,7 @@ The split of a code into I and F is wiring (floor split) or a small correction (
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Flow, In, Out
 
@@ -44,20 +44,20 @@ def pe_members(params: RtlParams) -> dict:
     """The PE's ports (also used by wrappers that expose PE ports per core)."""
     n_b, acc = params.total_bits, params.acc_bits
     return {
-                    "valid": In(1),
-                    "first": In(1),
-                    "last": In(1),
-                    "mode": In(1),
-                    "q0": In(signed(n_b)),
-                    "q1": In(signed(n_b)),
-                    "k0": In(signed(n_b)),
-                    "k1": In(signed(n_b)),
-                    "acc00": Out(signed(acc)),
-                    "acc01": Out(signed(acc)),
-                    "acc10": Out(signed(acc)),
-                    "acc11": Out(signed(acc)),
-                    "importance": Out(unsigned(params.importance_bits)),
-                    "out_valid": Out(1),
+        "valid": In(1),
+        "first": In(1),
+        "last": In(1),
+        "mode": In(1),
+        "q0": In(signed(n_b)),
+        "q1": In(signed(n_b)),
+        "k0": In(signed(n_b)),
+        "k1": In(signed(n_b)),
+        "acc00": Out(signed(acc)),
+        "acc01": Out(signed(acc)),
+        "acc10": Out(signed(acc)),
+        "acc11": Out(signed(acc)),
+        "importance": Out(unsigned(params.importance_bits)),
+        "out_valid": Out(1),
     }
 
 

@@ -1,0 +1,72 @@
+"""`sparsa quantize`: integer weights (and activations) with searched clipping, saved and optionally exported to ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sparsa.cli.app import app, emit, status_console
+from sparsa.errors import SparsaError
+
+
+@app.command()
+def quantize(
+    model: str = typer.Argument(..., help="model name (minilm, tiny-swin, ...) or folder"),
+    bits: str = typer.Option("8", "--bits", help="weight bits 2..8, or 'ternary'"),
+    scheme: str = typer.Option("sym", "--scheme", help="sym (no zero point) | asym (zero point)"),
+    clip: str = typer.Option("search", "--clip", help="max | percentile | search"),
+    per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="one weight scale per output channel"),
+    activations: str = typer.Option("none", "--activations",
+                                    help="none (weight-only) | dynamic (run-time range) | static (calibrated)"),
+    objective: str = typer.Option("weight", "--objective", help="search minimises the weight error or the layer 'output' error"),
+    calib: Optional[str] = typer.Option(None, "--calib", help="calibration data: corpus, digits, clips, or a path"),
+    calib_samples: int = typer.Option(32, "--calib-samples", help="calibration samples used"),
+    keep_float: Optional[list[str]] = typer.Option(None, "--keep-float", help="module-name pattern kept in float (repeatable)"),
+    out: Path = typer.Option(..., "--out", help="output folder (quant.safetensors + quant.json [+ model_int8.onnx])"),
+    onnx: bool = typer.Option(False, "--onnx", help="also export an integer ONNX model"),
+    seq_len: int = typer.Option(128, "--seq-len", help="example sequence length for export (text models)"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Quantize MODEL's Linear layers to integers; save them (and an ONNX model on integer kernels)."""
+    from sparsa.models import load
+    from sparsa.quant import QuantConfig, quantize_, save_quantized
+
+    bits_v: int | str = bits if bits == "ternary" else _int(bits)
+    cfg = QuantConfig(bits=bits_v, scheme=scheme, clip=clip, per_channel=per_channel, activations=activations,
+                      act_scheme="asym" if activations == "dynamic" else None, objective=objective,
+                      overrides={p: None for p in keep_float or []})
+    console = status_console(json_)
+    lm = load(model)
+    if cfg.needs_calibration() and calib is None:
+        calib = "corpus" if lm.modality == "text" else None
+        if calib is None:
+            raise SparsaError("static activations / output-error search need calibration data",
+                              hint="pass --calib digits (or clips, or a folder)")
+    console.print(f"[bold]sparsa quantize[/] {model}: {bits}-bit {scheme} {clip} "
+                  f"{'per-channel' if per_channel else 'per-tensor'}, activations {activations}")
+    quantize_(lm, cfg, calib=calib, calib_samples=calib_samples, seq_len=seq_len)
+    rec = lm.record["stages"][-1]
+    src = str(Path(model).resolve()) if Path(model).exists() else model
+    save_quantized(lm, out, source=src)
+    result = {"model": model, "out": str(out), "bits": bits_v, "scheme": scheme, "clip": clip,
+              "per_channel": per_channel, "activations": activations, "layers": rec["layers"],
+              "bytes": rec["bytes"], "fp32_bytes": rec["fp32_bytes"], "size_ratio": rec["ratio"],
+              "int_weight_bytes": rec["int_weight_bytes"], "scale_bytes": rec["scale_bytes"],
+              "zero_point_bytes": rec["zero_point_bytes"], "float_bytes": rec["float_bytes"]}
+    if onnx:
+        from sparsa.quant.export import export_onnx, integer_initializer_bytes, zero_points_in
+
+        path = export_onnx(lm, Path(out) / "model_int8.onnx", seq_len=seq_len)
+        result["onnx"] = str(path)
+        result["onnx_bytes"] = integer_initializer_bytes(path)
+        result["onnx_zero_points"] = len(zero_points_in(path))
+    emit(result, json_, title=f"sparsa quantize {model}")
+
+
+def _int(v: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise SparsaError(f"--bits {v!r} is not a bit width", hint="use an integer in 2..8, or 'ternary'") from None
