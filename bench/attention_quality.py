@@ -178,7 +178,8 @@ def main():
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    # one thread: on a shared 2-core machine a second intra-op thread mostly waits at barriers
+    torch.set_num_threads(1)
     from sparsa.errors import SparsaError
     from sparsa.io import atomic_write_json, atomic_write_text
 

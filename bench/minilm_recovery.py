@@ -23,9 +23,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
     p.add_argument("--importance", default="activation")
-    p.add_argument("--refit-samples", type=int, default=1024)
+    p.add_argument("--refit-samples", type=int, default=256)
     p.add_argument("--ridge", type=float, default=1e-2)
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch", type=int, default=32)
@@ -36,7 +36,8 @@ def main():
     torch.set_num_threads(args.threads)
 
     from sparsa.data import load_dataset
-    from sparsa.metrics import count_params, fidelity
+    from sparsa.metrics import count_params
+    from sparsa.metrics.quality import embed
     from sparsa.models import load
     from sparsa.prune import PrunePlan, prune
     from sparsa.prune.recover import distill, lstsq_refit
@@ -49,8 +50,10 @@ def main():
     train = load_dataset("corpus", "train").texts
     tok = dense.tokenizer
 
+    ref = embed(dense, evalset, tok)  # the dense embeddings, once (same pooling as sparsa.metrics.fidelity)
+
     def cos(lm) -> float:
-        return fidelity(lm, dense, evalset, tok)["cosine_mean"]
+        return float(torch.nn.functional.cosine_similarity(embed(lm, evalset, tok), ref, dim=-1).mean())
 
     results = []
     for frac in args.fractions:

@@ -120,3 +120,14 @@ def test_untraceable_model_only_loses_dead_bases():
     rec = shrink(m, torch.randn(1, 2, 5, 5))
     assert "not traceable" in rec["note"]
     assert m.conv.num_basis == 4 and m.conv.out_channels == 3
+
+
+def test_fold_batchnorm_is_exact_including_concat():
+    from sparsa.decompose import fold_batchnorm
+
+    net = _net(3)  # decomposed convs, BN with non-trivial statistics, a concat into bn_cat
+    x = torch.randn(2, 3, 32, 32)
+    ref = net(x)
+    assert fold_batchnorm(net) == ["bn1", "bn2", "bn3", "bn_cat"]
+    assert isinstance(net.bn_cat, nn.Identity) and net.conv2.bias is not None
+    torch.testing.assert_close(net(x), ref, atol=1e-5, rtol=1e-4)

@@ -43,7 +43,10 @@ def _integer_ops(path):
 @pytest.mark.parametrize("fuse", [False, True])
 def test_dynamic_export_matches_simulation(tiny_bert, tmp_path, fuse):
     q = tiny_bert.clone()
-    quantize_(q, QuantConfig(bits=8, clip="search", activations="dynamic", act_scheme="asym"))
+    # mixed: FFN-in layers smoothed (SmoothQuant Mul kept in the graph), the pooler kept in float
+    cfg = QuantConfig(bits=8, clip="search", activations="dynamic", act_scheme="asym",
+                      overrides={"*.intermediate.dense": {"smooth": 0.5}, "pooler.*": None})
+    quantize_(q, cfg, calib=[tiny_bert.example_inputs(batch=1, seq_len=12)])
     p = export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=fuse)
     ops = _integer_ops(p)
     assert ops.count("MatMulInteger") == (6 if fuse else 12) and ops.count("QAttention") == (2 if fuse else 0)

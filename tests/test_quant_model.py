@@ -106,6 +106,20 @@ def test_calibration_missing_or_wrong_shape():
         quantize_(_mlp(), QuantConfig(objective="output"), calib=[{"x": torch.randn(2, 16)}, torch.randn(2, 16)])
 
 
+def test_smoothing_is_equivalent_before_rounding_and_needs_calibration():
+    m, ref = _mlp(), _mlp()
+    with pytest.raises(SparsaError, match="calibration"):
+        quantize_(_mlp(), QuantConfig(smooth=0.5))
+    quantize_(m, QuantConfig(smooth=0.5, overrides={"fc2": None}), calib=_calib())
+    q = m.fc1
+    assert q.smooth_inv is not None and not torch.allclose(q.smooth_inv, torch.ones(16))
+    # dequantized W·diag(s) applied to x·diag(1/s) reproduces the float layer up to weight rounding
+    x = torch.randn(4, 16)
+    assert torch.allclose(m(x), ref(x), atol=0.05)
+    with pytest.raises(SparsaError, match=r"\[0, 1\]"):
+        QuantConfig(smooth=2.0)
+
+
 def test_output_objective_uses_calibration():
     m = _mlp()
     quantize_(m, QuantConfig(bits=3, objective="output"), calib=_calib())
@@ -149,3 +163,28 @@ def test_save_load_round_trip(tmp_path, cfg):
 def test_load_rejects_bad_folder(tmp_path):
     with pytest.raises(SparsaError, match="not a quantized-model folder"):
         load_quantized(tmp_path)
+
+
+def test_calibration_data_of_the_wrong_kind_for_a_loaded_model():
+    from transformers import BertConfig, BertModel
+
+    from sparsa.data.dataset import Dataset
+    from sparsa.models import from_module
+
+    from transformers import AutoTokenizer
+
+    from sparsa.models.store import minilm_path
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    lm = from_module(BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)).eval(),
+                     tokenizer=tok)
+    images = Dataset("image", "digits", "calib", x=torch.randn(4, 3, 8, 8), y=torch.zeros(4, dtype=torch.long))
+    with pytest.raises(SparsaError, match="text model but the calibration data is not text"):
+        quantize_(lm.clone(), QuantConfig(activations="static"), calib=images)
+    with pytest.raises(SparsaError, match="calibration texts are empty"):
+        quantize_(lm.clone(), QuantConfig(activations="static"), calib=["", "  "])
+    q = lm.clone()
+    quantize_(q, QuantConfig(activations="static"), calib=["a short sentence", "another one"], seq_len=16)
+    assert q.model.encoder.layer[0].output.dense.a_scale > 0

@@ -62,7 +62,7 @@ def _trace(out):
 
 
 @pytest.mark.parametrize("opts", [
-    dict(granularity="unstructured", delta0=0.2, delta_max=0.4, rounds_max=3, round_recovery_epochs=1.0,
+    dict(granularity="unstructured", delta0=0.2, delta_max=0.4, rounds_max=2, round_recovery_epochs=1.0,
          recovery_lr=1e-3, recovery_batch=32),
     dict(granularity="structured", scope="layer", delta0=0.25, delta_max=0.5, rounds_max=2,
          trial_recovery_steps=1, round_recovery_epochs=0.5, recovery_lr=1e-3, recovery_batch=32),

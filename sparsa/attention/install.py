@@ -20,7 +20,8 @@ from sparsa.errors import SparsaError
 
 IMPL_NAME = "sparsa"
 SUPPORTED_FAMILIES = ("bert", "vit", "swin", "videomae")
-_ATTN_CLASSES = ("BertSelfAttention", "ViTSelfAttention", "SwinAttention", "VideoMAESelfAttention")
+# the modules that call the attention interface (they are passed to it as `module`)
+_ATTN_CLASSES = ("BertSelfAttention", "ViTAttention", "ViTSelfAttention", "SwinAttention", "VideoMAESelfAttention")
 _registered = False
 
 

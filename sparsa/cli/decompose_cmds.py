@@ -27,6 +27,7 @@ def decompose(
     lam: float = typer.Option(1e-4, "--lam", help="L1 weight λ on the coefficients"),
     s: float = typer.Option(1.0, "--s", help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance)"),
     shrink_mode: str = typer.Option("safe", "--shrink", help="safe (function-preserving) | ref | none"),
+    fold_bn: bool = typer.Option(False, "--fold-bn", help="fold BatchNorm into the convs before decomposing (lets the L1 penalty kill whole channels)"),
     linear: bool = typer.Option(False, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
     seed: int = typer.Option(0, "--seed"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -47,7 +48,7 @@ def decompose(
     con = status_console(json_)
     lm = load(model)
     sets = load_splits(lm, data, seed)
-    cfg = PenniConfig(basis=basis, linear=linear, retrain_epochs=epochs, lam=lam, s=s,
+    cfg = PenniConfig(basis=basis, linear=linear, fold_bn=fold_bn, retrain_epochs=epochs, lam=lam, s=s,
                       finetune_epochs=finetune_epochs, shrink=shrink_mode, seed=seed,
                       hybrid_epochs=hybrid_epochs if hybrid_quant else 0)
     con.print(f"PENNI on {model}: {epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")

@@ -8,6 +8,7 @@ from sparsa.decompose.penni import (
     coefficient_sparsity,
     decompose,
     finetune,
+    fold_batchnorm,
     l1_penalty,
     merge_to_dense,
     penni,
@@ -19,6 +20,6 @@ from sparsa.decompose.shrink import remove_dead_bases, shrink
 
 __all__ = [
     "PenniConv", "PenniLinear", "set_impl", "PenniConfig", "accuracy", "coefficient_sparsity", "decompose",
-    "finetune", "l1_penalty", "merge_to_dense", "penni", "prune_coefficients", "retrain", "svd_basis",
+    "finetune", "fold_batchnorm", "l1_penalty", "merge_to_dense", "penni", "prune_coefficients", "retrain", "svd_basis",
     "remove_dead_bases", "shrink",
 ]

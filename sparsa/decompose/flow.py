@@ -24,6 +24,7 @@ from sparsa.decompose.penni import (
     coefficient_tensors,
     decompose,
     finetune,
+    fold_batchnorm,
     merge_to_dense,
     prune_coefficients,
     retrain,
@@ -86,6 +87,8 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
     ex = lm.example_inputs(batch=2)
     res: dict = {"config": asdict(cfg), "tolerance": tolerance}
     res["original"] = _measure(lm.model, sets, ex)
+    if cfg.fold_bn:
+        res["folded_bn"] = fold_batchnorm(model.eval())
     rec = decompose(model, cfg.basis, linear=cfg.linear)
     res["decompose"] = rec.to_dict()
     if not rec.decomposed:
@@ -126,7 +129,7 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
         work.model = hyb
         work.adapter = type(work.adapter)(hyb, work.adapter.config)
     stage = {k: res[k] for k in ("config", "tolerance", "s", "coefficient_sparsity") if k in res}
-    stage.update(name="penni", decomposed=rec.decomposed,
+    stage.update(name="penni", decomposed=rec.decomposed, folded_bn=res.get("folded_bn", []),
                  skipped={l.name: l.note for l in rec.layers if l.status != "decomposed"},
                  shrink=res.get("shrink"), merged=merge, hybrid=hybrid)
     work.record.setdefault("stages", []).append(stage)

@@ -366,6 +366,7 @@ class PenniConfig:
     batch_size: int = 64
     shrink: str = "safe"  # "safe" | "ref" (§5.4)
     hybrid_epochs: int = 0  # fine-tuning epochs that see the 8-bit/ternary values (before hybridize)
+    fold_bn: bool = False  # fold BatchNorm into the convs first, so the L1 penalty can kill channels
     seed: int = 0
 
     def __post_init__(self):
@@ -380,11 +381,12 @@ def penni(model: nn.Module, train, example_input: Tensor | dict, config: PenniCo
 
     cfg = config or PenniConfig()
     torch.manual_seed(cfg.seed)
+    folded = fold_batchnorm(model.eval()) if cfg.fold_bn else []
     rec = decompose(model, cfg.basis, linear=cfg.linear)
     if not rec.decomposed:
         raise SparsaError("no layer of this model could be decomposed",
                           hint="PENNI needs Conv2d/Conv3d layers with kernels larger than 1×1 (or --linear)")
-    out = {"config": asdict(cfg), "decompose": rec.to_dict()}
+    out = {"config": asdict(cfg), "decompose": rec.to_dict(), "folded_bn": folded}
     out["retrain"] = retrain(model, train, epochs=cfg.retrain_epochs, lam=cfg.lam, lr=cfg.lr,
                              batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log)
     masks = prune_coefficients(model, cfg.s)
@@ -431,3 +433,65 @@ def merge_to_dense(model: nn.Module) -> list[str]:
 
 def _join(prefix: str, leaf: str) -> str:
     return f"{prefix}.{leaf}" if prefix else leaf
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> list[str]:
+    """Fold every BatchNorm that directly follows a Conv (or a channel concatenation of Convs) into
+    those convs' weights and biases, and replace it by Identity (exact in eval mode).
+
+    Why (CHOICE, docs/penni.md): behind a BatchNorm each output channel's weight scale is free (the
+    BN renormalises it), so the L1 penalty only shrinks every row alike and no channel ever dies;
+    folded, the penalty acts on the real per-channel scale and unneeded channels go to zero.
+    Returns the folded BatchNorm names. Models torch.fx cannot trace are left unchanged."""
+    from torch import fx
+
+    class _Tracer(fx.Tracer):  # decomposed convs are leaves, like nn.Conv2d
+        def is_leaf_module(self, m, qualname):
+            return isinstance(m, PENNI_LAYERS) or super().is_leaf_module(m, qualname)
+
+    try:
+        graph = _Tracer().trace(model)
+    except Exception:
+        return []
+    users = {n: len(n.users) for n in graph.nodes}
+    mods = dict(model.named_modules())
+
+    def conv_of(node):
+        if node.op == "call_module" and users[node] == 1:
+            m = mods.get(node.target)
+            if isinstance(m, (nn.Conv2d, nn.Conv3d, PenniConv)) and getattr(m, "groups", 1) == 1:
+                return node.target
+        return None
+
+    folded = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(mods.get(node.target), (nn.BatchNorm2d, nn.BatchNorm3d)):
+            continue
+        src = node.args[0]
+        if conv_of(src):
+            parts = [conv_of(src)]
+        elif src.op == "call_function" and src.target in (torch.cat, torch.concat) and users[src] == 1 \
+                and (src.args[1] if len(src.args) > 1 else src.kwargs.get("dim", 0)) == 1 \
+                and all(conv_of(a) for a in src.args[0]):
+            parts = [conv_of(a) for a in src.args[0]]
+        else:
+            continue
+        bn = mods[node.target]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        off = 0
+        for p in parts:
+            c = mods[p]
+            n_out = c.out_channels
+            s, b = scale[off:off + n_out], shift[off:off + n_out]
+            if isinstance(c, PenniConv):
+                c.coefs.mul_(s.view(-1, 1, 1))
+            else:
+                c.weight.mul_(s.view(-1, *([1] * (c.weight.dim() - 1))))
+            old_b = c.bias.detach() if c.bias is not None else torch.zeros_like(s)
+            c.bias = nn.Parameter(old_b * s + b)
+            off += n_out
+        set_submodule(model, node.target, nn.Identity())
+        folded.append(node.target)
+    return folded

@@ -52,7 +52,9 @@ def measure_latency_pair(fn_a: Callable[[], object], fn_b: Callable[[], object],
                          threads: int | None = None) -> tuple[dict, dict]:
     """Time two functions alternately (a, b, a, b, ...) so that load changes hit both alike.
 
-    Returns the two summaries of `measure_latency`; their median ratio is the figure to quote."""
+    Returns the two summaries of `measure_latency`; the first also carries `paired_ratio_median`,
+    the median of the per-pair ratios a_i / b_i (each pair ran back to back: the most robust
+    ratio on a shared machine)."""
     old = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -70,4 +72,6 @@ def measure_latency_pair(fn_a: Callable[[], object], fn_b: Callable[[], object],
     finally:
         torch.set_num_threads(old)
     th = threads if threads is not None else old
-    return _summary(ta, th), _summary(tb, th)
+    sa = _summary(ta, th)
+    sa["paired_ratio_median"] = statistics.median(a / b for a, b in zip(ta, tb))
+    return sa, _summary(tb, th)

@@ -159,13 +159,16 @@ def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: st
 
 
 def _hybrid(loaded, calib):
+    """ESCALATE (§5.6): 8-bit basis kernels, ternary coefficients; lives with the decomposition code."""
     try:
-        from sparsa.decompose import hybrid_quantize  # ESCALATE lives with the decomposition code
+        from sparsa.decompose.escalate import hybridize
     except ImportError as e:
-        raise SparsaError("hybrid (ESCALATE) quantization needs sparsa.decompose.hybrid_quantize, which this build lacks",
+        raise SparsaError("hybrid (ESCALATE) quantization needs sparsa.decompose.escalate, which this build lacks",
                           hint="use mode 'standard'") from e
-    out = hybrid_quantize(loaded)
-    return out if isinstance(out, tuple) else (loaded, out)
+    record = hybridize(loaded.model)
+    record = {"stage": "quantize", "mode": "hybrid", **record}
+    loaded.record.setdefault("stages", []).append(record)
+    return loaded, record
 
 
 @torch.no_grad()

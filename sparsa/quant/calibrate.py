@@ -121,6 +121,9 @@ def calib_batches(loaded, data, *, n: int = 32, seq_len: int = 128, batch_size: 
         if not texts:
             raise SparsaError("the calibration texts are empty", hint="give at least one non-empty sentence")
         tok = loaded.tokenizer
+        if tok is None:
+            raise SparsaError("calibration texts need the model's tokenizer, and this model has none",
+                              hint="load the model from a folder that holds its tokenizer, or pass input dicts")
         return [dict(tok([t], truncation=True, max_length=seq_len, return_tensors="pt")) for t in texts]
     x = data if isinstance(data, Tensor) else getattr(data, "x", None)
     if x is None:

@@ -30,14 +30,15 @@ def layer_sensitivity(quantized, reference, texts: list[str], candidates: list[s
     tok = quantized.tokenizer
     if tok is None:
         raise SparsaError("layer_sensitivity measures embedding fidelity and needs a text model")
-    base = fidelity(quantized, reference, texts, tok)["cosine_mean"]
+    # batch 1: dynamic activation ranges are per call, so padded batches would mix sentences
+    base = fidelity(quantized, reference, texts, tok, batch_size=1)["cosine_mean"]
     out = []
     for name in candidates:
         q = qls[name]
         mode = q.activations
         q.activations = "none"  # weight stays integer; only the activation rounding is removed
         try:
-            c = fidelity(quantized, reference, texts, tok)["cosine_mean"]
+            c = fidelity(quantized, reference, texts, tok, batch_size=1)["cosine_mean"]
         finally:
             q.activations = mode
         out.append({"layer": name, "gain": c - base})

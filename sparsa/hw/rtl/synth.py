@@ -113,10 +113,12 @@ def hierarchy_cells(stat: dict, top: str) -> dict[str, int]:
     return total(top)
 
 
-def _design(unit: str, params: RtlParams):
+def _design(unit: str, params: RtlParams, hierarchical: bool = True):
     """(top component, hierarchical?) for synthesis; composite units instance the PE module."""
     from sparsa.hw.rtl.cosim import get_unit
 
+    if not hierarchical:
+        return get_unit(unit).build(params), False
     if unit == "pe_array":
         from sparsa.hw.rtl.pe_array import PEArray
 
@@ -128,8 +130,19 @@ def _design(unit: str, params: RtlParams):
     return get_unit(unit).build(params), False
 
 
-def synth(unit: str, preset: str | None = None, *, flow: str = "xilinx", timeout: float = 1800, **overrides) -> dict:
-    """Synthesise one unit; returns counts, the flow, the parameters and the wall time."""
+def synth(
+    unit: str,
+    preset: str | None = None,
+    *,
+    flow: str = "xilinx",
+    hierarchical: bool = True,
+    timeout: float = 1800,
+    **overrides,
+) -> dict:
+    """Synthesise one unit; returns counts, the flow, the parameters and the wall time.
+
+    hierarchical=False flattens PE arrays / PE-lane wrappers (slow for large arrays; lets Yosys share
+    logic across PEs, e.g. the split of a broadcast operand, so its counts can be a little lower)."""
     from sparsa.hw.rtl.cosim import get_unit
 
     if flow not in FLOWS:
@@ -140,7 +153,7 @@ def synth(unit: str, preset: str | None = None, *, flow: str = "xilinx", timeout
     if yosys is None:
         raise SparsaError("no Yosys found for synthesis", hint=INSTALL_HINT)
     top_name = f"sparsa_{unit}"
-    design, hier = _design(unit, params)
+    design, hier = _design(unit, params, hierarchical)
     tmp = Path(tempfile.mkdtemp(prefix="sparsa-synth-"))
     try:
         files = []
