@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU wheel on disk (a looser spec pulls a multi-GB CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev,bench]'
+	# build the C++ block-sparse attention kernel once (torch caches it); optional
+	-$(BIN)/python -m sparsa.attention.kernels
 	-$(MAKE) --no-print-directory apt-deps
 	touch $(STAMP)
 

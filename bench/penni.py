@@ -146,7 +146,7 @@ def run_cnn(args) -> dict:
     lm = load(args.model)
     sets = load_splits(lm, None, 0)
     cfg = PenniConfig(basis=args.basis, retrain_epochs=args.epochs, lam=args.lam, finetune_epochs=args.finetune_epochs,
-                      shrink="none", seed=0)
+                      shrink="none", seed=0, s=args.s, fold_bn=args.fold_bn)
     log = (lambda r: print(f"  epoch {r['epoch']} {r.get('phase', '')} loss {r['loss']:.4f} ({r['seconds']:.1f}s)",
                            flush=True)) if args.verbose else None
     work, res = run_penni(lm, cfg, sets, tolerance=args.tolerance, hybrid=False, log=log)
@@ -253,7 +253,7 @@ def report(out: dict) -> str:
     c = out["cnn"]
     r = c["rows"]
     o = r["original"]
-    lines = [f"{out['args']['model']} (digits, {o['params']:,} params): retrain {c['config']['retrain_epochs']} epochs (λ={c['config']['lam']}), "
+    lines = [f"{out['args']['model']} (digits, {o['params']:,} params), d={c['config']['basis']}: retrain {c['config']['retrain_epochs']} epochs (λ={c['config']['lam']}), "
              f"s={c['s']}, finetune {c['config']['finetune_epochs']} epochs; coefficient sparsity "
              f"{c['coefficient_sparsity']['sparsity']:.1%}",
              "", "| model | test acc | Δ acc (pt) | params | MACs | MAC reduction |", "|---|---|---|---|---|---|",
@@ -303,8 +303,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--lam", type=float, default=5e-3)
-    p.add_argument("--basis", type=int, default=None)
-    p.add_argument("--tolerance", type=float, default=2.0)
+    p.add_argument("--basis", type=int, default=3)
+    p.add_argument("--s", type=float, default=1.0, help="prune threshold scale (ref: 1.0)")
+    p.add_argument("--tolerance", type=float, default=None, help="pick s on the calibration split instead")
+    p.add_argument("--fold-bn", action="store_true")
     p.add_argument("--hybrid-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=15)

@@ -170,3 +170,25 @@ def test_merge_to_dense_is_exact():
     assert merge_to_dense(model) == ["0"]
     assert type(model[0]) is nn.Conv2d
     torch.testing.assert_close(model(x), ref)
+
+
+def test_videomae_patch_embedding_conv3d():
+    # the video fixture's family: a Hugging Face VideoMAE whose patch embedding is a Conv3d
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    from sparsa.decompose import shrink
+
+    torch.manual_seed(5)
+    cfg = VideoMAEConfig(image_size=16, patch_size=4, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=3)
+    model = VideoMAEForVideoClassification(cfg).eval()
+    x = torch.randn(2, 4, 3, 16, 16)
+    ref = model(pixel_values=x).logits
+    rec = decompose(model, basis=32)  # 2x4x4 = 32 taps: full rank
+    assert rec.decomposed == ["videomae.embeddings.patch_embeddings.projection"]
+    _check_all_orders(model, x, ref, atol=1e-4)
+    with torch.no_grad():
+        model.videomae.embeddings.patch_embeddings.projection.coefs[..., 20:] = 0
+    r = shrink(model, {"pixel_values": x})
+    assert "not traceable" in r["note"] or r["channels"] == {}
+    assert r["bases"] == {"videomae.embeddings.patch_embeddings.projection": [32, 20]}

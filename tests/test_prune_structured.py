@@ -134,3 +134,46 @@ def test_minilm_activation_beats_random():
     fa = fidelity(act, lm, texts, lm.tokenizer)["cosine_mean"]
     fr = fidelity(rnd, lm, texts, lm.tokenizer)["cosine_mean"]
     assert fa > fr
+
+
+class _DepthwiseNet(torch.nn.Module):
+    """Depthwise conv (per-channel member), a view-flatten into a Linear, a hidden Linear."""
+
+    input_shape = (3, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 6, 1)
+        self.fc = nn.Linear(6 * 4 * 4, 12)
+        self.out = nn.Linear(12, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = torch.nn.functional.max_pool2d(self.pw(torch.relu(self.dw(x))), 2)
+        x = x.view(x.size(0), -1)
+        return self.out(torch.relu(self.fc(x)))
+
+
+def test_depthwise_and_view_flatten():
+    from sparsa.models import from_module
+    from sparsa.models.tiny import _randomise_norms
+
+    torch.manual_seed(0)
+    net = _DepthwiseNet()
+    _randomise_norms(net)
+    lm = from_module(net)
+    groups = {g.name: g for g in lm.adapter.channel_groups()}
+    assert [c.path for c in groups["conv"].per_channel] == ["bn", "dw"]
+    assert [(c.path, c.stride) for c in groups["pw"].consumers] == [("fc", 16)]
+    p = prune(lm, PrunePlan(channels=0.5))
+    m = p.model
+    assert (m.conv.out_channels, m.dw.groups, m.dw.out_channels, m.pw.in_channels) == (4, 4, 4, 4)
+    assert (m.pw.out_channels, m.fc.in_features, m.fc.out_features, m.out.out_features) == (3, 48, 6, 3)
+    x = lm.example_inputs(batch=3)
+    with zeroed_consumers(lm, p.record["stages"][-1]["kept"]):
+        ref = _out(lm.model, x)
+    assert (_out(m, x) - ref).abs().max() <= 1e-5

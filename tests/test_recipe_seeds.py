@@ -14,7 +14,7 @@ FAST = {
                                 "stages.tolerance-prune.budget_s": 20, "stages.tolerance-prune.round_recovery_epochs": 0,
                                 "stages.tolerance-prune.max_rounds": 2},
     "seed003_penni": {"evaluation.latency": None, "evaluation.max_samples": 128,
-                      "stages.decompose.retrain_epochs": 1, "stages.decompose.finetune_epochs": 1},
+                      "stages.decompose.retrain_epochs": 0, "stages.decompose.finetune_epochs": 0},
 }
 
 

@@ -1,6 +1,6 @@
 """The report of a real pipeline run: JSON + HTML with provenance everywhere, checked in headless Chromium.
 
-The run is the default pipeline's stages (structured pruning -> HDP -> 8-bit search-sym quantization
+The run is the default pipeline's stages (structured pruning -> HDP (seed rule) -> 8-bit search-sym quantization
 -> latency -> simulation on hdp-edge) on a tiny random-initialised BERT that carries MiniLM's
 tokenizer, so it takes seconds.
 """
@@ -25,7 +25,8 @@ stages:
     ffn: 0.5
     importance: l1
   - type: attention
-    method: hdp
+    method: hdp-seed      # the seed's row rule: at rho_b 0 it prunes blocks below the row mean, even here
+    rho_b: 0.0
   - type: quantize
     bits: 8
     scheme: sym

@@ -16,6 +16,10 @@ def test_params_from_presets_and_errors():
     p = load_params("seed000")
     assert (p.cores, p.lane_in_bits, p.lane_out_bits, p.lane_kind) == (4, 8, 16, "seed")
     assert load_params("array32").pe_rows == 16  # 32x32 output tile = 16x16 PEs of 2x2 blocks
+    # the simulator's presets size the RTL: its MAC grid becomes PEs of 2x2 blocks
+    server = load_params("hdp-server")
+    assert (server.cores, server.pe_rows, server.pe_cols, server.lane_kind) == (8, 2, 4, "pe")
+    assert load_params("systolic-32-os").pe_rows == 16
     assert load_params(head_dim=64).acc_bits == 2 * 8 + 6  # spec §1.2: 2*n_b + ceil(log2 D_h)
     with pytest.raises(SparsaError, match="unknown preset"):
         load_params("no-such-preset")

@@ -185,8 +185,8 @@ def spatten_attention(q, k, v, state: SpAttenState, cfg: HDPConfig | None = None
     state.update(out)
     ops["_D"] = D
     vblk = valid[:, :, None] & valid[:, None, :]
-    return out, _stats(velem & hm[:, :, None, None], hm, vblk, valid, 1, N, 0, ops, out_int, None,
-                       velem & hm[:, :, None, None])
+    # no block pruning: every valid element block is "kept"; the head mask says which heads ran
+    return out, _stats(velem.clone(), hm, vblk, valid, 1, N, 0, ops, out_int, None, velem & hm[:, :, None, None])
 
 
 __all__ = ["dense_attention", "topk_attention", "energon_attention", "spatten_attention", "SpAttenState",

@@ -100,9 +100,12 @@ class PenniConv(nn.Module):
 
     def forward_penni(self, x: Tensor) -> Tensor:
         conv, d, ci = _CONV[self.dims], self.num_basis, self.in_channels
-        # depthwise stage: output channel i*d + b = X_i ⊛ basis_b
-        wb = self.basis_kernels().reshape(d, 1, *self.kernel_size).repeat(ci, *([1] * (self.dims + 1)))
-        z = conv(x, wb, None, self.stride, self.padding, self.dilation, groups=ci)
+        # basis stage, Z[i, b] = X_i ⊛ basis_b: every input channel is its own one-channel image, so
+        # the d shared kernels run as one ordinary convolution over a batch of B·C_in images
+        n = x.shape[0]
+        z = conv(x.reshape(n * ci, 1, *x.shape[2:]), self.basis_kernels().reshape(d, 1, *self.kernel_size), None,
+                 self.stride, self.padding, self.dilation)
+        z = z.reshape(n, ci * d, *z.shape[2:])  # channel i*d + b
         # combination stage: 1×1 convolution over the C_in·d intermediate maps
         wc = self.coefficients().reshape(self.out_channels, ci * d, *([1] * self.dims))
         return conv(z, wc, self.bias)
@@ -112,9 +115,15 @@ class PenniConv(nn.Module):
         # combination stage at input resolution: U[o*d + b] = Σ_i C[o,i,b]·X_i (zero padding commutes)
         wc = self.coefficients().permute(0, 2, 1).reshape(co * d, self.in_channels, *([1] * self.dims))
         u = conv(x, wc)
-        # basis stage: output o = Σ_b U[o,b] ⊛ basis_b, one group per output channel
-        wb = self.basis_kernels().reshape(1, d, *self.kernel_size).expand(co, d, *self.kernel_size)
-        return conv(u, wb, self.bias, self.stride, self.padding, self.dilation, groups=co)
+        # basis stage, Y_o = Σ_b U[o,b] ⊛ basis_b: each output channel's d maps are one d-channel
+        # image, convolved with the same d kernels (one output) over a batch of B·C_out images
+        n = x.shape[0]
+        y = conv(u.reshape(n * co, d, *u.shape[2:]), self.basis_kernels().reshape(1, d, *self.kernel_size), None,
+                 self.stride, self.padding, self.dilation)
+        y = y.reshape(n, co, *y.shape[2:])
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, *([1] * self.dims))
+        return y
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, basis={self.num_basis}, "

@@ -36,7 +36,8 @@ def _which(name: str) -> str | None:
     return next((p for a in alts if (p := shutil.which(a))), None)
 
 
-def check_report(html_path: str | Path, screenshot: str | Path | None = None, width: int = 1200) -> dict:
+def check_report(html_path: str | Path, screenshot: str | Path | None = None, width: int = 1200,
+                 max_height: int = 6000) -> dict:
     reason = chromium_available()
     if reason:
         raise SparsaError(f"cannot open the report in a browser: {reason}")
@@ -72,7 +73,7 @@ def check_report(html_path: str | Path, screenshot: str | Path | None = None, wi
             "text": driver.execute_script("return document.body.innerText;"),
         }
         if screenshot is not None:
-            driver.set_window_size(width, min(max(height, 600), 6000))
+            driver.set_window_size(width, min(max(height, 600), max_height))
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(screenshot))
             out["screenshot"] = str(screenshot)
