@@ -112,7 +112,14 @@ def main() -> None:
         t.add_row(f"{row['ratio']:.0%}", row["method"], f"{row['params_enc']:.3f}", f"{row['macs'] / 1e9:.3f}",
                   f"{row['mac_ratio']:.3f}", f"{row['lat_ms']:.1f} ({row['dense_ms']:.1f})", f"{row['lat_ratio']:.3f}",
                   f"{row['lat_ratio'] / row['mac_ratio']:.2f}", f"{row['cos']:.3f}")
-    Console(width=160).print(t)
+    Console(width=170).print(t)
+    # the same table as markdown, for BENCHMARKS.md
+    print("\n| removed | method | encoder params | GMAC | MAC ratio | latency ms (dense) | latency ratio | lat/MAC | fidelity cos |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['ratio']:.0%} | {row['method']} | {row['params_enc']:.3f} | {row['macs'] / 1e9:.3f} | "
+              f"{row['mac_ratio']:.3f} | {row['lat_ms']:.1f} ({row['dense_ms']:.1f}) | {row['lat_ratio']:.3f} | "
+              f"{row['lat_ratio'] / row['mac_ratio']:.2f} | {row['cos']:.3f} |")
     print(f"dense: {macs0 / 1e9:.3f} GMAC, {p0} encoder params")
     half = [row for row in rows if row["ratio"] == 0.5 and row["method"].startswith("sparsa")]
     for row in half:

@@ -69,7 +69,8 @@ def test_hdp_masks_drive_the_sparse_ops(tiny_bert):
     r = simulate(w, "hdp-edge")
     r_dense = simulate(from_model(tiny_bert, seq_len=w.seq_len), "hdp-edge")
     frac_macs = sum(o.macs for o in r.ops if o.name.endswith("qk_frac"))
-    assert frac_macs == sum(o.out_mask.sum() for o in w.ops if o.name.endswith("qk_frac")) * 4 * 2 * 16
+    b = masks[0]["block_size"]
+    assert frac_macs == sum(o.out_mask.sum() for o in w.ops if o.name.endswith("qk_frac")) * b * b * 2 * 16
     assert r.cycles > 0 and r_dense.cycles > 0
 
 

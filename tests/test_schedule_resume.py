@@ -155,3 +155,18 @@ def test_bad_data_and_models(tmp_path):
     _run(lm, 0.5, img, tmp_path / "d", dict(rounds_max=1, round_recovery_epochs=0))
     with pytest.raises(SparsaError, match="different configuration"):
         _run(lm, 0.4, img, tmp_path / "d", dict(rounds_max=1, round_recovery_epochs=0))
+
+
+def test_cli_tolerance_errors(monkeypatch, capsys):
+    import sys
+
+    from sparsa.cli import main
+
+    for argv, msg in ((["tiny-vit", "--tolerance", "1.5", "--data", "digits"], "out of range"),
+                      (["tiny-vit", "--tolerance", "0.02"], "needs --data"),
+                      (["minilm", "--tolerance", "0.02", "--data", "digits"], "cannot be evaluated on image data")):
+        monkeypatch.setattr(sys, "argv", ["sparsa", "prune", *argv, "--out", "/nonexistent-dir/x"])
+        with pytest.raises(SystemExit) as e:
+            main()
+        assert e.value.code == 2
+        assert msg in capsys.readouterr().err

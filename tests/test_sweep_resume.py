@@ -161,3 +161,30 @@ def test_grid_errors_name_the_line(tmp_path):
     _, g = _files(tmp_path, "params:\n  a.b: [1]\nobjectives:\n  - {metric: x, goal: up}\n")
     with pytest.raises(SparsaError, match=r"grid.yaml:4: objectives\[0\].goal"):
         load_grid(g)
+
+
+def test_random_and_optuna_searches_store_and_resume(tmp_path):
+    grid = """\
+mode: {mode}
+params:
+  hardware.params.array.rows: [4, 8, 16, 32]
+  hardware.params.dram.bandwidth_bytes_per_cycle: {{low: 2, high: 64, log: true, int: true}}
+samples: 6
+seed: 3
+objectives:
+  - {{metric: hardware.compressed.latency_s, goal: min}}
+  - {{metric: hardware.compressed.energy_pj, goal: min}}
+"""
+    for mode in ("random", "optuna"):
+        recipe, g = _files(tmp_path, grid.format(mode=mode))
+        out = tmp_path / mode
+        first = run_sweep(load_recipe(recipe), load_grid(g), out, workers=0, report=False)
+        rows = _valid_rows(out / "store.jsonl")
+        keys = [r["key"] for r in rows]
+        assert first.errors == 0 and len(keys) == len(set(keys)) == first.ran <= 6
+        for r in rows:
+            bw = r["overrides"]["hardware.params.dram.bandwidth_bytes_per_cycle"]
+            assert isinstance(bw, int) and 2 <= bw <= 64
+        again = run_sweep(load_recipe(recipe), load_grid(g), out, workers=0, report=False)
+        assert again.ran == 0 and len(_valid_rows(out / "store.jsonl")) == len(rows)  # resumed: nothing redone
+        assert first.pareto and {r["key"] for r in first.pareto} <= set(keys)

@@ -77,6 +77,7 @@ def _summary(results: dict, out: Path) -> dict:
     if hw.get("compressed", {}).get("cycles") is not None:
         s["sim_cycles"] = hw["compressed"]["cycles"]
     s["wall_s"] = round(results["timing"]["total_s"], 2)
+    s["cpu_s"] = round(results["timing"].get("total_cpu_s", 0.0), 2)
     return s
 
 

@@ -75,14 +75,33 @@ def run_recipe(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
+    t_start, t_cpu0 = time.perf_counter(), time.process_time()
     results: dict[str, Any] = {
         "provenance": _provenance(loaded, out),
         "recipe": {"name": recipe.name, "digest": recipe.digest(), "source": loaded.source,
                    "overrides": loaded.overrides, "description": recipe.description, "content": recipe.canonical()},
         "timing": {},
     }
-    state = PipelineState(recipe=loaded, out_dir=out, threads=threads, quiet=quiet)
+    import tempfile
+
+    scratch = tempfile.TemporaryDirectory(prefix="sparsa-run-") if out is None else None
+    state = PipelineState(recipe=loaded, out_dir=out, threads=threads, quiet=quiet,
+                          scratch=Path(scratch.name) if scratch else None)
+    try:
+        return _run(loaded, state, results, out, html, quiet, console, t_start, t_cpu0)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _run(loaded, state, results, out, html, quiet, console, t_start, t_cpu0):
+    from sparsa.pipeline import hardware
+    from sparsa.pipeline.progress import Steps
+
+    recipe = loaded.recipe
+    if recipe.model is not None:
+        from sparsa.pipeline import measure
+        from sparsa.pipeline.stages import RUNNERS
     labels = recipe.stage_labels()
     plan = (["load model"] if recipe.model else []) + [f"stage {lb}" for lb in labels]
     ev = recipe.evaluation
@@ -152,6 +171,8 @@ def run_recipe(
                 results["model"]["saved"] = str(out / "model")
 
         results["timing"]["total_s"] = time.perf_counter() - t_start
+        results["timing"]["total_cpu_s"] = time.process_time() - t_cpu0
+        results["timing"]["steps"] = dict(steps.timings)
         if out is not None:
             from sparsa.io import atomic_write_json
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +196,7 @@ def _ort_latency(state: PipelineState, inputs: dict, spec) -> dict:
 
 
 def _export_fp32(state: PipelineState, inputs: dict) -> Path:
-    d = state.out_dir or Path(tempfile.mkdtemp(prefix="sparsa-onnx-"))
+    d = state.workdir()
     path = Path(d) / "model_fp32.onnx"
     names = list(inputs)
     wrapped = _Positional(state.loaded.model, names)

@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 
 class _Timer:
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # wall seconds
+    cpu: float = 0.0  # CPU seconds of this process (all threads): the figure a busy host does not inflate
 
 
 class Steps:
@@ -20,6 +21,7 @@ class Steps:
         self.console = console or Console(stderr=True)
         self._progress = None
         self._task = None
+        self.timings: dict[str, dict[str, float]] = {}
 
     def __enter__(self):
         if not self.quiet:
@@ -39,11 +41,13 @@ class Steps:
         t = _Timer()
         if self._progress is not None:
             self._progress.update(self._task, description=name)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield t
         finally:
             t.elapsed = time.perf_counter() - t0
+            t.cpu = time.process_time() - c0
+            self.timings[name] = {"wall_s": round(t.elapsed, 3), "cpu_s": round(t.cpu, 3)}
         if self._progress is not None:
-            self._progress.console.print(f"  [green]✓[/] {name} [dim]({t.elapsed:.1f} s)[/]")
+            self._progress.console.print(f"  [green]✓[/] {name} [dim]({t.elapsed:.1f} s, cpu {t.cpu:.1f} s)[/]")
             self._progress.advance(self._task)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from sparsa.errors import SparsaError
 from sparsa.pipeline.state import PipelineState, require
 from sparsa.recipe import AttentionStage, DecomposeStage, PruneStage, QuantizeStage, TolerancePruneStage
 
@@ -41,11 +40,8 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
 def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
     schedule = require("sparsa.prune.schedule", "the tolerance-prune stage")
     models = require("sparsa.models", "the tolerance-prune stage")
-    import tempfile
-    from pathlib import Path
-
     data = state.recipe.resolve_path(st.data or state.recipe.recipe.data.train or state.default_data())
-    work = (state.out_dir / "tolerance_prune") if state.out_dir else Path(tempfile.mkdtemp(prefix="sparsa-tol-"))
+    work = state.workdir() / "tolerance_prune"
     opts = dict(granularity=st.granularity, kinds=tuple(st.kinds), scope=st.scope, rounds_max=st.max_rounds,
                 budget_s=st.budget_s, round_recovery_epochs=st.round_recovery_epochs,
                 trial_recovery_steps=st.trial_recovery_steps, rollback=st.rollback, seed=st.seed)
@@ -88,10 +84,9 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
     state.quant = record
     if st.onnx:
         export = require("sparsa.quant.export", "onnx: true", "export_onnx")
-        import tempfile
         from pathlib import Path
 
-        d = state.out_dir or Path(tempfile.mkdtemp(prefix="sparsa-int8-"))
+        d = state.workdir()
         kw = {"fuse": True} if st.onnx_fuse else {}
         import warnings
 

@@ -43,7 +43,15 @@ class PipelineState:
     onnx_path: Path | None = None  # integer ONNX model for ORT, when a stage exported one
     quant: dict | None = None  # what the quantize stage did (bits, scheme, size accounting)
     size_bytes: int | None = None  # real storage size when a stage knows it better than fp32 bytes
+    scratch: Path | None = None  # where artefacts go when there is no out_dir (removed after the run)
     _data: dict = field(default_factory=dict)
+
+    def workdir(self) -> Path:
+        """The run's folder for artefacts (ONNX files, checkpoints): out_dir, else the scratch folder."""
+        d = self.out_dir or self.scratch
+        if d is None:
+            raise SparsaError("internal: the pipeline state has neither an output nor a scratch folder")
+        return Path(d)
 
     # ------------------------------------------------------------ data
 

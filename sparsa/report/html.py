@@ -73,7 +73,8 @@ def render_run(results: dict) -> str:
             ["sparsa", f"{prov.get('sparsa_version')} (git {prov.get('git_commit') or 'n/a'})"],
             ["created (UTC)", prov.get("created_utc")],
             ["host", ", ".join(f"{k} {v}" for k, v in (prov.get("host") or {}).items())],
-            ["wall time", f"{results.get('timing', {}).get('total_s', 0):.1f} s"]]
+            ["wall time", f"{results.get('timing', {}).get('total_s', 0):.1f} s (CPU "
+                          f"{results.get('timing', {}).get('total_cpu_s', 0):.1f} s)"]]
     if rec.get("overrides"):
         meta.insert(2, ["overrides", rec["overrides"]])
     parts.append(table(["", ""], meta))
