@@ -277,7 +277,8 @@ def report(out: dict) -> str:
               f"file {h['merged_file_bytes']:,} B; tensors: " + ", ".join(f"{k} {v:,}" for k, v in h["bytes"].items())]
     lines += ["", f"CPU latency (ms, median of interleaved rounds, {out['threads']} thread(s), load average "
               f"{out['loadavg']}):", "", "| variant | batch 1 | vs original | batch 32 | vs original |", "|---|---|---|---|---|"]
-    l1, l32 = c["latency_ms"][1], c["latency_ms"][32]
+    lat = {int(k): v for k, v in c["latency_ms"].items()}  # JSON keys come back as strings
+    l1, l32 = lat[1], lat[32]
     for k in l1:
         lines.append(f"| {k} | {l1[k]:.3f} | {l1['original'] / l1[k]:.2f}x | {l32[k]:.3f} | {l32['original'] / l32[k]:.2f}x |")
     s = c["sim"]

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sparsa.dse import SweepStore, load_grid, run_sweep
+from sparsa.errors import SparsaError
 from sparsa.recipe import load_recipe
 
 
@@ -38,7 +39,12 @@ def main() -> None:
         for label, kw in runs:
             out = Path(tmp) / label.split()[0]
             t0 = time.perf_counter()
-            s = run_sweep(loaded, grid, out, report=False, **kw)
+            try:
+                s = run_sweep(loaded, grid, out, report=False, **kw)
+            except SparsaError as e:  # e.g. Ray's 30 s raylet start timeout on a saturated host
+                rows.append((label, 0, -1, time.perf_counter() - t0, False))
+                Console(stderr=True).print(f"{label}: {e.message}")
+                continue
             wall = time.perf_counter() - t0
             metrics = {k: r["metrics"] for k, r in SweepStore(out).latest().items()}
             ref = ref or metrics

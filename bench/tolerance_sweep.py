@@ -7,7 +7,7 @@ Seed 001's setting at fixture scale: the seed's rule (ALGORITHMS.md §3.2: unstr
 round-robin per layer, 1 epoch of fine-tuning per round) on the tiny Swin fixture and the digits set
 (check split = calib, reported = test). One-shot baseline: every prunable Linear magnitude-pruned to
 the same overall compression in one step (uniform per-layer sparsity), without and with the same
-fine-tuning budget the adaptive run spent. Prints a markdown table.
+2 epochs of the same fine-tuning. Prints a markdown table (runs resume: see --table).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def run_sweep(args) -> list[dict]:
                             if json.loads(l).get("event") == "round" and (json.loads(l).get("recovery") or {}).get("steps"))
             os_lm, masks, u = one_shot(dense, r["compression"], slots, n_params)
             a_os = accuracy(os_lm, test)
-            finetune(os_lm, train, epochs=max(1, ft_epochs), lr=1e-5, kd="none", masks=masks, progress=False)
+            # the same recovery recipe as the adaptive run (CE, lr 1e-5, masks fixed), 2 epochs
+            finetune(os_lm, train, epochs=2, lr=1e-5, kd="none", masks=masks, progress=False)
             a_os_ft = accuracy(os_lm, test)
             rows.append({"tolerance": tol, "rollback": rollback, "compression": r["compression"],
                          "dense_acc": a_dense, "acc": r["accuracy"], "loss_pts": 100 * (a_dense - r["accuracy"]),
@@ -75,6 +76,8 @@ def run_sweep(args) -> list[dict]:
                          "oneshot_layer_sparsity": u, "rounds": r["rounds"], "trials": r["trials"],
                          "ft_epochs": ft_epochs, "wall_s": wall, "stop": r["stop_reason"]})
             print(json.dumps(rows[-1]), flush=True)
+            with open(Path(args.out) / "rows.jsonl", "a") as f:  # so parallel runs can be tabled together
+                f.write(json.dumps(rows[-1]) + "\n")
     return rows
 
 
@@ -103,7 +106,7 @@ def run_video(args) -> dict:
 
 
 def table(rows) -> str:
-    lines = ["| tolerance | rollback | compression | acc. loss (test, pts) | loss on check split | one-shot loss | one-shot + same FT | rounds | wall s |",
+    lines = ["| tolerance | rollback | compression | acc. loss (test, pts) | loss on check split | one-shot loss | one-shot + 2 FT epochs | rounds | wall s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {100 * r['tolerance']:g}% | {'yes' if r['rollback'] else 'no'} | {100 * r['compression']:.1f}% | "
@@ -122,10 +125,20 @@ def main():
     p.add_argument("--fresh", action="store_true", help="delete earlier run folders (else they resume)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table", action="store_true", help="only print the table of the rows recorded so far")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     print(f"# {platform.machine()} threads={args.threads} load={os.getloadavg()[0]:.1f} torch {torch.__version__}")
+    if args.table:
+        rows = [json.loads(l) for l in (Path(args.out) / "rows.jsonl").read_text().splitlines()]
+        rows = sorted({(r["tolerance"], r["rollback"]): r for r in rows}.values(), key=lambda r: (-r["tolerance"], not r["rollback"]))
+        for r in rows:  # a resumed run's wall time is the sum over its invocations
+            res = Path(args.out) / f"tol{r['tolerance']:g}{'' if r['rollback'] else '-norollback'}" / "result.json"
+            if res.is_file():
+                r["wall_s"] = json.loads(res.read_text())["elapsed_s"]
+        print(table(rows))
+        return
     if args.video:
         r = run_video(args)
         print(f"\n| model | tolerance | compression (params) | dense acc | pruned acc | reloaded acc | MACs | wall s |\n|---|---|---|---|---|---|---|---|\n"

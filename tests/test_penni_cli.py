@@ -20,7 +20,7 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
     src = tmp_path / "cnn"
     from_module(TinyCNN(width=8)).save(src)
     out = tmp_path / "out"
-    r = _sparsa("decompose", str(src), "--out", str(out), "--epochs", "0", "--finetune-epochs", "0",
+    r = _sparsa("decompose", str(src), "--out", str(out), "--epochs", "0", "--finetune-epochs", "0", "--hybrid-epochs", "0",
                 "--hybrid-quant", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)

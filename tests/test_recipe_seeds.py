@@ -9,11 +9,11 @@ import pytest
 from sparsa.recipe import load_recipe
 
 FAST = {
-    "seed000_video_channels": {"evaluation.latency": None, "evaluation.max_samples": 64},
-    "seed001_tolerance_quant": {"evaluation.latency": None, "evaluation.max_samples": 128,
-                                "stages.tolerance-prune.budget_s": 20, "stages.tolerance-prune.round_recovery_epochs": 0,
-                                "stages.tolerance-prune.max_rounds": 2},
-    "seed003_penni": {"evaluation.latency": None, "evaluation.max_samples": 128,
+    "seed000_video_channels": {"evaluation.latency": None, "evaluation.max_samples": 32},
+    "seed001_tolerance_quant": {"evaluation.latency": None, "evaluation.max_samples": 64,
+                                "stages.tolerance-prune.budget_s": 5, "stages.tolerance-prune.round_recovery_epochs": 0,
+                                "stages.tolerance-prune.max_rounds": 1, "stages.quantize.calib_samples": 8},
+    "seed003_penni": {"evaluation.latency": None, "evaluation.max_samples": 64,
                       "stages.decompose.retrain_epochs": 0, "stages.decompose.finetune_epochs": 0},
 }
 
@@ -27,6 +27,7 @@ def _fixture_missing(name: str) -> str | None:
     return None if d.is_dir() and any(d.iterdir()) else f"fixture {name} is not trained yet (make fixtures)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_seed_recipe_runs_end_to_end(name, tmp_path):
     loaded = load_recipe(name, overrides=FAST[name])

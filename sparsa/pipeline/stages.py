@@ -87,7 +87,7 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
         from pathlib import Path
 
         d = state.workdir()
-        kw = {"fuse": True} if st.onnx_fuse else {}
+        kw = {"fuse": bool(st.onnx_fuse)}  # explicit: ORT's BERT fusion needs unpruned head geometry
         import warnings
 
         with attention_removed(state), warnings.catch_warnings():
