@@ -36,8 +36,8 @@ def main() -> None:
         runs.append(("Ray local, 2 CPUs", dict(workers=2, ray_address="local")))
     rows, ref = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        for label, kw in runs:
-            out = Path(tmp) / label.split()[0]
+        for i, (label, kw) in enumerate(runs):
+            out = Path(tmp) / f"run{i}"  # each backend its own store: nothing resumed from another
             t0 = time.perf_counter()
             try:
                 s = run_sweep(loaded, grid, out, report=False, **kw)

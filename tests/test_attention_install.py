@@ -102,3 +102,5 @@ def test_errors():
         evaluate_attention(lm, "hdp-seed", rho_b=-3)
     with pytest.raises(SparsaError, match="family"):
         evaluate_attention(conv, "hdp")
+    with pytest.raises(SparsaError, match="does not apply to hdp"):
+        evaluate_attention(lm, "hdp", rho_b=0.2)

@@ -108,6 +108,11 @@ def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=
     if rho_b is not None and not -1.0 <= rho_b <= 1.0:
         raise SparsaError(f"--rho-b {rho_b} is out of range [-1, 1]",
                           hint="-1 keeps every block, 0 prunes below the row mean, 1 keeps only the row maximum")
+    if rho_b is not None and method == "hdp" and extra.get("threshold") != "rho":
+        raise SparsaError("--rho-b does not apply to hdp: its rule thresholds each row at a gap below the row maximum",
+                          hint="use --sparsity S to calibrate hdp's gap, or --attention hdp-seed / energon for ρ_B")
+    if rho_b is not None and method in ("topk", "topk-element", "spatten", "dense", "int"):
+        raise SparsaError(f"--rho-b does not apply to {method}", hint="use --sparsity for Top-K / SpAtten ratios")
     if tau_h is not None and tau_h < 0:
         raise SparsaError(f"--tau-h {tau_h} must be >= 0", hint="it is a threshold on head importance; omit to keep all heads")
     if sparsity is not None:

@@ -29,6 +29,7 @@ from sparsa.decompose.penni import (
     prune_coefficients,
     retrain,
 )
+from sparsa.decompose.groups import merge_masks, prune_channels
 from sparsa.decompose.shrink import shrink
 from sparsa.errors import SparsaError
 
@@ -96,7 +97,8 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
                           hint="PENNI needs Conv2d/Conv3d layers with kernels larger than 1×1 (or --linear)")
     res["decomposed_accuracy"] = accuracy(model, sets["test"])
     res["retrain"] = retrain(model, sets["train"], epochs=cfg.retrain_epochs, lam=cfg.lam, lr=cfg.lr,
-                             batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log)
+                             batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log,
+                             penalty=cfg.penalty)
     model.eval()
     res["retrained_accuracy"] = accuracy(model, sets["test"])
     s = cfg.s
@@ -105,6 +107,10 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
         s, res["s_search"] = choose_s(model, sets["calib"], target, tolerance)
     res["s"] = s
     masks = prune_coefficients(model, s)
+    if cfg.penalty == "group":  # whole channels: their consumer columns are zeroed and held at zero
+        ch = prune_channels(model, ex, cfg.channel_s)
+        masks = merge_masks(masks, ch["masks"])
+        res["channels_pruned"] = ch["removed"]
     res["pruned_accuracy"] = accuracy(model, sets["test"])
     res["finetune"] = finetune(model, sets["train"], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                                batch_size=cfg.batch_size, masks=masks, seed=cfg.seed + 1, log=log)
@@ -129,7 +135,7 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
         work.model = hyb
         work.adapter = type(work.adapter)(hyb, work.adapter.config)
     stage = {k: res[k] for k in ("config", "tolerance", "s", "coefficient_sparsity") if k in res}
-    stage.update(name="penni", decomposed=rec.decomposed, folded_bn=res.get("folded_bn", []),
+    stage.update(name="penni", decomposed=rec.decomposed, channels_pruned=res.get("channels_pruned"), folded_bn=res.get("folded_bn", []),
                  skipped={l.name: l.note for l in rec.layers if l.status != "decomposed"},
                  shrink=res.get("shrink"), merged=merge, hybrid=hybrid)
     work.record.setdefault("stages", []).append(stage)

@@ -240,17 +240,34 @@ def coefficient_sparsity(model: nn.Module) -> dict:
 
 
 def retrain(model: nn.Module, train, *, epochs: int = 20, lam: float = 1e-4, lr: float = 0.01,
-            batch_size: int = 64, alternate: bool = True, seed: int = 0, log=None) -> list[dict]:
+            batch_size: int = 64, alternate: bool = True, seed: int = 0, log=None, penalty: str = "l1") -> list[dict]:
     """Task loss + λ·Σ|C| (§5.2), SGD (momentum 0.9, Nesterov, weight decay 1e-4), lr ×0.1 at 50% and 75%.
 
     alternate: ref's schedule: epoch 0 trains the coefficients (basis frozen), then the roles swap at the
     start of every epoch e with (e+1) mod 2 = 0 (epochs 1-2 basis, 3-4 coefficients, ...). The other
     parameters (BatchNorm, classifier, 1×1 convs) always train.
+
+    penalty: "l1" (the seed's λ·Σ|C|) or "group" (λ·group lasso on per-channel coefficient slices + L1
+    on BatchNorm γ, `sparsa.decompose.groups.group_penalty`: whole channels die, see docs/penni.md).
     """
     if lam < 0:
         raise SparsaError(f"lam={lam} must be non-negative", hint="the reference uses 1e-4")
+    pen = _penalty_fn(penalty)
     return _train(model, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, lam=lam,
-                  phase=_alternating_phase if alternate else None, masks={}, log=log)
+                  phase=_alternating_phase if alternate else None, masks={}, log=log, penalty=pen)
+
+
+PENALTIES = ("l1", "group")
+
+
+def _penalty_fn(penalty: str):
+    if penalty == "l1":
+        return l1_penalty
+    if penalty == "group":
+        from sparsa.decompose.groups import group_penalty
+
+        return group_penalty
+    raise SparsaError(f"unknown sparsity penalty {penalty!r}", hint=f"use one of {', '.join(PENALTIES)}")
 
 
 def finetune(model: nn.Module, train, *, epochs: int = 10, lr: float = 0.01, batch_size: int = 64,
@@ -264,7 +281,7 @@ def _alternating_phase(epoch: int) -> str:
     return "coefs" if ((epoch + 1) // 2) % 2 == 0 else "basis"
 
 
-def _train(model, train, *, epochs, lr, batch_size, seed, lam, phase, masks, log) -> list[dict]:
+def _train(model, train, *, epochs, lr, batch_size, seed, lam, phase, masks, log, penalty=l1_penalty) -> list[dict]:
     x, y = _xy(train)
     if epochs < 0 or batch_size < 1:
         raise SparsaError(f"epochs={epochs} and batch_size={batch_size} must be non-negative / positive",
@@ -293,7 +310,7 @@ def _train(model, train, *, epochs, lr, batch_size, seed, lam, phase, masks, log
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(logits_of(model, x[idx]), y[idx])
                 if lam > 0:
-                    loss = loss + lam * l1_penalty(model)
+                    loss = loss + lam * penalty(model)
                 loss.backward()
                 for name, keep in masks.items():
                     if params[name].grad is not None:
@@ -367,9 +384,13 @@ class PenniConfig:
     shrink: str = "safe"  # "safe" | "ref" (§5.4)
     hybrid_epochs: int = 0  # fine-tuning epochs that see the 8-bit/ternary values (before hybridize)
     fold_bn: bool = False  # fold BatchNorm into the convs first, so the L1 penalty can kill channels
+    penalty: str = "l1"  # "l1": the seed's rule; "group": group lasso + channel pruning (docs/penni.md)
+    channel_s: float = 0.5  # penalty="group": drop channels scoring below channel_s × their group's mean
     seed: int = 0
 
     def __post_init__(self):
+        if self.penalty not in PENALTIES:
+            raise SparsaError(f"penalty={self.penalty!r} is not a sparsity penalty", hint="use 'l1' or 'group'")
         if self.shrink not in ("safe", "ref", "none"):
             raise SparsaError(f"shrink={self.shrink!r} is not a shrink mode", hint="use 'safe', 'ref' or 'none'")
 
@@ -388,8 +409,15 @@ def penni(model: nn.Module, train, example_input: Tensor | dict, config: PenniCo
                           hint="PENNI needs Conv2d/Conv3d layers with kernels larger than 1×1 (or --linear)")
     out = {"config": asdict(cfg), "decompose": rec.to_dict(), "folded_bn": folded}
     out["retrain"] = retrain(model, train, epochs=cfg.retrain_epochs, lam=cfg.lam, lr=cfg.lr,
-                             batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log)
+                             batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log,
+                             penalty=cfg.penalty)
     masks = prune_coefficients(model, cfg.s)
+    if cfg.penalty == "group":
+        from sparsa.decompose.groups import merge_masks, prune_channels
+
+        ch = prune_channels(model, example_input, cfg.channel_s)
+        masks = merge_masks(masks, ch["masks"])
+        out["channels_pruned"] = ch["removed"]
     out["pruned"] = {k: v for k, v in coefficient_sparsity(model).items() if k != "per_layer"}
     out["finetune"] = finetune(model, train, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                                batch_size=cfg.batch_size, masks=masks, seed=cfg.seed + 1, log=log)
