@@ -74,6 +74,7 @@ def main():
         d = distill(pruned, dense, train, steps=args.steps, eval_every=args.eval_every, evaluate=cos, kd="hidden",
                     lr=args.lr, batch_size=args.batch, max_length=args.max_length, progress=False)
         row["distill_s"] = time.perf_counter() - t0
+        row["distill_cpu_s"] = d["seconds"]
         row["curve"] = d["curve"]
         row["final"] = d["curve"][-1][1]
         print(f"[{frac}] curve {[(s, round(c, 4)) for s, c in d['curve']]} ({row['distill_s']:.0f}s)", flush=True)
@@ -88,7 +89,8 @@ def main():
     print("\nrecovery curve (cosine vs KD steps; step 0 = after the refit):")
     for r in results:
         print(f"- {100 * r['fraction']:.0f}%: " + ", ".join(f"{s}: {c:.4f}" for s, c in r["curve"]))
-    print(f"\ntotal wall {time.perf_counter() - t_all:.0f} s, load average now {os.getloadavg()[0]:.1f}")
+    print(f"\ntotal wall {time.perf_counter() - t_all:.0f} s, process CPU {time.process_time():.0f} s, "
+          f"load average now {os.getloadavg()[0]:.1f}")
     if args.json:
         from sparsa.io import atomic_write_json
 

@@ -35,6 +35,9 @@ from sparsa.decompose.escalate import hybrid_finetune, hybridize, storage_bytes 
 from sparsa.decompose.flow import load_splits, run_penni  # noqa: E402
 from sparsa.decompose.layers import PenniConv  # noqa: E402
 
+GROUP_LAM = 5e-3  # bench defaults of the group variant (chosen on the calibration-free sweep in BENCHMARKS.md)
+CHANNEL_S = 0.5
+
 
 def interleaved_latency(variants: dict, x: torch.Tensor, rounds: int = 15, per_round: int = 5) -> dict:
     """Median ms per call for each variant, timed in interleaved rounds (fair under a noisy neighbour)."""
@@ -209,6 +212,83 @@ def run_cnn(args) -> dict:
             "seconds": res["seconds"], "retrain": res["retrain"], "finetune": res["finetune"]}
 
 
+def run_group(args) -> dict:
+    """The structured variant (penalty="group", docs/penni.md): group lasso on per-channel coefficient
+    slices + L1 on BatchNorm γ, whole channels pruned (consumer columns held at zero through the
+    fine-tuning), shrunk, folded back into narrower dense convolutions. Latency with
+    sparsa.metrics.measure_latency_pair (original and compressed alternately, same process)."""
+    from sparsa.metrics import measure_latency
+    from sparsa.metrics.latency import measure_latency_pair
+    from sparsa.models import load
+
+    lm = load(args.model)
+    sets = load_splits(lm, None, 0)
+    cfg = PenniConfig(basis=args.basis, retrain_epochs=args.epochs, lam=args.group_lam,
+                      finetune_epochs=args.finetune_epochs, shrink="safe", seed=0, s=args.s, penalty="group",
+                      channel_s=args.channel_s)
+    log = (lambda r: print(f"  [group] epoch {r['epoch']} {r.get('phase', '')} loss {r['loss']:.4f} ({r['seconds']:.1f}s)",
+                           flush=True)) if args.verbose else None
+    work, res = run_penni(lm, cfg, sets, log=log)
+    ex = lm.example_inputs(batch=2)
+    orig, m = lm.model.eval(), work.model.eval()
+    merged = copy.deepcopy(m)
+    merge_to_dense(merged)
+    merged.eval()
+    penni_m = copy.deepcopy(m)
+    set_impl(penni_m, "penni")
+    o = total_macs(orig, ex)["dense"]
+    macs = total_macs(m, ex)
+    bo = best_order(m, ex)
+    acc = {"original": accuracy(orig, sets["test"]), "shrunk": accuracy(m, sets["test"]),
+           "merged": accuracy(merged, sets["test"])}
+    lat = {}
+    for b in (1, 32):
+        x = sets["test"].x[:b]
+        a, d = measure_latency_pair(lambda: orig(x), lambda: merged(x), warmup=5, runs=args.latency_runs,
+                                    threads=args.threads)
+        p = measure_latency(lambda: penni_m(x), warmup=3, runs=max(5, args.latency_runs // 3), threads=args.threads)
+        o2 = measure_latency(lambda: orig(x), warmup=3, runs=max(5, args.latency_runs // 3), threads=args.threads)
+        lat[b] = {"original_ms": a["median_ms"], "merged_ms": d["median_ms"],
+                  "speedup_paired": a.get("paired_ratio_median", a["median_ms"] / d["median_ms"]),
+                  "penni_order_ms": p["median_ms"], "original_ms_2": o2["median_ms"],
+                  "penni_order_speedup": o2["median_ms"] / p["median_ms"]}
+    widths = {n: [int(v.in_channels), int(v.out_channels)] for n, v in merged.named_modules()
+              if isinstance(v, (torch.nn.Conv2d, torch.nn.Conv3d))}
+    return {"config": res["config"], "s": res["s"], "channels_pruned": res.get("channels_pruned"),
+            "shrink": res.get("shrink"), "widths": widths, "accuracy": acc,
+            "accuracy_steps": {k: res[k] for k in ("decomposed_accuracy", "retrained_accuracy", "pruned_accuracy")},
+            "coefficient_sparsity": res["coefficient_sparsity"], "original_macs": o,
+            "macs": {"penni": macs["penni"], "escalate": macs["escalate"], "dense": macs["dense"], "best": bo["macs"]},
+            "params": {"original": sum(q.numel() for q in orig.parameters()),
+                       "merged": sum(q.numel() for q in merged.parameters())},
+            "latency": lat, "seconds": res["seconds"]}
+
+
+def report_group(out: dict) -> str:
+    g = out["group"]
+    a, o, mc = g["accuracy"], g["original_macs"], g["macs"]
+    c = g["config"]
+    lines = [f"Structured variant, `penalty=\"group\"` (d={c['basis']}, group λ={c['lam']}, {c['retrain_epochs']} retraining "
+             f"epochs, coefficient s={g['s']}, channel_s={c['channel_s']}, {c['finetune_epochs']} fine-tuning epochs): "
+             f"channels removed per group {g['channels_pruned']}; conv widths after shrinking (in, out) {g['widths']}",
+             "", "| model | test acc | Δ acc (pt) | params | MACs | MAC reduction |", "|---|---|---|---|---|---|",
+             f"| original | {a['original']:.2%} | - | {g['params']['original']:,} | {o:,} | - |"]
+    for label, key in (("PENNI order (sparse C)", "penni"), ("best order per layer", "best"),
+                       ("shrunk, folded dense", "dense")):
+        acc = a["merged"] if key == "dense" else a["shrunk"]
+        params = f"{g['params']['merged']:,}" if key == "dense" else "-"
+        lines.append(f"| group, {label} | {acc:.2%} | {100 * (acc - a['original']):+.2f} | {params} | {mc[key]:,} | "
+                     f"{1 - mc[key] / o:.1%} |")
+    lines += ["", f"CPU latency, group variant (ms, `measure_latency_pair`: original and shrunk-folded-dense "
+              f"alternately, {out['group_args']['latency_runs']} pairs, median of per-pair ratios; {out['threads']} thread(s); "
+              f"load average {out['loadavg']}):", "",
+              "| batch | original | shrunk, folded dense | speedup | PENNI order (separate run) | speedup |", "|---|---|---|---|---|---|"]
+    for b, r in sorted(((int(k), v) for k, v in g["latency"].items())):
+        lines.append(f"| {b} | {r['original_ms']:.3f} | {r['merged_ms']:.3f} | {r['speedup_paired']:.2f}x | "
+                     f"{r['penni_order_ms']:.3f} | {r['penni_order_speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
 def lm_path(name):
     from sparsa.models.store import resolve
 
@@ -321,6 +401,11 @@ def main() -> None:
     p.add_argument("--video-epochs", type=int, default=2)
     p.add_argument("--video-basis", type=int, default=16, help="d for the 2x8x8 (128-tap) patch-embedding kernels")
     p.add_argument("--video-n", type=int, default=0, help="clips per split (0: all)")
+    p.add_argument("--variants", default="l1,group",
+                   help="l1: the seed's rule (L1 on coefficients); group: group lasso + channel pruning")
+    p.add_argument("--group-lam", type=float, default=GROUP_LAM, help="λ of the group penalty")
+    p.add_argument("--channel-s", type=float, default=CHANNEL_S, help="group variant: channel threshold scale")
+    p.add_argument("--latency-runs", type=int, default=60, help="pairs timed by measure_latency_pair")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)  # training on 2 shared cores: a second thread mostly spins
@@ -328,15 +413,22 @@ def main() -> None:
     if args.video_only:  # keep the CNN figures of the last full run
         prev = json.loads((ROOT / "bench" / "_work" / "penni.json").read_text())
         out["cnn"] = prev["cnn"]
-    else:
+    elif "l1" in args.variants.split(","):
         out["cnn"] = run_cnn(args)
+    if "group" in args.variants.split(","):
+        out["group"] = run_group(args)
+        out["group_args"] = {"latency_runs": args.latency_runs}
     if not args.skip_video:
         out["video"] = run_video(args)
     out["threads"] = args.threads
     out["loadavg"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     (ROOT / "bench" / "_work").mkdir(exist_ok=True)
     (ROOT / "bench" / "_work" / "penni.json").write_text(json.dumps(out, indent=1, default=str))
-    print(report(out))
+    if "cnn" in out:
+        print(report(out))
+    if "group" in out:
+        print()
+        print(report_group(out))
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def _cos(a, b):
     return float(np.mean((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
-def ort_section(runs=40, keep_float=2, work=None):
+def ort_section(runs=40, keep_float=2, work=None, fixed_keep=None, fixed_clip=None):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -166,7 +166,7 @@ def ort_section(runs=40, keep_float=2, work=None):
     # ORT baselines (each quantize_dynamic on its own copy of the source file, TOOLCHAIN.md)
     feed = lm.example_inputs(batch=1, seq_len=128)
     fp32_path = work / "fp32.onnx"
-    _export_fp32(lm.model, feed, fp32_path)
+    _export_fp32(lm.clone().model, feed, fp32_path)  # a copy: tracing must not touch the reference model
     models = {"ORT FP32": fp32_path}
     for label, pc in (("ORT quantize_dynamic per-tensor", False), ("ORT quantize_dynamic per-channel", True)):
         src = work / f"src_{int(pc)}.onnx"
@@ -179,10 +179,10 @@ def ort_section(runs=40, keep_float=2, work=None):
     # sparsa: 8-bit sym weights per channel, dynamic u8 activations (exactly what ORT's integer path computes)
     base = dict(bits=8, scheme="sym", per_channel=True, activations="dynamic", act_scheme="asym")
     best = None
-    for clip in ("max", "search"):  # choose the clipping on calibration sentences
+    for clip in ((fixed_clip,) if fixed_clip else ("max", "search")):  # choose the clipping on calibration sentences
         q = lm.clone()
         quantize_(q, QuantConfig(clip=clip, **base))
-        c = fidelity(q, lm, calib_texts, tok, batch_size=1)["cosine_mean"]  # batch 1: per-call ranges
+        c = 0.0 if fixed_clip else fidelity(q, lm, calib_texts, tok, batch_size=1)["cosine_mean"]  # batch 1
         log(f"sparsa int8 clip={clip}: calib cosine {c:.5f}")
         if best is None or c > best[1]:
             best = (clip, c, q)
@@ -191,7 +191,7 @@ def ort_section(runs=40, keep_float=2, work=None):
     models[f"sparsa INT8 (sym-{clip} weights, fused)"] = p_all
     ffn = [n for n in [f"encoder.layer.{i}.{k}" for i in range(lm.config.num_hidden_layers)
                        for k in ("intermediate.dense", "output.dense")]]
-    sens = layer_sensitivity(q_all, lm, calib_texts, ffn)
+    sens = [{"layer": k, "gain": "given"} for k in fixed_keep] if fixed_keep else layer_sensitivity(q_all, lm, calib_texts, ffn)
     keep = [d["layer"] for d in sens[:keep_float]]
     log(f"most sensitive (calibration): {sens[:4]}")
     q_mix = lm.clone()
@@ -282,13 +282,17 @@ def main():
     ap.add_argument("--section", choices=["all", "table2", "ort", "prune"], default="all")
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--work", default=None, help="folder for the ONNX files (default: a temporary one)")
+    ap.add_argument("--keep-float", nargs="*", default=None,
+                    help="layers kept float in the mixed model (default: the 2 most sensitive on calibration texts)")
+    ap.add_argument("--clip", default=None, help="weight clipping for the sparsa model (default: chosen on calibration)")
     args = ap.parse_args()
     if args.section in ("all", "table2"):
         rows = table2_minilm() + table2_swin()
         print("\n### Seed-001 Table 2 on our models (weights per channel, activations static per tensor)\n")
         print(md_table(["model", "method", "bytes", "size (of FP32)", "quality", "seed Swin-T (Table 2)"], rows))
     if args.section in ("all", "ort"):
-        rows, load_avg, info = ort_section(runs=args.runs, work=args.work)
+        rows, load_avg, info = ort_section(runs=args.runs, work=args.work, fixed_keep=args.keep_float,
+                                           fixed_clip=args.clip)
         print("\n### MiniLM on ONNX Runtime: batch 1, seq 128, 2 threads (one process, interleaved runs)\n")
         print(md_table(["model", "median ms", "p10–p90 ms", "speed-up vs PyTorch FP32", "cosine vs FP32", "file"], rows))
         print(f"\nsparsa choices (on calibration sentences): {info}\nload average during the run: {load_avg}")

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sim_vs_scalesim.py            # full set (SCALE-Sim results cached)
     .venv/bin/python bench/sim_vs_scalesim.py --quick    # a few GEMMs only
+    .venv/bin/python bench/sim_vs_scalesim.py --full     # + two memory-limited GEMMs SCALE-Sim needs ~1 h for
 
 SCALE-Sim runs in its own environment `.venv-scalesim` (scalesim 3.0.0 crashes with numpy >= 2.4);
 this script creates it when missing (`make bench-deps` does the same). Its results are cached in
@@ -107,15 +108,18 @@ BIG_SRAM = [256, 256, 128]
 MEM = [
     ("minilm.qkv", 64, 384, 384, 32, "os", [8, 8, 8], 4),
     ("minilm.qkv", 64, 384, 384, 32, "ws", [8, 8, 8], 4),
-    ("minilm.ffn1", 64, 384, 1536, 32, "os", [16, 16, 16], 8),
     ("bert.qkv", 64, 768, 768, 32, "os", [16, 16, 16], 8),
-    ("bert.qkv", 64, 768, 768, 32, "ws", [16, 16, 16], 8),
     ("mid", 64, 100, 64, 8, "os", [1, 1, 1], 2),
     ("mid", 64, 100, 64, 8, "ws", [1, 1, 1], 2),
 ]
+# SCALE-Sim needs ~15 and ~60 min of wall time for these on a loaded 2-core machine: only with --full
+MEM_SLOW = [
+    ("minilm.ffn1", 64, 384, 1536, 32, "os", [16, 16, 16], 8),
+    ("bert.qkv", 64, 768, 768, 32, "ws", [16, 16, 16], 8),
+]
 
 
-def build_jobs(quick: bool) -> tuple[list, list]:
+def build_jobs(quick: bool, full: bool = False) -> tuple[list, list]:
     dense = []
     shapes = BERT_BASE + MINILM + MORE
     arrays = DENSE_ARRAYS
@@ -126,17 +130,18 @@ def build_jobs(quick: bool) -> tuple[list, list]:
             dense.append((name, {"M": m, "K": k, "N": n, "rows": size, "cols": size, "dataflow": df,
                                  "sram_kb": BIG_SRAM, "bandwidth": None}))
     mem = [(name, {"M": m, "K": k, "N": n, "rows": a, "cols": a, "dataflow": df, "sram_kb": kb, "bandwidth": bw})
-           for name, m, k, n, a, df, kb, bw in (MEM[-2:] if quick else MEM)]
+           for name, m, k, n, a, df, kb, bw in (MEM[-2:] if quick else MEM + MEM_SLOW if full else MEM)]
     return dense, mem
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="3 shapes on 32x32 and the two 8x8 memory cases (~2 min)")
+    ap.add_argument("--full", action="store_true", help="add the two slowest memory-limited GEMMs (SCALE-Sim: ~1 h)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--cached-only", action="store_true", help="skip GEMMs SCALE-Sim has not run yet (no new runs)")
     args = ap.parse_args()
-    dense, mem = build_jobs(args.quick)
+    dense, mem = build_jobs(args.quick, args.full)
     if args.cached_only:
         cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
         missing = [j for _, j in dense + mem if _key(j) not in cache]

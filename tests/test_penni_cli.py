@@ -20,22 +20,28 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
     src = tmp_path / "cnn"
     from_module(TinyCNN(width=8)).save(src)
     out = tmp_path / "out"
-    r = _sparsa("decompose", str(src), "--out", str(out), "--epochs", "0", "--finetune-epochs", "0", "--hybrid-epochs", "0",
-                "--hybrid-quant", "--json")
+    # one cheap run (32 examples per split, one epoch) through every stage: group penalty, channel pruning,
+    # shrink, hybrid quantization, save
+    r = _sparsa("decompose", str(src), "--out", str(out), "--epochs", "1", "--finetune-epochs", "0", "--hybrid-epochs", "0",
+                "--limit", "32", "--penalty", "group", "--channel-fraction", "0.25", "--hybrid-quant", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["decomposed"] == ["conv1", "conv2", "conv3", "conv4", "branch_b"]
     assert "1×1" in res["skipped"]["branch_a"]
     assert res["macs_penni"] < res["macs_original"] and 0 < res["coefficient_sparsity"] < 1
     assert res["file_bytes"] < res["bytes_original"]
+    assert res["penalty"] == "group" and res["channels_pruned"]["conv2"] == [2, 8]
     back = load(out)
     assert isinstance(back.model.conv2, EscalateConv)
+    assert res["shrink"]["conv3"][1][0] == 6 and back.model.conv3.in_channels == 6 == back.model.conv2.out_channels
     assert back.record["stages"][-1]["name"] == "penni"
     x = torch.randn(1, 3, 32, 32)
     assert back.model(x).shape == (1, 10)
 
-    bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--basis", "12", "--epochs", "0")
+    bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--basis", "12", "--epochs", "0", "--limit", "8")
     assert bad.returncode == 2
     assert "larger than its kernel volume 9" in bad.stderr and "Traceback" not in bad.stderr
     bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--method", "tucker")
     assert bad.returncode == 2 and "unknown decomposition method" in bad.stderr
+    bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--penalty", "l0")
+    assert bad.returncode == 2 and "sparsity penalty" in bad.stderr

@@ -25,9 +25,13 @@ def decompose(
     epochs: int = typer.Option(20, "--epochs", help="retraining epochs with the L1 coefficient penalty"),
     finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="fine-tuning epochs after pruning"),
     lam: float = typer.Option(1e-4, "--lam", help="L1 weight λ on the coefficients"),
-    s: float = typer.Option(1.0, "--s", help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance)"),
+    s: Optional[float] = typer.Option(None, "--s", help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance); default 1.0 (ref) with --penalty l1, 0 (no coefficient pruning) with --penalty group"),
     shrink_mode: str = typer.Option("safe", "--shrink", help="safe (function-preserving) | ref | none"),
     fold_bn: bool = typer.Option(False, "--fold-bn", help="fold BatchNorm into the convs before decomposing (lets the L1 penalty kill whole channels)"),
+    penalty: str = typer.Option("l1", "--penalty", help="l1: the seed's rule (L1 on coefficients) | group: group lasso on per-channel coefficient slices + BatchNorm γ, whole channels pruned (CPU speed; docs/penni.md)"),
+    channel_s: float = typer.Option(0.5, "--channel-s", help="with --penalty group: drop channels scoring below this × their group's mean"),
+    channel_fraction: Optional[float] = typer.Option(None, "--channel-fraction", help="with --penalty group: instead drop this fraction of every channel group (lowest scores)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N examples of each split (quick runs)"),
     linear: bool = typer.Option(False, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
     seed: int = typer.Option(0, "--seed"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -47,10 +51,17 @@ def decompose(
     torch.set_num_threads(1)  # training on shared cores: a second thread mostly spins
     con = status_console(json_)
     lm = load(model)
-    sets = load_splits(lm, data, seed)
+    if s is None:  # the group penalty leaves the coefficients dense: the std rule would cut at random
+        s = 0.0 if penalty == "group" else 1.0
     cfg = PenniConfig(basis=basis, linear=linear, fold_bn=fold_bn, retrain_epochs=epochs, lam=lam, s=s,
                       finetune_epochs=finetune_epochs, shrink=shrink_mode, seed=seed,
-                      hybrid_epochs=hybrid_epochs if hybrid_quant else 0)
+                      hybrid_epochs=hybrid_epochs if hybrid_quant else 0, penalty=penalty, channel_s=channel_s,
+                      channel_fraction=channel_fraction)
+    if limit is not None and limit < 1:
+        raise SparsaError(f"--limit {limit} must be a positive number of examples", hint="e.g. --limit 64")
+    sets = load_splits(lm, data, seed)
+    if limit:
+        sets = {k: v.subset(limit) for k, v in sets.items()}
     con.print(f"PENNI on {model}: {epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")
     work, res = run_penni(lm, cfg, sets, tolerance=tolerance, merge=merge, hybrid=hybrid_quant,
                           log=lambda row: con.print(f"  epoch {row['epoch']} {row.get('phase', '')} loss {row['loss']:.4f}"))
@@ -67,6 +78,7 @@ def decompose(
         "macs_dense_shrunk": res["penni"]["macs"]["dense"],
         "mac_reduction": 1 - res["penni"]["macs"]["penni"] / max(1, o["macs"]["dense"]),
         "shrink": res.get("shrink", {}).get("channels", {}),
+        "penalty": penalty, "channels_pruned": res.get("channels_pruned"),
         "seconds": res["seconds"],
     }
     if hybrid_quant:

@@ -108,7 +108,7 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
     res["s"] = s
     masks = prune_coefficients(model, s)
     if cfg.penalty == "group":  # whole channels: their consumer columns are zeroed and held at zero
-        ch = prune_channels(model, ex, cfg.channel_s)
+        ch = prune_channels(model, ex, cfg.channel_s, cfg.channel_fraction)
         masks = merge_masks(masks, ch["masks"])
         res["channels_pruned"] = ch["removed"]
     res["pruned_accuracy"] = accuracy(model, sets["test"])

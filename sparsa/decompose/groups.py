@@ -97,17 +97,24 @@ def channel_scores(model: nn.Module, example_input) -> list[tuple[object, Tensor
 
 
 @torch.no_grad()
-def prune_channels(model: nn.Module, example_input, s: float = 0.5) -> dict:
-    """Zero every consumer column of each channel whose score is below s × its group's mean score
-    (at least one channel per group survives). Returns {"masks": {param name: keep mask},
+def prune_channels(model: nn.Module, example_input, s: float = 0.5, fraction: float | None = None) -> dict:
+    """Zero every consumer column of each channel whose score is below s × its group's mean score, or,
+    with `fraction`, of the lowest-scoring floor(fraction × size) channels of every group (at least
+    one channel per group survives). Returns {"masks": {param name: keep mask},
     "removed": {group name: [dropped, size]}}; the masks hold the columns at zero during finetune()."""
     if not s >= 0 or not math.isfinite(s):
         raise SparsaError(f"channel threshold s={s} must be a non-negative number", hint="e.g. 0.5")
+    if fraction is not None and not 0 <= fraction < 1:
+        raise SparsaError(f"channel fraction {fraction} must lie in [0, 1)", hint="e.g. 0.5: half of every group's channels")
     mods = dict(model.named_modules())
     masks: dict[str, Tensor] = {}
     removed = {}
     for g, score in channel_scores(model, example_input):
-        drop = score < s
+        if fraction is None:
+            drop = score < s
+        else:
+            drop = torch.zeros(g.size, dtype=torch.bool)
+            drop[score.argsort()[:int(fraction * g.size)]] = True
         if bool(drop.all()):
             drop[score.argmax()] = False
         if not bool(drop.any()):

@@ -386,6 +386,7 @@ class PenniConfig:
     fold_bn: bool = False  # fold BatchNorm into the convs first, so the L1 penalty can kill channels
     penalty: str = "l1"  # "l1": the seed's rule; "group": group lasso + channel pruning (docs/penni.md)
     channel_s: float = 0.5  # penalty="group": drop channels scoring below channel_s × their group's mean
+    channel_fraction: float | None = None  # penalty="group": instead, drop this fraction of every group
     seed: int = 0
 
     def __post_init__(self):
@@ -415,7 +416,7 @@ def penni(model: nn.Module, train, example_input: Tensor | dict, config: PenniCo
     if cfg.penalty == "group":
         from sparsa.decompose.groups import merge_masks, prune_channels
 
-        ch = prune_channels(model, example_input, cfg.channel_s)
+        ch = prune_channels(model, example_input, cfg.channel_s, cfg.channel_fraction)
         masks = merge_masks(masks, ch["masks"])
         out["channels_pruned"] = ch["removed"]
     out["pruned"] = {k: v for k, v in coefficient_sparsity(model).items() if k != "per_layer"}

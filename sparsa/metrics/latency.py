@@ -53,25 +53,30 @@ def measure_latency_pair(fn_a: Callable[[], object], fn_b: Callable[[], object],
     """Time two functions alternately (a, b, a, b, ...) so that load changes hit both alike.
 
     Returns the two summaries of `measure_latency`; the first also carries `paired_ratio_median`,
-    the median of the per-pair ratios a_i / b_i (each pair ran back to back: the most robust
-    ratio on a shared machine)."""
+    the median of the per-pair wall-time ratios a_i / b_i (each pair ran back to back: the most
+    robust wall-clock ratio on a shared machine), and `paired_cpu_ratio_median`, the same for
+    process CPU time (which leaves out time spent waiting for a core). Both carry `cpu_median_ms`."""
     old = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    ta, tb = [], []
+    ta, tb, ca, cb = [], [], [], []
     try:
         with torch.inference_mode():
             for _ in range(warmup):
                 fn_a()
                 fn_b()
             for _ in range(runs):
-                for fn, ts in ((fn_a, ta), (fn_b, tb)):
-                    t0 = time.perf_counter()
+                for fn, ts, cs in ((fn_a, ta, ca), (fn_b, tb, cb)):
+                    c0, t0 = time.process_time(), time.perf_counter()
                     fn()
                     ts.append((time.perf_counter() - t0) * 1e3)
+                    cs.append((time.process_time() - c0) * 1e3)
     finally:
         torch.set_num_threads(old)
     th = threads if threads is not None else old
-    sa = _summary(ta, th)
+    sa, sb = _summary(ta, th), _summary(tb, th)
     sa["paired_ratio_median"] = statistics.median(a / b for a, b in zip(ta, tb))
-    return sa, _summary(tb, th)
+    # CPU time excludes time spent waiting for a core: on a loaded machine it tracks the work done
+    sa["cpu_median_ms"], sb["cpu_median_ms"] = statistics.median(ca), statistics.median(cb)
+    sa["paired_cpu_ratio_median"] = statistics.median(a / max(b, 1e-9) for a, b in zip(ca, cb))
+    return sa, sb

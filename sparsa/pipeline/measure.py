@@ -65,11 +65,16 @@ def effective_weights(model) -> dict:
             out[name] = p.detach()
     for name, m in model.named_modules():
         deq = getattr(m, "dequantized_weight", None)
-        if callable(deq):
-            with torch.no_grad():
+        with torch.no_grad():
+            if callable(deq):  # sparsa.quant's QuantLinear
                 out[f"{name}.weight"] = deq()
-            if getattr(m, "bias", None) is not None and f"{name}.bias" not in out:
-                out[f"{name}.bias"] = m.bias
+            elif hasattr(m, "weight_q") and isinstance(getattr(m, "weight", None), torch.Tensor):  # int8 layers
+                out[f"{name}.weight"] = m.weight
+            elif hasattr(m, "coefs_t2") and callable(getattr(m, "coefficients", None)):  # ESCALATE ternary conv
+                out[f"{name}.basis"] = m.basis_kernels()
+                out[f"{name}.coefs"] = m.coefficients()
+        if getattr(m, "bias", None) is not None and f"{name}.bias" not in out and not isinstance(m.bias, bool):
+            out[f"{name}.bias"] = m.bias
     return out
 
 
@@ -124,8 +129,8 @@ def layer_sparsity(reference, compressed) -> dict:
         layer, kind = (f"layer {m.group(1)}", _kind(name, m)) if m else (name.removesuffix(".weight"), "weight")
         nz = comp.get(name)
         if nz is None:  # replaced module (e.g. a decomposed conv): sum what lives under its prefix
-            prefix = name[: -len("weight")]
-            sub = [v for n, v in comp.items() if n.startswith(prefix) and n.endswith("weight")]
+            prefix = name[: -len("weight")]  # its stored factors (PENNI basis + coefficients) count instead
+            sub = [v for n, v in comp.items() if n.startswith(prefix) and not n.endswith("bias")]
             if not sub:
                 continue
             nz = sum(sub)
