@@ -35,8 +35,9 @@ from sparsa.decompose.escalate import hybrid_finetune, hybridize, storage_bytes 
 from sparsa.decompose.flow import load_splits, run_penni  # noqa: E402
 from sparsa.decompose.layers import PenniConv  # noqa: E402
 
-GROUP_LAM = 5e-3  # bench defaults of the group variant (chosen on the calibration-free sweep in BENCHMARKS.md)
+GROUP_LAM = 2e-2  # bench defaults of the group variant (sweep in BENCHMARKS.md / docs/penni.md)
 CHANNEL_S = 0.5
+CHANNEL_FRACTION = 0.5
 
 
 def interleaved_latency(variants: dict, x: torch.Tensor, rounds: int = 15, per_round: int = 5) -> dict:
@@ -224,8 +225,8 @@ def run_group(args) -> dict:
     lm = load(args.model)
     sets = load_splits(lm, None, 0)
     cfg = PenniConfig(basis=args.basis, retrain_epochs=args.epochs, lam=args.group_lam,
-                      finetune_epochs=args.finetune_epochs, shrink="safe", seed=0, s=args.s, penalty="group",
-                      channel_s=args.channel_s)
+                      finetune_epochs=args.finetune_epochs, shrink="safe", seed=0, s=args.group_s, penalty="group",
+                      channel_s=args.channel_s, channel_fraction=args.channel_fraction if args.channel_fraction >= 0 else None)
     log = (lambda r: print(f"  [group] epoch {r['epoch']} {r.get('phase', '')} loss {r['loss']:.4f} ({r['seconds']:.1f}s)",
                            flush=True)) if args.verbose else None
     work, res = run_penni(lm, cfg, sets, log=log)
@@ -269,7 +270,7 @@ def report_group(out: dict) -> str:
     a, o, mc = g["accuracy"], g["original_macs"], g["macs"]
     c = g["config"]
     lines = [f"Structured variant, `penalty=\"group\"` (d={c['basis']}, group λ={c['lam']}, {c['retrain_epochs']} retraining "
-             f"epochs, coefficient s={g['s']}, channel_s={c['channel_s']}, {c['finetune_epochs']} fine-tuning epochs): "
+             f"epochs, coefficient s={g['s']}, channel fraction={c['channel_fraction']} (else channel_s={c['channel_s']}), {c['finetune_epochs']} fine-tuning epochs): "
              f"channels removed per group {g['channels_pruned']}; conv widths after shrinking (in, out) {g['widths']}",
              "", "| model | test acc | Δ acc (pt) | params | MACs | MAC reduction |", "|---|---|---|---|---|---|",
              f"| original | {a['original']:.2%} | - | {g['params']['original']:,} | {o:,} | - |"]
@@ -403,8 +404,12 @@ def main() -> None:
     p.add_argument("--video-n", type=int, default=0, help="clips per split (0: all)")
     p.add_argument("--variants", default="l1,group",
                    help="l1: the seed's rule (L1 on coefficients); group: group lasso + channel pruning")
+    p.add_argument("--group-s", type=float, default=0.0,
+                   help="group variant: coefficient threshold scale (0: coefficients stay dense, channels are pruned)")
     p.add_argument("--group-lam", type=float, default=GROUP_LAM, help="λ of the group penalty")
     p.add_argument("--channel-s", type=float, default=CHANNEL_S, help="group variant: channel threshold scale")
+    p.add_argument("--channel-fraction", type=float, default=CHANNEL_FRACTION,
+                   help="group variant: fraction of every channel group pruned (lowest scores); <0: use --channel-s")
     p.add_argument("--latency-runs", type=int, default=60, help="pairs timed by measure_latency_pair")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
@@ -415,6 +420,9 @@ def main() -> None:
         out["cnn"] = prev["cnn"]
     elif "l1" in args.variants.split(","):
         out["cnn"] = run_cnn(args)
+    elif (ROOT / "bench" / "_work" / "penni.json").exists():  # keep the seed rule's figures of the last run
+        prev = json.loads((ROOT / "bench" / "_work" / "penni.json").read_text())
+        out.update({k: prev[k] for k in ("cnn", "video") if k in prev and k not in out})
     if "group" in args.variants.split(","):
         out["group"] = run_group(args)
         out["group_args"] = {"latency_runs": args.latency_runs}

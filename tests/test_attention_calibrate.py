@@ -36,14 +36,19 @@ def _pruned_share(lm, data, **opts):
 def test_calibrated_tau_h_prunes_requested_ratio(tau_mode):
     lm = tiny_model("bert")
     data = _inputs()
-    n = head_importances(lm, data, tau_mode=tau_mode).numel()
+    opts = dict(tau_mode=tau_mode, imp_bits=4)  # tiny random Q·K: integer parts alone are all 0
+    theta = head_importances(lm, data, **opts)
+    assert theta.unique().numel() > theta.numel() // 2  # distinct importances to rank
+    n = theta.numel()
     for ratio in (0.25, 0.5):
-        tau = calibrate_tau_h(lm, data, ratio, tau_mode=tau_mode)
-        share = _pruned_share(lm, data, tau_h=tau, tau_mode=tau_mode)
-        # at most the requested share; ties / the 1/256 grid may keep a few more heads
-        assert ratio - 3 / n <= share <= ratio + 1e-9, (ratio, share)
-    assert calibrate_tau_h(lm, data, 0.0, tau_mode=tau_mode) == 0.0
-    assert _pruned_share(lm, data, tau_h=0.0, tau_mode=tau_mode) == 0.0
+        tau = calibrate_tau_h(lm, data, ratio, **opts)
+        share = _pruned_share(lm, data, tau_h=tau, **opts)
+        # pruning heads of early layers shifts later layers' θ_H (calibration runs unpruned): close, not exact
+        assert abs(share - ratio) <= 0.1, (ratio, share)
+        ranked = theta.sort().values
+        assert (theta < tau).sum() <= round(ratio * n) and (theta <= ranked[round(ratio * n)]).sum() >= round(ratio * n)
+    assert calibrate_tau_h(lm, data, 0.0, **opts) == 0.0
+    assert _pruned_share(lm, data, tau_h=0.0, **opts) == 0.0
 
 
 def test_calibrate_bad_input():

@@ -104,3 +104,39 @@ def test_errors():
         evaluate_attention(conv, "hdp")
     with pytest.raises(SparsaError, match="does not apply to hdp"):
         evaluate_attention(lm, "hdp", rho_b=0.2)
+
+
+def test_hdp_family_defaults_resolve_and_apply(monkeypatch):
+    """`hdp` picks its rule per family (ViT: signed 1×1 ρ_B row rule), HDPConfig() and the generic
+    default stay as they were, explicit options win, and the installed masks are exactly the golden
+    model's masks under the resolved config."""
+    from sparsa.attention.hdp import HDPConfig, block_masks_int
+    from sparsa.attention.methods import HDP_DEFAULTS, knob_for, make_config
+
+    assert HDPConfig().threshold == "rho" and HDPConfig().importance == "abs" and HDPConfig().block == 2
+    generic, vit = make_config("hdp"), make_config("hdp", "vit")
+    assert generic == make_config("hdp", "bert") == HDPConfig(**HDP_DEFAULTS)
+    assert (vit.importance, vit.threshold, vit.block, vit.split) == ("signed", "rho", 1, "round")
+    assert make_config("hdp", "vit", threshold="gap", importance="rowmax", rho_b=0.0) == generic
+    assert make_config("hdp-seed", "vit") == make_config("hdp-seed")
+    assert knob_for("hdp", "vit") == "rho_b" and knob_for("hdp", "bert") == "gap"
+
+    lm = tiny_model("vit")
+    seen = []
+    import sparsa.attention.methods as M
+
+    orig = M.hdp_attention_int
+
+    def spy(q, k, v, cfg, valid, bias):
+        seen.append((q, k, cfg, valid))
+        return orig(q, k, v, cfg, valid, bias)
+
+    monkeypatch.setattr(M, "hdp_attention_int", spy)
+    ctrl = install(lm.model, "hdp", keep_masks=True)
+    try:
+        _out(lm, _inputs(lm))
+    finally:
+        uninstall(lm.model)
+    assert seen and all(cfg == vit for _, _, cfg, _ in seen)
+    q, k, cfg, valid = seen[0]
+    assert torch.equal(ctrl.last_stats[0].block_mask, block_masks_int(q, k, cfg, valid)["block_mask"])

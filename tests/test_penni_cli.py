@@ -23,7 +23,7 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
     # one cheap run (32 examples per split, one epoch) through every stage: group penalty, channel pruning,
     # shrink, hybrid quantization, save
     r = _sparsa("decompose", str(src), "--out", str(out), "--epochs", "1", "--finetune-epochs", "0", "--hybrid-epochs", "0",
-                "--limit", "32", "--penalty", "group", "--channel-fraction", "0.25", "--hybrid-quant", "--json")
+                "--limit", "32", "--penalty", "group", "--channel-fraction", "0.25", "--s", "1", "--hybrid-quant", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["decomposed"] == ["conv1", "conv2", "conv3", "conv4", "branch_b"]

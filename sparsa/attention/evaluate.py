@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from sparsa.attention.install import SUPPORTED_FAMILIES, install, uninstall
-from sparsa.attention.methods import KNOB, KNOB_INCREASING, KNOB_RANGE, check_method, make_config
+from sparsa.attention.methods import KNOB_INCREASING, KNOB_RANGE, check_method, knob_for, make_config
 from sparsa.errors import SparsaError, check_fraction
 
 
@@ -68,7 +68,7 @@ def _sparsity_of(ctrl) -> float:
 def calibrate(loaded, method: str, target: float, run, steps: int = 14, **opts) -> dict:
     """Bisection on the method's knob so the attention sparsity on `run()` (a callable doing the
     forward passes on calibration data) reaches `target`. Returns the opts to use."""
-    knob = KNOB.get(method)
+    knob = knob_for(method, loaded.family, **opts)
     if knob is None:
         raise SparsaError(f"method {method!r} has no sparsity knob", hint="drop --sparsity")
     if knob == "ratio":  # Top-K / SpAtten: the ratio is the target itself
@@ -108,8 +108,9 @@ def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=
     if rho_b is not None and not -1.0 <= rho_b <= 1.0:
         raise SparsaError(f"--rho-b {rho_b} is out of range [-1, 1]",
                           hint="-1 keeps every block, 0 prunes below the row mean, 1 keeps only the row maximum")
-    if rho_b is not None and method == "hdp" and extra.get("threshold") != "rho":
-        raise SparsaError("--rho-b does not apply to hdp: its rule thresholds each row at a gap below the row maximum",
+    if rho_b is not None and method == "hdp" and knob_for(method, loaded.family, **extra) != "rho_b":
+        raise SparsaError(f"--rho-b does not apply to hdp on {loaded.family}: its rule thresholds each row at a gap "
+                          "below the row maximum",
                           hint="use --sparsity S to calibrate hdp's gap, or --attention hdp-seed / energon for ρ_B")
     if rho_b is not None and method in ("topk", "topk-element", "spatten", "dense", "int"):
         raise SparsaError(f"--rho-b does not apply to {method}", hint="use --sparsity for Top-K / SpAtten ratios")
@@ -172,7 +173,7 @@ def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=
             d = layers.setdefault(st["layer"], [0, 0])
             d[0] += st["kept_blocks"]
             d[1] += st["valid_blocks"]
-    cfg = make_config(method, **opts).to_dict() if method not in ("dense",) else {}
+    cfg = make_config(method, loaded.family, **opts).to_dict() if method not in ("dense",) else {}
     return {
         "method": method,
         **quality,

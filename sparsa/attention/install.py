@@ -43,10 +43,11 @@ class AttentionController:
     `layer_stats`: one summary dict per attention call of the last forward (reset at each forward).
     `keep_masks=True` also keeps each call's HDPStats in `last_stats` (for `collect_masks`)."""
 
-    def __init__(self, method: str, opts: dict, keep_masks: bool = False):
+    def __init__(self, method: str, opts: dict, keep_masks: bool = False, family: str | None = None):
         self.method = method
         self.opts = dict(opts)
-        self.runner = make_runner(method, **opts)
+        self.family = family
+        self.runner = make_runner(method, family, **opts)
         self.keep_masks = keep_masks
         self.state: dict = {}
         self.layer_stats: list[dict] = []
@@ -155,11 +156,11 @@ def install(model, method: str = "hdp", *, keep_masks: bool = False, **opts) -> 
     fraction). Returns the controller; `controller.layer_stats` has one summary per layer of the
     last forward, `controller.totals()` the sparsity over every forward since install."""
     check_method(method)
-    _family(model)
+    family = _family(model)
     if getattr(model, "_sparsa_ctrl", None) is not None:
         uninstall(model)
     _register()
-    ctrl = AttentionController(method, opts, keep_masks)
+    ctrl = AttentionController(method, opts, keep_masks, family)
     for i, m in enumerate(attention_modules(model)):
         m._sparsa_ctrl = ctrl
         m._sparsa_layer = i

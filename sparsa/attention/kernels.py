@@ -32,18 +32,19 @@ from sparsa.errors import SparsaError
 
 _CPP = r"""
 #include <torch/extension.h>
-#include <ATen/Parallel.h>
 #include <thread>
 #include <vector>
 #include <limits>
 #include <cstring>
 
-// q,k,v: [BH, N, D] float32 contiguous; tmask: [BH, NQ, NK] bool (query tile x key tile);
-// fine: [BH, N, N] bool or empty; bq, bk: tile sizes (N multiple of both).
+// q (pre-scaled by the softmax scale), k, v: [BH, N, D] float32 contiguous;
+// tmask: [BH, NQ, NK] bool (query tile x key tile); fine: [BH, N, N] bool or empty;
+// bq, bk: tile sizes (N multiple of both); group: how many consecutive query tiles with the
+// same kept count share one batched GEMM call (amortises the per-call cost of small tiles).
 torch::Tensor bs_attn(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor tmask,
-                      int64_t bq, int64_t bk, double scale, torch::Tensor fine, int64_t nthreads) {
+                      int64_t bq, int64_t bk, torch::Tensor fine, int64_t nthreads, int64_t group) {
   const int64_t BH = q.size(0), N = q.size(1), D = q.size(2);
-  const int64_t NQ = N / bq, NK = N / bk;
+  const int64_t NQ = N / bq, NK = N / bk, NT = BH * NQ;
   auto out = torch::zeros_like(q);
   const float* qp = q.data_ptr<float>();
   const float* kp = k.data_ptr<float>();
@@ -53,59 +54,79 @@ torch::Tensor bs_attn(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::
   const bool* fp = has_fine ? fine.data_ptr<bool>() : nullptr;
   float* op = out.data_ptr<float>();
   const float ninf = -std::numeric_limits<float>::infinity();
+  const int64_t G = std::max<int64_t>(1, group);
+  // kept key tiles of every (batch·head, query tile), in order: counts + flat index list
+  std::vector<int64_t> cnt(NT), first(NT + 1, 0);
+  for (int64_t t = 0; t < NT; ++t) {
+    int64_t c = 0;
+    const bool* mrow = mp + t * NK;
+    for (int64_t j = 0; j < NK; ++j) c += mrow[j];
+    cnt[t] = c; first[t + 1] = first[t] + c;
+  }
+  std::vector<int64_t> cols(first[NT]);
+  for (int64_t t = 0, i = 0; t < NT; ++t) {
+    const bool* mrow = mp + t * NK;
+    for (int64_t j = 0; j < NK; ++j) if (mrow[j]) cols[i++] = j;
+  }
   auto work = [&](int64_t begin, int64_t end) {
-    at::NoGradGuard ng;
-    std::vector<int64_t> cols;
-    std::vector<float> kg, vg;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t bh = t / NQ, r = t % NQ;
-      const bool* mrow = mp + (bh * NQ + r) * NK;
-      cols.clear();
-      for (int64_t c = 0; c < NK; ++c) if (mrow[c]) cols.push_back(c);
-      const int64_t n = (int64_t)cols.size() * bk;
-      if (n == 0) continue;
-      kg.resize(n * D); vg.resize(n * D);
-      const float* kb = kp + bh * N * D;
-      const float* vb = vp + bh * N * D;
-      for (size_t i = 0; i < cols.size(); ++i) {
-        std::memcpy(kg.data() + i * bk * D, kb + cols[i] * bk * D, sizeof(float) * bk * D);
-        std::memcpy(vg.data() + i * bk * D, vb + cols[i] * bk * D, sizeof(float) * bk * D);
-      }
-      auto opts = torch::TensorOptions().dtype(torch::kFloat32);
-      auto Q = torch::from_blob((void*)(qp + (bh * N + r * bq) * D), {bq, D}, opts);
-      auto K = torch::from_blob(kg.data(), {n, D}, opts);
-      auto V = torch::from_blob(vg.data(), {n, D}, opts);
-      auto O = torch::from_blob(op + (bh * N + r * bq) * D, {bq, D}, opts);
-      if (!has_fine) {
-        // no element mask inside the gathered tiles: PyTorch's fused CPU attention on the gathered K/V
-        auto R = at::scaled_dot_product_attention(Q.view({1, 1, bq, D}), K.view({1, 1, n, D}), V.view({1, 1, n, D}),
-                                                  c10::nullopt, 0.0, false, scale);
-        O.copy_(R.view({bq, D}));
-        continue;
-      }
-      auto S = at::mm(Q, K.t());
-      S.mul_((float)scale);
-      {
-        float* sp = S.data_ptr<float>();
-        for (int64_t i = 0; i < bq; ++i) {
-          const bool* frow = fp + (bh * N + r * bq + i) * N;
-          for (size_t c = 0; c < cols.size(); ++c)
-            for (int64_t j = 0; j < bk; ++j)
-              if (!frow[cols[c] * bk + j]) sp[i * n + c * bk + j] = ninf;
+    c10::InferenceMode guard;  // no autograd / version-counter bookkeeping per call
+    auto opts = torch::TensorOptions().dtype(torch::kFloat32);
+    // per-thread buffers, reused by every tile: gathered K/V rows and the score/probability tiles
+    std::vector<float> kg(G * N * D), vg(G * N * D), sb(G * bq * N), pb(G * bq * N);
+    int64_t t = begin;
+    while (t < end) {
+      const int64_t c = cnt[t];
+      int64_t g = 1;  // run of consecutive tiles with the same kept count (all of them when row-balanced)
+      while (g < G && t + g < end && cnt[t + g] == c && !has_fine) ++g;
+      const int64_t n = c * bk;
+      if (n == 0) { t += g; continue; }  // nothing kept: output rows stay zero
+      for (int64_t u = 0; u < g; ++u) {
+        const int64_t bh = (t + u) / NQ;
+        const float* kb = kp + bh * N * D;
+        const float* vb = vp + bh * N * D;
+        const int64_t* cl = cols.data() + first[t + u];
+        float* kd = kg.data() + u * n * D;
+        float* vd = vg.data() + u * n * D;
+        for (int64_t i = 0; i < c; ++i) {  // whole key tiles are contiguous rows: one memcpy each
+          std::memcpy(kd + i * bk * D, kb + cl[i] * bk * D, sizeof(float) * bk * D);
+          std::memcpy(vd + i * bk * D, vb + cl[i] * bk * D, sizeof(float) * bk * D);
         }
       }
-      auto P = at::nan_to_num(at::softmax(S, 1), 0.0);
-      at::mm_out(O, P, V);
+      // consecutive (bh, r) tiles are consecutive bq·D slabs of q and out
+      auto Q = torch::from_blob((void*)(qp + t * bq * D), {g, bq, D}, opts);
+      auto O = torch::from_blob(op + t * bq * D, {g, bq, D}, opts);
+      auto K = torch::from_blob(kg.data(), {g, n, D}, opts);
+      auto V = torch::from_blob(vg.data(), {g, n, D}, opts);
+      auto S = torch::from_blob(sb.data(), {g, bq, n}, opts);
+      auto P = torch::from_blob(pb.data(), {g, bq, n}, opts);
+      at::bmm_out(S, Q, K.transpose(1, 2));
+      if (has_fine) {  // element mask inside the gathered tiles (g == 1 here)
+        const int64_t r0 = t % NQ, bh = t / NQ;
+        const int64_t* cl = cols.data() + first[t];
+        float* sp = sb.data();
+        for (int64_t i = 0; i < bq; ++i) {
+          const bool* frow = fp + (bh * N + r0 * bq + i) * N;
+          for (int64_t cc = 0; cc < c; ++cc)
+            for (int64_t j = 0; j < bk; ++j)
+              if (!frow[cl[cc] * bk + j]) sp[i * n + cc * bk + j] = ninf;
+        }
+        at::_softmax_out(P, S, 2, false);
+        P.nan_to_num_(0.0);  // a row whose kept elements are all masked outputs zeros
+      } else {
+        at::_softmax_out(P, S, 2, false);
+      }
+      at::bmm_out(O, P, V);
+      t += g;
     }
   };
   // own threads (not OpenMP): a second OpenMP runtime beside torch's would spin against it.
   // Each thread takes one contiguous range of (batch·head, query tile) items.
-  const int64_t T = std::max<int64_t>(1, std::min<int64_t>(nthreads, BH * NQ));
-  if (T == 1) { work(0, BH * NQ); return out; }
+  const int64_t T = std::max<int64_t>(1, std::min<int64_t>(nthreads, NT));
+  if (T == 1) { work(0, NT); return out; }
   std::vector<std::thread> pool;
-  const int64_t chunk = (BH * NQ + T - 1) / T;
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t b0 = t * chunk, b1 = std::min(BH * NQ, b0 + chunk);
+  const int64_t chunk = (NT + T - 1) / T;
+  for (int64_t i = 0; i < T; ++i) {
+    const int64_t b0 = i * chunk, b1 = std::min(NT, b0 + chunk);
     if (b0 < b1) pool.emplace_back([&, b0, b1] { work(b0, b1); });
   }
   for (auto& th : pool) th.join();
@@ -129,7 +150,7 @@ def cpu_extension():
         from torch.utils.cpp_extension import load_inline
 
         _ext = load_inline(
-            name="sparsa_bs_attn_v3",
+            name="sparsa_bs_attn_v4",
             cpp_sources=_CPP + "\nPYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def(\"bs_attn\", &bs_attn); }\n",
             extra_cflags=["-O3"],
             verbose=False,
@@ -152,10 +173,12 @@ def _check(q, k, v, tile_mask, block_q, block_k):
 
 
 def block_sparse_attention(q, k, v, block_mask, block: int, fine_mask=None, scale: float | None = None,
-                           block_q: int | None = None, backend: str = "auto"):
+                           block_q: int | None = None, backend: str = "auto", group: int = 1):
     """softmax(QKᵀ·scale) V over kept tiles only. q,k,v [B,H,N,D] float32; block_mask
     [B,H,N/block_q,N/block] bool (True = computed); fine_mask optional [B,H,N,N] bool applied
-    inside computed tiles. backend: auto (GPU Triton if on CUDA, else C++, else torch), cpp, torch."""
+    inside computed tiles. backend: auto (GPU Triton if on CUDA, else C++, else torch), cpp, torch.
+    group: the C++ kernel batches up to `group` consecutive query tiles that keep the same number
+    of key tiles into one batched GEMM call (1 = one call per tile)."""
     block_q = block_q or block
     _check(q, k, v, block_mask, block_q, block)
     B, H, N, D = q.shape
@@ -168,13 +191,15 @@ def block_sparse_attention(q, k, v, block_mask, block: int, fine_mask=None, scal
     ext = cpu_extension() if backend in ("auto", "cpp") else None
     if backend == "cpp" and ext is None:
         raise SparsaError(f"the C++ kernel is unavailable ({_ext_error})", hint="install a C++ compiler (g++)")
-    qf, kf, vf = (t.reshape(B * H, N, D).float().contiguous() for t in (q, k, v))
+    # the softmax scale is folded into q once (N·D multiplies) instead of into every score tile
+    qf = (q.reshape(B * H, N, D).float() * scale).contiguous()
+    kf, vf = (t.reshape(B * H, N, D).float().contiguous() for t in (k, v))
     tm = block_mask.reshape(B * H, N // block_q, N // block).to(torch.bool).contiguous()
     fm = fine_mask.reshape(B * H, N, N).to(torch.bool).contiguous() if fine_mask is not None else torch.empty(0, dtype=torch.bool)
     if ext is not None:
-        out = ext.bs_attn(qf, kf, vf, tm, block_q, block, float(scale), fm, torch.get_num_threads())
+        out = ext.bs_attn(qf, kf, vf, tm, block_q, block, fm, torch.get_num_threads(), int(group))
     else:
-        out = _torch_block_sparse(qf, kf, vf, tm, block_q, block, scale, fm if fine_mask is not None else None)
+        out = _torch_block_sparse(qf, kf, vf, tm, block_q, block, 1.0, fm if fine_mask is not None else None)
     return out.reshape(B, H, N, D).to(q.dtype)
 
 

@@ -7,7 +7,8 @@ Methods
   dense      float softmax attention, nothing pruned (reference)
   int        HDP arithmetic with nothing pruned (fixed-point cost alone)
   hdp-seed   spec §4.1 exactly: Σ|A| block importance, row rule with ρ_B
-  hdp        sparsa's default: the best variant the benches found (see HDP_DEFAULTS, docs/attention.md)
+  hdp        sparsa's default: the best variant the benches found (see HDP_DEFAULTS and
+             HDP_FAMILY_DEFAULTS, docs/attention.md); its rule can depend on the model family
   topk       Top-K blocks per block-row (`ratio` = fraction pruned); topk-element: per query row
   energon    two-round Energon filtering (`rho_b` = round ratio)
   spatten    SpAtten cascade head pruning (`ratio` = fraction of heads pruned)
@@ -33,6 +34,12 @@ SEED_DEFAULTS = dict(importance="abs", threshold="rho", rho_b=-0.5, block=2, new
 HDP_DEFAULTS = dict(importance="rowmax", threshold="gap", gap=15.0, split="round", imp_bits=0, block=1,
                     newton_steps=1, v_mode="float")
 
+# per-family overrides of HDP_DEFAULTS, each chosen on that family's calibration split (docs/attention.md,
+# "Vision models"). ViT: the seed's ρ_B row rule on signed 1×1 scores (θ = A[i,j], so each query row is
+# thresholded at mean + ρ_B·(max − mean) of its own scores); ViT rows are flat, and a fixed gap below the
+# row maximum either keeps whole flat rows or cuts keys that still carry softmax weight.
+HDP_FAMILY_DEFAULTS = {"vit": dict(importance="signed", threshold="rho", rho_b=0.4)}
+
 # which option moves each method along its sparsity axis (for calibration to a target sparsity)
 KNOB = {"hdp-seed": "rho_b", "hdp": "gap", "topk": "ratio", "topk-element": "ratio", "energon": "rho_b",
         "spatten": "ratio"}
@@ -43,9 +50,22 @@ KNOB_INCREASING = {"rho_b": True, "gap": False, "ratio": True}
 _CFG_FIELDS = set(HDPConfig.__dataclass_fields__)
 
 
-def make_config(method: str, **opts) -> HDPConfig:
-    """HDPConfig for `method` with the method's defaults overridden by `opts` (None values ignored)."""
-    base = dict(SEED_DEFAULTS if method == "hdp-seed" else HDP_DEFAULTS if method == "hdp" else {"v_mode": "float"})
+def hdp_defaults(family: str | None = None) -> dict:
+    """`hdp`'s defaults for a model family (`LoadedModel.family`; None = the generic default)."""
+    return {**HDP_DEFAULTS, **HDP_FAMILY_DEFAULTS.get(family, {})}
+
+
+def knob_for(method: str, family: str | None = None, **opts) -> str | None:
+    """The option that moves `method` along its sparsity axis for this family and these options."""
+    if method == "hdp":
+        return "rho_b" if make_config(method, family, **opts).threshold == "rho" else "gap"
+    return KNOB.get(method)
+
+
+def make_config(method: str, family: str | None = None, **opts) -> HDPConfig:
+    """HDPConfig for `method` (and, for `hdp`, the model family) with the defaults overridden by
+    `opts` (None values ignored)."""
+    base = dict(SEED_DEFAULTS if method == "hdp-seed" else hdp_defaults(family) if method == "hdp" else {"v_mode": "float"})
     if method in ("energon", "topk", "topk-element", "spatten", "int"):
         base.update(newton_steps=HDP_DEFAULTS["newton_steps"])
     for k, v in opts.items():
@@ -62,13 +82,14 @@ def check_method(method: str) -> str:
     return method
 
 
-def make_runner(method: str, **opts):
-    """Return `runner(q, k, v, valid, bias, state)` for `method` (see module docstring)."""
+def make_runner(method: str, family: str | None = None, **opts):
+    """Return `runner(q, k, v, valid, bias, state)` for `method` (see module docstring); `family`
+    selects `hdp`'s per-family defaults."""
     check_method(method)
     unknown = set(opts) - _CFG_FIELDS - {"ratio", "sparsity", "granularity"}
     if unknown:
         raise SparsaError(f"unknown option(s) for attention method {method!r}: {sorted(unknown)}")
-    cfg = make_config(method, **opts)
+    cfg = make_config(method, family, **opts)
     ratio = opts.get("ratio")
     if ratio is None:
         ratio = opts.get("sparsity")

@@ -68,8 +68,9 @@ def effective_weights(model) -> dict:
         with torch.no_grad():
             if callable(deq):  # sparsa.quant's QuantLinear
                 out[f"{name}.weight"] = deq()
-            elif hasattr(m, "weight_q") and isinstance(getattr(m, "weight", None), torch.Tensor):  # int8 layers
-                out[f"{name}.weight"] = m.weight
+            elif hasattr(m, "weight_q"):  # int8 layers (ESCALATE's "others"): weight is a tensor or a method
+                w = m.weight() if callable(m.weight) else m.weight
+                out[f"{name}.weight"] = w
             elif hasattr(m, "coefs_t2") and callable(getattr(m, "coefficients", None)):  # ESCALATE ternary conv
                 out[f"{name}.basis"] = m.basis_kernels()
                 out[f"{name}.coefs"] = m.coefficients()
