@@ -7,9 +7,8 @@ keeps round((1−s)·NB) blocks, diagonal included) at block sparsity s ∈ {50,
 512/1024/2048, blocks 16/32/64; at 75% also `var` masks whose block-rows keep *different* counts
 (Bernoulli per block, like HDP's threshold masks); plus the hardware's 2×2 blocks, run by grouping
 32 block-rows into one query tile (the union of their kept key blocks is gathered, the rest masked
-element-wise). Contenders: dense unmasked SDPA (the baseline), the kernel (up to --group tiles
-with equal kept counts per batched GEMM call), the kernel with one call per tile (group 1), and
-dense SDPA *with* the boolean mask, to show a mask alone saves nothing. Medians of interleaved
+element-wise). Contenders: dense unmasked SDPA (the baseline), the kernel, and dense SDPA *with*
+the boolean mask, to show a mask alone saves nothing. Medians of interleaved
 runs; the load average is printed (the machine is shared). Writes
 bench/results/attention_kernel.{json,md}.
 """
@@ -45,7 +44,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=9)
-    ap.add_argument("--group", type=int, default=8, help="query tiles per batched GEMM call in the kernel")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for both contenders (1: on the shared 2-core machine a 2nd thread mostly waits)")
     args = ap.parse_args()
@@ -68,7 +66,6 @@ def main():
         q, k, v = (torch.randn(1, H, N, D, generator=g) for _ in range(3))
         for s in sparsities:
             for b in blocks + [f"{x}var" for x in blocks if s == 0.75] + ["2x2"]:
-                g1 = None
                 if b == "2x2":
                     fine = kernels.random_block_mask(1, H, N // 2, 1 - s, seed=7)
                     G = 32  # 64 query rows per tile
@@ -83,8 +80,7 @@ def main():
                         mask = (torch.rand(1, H, N // bb, N // bb, generator=gen) < 1 - s) | torch.eye(N // bb, dtype=torch.bool)
                     else:
                         mask = kernels.random_block_mask(1, H, N // bb, 1 - s, seed=7)
-                    fn = lambda: kernels.block_sparse_attention(q, k, v, mask, bb, backend=backend, group=args.group)  # noqa: E731
-                    g1 = lambda: kernels.block_sparse_attention(q, k, v, mask, bb, backend=backend, group=1)  # noqa: E731
+                    fn = lambda: kernels.block_sparse_attention(q, k, v, mask, bb, backend=backend)  # noqa: E731
                     tile_density = float(mask.float().mean())
                     elem = mask.repeat_interleave(bb, -2).repeat_interleave(bb, -1)
                 fns = {
@@ -92,28 +88,24 @@ def main():
                     "dense_masked": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=elem),
                     "kernel": fn,
                 }
-                if g1 is not None:
-                    fns["kernel_g1"] = g1
                 t = timeit(fns, args.runs)
                 row = dict(seq=N, block=str(b), sparsity=s, computed_tiles=tile_density, dense_ms=t["dense"],
                            dense_masked_ms=t["dense_masked"], kernel_ms=t["kernel"],
-                           speedup=t["dense"] / t["kernel"], masked_speedup=t["dense"] / t["dense_masked"],
-                           g1_speedup=t["dense"] / t["kernel_g1"] if "kernel_g1" in t else None)
+                           speedup=t["dense"] / t["kernel"], masked_speedup=t["dense"] / t["dense_masked"])
                 rows.append(row)
                 print(f"seq={N:5d} block={str(b):>4} sparsity={s:.2f} tiles={tile_density:.2f} dense={t['dense']:.2f}ms "
                       f"masked={t['dense_masked']:.2f}ms kernel={t['kernel']:.2f}ms speedup={row['speedup']:.2f}x",
                       flush=True)
     load = os.getloadavg()
-    lines = [f"backend: {backend}; H={H}, D_h={D}, float32, {args.threads} thread(s) for both, group {args.group}; "
+    lines = [f"backend: {backend}; H={H}, D_h={D}, float32, {args.threads} thread(s) for both; "
              f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
              "",
-             "| seq | block | block sparsity | tiles computed | dense SDPA ms | SDPA+mask ms | kernel ms | kernel speed-up | group-1 speed-up | SDPA+mask speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| seq | block | block sparsity | tiles computed | dense SDPA ms | SDPA+mask ms | kernel ms | kernel speed-up | SDPA+mask speed-up |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        g1 = "—" if r["g1_speedup"] is None else f"{r['g1_speedup']:.2f}×"
         lines.append(f"| {r['seq']} | {r['block']} | {100 * r['sparsity']:.0f}% | {100 * r['computed_tiles']:.0f}% | "
                      f"{r['dense_ms']:.2f} | {r['dense_masked_ms']:.2f} | {r['kernel_ms']:.2f} | "
-                     f"**{r['speedup']:.2f}×** | {g1} | {r['masked_speedup']:.2f}× |")
+                     f"**{r['speedup']:.2f}×** | {r['masked_speedup']:.2f}× |")
     text = "\n".join(lines)
     print(text)
     OUT.mkdir(parents=True, exist_ok=True)

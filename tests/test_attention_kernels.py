@@ -52,3 +52,22 @@ def test_kernel_bad_input():
     q, k, v = _data()
     with pytest.raises(SparsaError, match="mask"):
         kernels.block_sparse_attention(q, k, v, torch.ones(1, 2, 3, 3, dtype=torch.bool), 16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("group", [1, 4])
+def test_varying_kept_counts_and_batched_tiles(backend, group):
+    """HDP-like masks keep a different number of key blocks per row (0 included); batching runs of
+    equal-count tiles into one GEMM call (group > 1) must not change the result."""
+    if backend == "cpp" and kernels.cpu_extension() is None:
+        pytest.skip(f"C++ kernel unavailable: {kernels._ext_error}")
+    q, k, v = _data(B=2, N=64)
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(2, 2, 8, 8, generator=g) < 0.4
+    mask[0, 0, 1] = False
+    mask[1, 1, :4] = True  # a run of equal counts next to varying ones
+    mask[1, 1, :4, 4:] = False
+    out = kernels.block_sparse_attention(q, k, v, mask, 8, backend=backend, group=group)
+    ref = kernels.masked_reference(q, k, v, mask, 8)
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    assert torch.equal(out[0, 0, 8:16], torch.zeros(8, 16))

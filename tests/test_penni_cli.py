@@ -1,12 +1,15 @@
-"""`sparsa decompose`: end to end on a small saved conv net (no training epochs), and bad input."""
+"""`sparsa decompose`: end to end on a small saved conv net (32 examples, one epoch), and bad input."""
 
 import json
 import subprocess
 import sys
 
 import torch
+from typer.testing import CliRunner
 
+from sparsa.cli import app
 from sparsa.decompose.escalate import EscalateConv
+from sparsa.errors import SparsaError
 from sparsa.models import from_module, load
 from sparsa.models.zoo import TinyCNN
 
@@ -38,10 +41,11 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     assert back.model(x).shape == (1, 10)
 
-    bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--basis", "12", "--epochs", "0", "--limit", "8")
-    assert bad.returncode == 2
-    assert "larger than its kernel volume 9" in bad.stderr and "Traceback" not in bad.stderr
+    # the exit status and the message of the real entry point ...
     bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--method", "tucker")
-    assert bad.returncode == 2 and "unknown decomposition method" in bad.stderr
-    bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--penalty", "l0")
-    assert bad.returncode == 2 and "sparsity penalty" in bad.stderr
+    assert bad.returncode == 2 and "unknown decomposition method" in bad.stderr and "Traceback" not in bad.stderr
+    # ... and further bad input in-process (no second interpreter start)
+    for args, message in ((["--basis", "12", "--epochs", "0", "--limit", "8"], "larger than its kernel volume 9"),
+                          (["--penalty", "l0"], "sparsity penalty"), (["--limit", "0"], "--limit")):
+        r = CliRunner().invoke(app, ["decompose", str(src), "--out", str(tmp_path / "x"), *args])
+        assert isinstance(r.exception, SparsaError) and message in str(r.exception), (args, r.output)

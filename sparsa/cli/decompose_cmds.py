@@ -59,6 +59,11 @@ def decompose(
                       channel_fraction=channel_fraction)
     if limit is not None and limit < 1:
         raise SparsaError(f"--limit {limit} must be a positive number of examples", hint="e.g. --limit 64")
+    import copy
+
+    from sparsa.decompose.penni import decompose as _decompose
+
+    _decompose(copy.deepcopy(lm.model), cfg.basis, linear=cfg.linear)  # a bad --basis fails before the data load
     sets = load_splits(lm, data, seed)
     if limit:
         sets = {k: v.subset(limit) for k, v in sets.items()}

@@ -16,10 +16,11 @@ from sparsa.decompose.penni import (
     retrain,
     svd_basis,
 )
+from sparsa.decompose.groups import group_penalty, prune_channels
 from sparsa.decompose.shrink import remove_dead_bases, shrink
 
 __all__ = [
     "PenniConv", "PenniLinear", "set_impl", "PenniConfig", "accuracy", "coefficient_sparsity", "decompose",
     "finetune", "fold_batchnorm", "l1_penalty", "merge_to_dense", "penni", "prune_coefficients", "retrain", "svd_basis",
-    "remove_dead_bases", "shrink",
+    "remove_dead_bases", "shrink", "group_penalty", "prune_channels",
 ]
