@@ -1,4 +1,4 @@
-"""`sparsa decompose`: end to end on a small saved conv net (32 examples, one epoch), and bad input."""
+"""`sparsa decompose`: end to end on a small saved conv net (a 20-image folder, one epoch), and bad input."""
 
 import json
 import subprocess
@@ -23,10 +23,17 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
     src = tmp_path / "cnn"
     from_module(TinyCNN(width=8)).save(src)
     out = tmp_path / "out"
-    # one cheap run (32 examples per split, one epoch) through every stage: group penalty, channel pruning,
+    from PIL import Image  # a tiny image folder: cheaper to load than the built-in digits (no scikit-learn)
+
+    for c in range(2):
+        (tmp_path / "imgs" / f"class{c}").mkdir(parents=True)
+        for k in range(10):
+            px = (torch.rand(16, 16, 3) * 255).to(torch.uint8).numpy()
+            Image.fromarray(px).save(tmp_path / "imgs" / f"class{c}" / f"{k}.png")
+    # one cheap run (20 images, one epoch) through every stage: group penalty, channel pruning,
     # shrink, hybrid quantization, save
     r = _sparsa("decompose", str(src), "--out", str(out), "--epochs", "1", "--finetune-epochs", "0", "--hybrid-epochs", "0",
-                "--limit", "32", "--penalty", "group", "--channel-fraction", "0.25", "--s", "1", "--hybrid-quant", "--json")
+                "--limit", "32", "--data", str(tmp_path / "imgs"), "--penalty", "group", "--channel-fraction", "0.25", "--s", "1", "--hybrid-quant", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["decomposed"] == ["conv1", "conv2", "conv3", "conv4", "branch_b"]

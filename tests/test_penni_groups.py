@@ -84,9 +84,9 @@ def test_prune_channels_keeps_one_channel_per_group_and_masks_merge():
 def test_group_penalty_training_runs_and_bad_penalty_is_refused():
     net = _net(3)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
-    before = float(group_penalty(net))
+    before = float(group_penalty(net).detach())
     retrain(net, (x, y), epochs=2, lam=0.5, lr=0.05, batch_size=16, penalty="group")
-    assert float(group_penalty(net)) < before  # a strong penalty shrinks the slices
+    assert float(group_penalty(net).detach()) < before  # a strong penalty shrinks the slices
     with pytest.raises(SparsaError, match="sparsity penalty"):
         retrain(net, (x, y), epochs=1, penalty="l0")
     with pytest.raises(SparsaError, match="penalty"):

