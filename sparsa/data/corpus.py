@@ -107,7 +107,9 @@ def _environment_key(exclude: list[str]) -> str:
     from importlib.metadata import distributions
 
     dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"])
-    blob = "\n".join([sys.version, *map(str, corpus_roots()), *dists, "--", *exclude])
+    # the roots' absolute paths are left out on purpose: a second checkout (another venv path)
+    # with the same packages reuses the cache instead of rebuilding for minutes
+    blob = "\n".join([sys.version, *dists, "--", *exclude])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
