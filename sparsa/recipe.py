@@ -127,6 +127,9 @@ class DecomposeStage(_Strict):
     retrain_epochs: int | None = Field(None, ge=0, le=1000)  # None: the PENNI reference defaults
     finetune_epochs: int | None = Field(None, ge=0, le=1000)
     shrink: Literal["safe", "ref", "none"] = "safe"
+    # "l1": the seed's coefficient L1 + std threshold; "group": group lasso + channel pruning (docs/penni.md)
+    penalty: Literal["l1", "group"] = "l1"
+    channel_fraction: float | None = Field(None, gt=0.0, lt=1.0)  # penalty="group": channels dropped per group
     data: str | None = None
 
 

@@ -134,7 +134,10 @@ def _forward_on_calib(state: PipelineState, n: int = 32):
 def run_decompose(st: DecomposeStage, state: PipelineState) -> dict:
     flow = require("sparsa.decompose.flow", "the decompose stage")
     penni = require("sparsa.decompose.penni", "the decompose stage")
-    kw = {"basis": st.basis, "linear": st.linear, "s": st.prune_std, "shrink": st.shrink, "seed": state.recipe.seed}
+    kw = {"basis": st.basis, "linear": st.linear, "s": st.prune_std, "shrink": st.shrink, "seed": state.recipe.seed,
+          "penalty": st.penalty, "channel_fraction": st.channel_fraction}
+    if st.penalty == "group" and "prune_std" not in st.model_fields_set:
+        kw["s"] = 0.0  # the group variant prunes channels, not coefficients (as `sparsa decompose` does)
     if st.retrain_epochs is not None:
         kw["retrain_epochs"] = st.retrain_epochs
     if st.finetune_epochs is not None:
