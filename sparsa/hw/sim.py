@@ -139,29 +139,24 @@ def _group_any(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray
     else:  # fold not a whole number of blocks: go through elements
         m = np.repeat(mask, block, axis=axis)
         per = fold
-    size = m.shape[axis]
-    pad = (-size) % per
-    if pad:
-        widths = [(0, 0)] * m.ndim
-        widths[axis] = (0, pad)
-        m = np.pad(m, widths)
-    shape = list(m.shape)
-    shape[axis : axis + 1] = [shape[axis] // per, per]
-    return m.reshape(shape).any(axis=axis + 1)
+    return _split_axis(m, axis, per).any(axis=axis + 1)
 
 
 def _group_sum(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray:
     per = max(1, fold // block)
-    size = mask.shape[axis]
-    pad = (-size) % per
-    m = mask.astype(np.int64)
+    return _split_axis(mask.astype(np.int64), axis, per).sum(axis=axis + 1)
+
+
+def _split_axis(m: np.ndarray, axis: int, per: int) -> np.ndarray:
+    """Zero-pad `axis` to a multiple of `per` and split it into (groups, per)."""
+    pad = (-m.shape[axis]) % per
     if pad:
         widths = [(0, 0)] * m.ndim
         widths[axis] = (0, pad)
         m = np.pad(m, widths)
     shape = list(m.shape)
     shape[axis : axis + 1] = [shape[axis] // per, per]
-    return m.reshape(shape).sum(axis=axis + 1)
+    return m.reshape(shape)
 
 
 def _split_cores(fold_cycles: np.ndarray, cores: int) -> int:
