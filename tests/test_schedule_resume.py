@@ -31,18 +31,7 @@ def _self_labelled(lm, n: int = 64) -> Dataset:
     return Dataset(kind="image", name="self-labelled", split="calib", x=x, y=y, class_names=[str(i) for i in range(10)])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    # checkpoints fsync every file; on a busy shared disk that dominates a tiny run. Durability
-    # against power loss is not what these tests check (atomic replace still is).
-    import os
-
-    monkeypatch.setattr(os, "fsync", lambda fd: None)
-    # tiny models on shared cores: one thread is several times faster than two (no spin-waits)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("fast_checkpoints")
 
 
 class Killed(RuntimeError):

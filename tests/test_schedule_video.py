@@ -9,17 +9,7 @@ import torch
 from sparsa.data import load_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    # checkpoints fsync every file; on a busy shared disk that dominates a tiny run. Durability
-    # against power loss is not what these tests check (atomic replace still is).
-    import os
-
-    monkeypatch.setattr(os, "fsync", lambda fd: None)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("fast_checkpoints")
 
 
 def test_videomae_tolerance_pruning_saves_and_reloads(tmp_path):
