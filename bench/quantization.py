@@ -208,6 +208,8 @@ def ort_section(runs=40, keep_float=2, work=None, fixed_keep=None, fixed_clip=No
     # latency: interleaved, median of `runs`
     feeds = {k: {i.name: feed[i.name].numpy() for i in s.get_inputs()} for k, s in sessions.items()}
 
+    torch.set_num_threads(2)  # the same thread count as the ORT sessions
+
     def torch_fp32():
         with torch.no_grad():
             lm.model(**feed)

@@ -342,6 +342,9 @@ def onnx_session(path, threads: int = 2):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    # no busy-waiting between runs: spinning pool threads would steal the cores from whatever runs
+    # next (another session or PyTorch) and distort interleaved latency comparisons
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
