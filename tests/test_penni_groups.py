@@ -5,24 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from sparsa.decompose import PenniConfig, decompose, merge_to_dense, retrain, shrink
+from sparsa.decompose import PenniConfig, merge_to_dense, retrain, shrink
 from sparsa.decompose.groups import group_penalty, merge_masks, prune_channels
 from sparsa.errors import SparsaError
-from sparsa.models.zoo import TinyCNN
+from _penni_nets import decomposed_tiny_cnn
 
 
 def _net(seed=0):
-    torch.manual_seed(seed)
-    net = TinyCNN(width=8).eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    decompose(net, basis=5)
-    return net
+    return decomposed_tiny_cnn(seed)
 
 
 def test_group_penalty_is_the_sum_of_slice_norms_and_bn_scales():
