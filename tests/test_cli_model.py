@@ -44,6 +44,9 @@ def test_prune_info_eval_minilm(tmp_path):
         (["prune", "minilm", "--heads", "0.5", "--importance", "nope", "--out", "X"], "unknown importance"),
         (["info", "/no/such/model"], "no model named"),
         (["prune", "minilm", "--tolerance", "0.02", "--out", "X"], "needs --data"),
+        (["eval", "minilm", "--attention", "topk", "--head-ratio", "0.2"], "calibrates HDP"),
+        (["eval", "minilm", "--attention", "hdp", "--head-ratio", "0.2", "--tau-h", "3"], "not both"),
+        (["eval", "minilm", "--attention", "hdp", "--head-ratio", "1.5"], "out of range"),
     ],
 )
 def test_bad_input_is_a_sparsa_error(args, message):
@@ -67,3 +70,17 @@ def test_main_exits_2_with_message(monkeypatch, capsys):
         sparsa.cli.main()
     assert e.value.code == 2
     assert "no model named" in capsys.readouterr().err
+
+
+def test_eval_attention_head_ratio_calibrates_tau_h(tmp_path):
+    """--head-ratio R turns into a τ_H calibrated on the calibration split that prunes heads."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("The committee met again to review the budget for next year.\n"
+                     "Light travels faster than sound, which is why we see lightning first.\n")
+    base = ["eval", "minilm", "--attention", "hdp", "--data", str(texts), "--json"]
+    none = _json(runner.invoke(app, base))
+    some = _json(runner.invoke(app, base + ["--head-ratio", "0.3"]))
+    assert none["head_sparsity"] == 0.0
+    assert some["tau_h_calibrated"] > 0 and some["head_ratio"] == 0.3
+    assert 0.1 < some["head_sparsity"] < 0.6  # about the requested share on other sentences
+    assert some["cosine_mean"] < none["cosine_mean"]

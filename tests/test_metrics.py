@@ -45,6 +45,11 @@ def test_latency_summary_and_threads():
     assert torch.get_num_threads() == before
     a, b = measure_latency_pair(lambda: None, lambda: None, warmup=0, runs=3, threads=1)
     assert a["runs"] == b["runs"] == 3
+    # the pair's ratios see which side is slower (sleep: 4 ms vs 1 ms, a margin no scheduler noise closes)
+    import time
+
+    a, b = measure_latency_pair(lambda: time.sleep(0.004), lambda: time.sleep(0.001), warmup=0, runs=5)
+    assert a["best_ratio"] > 1.5 and a["paired_ratio_median"] > 1.5 and a["min_ms"] <= a["median_ms"]
     with pytest.raises(SparsaError):
         measure_latency(lambda: None, runs=0)
 

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from sparsa.cli.app import app, emit, status_console
-from sparsa.errors import SparsaError
+from sparsa.errors import SparsaError, check_fraction
 
 
 def _input_desc(lm, inputs: dict) -> str:
@@ -121,6 +121,9 @@ def eval_cmd(
     attention: Optional[str] = typer.Option(None, "--attention", help="dynamic attention pruning method (e.g. hdp)"),
     rho_b: Optional[float] = typer.Option(None, "--rho-b", help="HDP block-pruning ratio"),
     tau_h: Optional[float] = typer.Option(None, "--tau-h", help="HDP head-pruning threshold"),
+    head_ratio: Optional[float] = typer.Option(None, "--head-ratio",
+                                               help="HDP: calibrate --tau-h so this share of heads is pruned "
+                                                    "(on the calibration split, never the evaluation data)"),
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="target attention sparsity (baselines)"),
     block: Optional[int] = typer.Option(None, "--block", help="attention block size"),
     runs: int = typer.Option(20, "--runs", help="timed runs for latency (median reported)"),
@@ -133,14 +136,28 @@ def eval_cmd(
 
     if runs < 1 or threads < 1:
         raise SparsaError("--runs and --threads must be at least 1")
+    if head_ratio is not None:
+        if attention not in ("hdp", "hdp-seed"):
+            raise SparsaError("--head-ratio calibrates HDP's head threshold τ_H",
+                              hint="use it with --attention hdp or --attention hdp-seed")
+        if tau_h is not None:
+            raise SparsaError("give either --tau-h (an absolute threshold) or --head-ratio (a share of heads), not both")
+        check_fraction("--head-ratio", head_ratio)
     lm = load(model)
     if attention is not None:
         from sparsa.attention.evaluate import evaluate_attention
 
+        calibrated = {}
+        if head_ratio is not None:
+            from sparsa.attention.calibrate import calibrate_tau_h
+
+            cfg = {k: v for k, v in dict(rho_b=rho_b, block=block).items() if v is not None}
+            tau_h = calibrate_tau_h(lm, None, head_ratio, method=attention, **cfg)
+            calibrated = {"head_ratio": head_ratio, "tau_h_calibrated": tau_h}
         ref = load(reference) if reference else None
         result = evaluate_attention(lm, attention, rho_b=rho_b, tau_h=tau_h, sparsity=sparsity, block=block,
                                     data=data, reference=ref)
-        emit({"model": model, "attention": attention, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
+        emit({"model": model, "attention": attention, **calibrated, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
         return
     result = evaluate(lm, reference=reference, data=data, runs=runs, threads=threads, seq_len=seq_len,
                       log=status_console(json_))

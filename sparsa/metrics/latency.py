@@ -43,6 +43,7 @@ def _summary(times: list[float], threads: int) -> dict:
         "p10_ms": q[0],
         "p90_ms": q[-1],
         "mean_ms": statistics.fmean(times),
+        "min_ms": min(times),
         "runs": len(times),
         "threads": threads,
     }
@@ -55,7 +56,8 @@ def measure_latency_pair(fn_a: Callable[[], object], fn_b: Callable[[], object],
     Returns the two summaries of `measure_latency`; the first also carries `paired_ratio_median`,
     the median of the per-pair wall-time ratios a_i / b_i (each pair ran back to back: the most
     robust wall-clock ratio on a shared machine), and `paired_cpu_ratio_median`, the same for
-    process CPU time (which leaves out time spent waiting for a core). Both carry `cpu_median_ms`."""
+    process CPU time (which leaves out time spent waiting for a core), and `best_ratio`, min(a) / min(b).
+    Both carry `cpu_median_ms`."""
     old = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -76,6 +78,9 @@ def measure_latency_pair(fn_a: Callable[[], object], fn_b: Callable[[], object],
     th = threads if threads is not None else old
     sa, sb = _summary(ta, th), _summary(tb, th)
     sa["paired_ratio_median"] = statistics.median(a / b for a, b in zip(ta, tb))
+    # best-of-N per side (timeit's advice): interference only ever adds time, so the minima are the
+    # least disturbed estimate of each side's own cost on a machine that is never fully quiet
+    sa["best_ratio"] = min(ta) / max(min(tb), 1e-9)
     # CPU time excludes time spent waiting for a core: on a loaded machine it tracks the work done
     sa["cpu_median_ms"], sb["cpu_median_ms"] = statistics.median(ca), statistics.median(cb)
     sa["paired_cpu_ratio_median"] = statistics.median(a / max(b, 1e-9) for a, b in zip(ca, cb))
