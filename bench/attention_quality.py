@@ -30,6 +30,8 @@ SWEEPS = [
     ("hdp", "hdp", {}, "gap", [24, 15, 11, 7, 4, 1]),
     ("hdp b=2", "hdp", {"block": 2}, "gap", [24, 14, 10, 6, 3, 0]),
     ("hdp b=4", "hdp", {"block": 4}, "gap", [16, 8, 4, 0]),
+    ("hdp drop", "hdp", {"pruned": "drop"}, "gap", [24, 15, 11, 7, 4, 1]),
+    ("hdp b=2 max", "hdp", {"block": 2, "importance": "max"}, "gap", [24, 14, 10, 6, 3, 0]),
     ("hdp rowmax-gap", "hdp", {"importance": "rowmax", "threshold": "gap"}, "gap", [24, 15, 11, 7, 4, 1]),
     ("hdp signed-rho b=1", "hdp", {"importance": "signed", "threshold": "rho"}, "rho_b",
      [-0.25, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
@@ -38,12 +40,13 @@ SWEEPS = [
     ("hdp signed-rho", "hdp-seed", {"importance": "signed"}, "rho_b", [-0.25, 0.0, 0.25, 0.5]),
     ("topk", "topk", {}, "ratio", [0.5, 0.7, 0.8, 0.9, 0.95]),
     ("topk-element", "topk-element", {}, "ratio", [0.5, 0.7, 0.8, 0.9, 0.95]),
+    ("topk-element mean", "topk-element", {"pruned": "mean", "split": "round"}, "ratio", [0.5, 0.7, 0.8, 0.9, 0.95]),
     ("energon", "energon", {}, "rho_b", [-0.25, 0.0, 0.25, 0.5]),
     ("spatten", "spatten", {}, "ratio", [0.25, 0.5, 0.75]),
 ]
-QUICK = {"hdp", "hdp b=2", "hdp b=4", "hdp rowmax-gap", "hdp signed-rho b=1", "hdp-seed", "topk", "topk-element",
+QUICK = {"hdp", "hdp b=2", "hdp b=4", "hdp drop", "hdp b=2 max", "hdp rowmax-gap", "hdp signed-rho b=1", "hdp-seed", "topk", "topk-element",
          "energon", "spatten"}
-RHO_VALUES = [-0.25, 0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]  # hdp's ρ_B sweep where its rule is the ρ_B rule
+RHO_VALUES = [-0.25, 0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]  # hdp's ρ_B sweep where its rule is the ρ_B rule
 
 
 def sweep_model(name, quick=False, log=print):
@@ -86,7 +89,7 @@ def sweep_model(name, quick=False, log=print):
         if method == "hdp" and label.startswith("hdp ") and "block" not in fixed and \
                 make_config(method, lm.family, **fixed) == make_config(method, lm.family):
             continue  # this rule *is* the family's hdp default: already the "hdp" row
-        if label in ("hdp", "hdp b=2", "hdp b=4"):
+        if label in ("hdp", "hdp b=2", "hdp b=4", "hdp drop", "hdp b=2 max"):
             knob = knob_for(method, lm.family, **fixed)
             if knob == "rho_b":
                 values = RHO_VALUES
@@ -155,7 +158,23 @@ def table(res) -> str:
         lines.append(f"| {lab} | " + " | ".join(cells) + f" | {'–' if ms is None else f'{100 * ms:.1f}%'} |")
     if metric == "accuracy":
         lines.append(f"\ndense accuracy: {res['dense']:.1f}%")
+    lines.append(behind(res))
     return "\n".join(lines)
+
+
+def behind(res) -> str:
+    """Where each Top-K variant first falls behind `hdp` (by more than 1 point / 0.01 cosine), on a 1% grid."""
+    margin = 0.01 if res["metric"] == "cosine" else 1.0
+    out = []
+    for lab in ("topk", "topk-element"):
+        first = None
+        for i in range(20, 100):
+            h, t = at_sparsity(res["rows"], "hdp", i / 100), at_sparsity(res["rows"], lab, i / 100)
+            if h is not None and t is not None and h - t > margin:
+                first = i
+                break
+        out.append(f"{lab} falls behind hdp from {first}% on" if first else f"{lab} never falls behind hdp (measured range)")
+    return "\n" + "; ".join(out) + f" (margin {margin:g})"
 
 
 def plot(results, path):

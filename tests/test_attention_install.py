@@ -117,7 +117,7 @@ def test_hdp_family_defaults_resolve_and_apply(monkeypatch):
     generic, vit = make_config("hdp"), make_config("hdp", "vit")
     assert generic == make_config("hdp", "bert") == HDPConfig(**HDP_DEFAULTS)
     assert (vit.importance, vit.threshold, vit.block, vit.split) == ("signed", "rho", 1, "round")
-    assert make_config("hdp", "vit", threshold="gap", importance="rowmax", rho_b=0.0) == generic
+    assert make_config("hdp", "vit", threshold="gap", importance="rowmax", rho_b=0.0, pruned="drop") == generic
     assert make_config("hdp-seed", "vit") == make_config("hdp-seed")
     assert knob_for("hdp", "vit") == "rho_b" and knob_for("hdp", "bert") == "gap"
 

@@ -17,6 +17,7 @@ from sparsa.attention.hdp import (
     HDPConfig,
     HDPStats,
     _valid_mask,
+    attendable,
     attention_from_mask,
     block_masks_int,
     check_qkv,
@@ -27,13 +28,21 @@ from sparsa.attention.hdp import (
 from sparsa.errors import SparsaError, check_fraction
 
 
-def _stats(keep_blocks, head_mask, vblk, valid, block, N, padded, ops, out_int=None, head_imp=None, keep_elem=None):
+def _pairs(valid, bias, B, N):
+    """[B,1,N,N] valid ∧ attendable pairs (Swin's shift-masked pairs out, see `hdp.attendable`)."""
+    velem = (valid[:, :, None] & valid[:, None, :])[:, None]
+    att = attendable(bias, B, N)
+    return velem if att is None else velem & att[:, None]
+
+
+def _stats(keep_blocks, head_mask, vblk, valid, block, N, padded, ops, out_int=None, head_imp=None, keep_elem=None,
+           n_pairs=None):
     nv = valid.sum(-1).to(torch.int64)
     B, H = head_mask.shape
     D = ops.pop("_D")
     ops["int_macs"] = ops.get("int_macs", 0)
     ops["dense_macs"] = 2 * int((nv**2).sum()) * H * D
-    ops["valid_elements"] = int((nv**2).sum()) * H
+    ops["valid_elements"] = (int((nv**2).sum()) if n_pairs is None else int(n_pairs)) * H
     return HDPStats(
         block_mask=keep_blocks,
         head_mask=head_mask,
@@ -57,13 +66,15 @@ def dense_attention(q, k, v, valid=None, bias=None):
     s = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D)
     if bias is not None:
         s = s + bias
-    keep = (valid[:, None, :, None] & valid[:, None, None, :]).expand(B, H, N, N)
-    p = torch.softmax(s.masked_fill(~keep, float("-inf")), -1).nan_to_num(0.0)
+    pairs = valid[:, None, :, None] & valid[:, None, None, :]
+    p = torch.softmax(s.masked_fill(~pairs, float("-inf")), -1).nan_to_num(0.0)
     out = torch.matmul(p, v)
-    vblk = valid[:, :, None] & valid[:, None, :]
+    keep = _pairs(valid, bias, B, N).expand(B, H, N, N)  # the dense softmax also weighs shift-masked pairs (≈ e^-100)
+    vblk = keep[:, 0]
     ops = {"_D": D, "kept_elements": int(keep.sum()), "frac_macs": 0, "softmax_elements": int(keep.sum()),
            "pv_macs": int(keep.sum()) * D}
-    st = _stats(keep.clone(), torch.ones(B, H, dtype=torch.bool), vblk, valid, 1, N, 0, ops, keep_elem=keep)
+    st = _stats(keep.clone(), torch.ones(B, H, dtype=torch.bool), vblk, valid, 1, N, 0, ops, keep_elem=keep,
+                n_pairs=vblk.sum())
     st.ops["int_macs"] = int(keep.sum()) * D
     return out, st
 
@@ -81,13 +92,14 @@ def topk_attention(q, k, v, ratio: float, cfg: HDPConfig | None = None, valid=No
         cfg = cfg.with_(block=1)
     elif granularity != "block":
         raise SparsaError(f"unknown topk granularity {granularity!r}", hint="use 'block' or 'element'")
-    ints = block_masks_int(q, k, cfg.with_(rho_b=-1.0, threshold="rho"), valid)
+    ints = block_masks_int(q, k, cfg.with_(rho_b=-1.0, threshold="rho"), valid, None, attendable(bias, B, N))
     vblk = ints["vblk"][:, None].expand(B, H, -1, -1)
     if granularity == "element":
         score = torch.matmul(q, k.transpose(-1, -2)).to(torch.float64)
         if bias is not None:
             score = score + bias * math.sqrt(D)
         theta = score
+        vblk = ints["velem"][..., :N, :N].expand(B, H, -1, -1)
     else:
         theta = ints["theta"].to(torch.float64)
     n = vblk.sum(-1, keepdim=True)
@@ -98,11 +110,11 @@ def topk_attention(q, k, v, ratio: float, cfg: HDPConfig | None = None, valid=No
     rank.scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order).contiguous())
     mask = (rank < kk) & vblk
     keep_elem = expand_block_mask(mask, cfg.block) & ints["velem"]
-    out, out_int, ops = attention_from_mask(q, k, v, keep_elem, ints["head_mask"], cfg, ints, bias)
+    out, out_int, ops = attention_from_mask(q, k, v, keep_elem, ints["head_mask"], cfg, ints, bias, ints["velem"])
     ops["_D"] = D
     ops["int_macs"] = int((ints["n_valid"].to(torch.int64) ** 2).sum()) * H * D
     return out, _stats(mask, ints["head_mask"], ints["vblk"], valid, cfg.block, N, ints["padded"], ops, out_int,
-                       ints["head_importance"], keep_elem)
+                       ints["head_importance"], keep_elem, ints["velem"].sum())
 
 
 def _sym_quant_per_head(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -128,17 +140,17 @@ def energon_attention(q, k, v, ratio: float, cfg: HDPConfig | None = None, valid
     for a in alphas:
         if not -1.0 <= a <= 1.0:
             raise SparsaError(f"energon ratio {a} out of range [-1, 1]")
-    velem = (valid[:, :, None] & valid[:, None, :])[:, None].expand(B, H, N, N)
+    velem = _pairs(valid, bias, B, N).expand(B, H, N, N)
     alive = velem.clone()
     for b_t, a_t in zip(bits, alphas):
         s = fx.int_matmul(_sym_quant_per_head(q, b_t), _sym_quant_per_head(k, b_t).transpose(-1, -2))
         alive = row_keep_mask(s, alive, int(round(256 * a_t)))
     hm = torch.ones(B, H, dtype=torch.bool)
-    out, out_int, ops = attention_from_mask(q, k, v, alive, hm, cfg, None, bias)
+    out, out_int, ops = attention_from_mask(q, k, v, alive, hm, cfg, None, bias, velem)
     ops["_D"] = D
     ops["int_macs"] = 0
-    vblk = valid[:, :, None] & valid[:, None, :]
-    return out, _stats(alive, hm, vblk, valid, 1, N, 0, ops, out_int, None, alive)
+    vblk = velem[:, 0]
+    return out, _stats(alive, hm, vblk, valid, 1, N, 0, ops, out_int, None, alive, vblk.sum())
 
 
 class SpAttenState:
@@ -180,13 +192,14 @@ def spatten_attention(q, k, v, state: SpAttenState, cfg: HDPConfig | None = None
     valid = _valid_mask(valid, B, N, q.device)
     hm = state.head_mask(B, H)
     cfg1 = cfg.with_(block=1)
-    velem = (valid[:, :, None] & valid[:, None, :])[:, None].expand(B, H, N, N)
-    out, out_int, ops = attention_from_mask(q, k, v, velem, hm, cfg1, None, bias)
+    velem = _pairs(valid, bias, B, N).expand(B, H, N, N)
+    out, out_int, ops = attention_from_mask(q, k, v, velem, hm, cfg1, None, bias, velem)
     state.update(out)
     ops["_D"] = D
-    vblk = valid[:, :, None] & valid[:, None, :]
+    vblk = velem[:, 0]
     # no block pruning: every valid element block is "kept"; the head mask says which heads ran
-    return out, _stats(velem.clone(), hm, vblk, valid, 1, N, 0, ops, out_int, None, velem & hm[:, :, None, None])
+    return out, _stats(velem.clone(), hm, vblk, valid, 1, N, 0, ops, out_int, None, velem & hm[:, :, None, None],
+                       vblk.sum())
 
 
 __all__ = ["dense_attention", "topk_attention", "energon_attention", "spatten_attention", "SpAttenState",

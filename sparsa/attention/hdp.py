@@ -20,6 +20,9 @@ are documentation):
 9. `x = (T · C) >> (fT + 16 − S)` with `C = round(2^16 / √D_h)`: the scaled score in Q·.S
 10. `P = int_softmax(x, M_elem)` (see `int_softmax`), `P` in Q0.`prob_bits`
 11. `O = sat((P · qV) >> prob_bits)` with `qV = to_fixed(V, v_frac, v_total)`; pruned heads → 0.
+    With `pruned="mean"` steps 10–11 are `int_softmax_mean`: pruned pairs keep their integer-part
+    softmax weight, which multiplies the row's mean value vector.
+Pairs masked by an additive bias ≤ MASK_BIAS (Swin's shift mask) are not attendable: like padding.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ from sparsa.errors import SparsaError
 IMPORTANCE_VARIANTS = ("abs", "signed", "max", "rowmax")
 THRESHOLD_RULES = ("rho", "gap")
 TAU_MODES = ("abs", "mean")
+PRUNED_MODES = ("drop", "mean")
+# an additive score term at or below this is a *mask*, not a position bias: Swin's shifted-window
+# mask is −100 (HF), relative position biases are O(1–10). Such (query, key) pairs are structurally
+# excluded ("not attendable"): never kept, never counted as valid or pruned, out of every row statistic.
+MASK_BIAS = -50.0
 
 # softmax constants (spec §4.1 step 10, I-BERT polynomial, linear reciprocal)
 EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344
@@ -53,6 +61,8 @@ class HDPConfig:
     (max A), "rowmax" (per-query-row max + gap, see `rowmax_gap_mask`). threshold: "rho" (seed row rule) or "gap" (keep θ ≥ rowmax − gap·b², see
     `row_keep_mask_gap`). softmax: "int" (integer softmax) or "float" (exact softmax of the same
     integer scores; for accuracy ablations). v_mode: "fixed" (golden model) or "float" (P·V in float).
+    pruned: "drop" (seed: softmax over the kept scores only) or "mean" (pruned keys keep their
+    integer-part softmax weight, which goes to the row's mean value vector; see `attention_from_mask`).
     """
 
     frac_bits: int = 4
@@ -76,6 +86,7 @@ class HDPConfig:
     v_frac_bits: int = 8
     v_total_bits: int = 16
     v_mode: str = "fixed"
+    pruned: str = "drop"
 
     def __post_init__(self):
         fx.check_format(self.frac_bits, self.total_bits)
@@ -96,6 +107,7 @@ class HDPConfig:
             ("threshold", self.threshold, THRESHOLD_RULES),
             ("softmax", self.softmax, ("int", "float")),
             ("v_mode", self.v_mode, ("fixed", "float")),
+            ("pruned", self.pruned, PRUNED_MODES),
         ):
             if val not in allowed:
                 raise SparsaError(f"{name}={val!r} is not supported", hint=f"use one of {allowed}")
@@ -388,11 +400,23 @@ def check_qkv(q, k, v):
         raise SparsaError("empty sequence: need at least one token")
 
 
-def block_masks_int(q: torch.Tensor, k: torch.Tensor, cfg: HDPConfig, valid: torch.Tensor | None = None, bias_int=None):
+def attendable(bias, B: int, N: int):
+    """[B,N,N] bool: (query, key) pairs not masked by an additive mask ≤ MASK_BIAS in any head
+    (Swin's shifted-window mask); None when `bias` is None."""
+    if bias is None:
+        return None
+    m = (bias > MASK_BIAS).expand(B, -1, N, N)
+    return m.all(1)
+
+
+def block_masks_int(q: torch.Tensor, k: torch.Tensor, cfg: HDPConfig, valid: torch.Tensor | None = None, bias_int=None,
+                    attend: torch.Tensor | None = None):
     """The integer pass only (steps 1–7): returns dict of padded integer tensors and masks.
 
     bias_int (optional, int64 broadcastable to [B,H,Np,Np]): a static additive term in A units
-    (e.g. Swin's relative position bias, round(bias·√D_h)) folded into the signed/max importance."""
+    (e.g. Swin's relative position bias, round(bias·√D_h)) folded into the signed/max importance.
+    attend (optional bool [B,N,N], see `attendable`): pairs that may attend at all; the others are
+    treated like padding pairs (out of θ, the row statistics, θ_H and the valid-block count)."""
     B, H, N, D = q.shape
     b = cfg.block
     valid = _valid_mask(valid, B, N, q.device)
@@ -415,12 +439,13 @@ def block_masks_int(q: torch.Tensor, k: torch.Tensor, cfg: HDPConfig, valid: tor
     else:
         A_imp = A
     velem = (vpad[:, :, None] & vpad[:, None, :])[:, None]  # [B,1,Np,Np]
+    if attend is not None:
+        velem = velem & _pad_bias(attend, Np)[:, None]
     if bias_int is not None and cfg.importance != "abs":
         A_imp = A_imp + (bias_int << (2 * cfg.imp_bits))
     imp_A = A_imp
     theta = block_importance(imp_A, b, velem, cfg.importance)
-    vblk_row = vpad.reshape(B, Np // b, b).any(-1)
-    vblk = (vblk_row[:, :, None] & vblk_row[:, None, :])  # [B,NB,NB]
+    vblk = _blockify(velem[:, 0], b).any(-1)  # [B,NB,NB]: blocks with at least one valid pair
     if cfg.importance == "rowmax":
         mask = rowmax_gap_mask(imp_A, velem, b, int(round(cfg.gap * 4**cfg.imp_bits)))
     elif cfg.threshold == "rho":
@@ -443,9 +468,12 @@ def expand_block_mask(mask: torch.Tensor, block: int) -> torch.Tensor:
     return mask.repeat_interleave(block, -2).repeat_interleave(block, -1)
 
 
-def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None, bias=None):
+def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None, bias=None, velem=None):
     """Steps 8–11 given the kept elements `keep_elem` [B,H,Np,Np] (valid ∧ kept) and `head_mask`.
 
+    `velem` (bool broadcastable to [B,H,Np,Np], default: every pair) = the valid, attendable pairs;
+    `cfg.pruned="mean"` needs it: there the pruned pairs of a row keep the softmax weight of their
+    integer-part score and that weight multiplies the row's mean value vector (see `int_softmax_mean`).
     Returns (output float [B,H,N,D_h], output_int or None, ops dict). Used by HDP and by every
     baseline, so all methods share one arithmetic."""
     B, H, N, D = q.shape
@@ -457,30 +485,61 @@ def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None
         A = None
     else:
         IQ, FQ, IK, FK, A = ints["IQ"], ints["FQ"], ints["IK"], ints["FK"], ints["A"]
+    mean = cfg.pruned == "mean"
     keep = keep_elem & head_mask[:, :, None, None]
+    att = None
+    if mean:
+        att = torch.ones_like(keep) if velem is None else velem.expand_as(keep).clone()
+        att &= head_mask[:, :, None, None]
+        keep = keep & att
+        if A is None:
+            A = fx.int_matmul(IQ, IK.transpose(-1, -2))
     T, t_frac = approx_scores_int(IQ, FQ, IK, FK, cfg.frac_bits, cfg.approx, A_int=A)
+    pm = pm_int = None
     if cfg.softmax == "int":
-        x = scale_scores_int(T, t_frac, D, cfg.score_bits)
-        if bias is not None:
-            x = x + _pad_bias(fx.to_fixed(bias, cfg.score_bits, 32), Np)
-        p_int = int_softmax(x, keep, cfg)
+        xb = 0 if bias is None else _pad_bias(fx.to_fixed(bias, cfg.score_bits, 32), Np)
+        x = scale_scores_int(T, t_frac, D, cfg.score_bits) + xb
+        if mean:
+            xc = scale_scores_int(A, 0, D, cfg.score_bits) + xb  # the integer-part score
+            p_int, pm_int = int_softmax_mean(x, xc, keep, att, cfg)
+            pm = fx.from_fixed(pm_int, cfg.prob_bits, torch.float64)[..., :N, :]
+        else:
+            p_int = int_softmax(x, keep, cfg)
         p = fx.from_fixed(p_int, cfg.prob_bits, torch.float64)
     else:
-        s = T.to(torch.float64) * 2.0**-t_frac / math.sqrt(D)
-        if bias is not None:
-            s = s + _pad_bias(bias.to(torch.float64), Np)
-        p = torch.softmax(s.masked_fill(~keep, float("-inf")), -1).nan_to_num(0.0)
+        sb = 0 if bias is None else _pad_bias(bias.to(torch.float64), Np)
+        s = T.to(torch.float64) * 2.0**-t_frac / math.sqrt(D) + sb
         p_int = None
+        if mean:
+            sc = A.to(torch.float64) / math.sqrt(D) + sb
+            mx = torch.where(keep, s, -math.inf).amax(-1, keepdim=True)
+            mx = torch.where(keep.any(-1, keepdim=True), mx, torch.where(att, sc, -math.inf).amax(-1, keepdim=True))
+            e = torch.where(keep, torch.exp(s - mx), torch.where(att, torch.exp((sc - mx).clamp(max=0)), 0.0))
+            z = e.sum(-1, keepdim=True)
+            z = torch.where(z > 0, z, 1.0)
+            p = torch.where(keep, e, 0.0) / z
+            pm = (torch.where(att & ~keep, e, 0.0).sum(-1, keepdim=True) / z)[..., :N, :]
+        else:
+            p = torch.softmax(s.masked_fill(~keep, float("-inf")), -1).nan_to_num(0.0)
     p = p[..., :N, :N]
+    if mean:
+        a = att[..., :N, :N]
+        cnt = a.sum(-1, keepdim=True).clamp(min=1)
     out_int = None
     if cfg.v_mode == "fixed" and p_int is not None:
         qV = fx.to_fixed(v, cfg.v_frac_bits, cfg.v_total_bits)
         acc = fx.int_matmul(p_int[..., :N, :N], qV)
+        if mean:  # v̄ = floor(Σ_attendable qV / n): one vector per head (per shift region in Swin)
+            vbar = torch.div(fx.int_matmul(a.to(torch.int64), qV), cnt, rounding_mode="floor")
+            acc = acc + pm_int[..., :N, :] * vbar
         out_int = fx.saturate(fx.ashr(acc, cfg.prob_bits), cfg.v_total_bits)
         out_int = torch.where(head_mask[:, :, None, None], out_int, 0)
         out = fx.from_fixed(out_int, cfg.v_frac_bits, v.dtype)
     else:
         out = torch.matmul(p.to(v.dtype), v)
+        if mean:
+            vbar = torch.matmul(a.to(v.dtype), v) / cnt.to(v.dtype)
+            out = out + pm.to(v.dtype) * vbar
         out = torch.where(head_mask[:, :, None, None], out, torch.zeros((), dtype=v.dtype))
     kept = keep[..., :N, :N].sum((-1, -2))  # [B,H]
     ops = {
@@ -490,7 +549,34 @@ def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None
         "pv_macs": int((D * kept).sum()),
         "kept_elements": int(kept.sum()),
     }
+    if mean:  # every attendable pair goes through exp; v̄ (N·D adds) and pm·v̄ (D MACs per row) per head
+        ops["softmax_elements"] = int(att[..., :N, :N].sum())
+        rows = att[..., :N, :N].any(-1).sum()
+        ops["comp_macs"] = int(2 * D * rows)
     return out, out_int, ops
+
+
+def int_softmax_mean(x, xc, keep, att, cfg: HDPConfig):
+    """Integer softmax for `pruned="mean"`: returns (P [.., N, N], Pm [.., N, 1]) in Q0.prob_bits.
+
+    x: full scores (Q·.S) used on kept pairs; xc: integer-part scores (A only, Q·.S) used on the
+    attendable pairs that were pruned. Exact steps (m = max of x over the kept pairs of the row, or
+    of xc when the row kept nothing):
+      z = x − m on kept pairs, min(xc − m, 0) on pruned attendable pairs; e = int_exp(z) there, 0 elsewhere
+      Σ = Σ_j e_j; (y, L) = int_reciprocal(Σ)
+      P = (e_kept · y) >> (M + L − prob_bits);  Pm = ((Σ_pruned e) · y) >> (M + L − prob_bits)
+    and the output row is (P·qV + Pm·v̄) >> prob_bits with v̄ = floor(Σ_attendable qV / n_attendable)."""
+    low = torch.iinfo(torch.int64).min // 4
+    any_kept = keep.any(-1, keepdim=True)
+    mx = torch.where(keep, x, low).amax(-1, keepdim=True)
+    mx = torch.where(any_kept, mx, torch.where(att, xc, low).amax(-1, keepdim=True))
+    z = torch.where(keep, x - mx, torch.where(att, (xc - mx).clamp(max=0), 0))
+    e = torch.where(att, int_exp(z, cfg.score_bits, cfg.exp_bits), 0)
+    y, L = int_reciprocal(e.sum(-1, keepdim=True), cfg.recip_bits, cfg.newton_steps)
+    sh = cfg.recip_bits + L - cfg.prob_bits
+    p = fx.ashr(torch.where(keep, e, 0) * y, sh)
+    pm = fx.ashr(torch.where(att & ~keep, e, 0).sum(-1, keepdim=True) * y, sh)
+    return p, pm
 
 
 def _pad_bias(bias: torch.Tensor, Np: int) -> torch.Tensor:
@@ -507,6 +593,7 @@ def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor
     integer result), else P·V in float. Pruned heads output exactly 0. `bias` (optional float,
     broadcastable to [B,H,N,N]) is an additive score term (Swin's relative position bias / shift
     mask), quantized to Q·.S and added to x; it is folded (in A units) into signed/max importance.
+    Pairs whose bias is ≤ MASK_BIAS (Swin's −100 shift mask) are not attendable: see `attendable`.
     """
     cfg = cfg or HDPConfig()
     check_qkv(q, k, v)
@@ -514,13 +601,13 @@ def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor
     bias_int = None
     if bias is not None and cfg.importance != "abs":
         bias_int = _pad_bias(torch.round(bias.to(torch.float64) * math.sqrt(D)).clamp(-(2**40), 2**40).to(torch.int64), N + (-N) % cfg.block)
-    ints = block_masks_int(q, k, cfg, valid, bias_int)
+    ints = block_masks_int(q, k, cfg, valid, bias_int, attendable(bias, B, N))
     keep_elem = expand_block_mask(ints["block_mask"], cfg.block) & ints["velem"]
-    out, out_int, ops = attention_from_mask(q, k, v, keep_elem, ints["head_mask"], cfg, ints, bias)
+    out, out_int, ops = attention_from_mask(q, k, v, keep_elem, ints["head_mask"], cfg, ints, bias, ints["velem"])
     nv = ints["n_valid"].to(torch.int64)
     ops["int_macs"] = int((nv**2).sum()) * H * D
     ops["dense_macs"] = 2 * int((nv**2).sum()) * H * D
-    ops["valid_elements"] = int((nv**2).sum()) * H
+    ops["valid_elements"] = int(ints["velem"].sum()) * H  # attendable valid pairs (Swin's shift mask excluded)
     stats = HDPStats(
         block_mask=ints["block_mask"],
         head_mask=ints["head_mask"],
