@@ -81,3 +81,34 @@ def test_symmetric_static_export_has_no_zero_point(tiny_bert, tmp_path):
     pa = export_onnx(qa, tmp_path / "asym.onnx", seq_len=12)
     assert zero_points_in(pa)
     assert _compare(qa, pa) < 1e-5
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_seven_bit_weights_export_as_int8_for_u8s8_kernels(tiny_bert, tmp_path, fuse):
+    """7-bit symmetric codes are stored int8 (ORT's u8×s8 kernels cannot saturate at ±63) and ORT
+    still computes exactly sparsa's integer simulation; 8-bit codes keep the exact u8×u8 storage."""
+    q = tiny_bert.clone()
+    quantize_(q, QuantConfig(bits=7, clip="search", activations="dynamic", act_scheme="asym"))
+    p = export_onnx(q, tmp_path / "w7.onnx", seq_len=12, fuse=fuse)
+    proto = onnx.load(str(p))
+    wq = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer if i.name.endswith("_wq")}
+    assert wq and all(a.dtype == np.int8 and np.abs(a.astype(np.int16)).max() <= 63 for a in wq.values())
+    codes = q.model.encoder.layer[0].output.dense.qweight
+    assert np.array_equal(wq["q_encoder_layer_0_output_dense_wq"], codes.numpy().T)
+    assert not [n for n in proto.graph.node if n.op_type in ("MatMulInteger", "QAttention") and len(n.input) > 3
+                and n.input[3 if n.op_type == "MatMulInteger" else 7]]  # no weight zero point
+    assert _compare(q, p) < 1e-5  # (8-bit codes keep the u8×u8 storage: test_dynamic_export_matches_simulation)
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_onnx_session_spinning_option_is_honoured(tmp_path, spinning):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    p = tmp_path / "id.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(p))
+    so = onnx_session(p, threads=2, spinning=spinning).get_session_options()
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+    assert so.intra_op_num_threads == 2

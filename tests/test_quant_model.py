@@ -157,7 +157,33 @@ def test_save_load_round_trip(tmp_path, cfg):
     from safetensors.torch import load_file
 
     t = load_file(str(tmp_path / "q" / "quant.safetensors"))
-    assert t["fc1.qweight"].numel() == -(-16 * 32 * m.fc1.bits // 8)
+    assert t["fc1.qweight"].numel() + (t["fc1.qmask"].numel() if "fc1.qmask" in t else 0) == m.fc1.storage_bytes()["weight"]
+    if m.fc1.weight_format() == "dense":
+        assert t["fc1.qweight"].numel() == -(-16 * 32 * m.fc1.bits // 8)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_pruned_weights_are_stored_as_bitmap_and_round_trip(tmp_path, bits):
+    m = _mlp()
+    with torch.no_grad():  # magnitude-prune fc1 to 75% zeros; fc2 stays dense
+        w = m.fc1.weight
+        w[w.abs() <= w.abs().flatten().kthvalue(int(0.75 * w.numel())).values] = 0.0
+    quantize_(m, QuantConfig(bits=bits))
+    n, nnz = 16 * 32, int(torch.count_nonzero(m.fc1.qweight))
+    assert nnz <= 0.25 * n
+    assert m.fc1.weight_format() == "bitmap" and m.fc2.weight_format() == "dense"
+    assert m.fc1.storage_bytes()["weight"] == n // 8 + -(-nnz * bits // 8)
+    assert quant_size(m)["int_weight_bytes"] == n // 8 + -(-nnz * bits // 8) + 32 * 8 * bits // 8
+    save_quantized(m, tmp_path / "q")
+    from safetensors.torch import load_file
+
+    t = load_file(str(tmp_path / "q" / "quant.safetensors"))
+    assert t["fc1.qmask"].numel() + t["fc1.qweight"].numel() == m.fc1.storage_bytes()["weight"]
+    assert "fc2.qmask" not in t
+    back = load_quantized(tmp_path / "q", base=_mlp(seed=5))
+    assert torch.equal(back.fc1.qweight, m.fc1.qweight) and torch.equal(back.fc2.qweight, m.fc2.qweight)
+    x = torch.randn(2, 16)
+    assert torch.equal(m(x), back(x))
 
 
 def test_load_rejects_bad_folder(tmp_path):

@@ -113,21 +113,21 @@ def quant_size(model) -> dict:
     """Real storage bytes: packed integer weights + scales + zero points + everything left in float.
 
     `fp32_bytes` is what the same model takes with every tensor in float32, `ratio` = bytes / fp32_bytes.
-    Shared (tied) tensors are counted once.
+    Shared (tied) tensors are counted once; non-persistent buffers (e.g. Swin's relative position
+    index, rebuilt from the config) are not stored, so they are not counted.
     """
     module = getattr(model, "model", model)
     qls = quant_layers(module)
     parts = {"weight": 0, "scale": 0, "zero_point": 0, "bias": 0, "smooth": 0}
     fp32 = 0
-    qtensors = set()
     for m in qls.values():
         for k, v in m.storage_bytes().items():
             parts[k] += v
         fp32 += 4 * m.in_features * m.out_features + (4 * m.out_features if m.bias is not None else 0)
-        qtensors.update(id(b) for b in m.buffers())
+    qprefixes = tuple(n + "." for n in qls)
     float_bytes, seen = 0, set()
-    for t in list(module.parameters()) + list(module.buffers()):
-        if id(t) in seen or id(t) in qtensors:
+    for name, t in module.state_dict(keep_vars=True).items():
+        if name.startswith(qprefixes) or id(t) in seen:
             continue
         seen.add(id(t))
         float_bytes += t.numel() * t.element_size()

@@ -15,10 +15,12 @@ Modes (activation side):
   (opset 21 `output_dtype=INT8`) and MatMulInteger gets none either (ONNX default: 0).
 
 Weight storage: int8 codes as they are (`weight_dtype="int8"`), or shifted by +128 to uint8
-with a single zero point 128 (`weight_dtype="uint8"`, default for "dynamic"). The two are the
-same integers; uint8 exists because ORT's u8×s8 kernel on AVX2 CPUs without VNNI sums pairs of
-products in int16 and saturates (measured: errors up to 1e5 on random codes), while u8×u8 is
-exact and as fast. s8×s8 (symmetric activations) is exact but ~70x slower on such CPUs.
+with a single zero point 128 (`weight_dtype="uint8"`). The two are the same integers. ORT's
+u8×s8 kernel on AVX2 CPUs without VNNI (vpmaddubsw) sums pairs of u8·s8 products in int16 and
+saturates for 8-bit codes (measured: errors up to 1e5 on random codes), but not for 7-bit codes
+(2·255·63 = 32130 < 32767, ORT's "reduce_range"); u8×u8 is exact for any codes but slower.
+Default (None): int8 when every layer has symmetric codes of at most 7 bits (or in static mode),
+else uint8. s8×s8 (symmetric activations) is exact but ~70x slower on such CPUs.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class _Positional(nn.Module):
 
 
 def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, mode: str = "auto",
-                weight_dtype: str | None = None, fuse: bool | str = "auto") -> Path:
+                weight_dtype: str | None = None, fuse: bool | str = "auto", fast_gelu: bool = False) -> Path:
     """Export a quantized model (LoadedModel or nn.Module with QuantLinear layers) to integer ONNX.
 
     inputs: example inputs (default: `loaded.example_inputs(1, seq_len)`); batch and sequence
@@ -65,7 +67,9 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
       calibrated activation scales, else dynamic). fuse: BERT-family only, run ONNX Runtime's
       transformer optimizer first (Attention / SkipLayerNorm / BiasGelu fusions) and quantize the
       fused Attention's QKV weight with sparsa's codes as QAttention; "auto" fuses BERT models
-      in dynamic mode when every layer has the same head count.
+      in dynamic mode when every layer has the same head count. fast_gelu (with fuse): ORT's
+      tanh-approximated FastGelu instead of the exact erf GELU (faster; the model then differs
+      from sparsa's simulation by the approximation, ~1e-3 per activation).
     Returns the path written.
     """
     path = Path(path)
@@ -89,7 +93,8 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
             raise SparsaError(f"dynamic export quantizes activations like ONNX DynamicQuantizeLinear (8-bit asym); "
                               f"{bad[:3]} simulate another activation scheme",
                               hint="quantize with act_scheme='asym', act_bits=8, or use static activations")
-    weight_dtype = weight_dtype or ("uint8" if mode == "dynamic" else "int8")
+    if weight_dtype is None:  # u8×s8 kernels where they cannot saturate (codes within ±63), else u8×u8
+        weight_dtype = "int8" if mode == "static" or all(q.bits <= 7 and q.w_zero_point is None for q in qls.values()) else "uint8"
     if weight_dtype not in ("int8", "uint8"):
         raise SparsaError(f"weight_dtype {weight_dtype!r} is unknown", hint="use 'int8' or 'uint8'")
     if mode == "static" and weight_dtype == "uint8" and any(q.act_scheme == "sym" for q in qls.values()):
@@ -102,6 +107,8 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
         heads = getattr(getattr(loaded, "config", None), "sparsa_heads_per_layer", None)
         fuse = (loaded is not None and loaded.family == "bert" and mode == "dynamic"
                 and not (heads and len(set(heads)) > 1))
+    if fast_gelu and not fuse:
+        raise SparsaError("fast_gelu comes from ONNX Runtime's BERT fusion", hint="export with fuse=True")
     if fuse and (loaded is None or loaded.family != "bert"):
         raise SparsaError("fuse=True uses ONNX Runtime's BERT optimizer and needs a BERT-family LoadedModel",
                           hint="export without fuse")
@@ -123,7 +130,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
                               input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}},
                               opset_version=17, dynamo=False)
         if fuse:
-            fpath = _ort_fuse(fpath, loaded)
+            fpath = _ort_fuse(fpath, loaded, fast_gelu)
         proto = onnx.load(str(fpath))
     proto = _upgrade_opset(proto)
     n_rewritten = _rewrite(proto, table, mode, weight_dtype)
@@ -140,15 +147,18 @@ def _is_sequence(t: torch.Tensor) -> bool:
     return t.dtype in (torch.int64, torch.int32) or t.dim() == 3
 
 
-def _ort_fuse(fpath: Path, loaded) -> Path:
+def _ort_fuse(fpath: Path, loaded, fast_gelu: bool = False) -> Path:
     from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
     cfg = loaded.config
     heads = getattr(cfg, "sparsa_heads_per_layer", None)
     if heads and len(set(heads)) > 1:  # the fusion takes one head count for the whole model
         raise SparsaError("fuse=True needs the same number of heads in every layer", hint="export without fuse")
+    opts = FusionOptions("bert")
+    opts.enable_gelu_approximation = fast_gelu
     om = optimizer.optimize_model(str(fpath), model_type="bert", num_heads=heads[0] if heads else cfg.num_attention_heads,
-                                  hidden_size=cfg.hidden_size, opt_level=1)
+                                  hidden_size=cfg.hidden_size, opt_level=1, optimization_options=opts)
     out = fpath.with_name("fused.onnx")
     om.save_model_to_file(str(out))
     return out
@@ -336,15 +346,19 @@ def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, 
 # ------------------------------------------------------------------------------------- checks
 
 
-def onnx_session(path, threads: int = 2):
+def onnx_session(path, threads: int = 2, *, spinning: bool = False):
+    """A CPU InferenceSession with `threads` intra-op threads.
+
+    spinning: let the pool threads busy-wait between ops and runs. On for latency measured in a
+    block of back-to-back runs of one model (without it each op pays thread wake-ups: 28.0 vs
+    18.9 ms for sparsa's INT8 MiniLM here); off (default) for sessions that idle beside other
+    work, where spinning threads would steal the cores from whatever runs next."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    # no busy-waiting between runs: spinning pool threads would steal the cores from whatever runs
-    # next (another session or PyTorch) and distort interleaved latency comparisons
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

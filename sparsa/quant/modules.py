@@ -130,11 +130,25 @@ class QuantLinear(nn.Module):
         return y.to(x.dtype)
 
     # --- size -----------------------------------------------------------------------------
-    def storage_bytes(self) -> dict:
-        """Real bytes: weights packed at `bits` bits, float32 scales, uint8 zero points, float32 bias."""
+    def weight_format(self) -> str:
+        """How `save_quantized` stores the codes: "dense" (every code packed at `bits` bits) or
+        "bitmap" (a 1-bit nonzero mask + the nonzero codes packed at `bits` bits), whichever is
+        smaller. Bitmap wins for pruned (sparse) symmetric weights below (1 - 1/bits) density;
+        asymmetric codes have no fixed zero code and stay dense."""
         n = self.in_features * self.out_features
+        if self.scheme == "asym":
+            return "dense"
+        nnz = int(torch.count_nonzero(self.qweight))
+        return "bitmap" if _bitmap_bytes(n, nnz, self.bits) < math.ceil(n * self.bits / 8) else "dense"
+
+    def storage_bytes(self) -> dict:
+        """Real bytes: weights packed at `bits` bits (as a nonzero bitmap + nonzero codes when that is
+        smaller, see `weight_format`), float32 scales, uint8 zero points, float32 bias."""
+        n = self.in_features * self.out_features
+        dense = math.ceil(n * self.bits / 8)
         out = {
-            "weight": math.ceil(n * self.bits / 8),
+            "weight": dense if self.weight_format() == "dense"
+            else _bitmap_bytes(n, int(torch.count_nonzero(self.qweight)), self.bits),
             "scale": self.w_scale.numel() * 4 + (4 if self.a_scale is not None else 0),
             "zero_point": (self.w_zero_point.numel() if self.w_zero_point is not None else 0)
             + (1 if self.a_zero_point is not None else 0),
@@ -147,6 +161,10 @@ class QuantLinear(nn.Module):
         gran = "per-channel" if self.per_channel else "per-tensor"
         return (f"in={self.in_features}, out={self.out_features}, w={self.bits}b {self.scheme} {gran}, "
                 f"act={self.activations}" + (f" {self.act_bits}b {self.act_scheme}" if self.activations != "none" else ""))
+
+
+def _bitmap_bytes(n: int, nnz: int, bits: int) -> int:
+    return math.ceil(n / 8) + math.ceil(nnz * bits / 8)
 
 
 def code_range(bits: int, scheme: str) -> tuple[int, int]:

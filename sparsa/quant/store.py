@@ -2,7 +2,8 @@
 
 Folder layout written by `save_quantized(model, dir)`:
 - `quant.safetensors`: for every QuantLinear `<name>.qweight` (uint8, codes packed `bits` per
-  value, so a 4-bit layer takes half a byte per weight), `<name>.w_scale` (float32),
+  value, so a 4-bit layer takes half a byte per weight; for pruned symmetric weights, when smaller,
+  only the nonzero codes, with `<name>.qmask` a packed 1-bit nonzero mask), `<name>.w_scale` (float32),
   `<name>.w_zero_point` (uint8, asym only), `<name>.bias`, `<name>.a_scale` / `.a_zero_point`
   (static activations); plus every tensor of the model that stays in float.
 - `quant.json`: format, config, one entry per quantized layer (shape, bits, scheme, ...), and
@@ -27,7 +28,7 @@ from sparsa.quant.modules import QuantLinear
 from sparsa.quant.primitives import qrange
 
 FORMAT = "sparsa-quant"
-VERSION = 1
+VERSION = 2  # 2: per-layer "weight_format" ("dense" | "bitmap" for pruned weights)
 
 
 def pack_codes(q: torch.Tensor, bits: int, scheme: str) -> torch.Tensor:
@@ -77,14 +78,21 @@ def save_quantized(model, directory, *, source: str | None = None) -> Path:
         seen[key] = k
         tensors[k] = v
     for name, q in qls.items():
-        tensors[f"{name}.qweight"] = pack_codes(q.qweight, q.bits, q.scheme)
+        fmt = q.weight_format()
+        if fmt == "bitmap":  # pruned weights: nonzero mask (1 bit per weight) + the nonzero codes, packed
+            nz = q.qweight != 0
+            tensors[f"{name}.qmask"] = torch.from_numpy(np.packbits(nz.reshape(-1).numpy(), bitorder="little"))
+            tensors[f"{name}.qweight"] = pack_codes(q.qweight[nz], q.bits, q.scheme)
+        else:
+            tensors[f"{name}.qweight"] = pack_codes(q.qweight, q.bits, q.scheme)
         for b in ("w_scale", "w_zero_point", "bias", "a_scale", "a_zero_point", "smooth_inv"):
             t = getattr(q, b)
             if t is not None:
                 tensors[f"{name}.{b}"] = t
         layers[name] = {"in": q.in_features, "out": q.out_features, "bits": q.bits, "scheme": q.scheme,
                         "per_channel": q.per_channel, "has_bias": q.bias is not None, "activations": q.activations,
-                        "act_bits": q.act_bits, "act_scheme": q.act_scheme, "smooth": q.smooth_inv is not None}
+                        "act_bits": q.act_bits, "act_scheme": q.act_scheme, "smooth": q.smooth_inv is not None,
+                        "weight_format": fmt}
     if source is None and loaded is not None:
         source = loaded.record.get("source")
     meta = {"format": FORMAT, "version": VERSION, "source": source, "layers": layers, "tied": tied,
@@ -128,7 +136,14 @@ def load_quantized(directory, base=None):
                         has_bias=info["has_bias"], activations=info["activations"], act_bits=info["act_bits"],
                         act_scheme=info["act_scheme"], smooth=info.get("smooth", False))
         packed = tensors.pop(f"{name}.qweight")
-        q.qweight.copy_(unpack_codes(packed, q.bits, q.scheme, (info["out"], info["in"]), q.qweight.dtype))
+        shape = (info["out"], info["in"])
+        if info.get("weight_format", "dense") == "bitmap":
+            nz = np.unpackbits(tensors.pop(f"{name}.qmask").numpy(), bitorder="little")[: math.prod(shape)].astype(bool)
+            codes = torch.zeros(math.prod(shape), dtype=q.qweight.dtype)
+            codes[torch.from_numpy(nz)] = unpack_codes(packed, q.bits, q.scheme, (int(nz.sum()),), q.qweight.dtype)
+            q.qweight.copy_(codes.reshape(shape))
+        else:
+            q.qweight.copy_(unpack_codes(packed, q.bits, q.scheme, shape, q.qweight.dtype))
         for b in ("w_scale", "w_zero_point", "bias", "a_scale", "a_zero_point", "smooth_inv"):
             t = tensors.pop(f"{name}.{b}", None)
             if getattr(q, b) is not None:
