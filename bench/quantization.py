@@ -111,19 +111,12 @@ def table2_swin(n_calib=64):
 # --------------------------------------------------------------------------- ORT
 
 
-class _Pos(torch.nn.Module):
-    def __init__(self, m, names):
-        super().__init__()
-        self.m, self.names = m, names
-
-    def forward(self, *a):
-        return self.m(**dict(zip(self.names, a))).last_hidden_state
-
-
 def _export_fp32(model, inputs, path):
+    from sparsa.quant.export import _Positional
+
     names = list(inputs)
     with torch.no_grad():
-        torch.onnx.export(_Pos(model, names), tuple(inputs[n] for n in names), str(path), input_names=names,
+        torch.onnx.export(_Positional(model, names), tuple(inputs[n] for n in names), str(path), input_names=names,
                           output_names=["output"], dynamic_axes={n: {0: "b", 1: "s"} for n in names} | {"output": {0: "b", 1: "s"}},
                           opset_version=17, dynamo=False)
 

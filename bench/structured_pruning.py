@@ -54,7 +54,7 @@ def ort_fp32_ratio(pruned, dense, example: dict, threads: int, runs: int, workdi
     """Latency ratio pruned/dense with both models exported to ONNX (FP32) and run by ONNX Runtime:
     the deployment path, where per-module Python dispatch does not hide the saved MACs.
 
-    Timed in alternating blocks (6 rounds of runs/6 calls per model, 0.2 s apart), not call by call:
+    Timed in alternating blocks (10 rounds of runs/5 calls per model, 0.2 s apart), not call by call:
     ORT's pool threads spin-wait after a call, and with spinning on, call-by-call alternation lets
     one session's spinning threads steal the cores of the other; with spinning off every operator
     pays a thread wake-up, a fixed cost that does not shrink with the model. Ratio of the medians."""
@@ -76,8 +76,8 @@ def ort_fp32_ratio(pruned, dense, example: dict, threads: int, runs: int, workdi
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         calls.append(lambda sess=sess: sess.run(None, feeds))
     times: list[list[float]] = [[], []]
-    per_block = max(1, runs // 6)
-    for _ in range(6):
+    per_block = max(1, runs // 5)
+    for _ in range(10):
         for fn, ts in zip(calls, times):
             time.sleep(0.2)  # let the other session's threads stop spinning
             for _ in range(3):

@@ -47,6 +47,9 @@ def test_prune_info_eval_minilm(tmp_path):
         (["eval", "minilm", "--attention", "topk", "--head-ratio", "0.2"], "calibrates HDP"),
         (["eval", "minilm", "--attention", "hdp", "--head-ratio", "0.2", "--tau-h", "3"], "not both"),
         (["eval", "minilm", "--attention", "hdp", "--head-ratio", "1.5"], "out of range"),
+        (["train", "tiny-cnn", "--epochs", "0", "--out", "X"], "--epochs 0 must be at least 1"),
+        (["eval", "tiny-vit", "--data", "sentences"], "is text, but the model classifies image"),
+        (["eval", "minilm", "--data", "digits"], "is image data, but the model is a text model"),
     ],
 )
 def test_bad_input_is_a_sparsa_error(args, message):

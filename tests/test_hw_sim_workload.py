@@ -106,3 +106,19 @@ def test_cli_bad_input_messages():
     assert isinstance(res.exception, SparsaError) and "M,K,N" in res.exception.message
     res = runner.invoke(app, ["sim", "--gemm", "1,2,3", "--arch", "no-such-arch"])
     assert isinstance(res.exception, SparsaError) and "no architecture preset" in res.exception.message
+
+
+def test_cli_shape_file_per_layer_and_bad_files(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("layers: [{hidden: 64, heads: 2, head_dim: 32, ffn: 128}, {hidden: 64, heads: 1, head_dim: 32, ffn: 64}]\n")
+    res = runner.invoke(app, ["sim", str(good), "--arch", "hdp-edge", "--seq-len", "16", "--json"])
+    assert res.exit_code == 0, res.output
+    one = from_shapes([LayerShape(64, 1, 32, 64)], seq_len=16)
+    assert json.loads(res.stdout)["workload"]["gemm_macs_dense"] == from_shapes(
+        [LayerShape(64, 2, 32, 128)], seq_len=16).dense_macs + one.dense_macs
+    for text, message in (("layers: foo\n", "list of mappings"), ("layers: [{hidden: 64, heads: 2}]\n", "head_dim"),
+                          ("layers: [\n", "malformed YAML")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        res = runner.invoke(app, ["sim", str(bad), "--arch", "hdp-edge"])
+        assert isinstance(res.exception, SparsaError) and message in res.exception.message, (text, res.output)

@@ -45,11 +45,6 @@ def test_latency_summary_and_threads():
     assert torch.get_num_threads() == before
     a, b = measure_latency_pair(lambda: None, lambda: None, warmup=0, runs=3, threads=1)
     assert a["runs"] == b["runs"] == 3
-    # the pair's ratios see which side is slower (sleep: 4 ms vs 1 ms, a margin no scheduler noise closes)
-    import time
-
-    a, b = measure_latency_pair(lambda: time.sleep(0.004), lambda: time.sleep(0.001), warmup=0, runs=5)
-    assert a["best_ratio"] > 1.5 and a["paired_ratio_median"] > 1.5 and a["min_ms"] <= a["median_ms"]
     with pytest.raises(SparsaError):
         measure_latency(lambda: None, runs=0)
 
@@ -76,6 +71,14 @@ def test_fidelity_self_and_other():
         fidelity(lm, lm, [], _Tok())
 
 
+def test_accuracy_on_data_of_the_wrong_size_is_a_sparsa_error():
+    lm = tiny_model("vit")  # built for 16x16 images
+    ds = type("DS", (), {})()
+    ds.x, ds.y = torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(SparsaError, match=r"shape \(3, 32, 32\) but the model takes \(3, 16, 16\)"):
+        accuracy(lm, ds)
+
+
 def test_accuracy_and_agreement():
     lm = tiny_model("vit")
     x = torch.randn(10, 3, 16, 16)
@@ -90,3 +93,25 @@ def test_accuracy_and_agreement():
     assert accuracy(lm, ds) == 1.0
     agree = logit_agreement(lm, lm, ds)
     assert agree["top1_agreement"] == 1.0 and agree["logit_mse"] == 0.0
+
+
+def test_latency_pair_ratios_on_a_fake_clock(monkeypatch):
+    """Deterministic: a fake clock that each call advances by a known amount (no real timing)."""
+    import types
+
+    import sparsa.metrics.latency as lat
+
+    now = [0.0]
+    fake = types.SimpleNamespace(perf_counter=lambda: now[0], process_time=lambda: now[0])
+    monkeypatch.setattr(lat, "time", fake)
+    a_costs = iter([0.004, 0.006, 0.004, 0.005, 0.004] * 2)  # seconds, warm-up included
+    b_costs = iter([0.001, 0.002, 0.001, 0.001, 0.002] * 2)
+
+    def tick(costs):
+        now[0] += next(costs)
+
+    a, b = measure_latency_pair(lambda: tick(a_costs), lambda: tick(b_costs), warmup=0, runs=5)
+    assert a["min_ms"] == pytest.approx(4.0) and b["min_ms"] == pytest.approx(1.0)
+    assert a["best_ratio"] == pytest.approx(4.0)
+    assert a["paired_ratio_median"] == pytest.approx(4.0)  # pairs 4, 3, 4, 5, 2 -> median 4
+    assert a["median_ms"] == pytest.approx(4.0) and b["median_ms"] == pytest.approx(1.0)

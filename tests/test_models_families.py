@@ -93,6 +93,13 @@ def test_corrupt_and_pickle_folders(tmp_path):
     (d / "sparsa.json").write_text("{not json")
     with pytest.raises(SparsaError, match="corrupt"):
         load(d)
+    (d / "sparsa.json").write_text("[1, 2]")  # valid JSON, not a sparsa record
+    with pytest.raises(SparsaError, match="expected a JSON object"):
+        load(d)
+    (d / "sparsa.json").unlink()
+    (d / "config.json").write_text("[]")
+    with pytest.raises(SparsaError, match="expected a JSON object"):
+        load(d)
 
 
 def test_refuses_foreign_classes(tmp_path):

@@ -53,6 +53,16 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
     assert bad.returncode == 2 and "unknown decomposition method" in bad.stderr and "Traceback" not in bad.stderr
     # ... and further bad input in-process (no second interpreter start)
     for args, message in ((["--basis", "12", "--epochs", "0", "--limit", "8"], "larger than its kernel volume 9"),
-                          (["--penalty", "l0"], "sparsity penalty"), (["--limit", "0"], "--limit")):
+                          (["--penalty", "l0"], "sparsity penalty"), (["--limit", "0"], "--limit"),
+                          (["--penalty", "group", "--channel-fraction", "1.5"], "channel_fraction=1.5 is out of range"),
+                          (["--lam", "-1"], "lam=-1.0 must be non-negative")):
         r = CliRunner().invoke(app, ["decompose", str(src), "--out", str(tmp_path / "x"), *args])
         assert isinstance(r.exception, SparsaError) and message in str(r.exception), (args, r.output)
+
+
+def test_decompose_vit_is_refused_with_a_sparsa_error(tmp_path):
+    # HF ViT reads its patch-embedding conv's `.weight`; a decomposed ViT cannot run, and must say so
+    r = CliRunner().invoke(app, ["decompose", "tiny-vit", "--out", str(tmp_path / "x"), "--limit", "8",
+                                 "--epochs", "0", "--finetune-epochs", "0"])
+    assert isinstance(r.exception, SparsaError) and "no longer runs" in str(r.exception), r.output
+    assert not (tmp_path / "x").exists()

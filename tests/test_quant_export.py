@@ -112,3 +112,19 @@ def test_onnx_session_spinning_option_is_honoured(tmp_path, spinning):
     so = onnx_session(p, threads=2, spinning=spinning).get_session_options()
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
     assert so.intra_op_num_threads == 2
+
+
+def test_exporting_through_the_wrapper_keeps_the_model_in_eval_mode(tiny_bert, tmp_path):
+    """The TorchScript exporter restores the *wrapper's* mode: a fresh (training) wrapper used to
+    leave the exported model in training mode, dropout on, and every later PyTorch run perturbed."""
+    from sparsa.quant.export import _Positional
+
+    model = tiny_bert.model.eval()
+    x = tiny_bert.example_inputs(batch=1, seq_len=8)
+    with torch.no_grad():
+        before = model(**x).last_hidden_state
+        torch.onnx.export(_Positional(model, list(x)), tuple(x.values()), str(tmp_path / "m.onnx"),
+                          input_names=list(x), output_names=["output"], dynamo=False, opset_version=17)
+        after = model(**x).last_hidden_state
+    assert not any(m.training for m in model.modules())
+    assert torch.equal(before, after)

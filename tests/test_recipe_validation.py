@@ -163,3 +163,25 @@ def test_cli_reports_recipe_errors_without_traceback(tmp_path):
     assert r.returncode == 2
     assert f"{bad}:6: stages[0].block" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_data_of_the_wrong_kind_for_the_model_is_refused(tmp_path):
+    # only knowable once the model is loaded: text sentences for an image classifier
+    from sparsa.pipeline import run_recipe
+
+    loaded = recipe_from_dict({"name": "mm", "model": "tiny-vit", "data": {"eval": "sentences"},
+                               "evaluation": {"latency": None}, "report": {"html": False}})
+    with pytest.raises(SparsaError, match="'sentences' \\(test split\\) is text, but the model takes image"):
+        run_recipe(loaded, tmp_path / "mm", quiet=True)
+
+
+def test_output_folder_blocked_by_a_file_is_a_sparsa_error(tmp_path):
+    from sparsa.dse.store import SweepStore
+    from sparsa.pipeline import run_recipe
+
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    with pytest.raises(SparsaError, match="cannot create the output folder"):
+        run_recipe(load_recipe("gemm_array"), blocker / "run", quiet=True)
+    with pytest.raises(SparsaError, match="cannot create the sweep folder"):
+        SweepStore(blocker)

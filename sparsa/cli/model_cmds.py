@@ -188,7 +188,11 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
         if data:
             from sparsa.data import load_dataset
 
-            texts = load_dataset(data, split="test").texts
+            ds = load_dataset(data, split="test")
+            if ds.kind != "text":
+                raise SparsaError(f"--data {data!r} is {ds.kind} data, but the model is a text model",
+                                  hint="give a text file (one sentence per line) or the built-in `sentences`")
+            texts = ds.texts
         else:
             from sparsa.data.text import EVAL_SENTENCES
 
@@ -201,6 +205,9 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
 
         name = data or {"image": "digits", "video": "clips"}[lm.modality]
         ds = load_dataset(name, split="test")
+        if ds.kind == "text":
+            raise SparsaError(f"--data {name!r} is text, but the model classifies {lm.modality} inputs",
+                              hint="give labelled images (a class_name/*.png folder, digits) or clips")
         result["data"] = name
         result["accuracy"] = accuracy(lm, ds)
         if ref is not None:

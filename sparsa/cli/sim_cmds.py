@@ -46,10 +46,24 @@ def _shape_workload(spec: str, seq_len: int | None, masks_from: str | None):
     if spec in builtin:
         args = dict(builtin[spec])
     else:
-        args = yaml.safe_load(Path(spec).read_text())
+        try:
+            args = yaml.safe_load(Path(spec).read_text())
+        except yaml.YAMLError as e:
+            raise SparsaError(f"{spec}: malformed YAML: {e}", hint="check the file's indentation and syntax") from None
         if not isinstance(args, dict):
             raise SparsaError(f"{spec}: expected a mapping of shape fields", hint="e.g. {num_layers: 12, hidden: 768, heads: 12, ffn: 3072}")
         args = {k: v for k, v in args.items() if k != "kind"}
+        if "layers" in args:  # per-layer shapes: a list of {hidden, heads, head_dim, ffn}
+            from sparsa.hw.workload import LayerShape
+
+            layers = args["layers"]
+            try:
+                if not isinstance(layers, list) or not all(isinstance(l, dict) for l in layers):
+                    raise TypeError("layers must be a list of mappings")
+                args["layers"] = [LayerShape(**l) for l in layers]
+            except TypeError as e:
+                raise SparsaError(f"{spec}: layers: {e}",
+                                  hint="e.g. layers: [{hidden: 768, heads: 12, head_dim: 64, ffn: 3072}, ...]") from None
     if seq_len is not None:
         args["seq_len"] = seq_len
     try:

@@ -23,6 +23,8 @@ def train(
     names = list(FIXTURE_NAMES) if name == "all" else [name]
     if any(n not in FIXTURE_NAMES for n in names):
         raise SparsaError(f"unknown fixture {name!r}", hint=f"choose one of {', '.join(FIXTURE_NAMES)} or all")
+    if epochs is not None and epochs < 1:
+        raise SparsaError(f"--epochs {epochs} must be at least 1", hint="omit --epochs for the fixture's own count")
     if out is not None and len(names) > 1:
         raise SparsaError("--out takes one fixture", hint="train one fixture at a time with --out")
     con = status_console(json_)

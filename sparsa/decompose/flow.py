@@ -87,7 +87,15 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
     model = work.model
     ex = lm.example_inputs(batch=2)
     res: dict = {"config": asdict(cfg), "tolerance": tolerance}
-    res["original"] = _measure(lm.model, sets, ex)
+    try:
+        res["original"] = _measure(lm.model, sets, ex)
+    except (ValueError, RuntimeError) as e:  # the data's size is not the model's: bad input, not a bug
+        from sparsa.metrics.quality import shape_mismatch_error
+
+        err = None if isinstance(e, SparsaError) else shape_mismatch_error(lm, sets["test"].x, e)
+        if err is None:
+            raise
+        raise err from e
     if cfg.fold_bn:
         res["folded_bn"] = fold_batchnorm(model.eval())
     rec = decompose(model, cfg.basis, linear=cfg.linear)
@@ -95,7 +103,12 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = Non
     if not rec.decomposed:
         raise SparsaError("no layer of this model could be decomposed",
                           hint="PENNI needs Conv2d/Conv3d layers with kernels larger than 1×1 (or --linear)")
-    res["decomposed_accuracy"] = accuracy(model, sets["test"])
+    try:
+        res["decomposed_accuracy"] = accuracy(model, sets["test"])
+    except AttributeError as e:  # e.g. HF ViT reads patch_embeddings.projection.weight, which a PenniConv lacks
+        raise SparsaError(f"the decomposed model no longer runs: {e}",
+                          hint="this model reads a convolution's weight directly; PENNI supports plain conv nets "
+                               "(tiny-cnn), VideoMAE and Swin, not ViT's patch embedding") from e
     res["retrain"] = retrain(model, sets["train"], epochs=cfg.retrain_epochs, lam=cfg.lam, lr=cfg.lr,
                              batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log,
                              penalty=cfg.penalty)

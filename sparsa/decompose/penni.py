@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from sparsa.decompose.layers import PENNI_LAYERS, PenniConv, PenniLinear
-from sparsa.errors import SparsaError
+from sparsa.errors import SparsaError, check_fraction
 
 DEFAULT_BASIS = 5  # ref: d = 5 for 3×3 kernels; used when the kernel volume is larger than 5
 DEFAULT_LINEAR_GROUP = 16  # §5.5: segments of 16 inputs play the role of kernels
@@ -394,6 +394,13 @@ class PenniConfig:
             raise SparsaError(f"penalty={self.penalty!r} is not a sparsity penalty", hint="use 'l1' or 'group'")
         if self.shrink not in ("safe", "ref", "none"):
             raise SparsaError(f"shrink={self.shrink!r} is not a shrink mode", hint="use 'safe', 'ref' or 'none'")
+        # checked here, before minutes of retraining, rather than where the value is first used
+        if self.channel_fraction is not None:
+            check_fraction("channel_fraction", self.channel_fraction)
+        for name in ("lam", "s", "channel_s", "retrain_epochs", "finetune_epochs", "hybrid_epochs"):
+            if not getattr(self, name) >= 0:
+                raise SparsaError(f"{name}={getattr(self, name)} must be non-negative",
+                                  hint=f"give {name} as a number >= 0")
 
 
 def penni(model: nn.Module, train, example_input: Tensor | dict, config: PenniConfig | None = None,

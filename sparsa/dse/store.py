@@ -21,7 +21,14 @@ from sparsa.io import _json_default, atomic_write_json
 class SweepStore:
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError, PermissionError) as e:
+            from sparsa.errors import SparsaError
+
+            raise SparsaError(f"cannot create the sweep folder {self.dir}: {e.strerror}"
+                              " (a file is in the way, or no permission)",
+                              hint="give --out a folder path (new or existing) that you can write to") from None
         self.path = self.dir / "store.jsonl"
         self.points_dir = self.dir / "points"
 

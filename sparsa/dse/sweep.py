@@ -146,6 +146,8 @@ class _RayPool:
         self.ray = ray
         self._started = False
         if not ray.is_initialized():
+            # no network at run time: Ray otherwise reports usage statistics to usage-stats.ray.io
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             if address == "local":
                 try:

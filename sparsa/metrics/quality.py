@@ -47,6 +47,25 @@ def _input_name(model) -> str:
     return "pixel_values"
 
 
+def shape_mismatch_error(loaded, x: torch.Tensor, cause: Exception | None = None):
+    """A SparsaError when `x`'s per-sample shape differs from the input `loaded` was built for, else None.
+
+    Used where a forward pass on user data failed, so a model/data size mismatch reads as bad input
+    rather than a traceback (models that accept other sizes never get here)."""
+    from sparsa.errors import SparsaError
+
+    try:
+        ref = loaded.example_inputs(batch=1)[_input_name(loaded)]
+    except Exception:  # no example input to compare with: let the original error through
+        return None
+    got, want = tuple(x.shape[1:]), tuple(ref.shape[1:])
+    if got == want:
+        return None
+    detail = f" ({cause})" if cause is not None else ""
+    return SparsaError(f"the data's samples have shape {got} but the model takes {want}{detail}",
+                       hint="use data of the model's input size, or a model trained at the data's size")
+
+
 @torch.no_grad()
 def predict_logits(model, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Logits of a classifier (LoadedModel or nn.Module) on inputs `x`, batched."""
@@ -55,7 +74,15 @@ def predict_logits(model, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor
     outs = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
-        out = m(**{name: xb}) if name else m(xb)
+        try:
+            out = m(**{name: xb}) if name else m(xb)
+        except (ValueError, RuntimeError) as e:
+            from sparsa.errors import SparsaError
+
+            err = shape_mismatch_error(model, x, e) if name and not isinstance(e, SparsaError) else None
+            if err is None:
+                raise
+            raise err from e
         outs.append(out.logits if hasattr(out, "logits") else out)
     return torch.cat(outs)
 

@@ -95,9 +95,13 @@ def load(name_or_path: str | Path) -> LoadedModel:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SparsaError(f"{path} is corrupt: {e}", hint="re-create the model folder (e.g. re-run `sparsa prune`)") from e
+    if not isinstance(obj, dict):
+        raise SparsaError(f"{path} is corrupt: expected a JSON object, found {type(obj).__name__}",
+                          hint="re-create the model folder (e.g. re-run `sparsa prune`)")
+    return obj
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:

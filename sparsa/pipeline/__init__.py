@@ -74,7 +74,12 @@ def run_recipe(
         torch.manual_seed(recipe.seed)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError, PermissionError) as e:
+            raise SparsaError(f"cannot create the output folder {out}: {e.strerror}"
+                              " (a file is in the way, or no permission)",
+                              hint="give --out a folder path (new or existing) that you can write to") from None
     t_start, t_cpu0 = time.perf_counter(), time.process_time()
     results: dict[str, Any] = {
         "provenance": _provenance(loaded, out),

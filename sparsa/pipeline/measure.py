@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -205,26 +206,17 @@ def _export_fp32(state: PipelineState, inputs: dict) -> Path:
     d = state.workdir()
     path = Path(d) / "model_fp32.onnx"
     names = list(inputs)
+    from sparsa.quant.export import _Positional
+
     wrapped = _Positional(state.loaded.model, names)
     import warnings
 
     with attention_removed(state), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript tracer's notes on HF's Python control flow
-        torch.onnx.export(wrapped, tuple(inputs[n] for n in names), str(path), input_names=names,
+        # written under a temporary name and renamed, so a killed run never leaves a truncated model
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.onnx.export(wrapped, tuple(inputs[n] for n in names), str(tmp), input_names=names,
                           output_names=["output"], dynamo=False, opset_version=17)
+        os.replace(tmp, path)
     return path
 
-
-class _Positional(torch.nn.Module):
-    """Positional-argument wrapper: the TorchScript exporter cannot pass HF models their kwargs."""
-
-    def __init__(self, model, names):
-        super().__init__()
-        self.model = model
-        self.names = names
-
-    def forward(self, *args):
-        out = self.model(**dict(zip(self.names, args)))
-        if isinstance(out, torch.Tensor):
-            return out
-        return out[0] if isinstance(out, (tuple, list)) else next(iter(out.values()))

@@ -62,7 +62,13 @@ class PipelineState:
         key = (name, split)
         if key not in self._data:
             load_dataset = require("sparsa.data", "loading data", "load_dataset")
-            self._data[key] = load_dataset(self.recipe.resolve_path(name), split=split, seed=self.recipe.data.seed)
+            ds = load_dataset(self.recipe.resolve_path(name), split=split, seed=self.recipe.data.seed)
+            modality = getattr(self.loaded, "modality", None) if self.loaded is not None else None
+            if modality is not None and (ds.kind == "text") != (modality == "text"):
+                raise SparsaError(f"data {name!r} ({split} split) is {ds.kind}, but the model takes {modality} inputs",
+                                  hint="name data of the model's kind in the recipe's data: section "
+                                       "(train / calib / eval) or in the stage's data / calib field")
+            self._data[key] = ds
         return self._data[key]
 
     def calib_data(self, override: str | None = None):

@@ -41,11 +41,16 @@ OPSET = 21
 
 
 class _Positional(nn.Module):
-    """The TorchScript exporter passes positional args; HF models want keywords."""
+    """The TorchScript exporter passes positional args; HF models want keywords.
+
+    The wrapper takes the wrapped model's train/eval mode: the exporter switches the module it is
+    given to eval for tracing and afterwards restores *the wrapper's* mode recursively, so a fresh
+    (training-mode) wrapper would leave the exported model in training mode, dropout on."""
 
     def __init__(self, model, names):
         super().__init__()
         self.model, self.names = model, list(names)
+        self.train(model.training)
 
     def forward(self, *args):
         out = self.model(**dict(zip(self.names, args)))
