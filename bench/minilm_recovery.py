@@ -1,12 +1,17 @@
 """Recovery of the real MiniLM after structured pruning (heads + FFN), measured as embedding
-cosine vs the dense model on the held-out EVAL_SENTENCES (never trained or calibrated on).
+cosine vs the dense model on the held-out EVAL_SENTENCES (never trained, calibrated or tuned on).
 
-    python bench/minilm_recovery.py [--fractions 0.25 0.5] [--steps 300] [--eval-every 50]
+    nice -n 19 python bench/minilm_recovery.py --fractions 0.25 --cpu-budget 1200 --threads 2 \\
+        --json bench/_work/minilm_rec25.json
+    python bench/minilm_recovery.py --table bench/_work/minilm_rec25.json bench/_work/minilm_rec50.json
 
 Per fraction: one-shot pruning (importance: activation on corpus calib text), then the layer-wise
-least-squares refit of every attention-output and FFN-output projection (closed form), then
-knowledge distillation (embedding cosine + hidden states) on the docstring corpus, with the
-recovery curve (cosine vs steps). Prints a markdown table and the curve.
+least-squares refit of every attention-output and FFN-output projection (closed form, corpus
+train sentences), then knowledge distillation (embedding cosine + every layer's hidden state) on
+the docstring corpus until `--cpu-budget` seconds of process CPU time (all threads summed,
+evaluations excluded) or `--steps` steps, whichever comes first; the cosine LR schedule follows
+that budget. The recovery curve (cosine vs steps and CPU seconds) is evaluated every
+`--eval-every` steps. Prints a markdown table and the curve.
 """
 
 from __future__ import annotations
@@ -19,20 +24,53 @@ import time
 import torch
 
 
+def table(results: list[dict]) -> str:
+    lines = ["| heads+FFN pruned | params | one-shot | + lstsq refit | KD steps | KD CPU s (wall s) | "
+             "cosine @300 / 600 / 1200 CPU s | final cosine |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        at = [_at_cpu(r["curve_detail"], c, r["kd_stop"]) for c in (300, 600, 1200)]
+        lines.append(f"| {100 * r['fraction']:.0f}% | {r['params'] / 1e6:.2f}M / {r['params_dense'] / 1e6:.2f}M | "
+                     f"{r['oneshot']:.4f} | {r['refit']:.4f} | {r['kd_steps']} | {r['kd_cpu_s']:.0f} "
+                     f"({r['distill_s']:.0f}) | {' / '.join('-' if a is None else f'{a:.4f}' for a in at)} | "
+                     f"**{r['final']:.4f}** |")
+    lines.append("\nrecovery curve (step: cosine @ KD CPU s; step 0 = after the refit):")
+    for r in results:
+        lines.append(f"- {100 * r['fraction']:.0f}%: " + ", ".join(
+            f"{d['step']}: {d['metric']:.4f} @{d['kd_cpu_s']:.0f}s" for d in r["curve_detail"]))
+    return "\n".join(lines)
+
+
+def _at_cpu(detail: list[dict], cpu_s: float, stop: str):
+    """The last evaluated cosine within `cpu_s` seconds of KD CPU time (None: the run stopped
+    earlier on its CPU budget, so it says nothing about `cpu_s`)."""
+    reached = detail[-1]["kd_cpu_s"] >= cpu_s * 0.99 or stop == "steps"
+    pts = [d["metric"] for d in detail if d["kd_cpu_s"] <= cpu_s * 1.01]
+    return pts[-1] if reached and pts else None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
     p.add_argument("--importance", default="activation")
-    p.add_argument("--refit-samples", type=int, default=256)
+    p.add_argument("--refit-samples", type=int, default=1024, help="corpus sentences for the lstsq refit (0: skip)")
     p.add_argument("--ridge", type=float, default=1e-2)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--cpu-budget", type=float, default=1200.0, help="KD process CPU seconds (all threads)")
+    p.add_argument("--steps", type=int, default=5000, help="KD step cap (the LR schedule ends at the earlier of the two)")
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hidden-weight", type=float, default=1.0)
+    p.add_argument("--train-embeddings", action="store_true", help="also train the (unpruned) embeddings")
+    p.add_argument("--dropout", action="store_true", help="keep the student's dropout on during KD")
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--table", nargs="+", default=None, help="only print the table of these --json files")
     args = p.parse_args()
+    if args.table:
+        print(table([r for f in args.table for r in json.load(open(f))["results"]]))
+        return
     torch.set_num_threads(args.threads)
 
     from sparsa.data import load_dataset
@@ -43,58 +81,67 @@ def main():
     from sparsa.prune.recover import distill, lstsq_refit
 
     t_all = time.perf_counter()
-    print(f"# threads={args.threads} load={os.getloadavg()[0]:.1f} torch {torch.__version__}", flush=True)
+    print(f"# threads={args.threads} load={os.getloadavg()[0]:.1f} torch {torch.__version__} {vars(args)}", flush=True)
     dense = load("minilm")
     evalset = load_dataset("sentences").texts
     calib = load_dataset("corpus", "calib").texts[:256]
     train = load_dataset("corpus", "train").texts
     tok = dense.tokenizer
 
-    ref = embed(dense, evalset, tok)  # the dense embeddings, once (same pooling as sparsa.metrics.fidelity)
+    with torch.no_grad():
+        ref = embed(dense, evalset, tok)  # the dense embeddings, once (same pooling as sparsa.metrics.fidelity)
 
     def cos(lm) -> float:
-        return float(torch.nn.functional.cosine_similarity(embed(lm, evalset, tok), ref, dim=-1).mean())
+        with torch.no_grad():
+            return float(torch.nn.functional.cosine_similarity(embed(lm, evalset, tok), ref, dim=-1).mean())
 
     results = []
     for frac in args.fractions:
-        row = {"fraction": frac, "importance": args.importance}
-        t0 = time.perf_counter()
+        row = {"fraction": frac, "importance": args.importance, "args": vars(args)}
+        t0, c0 = time.perf_counter(), time.process_time()
         pruned = prune(dense, PrunePlan(heads=frac, ffn=frac, importance=args.importance), data=calib)
-        row["prune_s"] = time.perf_counter() - t0
+        row["prune_s"], row["prune_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         row["params"], row["params_dense"] = count_params(pruned.model), count_params(dense.model)
         row["oneshot"] = cos(pruned)
         print(f"[{frac}] one-shot cosine {row['oneshot']:.4f}", flush=True)
-        t0 = time.perf_counter()
-        rep = lstsq_refit(pruned, dense, train[: args.refit_samples], n_samples=args.refit_samples,
-                          seq_len=args.max_length, ridge=args.ridge)
-        row["refit_s"] = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        if args.refit_samples:
+            # refit sentences: the head of corpus train (KD below samples the whole train split)
+            lstsq_refit(pruned, dense, train[: args.refit_samples], n_samples=args.refit_samples,
+                        seq_len=args.max_length, ridge=args.ridge)
+        row["refit_s"], row["refit_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         row["refit"] = cos(pruned)
-        print(f"[{frac}] lstsq refit cosine {row['refit']:.4f} ({row['refit_s']:.0f}s)", flush=True)
-        t0 = time.perf_counter()
-        d = distill(pruned, dense, train, steps=args.steps, eval_every=args.eval_every, evaluate=cos, kd="hidden",
-                    lr=args.lr, batch_size=args.batch, max_length=args.max_length, progress=False)
-        row["distill_s"] = time.perf_counter() - t0
-        row["distill_cpu_s"] = d["seconds"]
-        row["curve"] = d["curve"]
-        row["final"] = d["curve"][-1][1]
-        print(f"[{frac}] curve {[(s, round(c, 4)) for s, c in d['curve']]} ({row['distill_s']:.0f}s)", flush=True)
-        results.append(row)
+        print(f"[{frac}] lstsq refit ({args.refit_samples} sent.) cosine {row['refit']:.4f} "
+              f"({row['refit_s']:.0f}s wall, {row['refit_cpu_s']:.0f}s CPU)", flush=True)
 
-    print("\n| heads+FFN pruned | params | one-shot | + lstsq refit (s) | + KD steps | final cosine | KD wall s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {100 * r['fraction']:.0f}% | {r['params'] / 1e6:.2f}M / {r['params_dense'] / 1e6:.2f}M | "
-              f"{r['oneshot']:.4f} | {r['refit']:.4f} ({r['refit_s']:.0f}) | {args.steps} | {r['final']:.4f} | "
-              f"{r['distill_s']:.0f} |")
-    print("\nrecovery curve (cosine vs KD steps; step 0 = after the refit):")
-    for r in results:
-        print(f"- {100 * r['fraction']:.0f}%: " + ", ".join(f"{s}: {c:.4f}" for s, c in r["curve"]))
+        def cos_logged(lm, _t=time.perf_counter(), _c=time.process_time()) -> float:
+            v = cos(lm)
+            print(f"[{frac}]   cosine {v:.4f} (wall {time.perf_counter() - _t:.0f}s, process CPU "
+                  f"{time.process_time() - _c:.0f}s, load {os.getloadavg()[0]:.1f})", flush=True)
+            return v
+
+        t0 = time.perf_counter()
+        d = distill(pruned, dense, train, steps=args.steps, eval_every=args.eval_every, evaluate=cos_logged, kd="hidden",
+                    lr=args.lr, batch_size=args.batch, max_length=args.max_length, hidden_weight=args.hidden_weight,
+                    cpu_budget_s=args.cpu_budget, warmup_steps=args.warmup,
+                    freeze=() if args.train_embeddings else ("embeddings.",), dropout=args.dropout, progress=False)
+        row["distill_s"] = time.perf_counter() - t0
+        row["kd_cpu_s"], row["kd_steps"], row["kd_stop"] = d["cpu_s"], d["steps"], d["stop"]
+        row["curve"], row["curve_detail"] = d["curve"], d["curve_detail"]
+        row["final"] = d["curve"][-1][1]
+        row["load_end"] = os.getloadavg()[0]
+        print(f"[{frac}] curve {[(x['step'], round(x['metric'], 4), x['kd_cpu_s']) for x in d['curve_detail']]} "
+              f"({row['distill_s']:.0f}s wall, {row['kd_cpu_s']:.0f}s KD CPU, stop: {d['stop']})", flush=True)
+        results.append(row)
+        if args.json:
+            from sparsa.io import atomic_write_json
+
+            atomic_write_json(args.json, {"args": vars(args), "results": results})
+
+    print()
+    print(table(results))
     print(f"\ntotal wall {time.perf_counter() - t_all:.0f} s, process CPU {time.process_time():.0f} s, "
           f"load average now {os.getloadavg()[0]:.1f}")
-    if args.json:
-        from sparsa.io import atomic_write_json
-
-        atomic_write_json(args.json, {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Tolerance-driven (adaptive iterative) pruning vs one-shot pruning at the same compression.
 
     python bench/tolerance_sweep.py [--model tiny-swin] [--tolerances 0.05 0.02 0.01] [--out bench/_work/tolsweep]
+        [--accept upper_bound|point] [--confidence 0.95] [--rounds-max N] [--budget-s S]
     python bench/tolerance_sweep.py --video            # L1 heads+FFN pruning of tiny-videomae under 2%
 
 Seed 001's setting at fixture scale: the seed's rule (ALGORITHMS.md §3.2: unstructured magnitude,
 round-robin per layer, 1 epoch of fine-tuning per round) on the tiny Swin fixture and the digits set
-(check split = calib, reported = test). One-shot baseline: every prunable Linear magnitude-pruned to
+(check split = calib, reported = test). A step is accepted when the one-sided `--confidence` upper
+bound of the paired accuracy drop on the check split is within the tolerance (`--accept point`:
+the seed's rule, the measured drop itself). One-shot baseline: every prunable Linear magnitude-pruned to
 the same overall compression in one step (uniform per-layer sparsity), without and with the same
 2 epochs of the same fine-tuning. Prints a markdown table (runs resume: see --table).
 """
@@ -55,21 +58,26 @@ def run_sweep(args) -> list[dict]:
     rows = []
     for tol in args.tolerances:
         for rollback in (True, False) if args.both_rollback else (True,):
-            out = Path(args.out) / f"tol{tol:g}{'' if rollback else '-norollback'}"
+            out = Path(args.out) / _run_name(tol, rollback, args.accept, args.kd, args.confidence)
             if args.fresh and out.exists():
                 shutil.rmtree(out)
             t0 = time.perf_counter()
-            r = tolerance_prune(dense, tol, "digits", out, granularity="unstructured", kd="none",
-                                rollback=rollback, progress=not args.quiet, seed=0)
+            r = tolerance_prune(dense, tol, "digits", out, granularity="unstructured", kd=args.kd,
+                                recovery_lr=args.recovery_lr,
+                                rollback=rollback, progress=not args.quiet, seed=0, accept=args.accept,
+                                confidence=args.confidence, rounds_max=args.rounds_max, budget_s=args.budget_s)
             wall = time.perf_counter() - t0
             ft_epochs = sum(1 for l in (out / "log.jsonl").read_text().splitlines()
                             if json.loads(l).get("event") == "round" and (json.loads(l).get("recovery") or {}).get("steps"))
             os_lm, masks, u = one_shot(dense, r["compression"], slots, n_params)
             a_os = accuracy(os_lm, test)
-            # the same recovery recipe as the adaptive run (CE, lr 1e-5, masks fixed), 2 epochs
-            finetune(os_lm, train, epochs=2, lr=1e-5, kd="none", masks=masks, progress=False)
+            # the same recovery recipe as the adaptive run (default: CE, lr 1e-5, masks fixed), 2 epochs
+            finetune(os_lm, train, epochs=2, lr=args.recovery_lr, kd=args.kd, masks=masks, progress=False,
+                     teacher=dense if args.kd != "none" else None)
             a_os_ft = accuracy(os_lm, test)
-            rows.append({"tolerance": tol, "rollback": rollback, "compression": r["compression"],
+            rows.append({"tolerance": tol, "rollback": rollback, "accept": args.accept, "confidence": args.confidence,
+                         "kd": args.kd, "recovery_lr": args.recovery_lr,
+                         "check_upper_pts": 100 * r["check_loss_upper"], "compression": r["compression"],
                          "dense_acc": a_dense, "acc": r["accuracy"], "loss_pts": 100 * (a_dense - r["accuracy"]),
                          "check_loss_pts": 100 * (r["dense_check_accuracy"] - r["check_accuracy"]),
                          "oneshot_loss_pts": 100 * (a_dense - a_os), "oneshot_ft_loss_pts": 100 * (a_dense - a_os_ft),
@@ -105,13 +113,27 @@ def run_video(args) -> dict:
     return r
 
 
+def _run_name(tol: float, rollback: bool, accept: str, kd: str = "none", confidence: float = 0.95) -> str:
+    return (f"tol{tol:g}{'' if rollback else '-norollback'}{'' if accept == 'point' else '-' + accept}"
+            f"{'' if accept == 'point' or confidence == 0.95 else f'-c{confidence:g}'}{'' if kd == 'none' else '-kd' + kd}")
+
+
+def _rule(r) -> str:
+    accept = r.get("accept", "point")
+    rule = "point" if accept == "point" else f"bound {100 * r.get('confidence', 0.95):g}%"
+    kd = r.get("kd", "none")
+    return rule if kd == "none" else f"{rule}, KD {kd} lr {r['recovery_lr']:g}"
+
+
 def table(rows) -> str:
-    lines = ["| tolerance | rollback | compression | acc. loss (test, pts) | loss on check split | one-shot loss | one-shot + 2 FT epochs | rounds | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| tolerance | accept rule | rollback | compression | acc. loss (test, pts) | loss on check split (bound) | "
+             "one-shot loss | one-shot + 2 FT epochs | rounds | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {100 * r['tolerance']:g}% | {'yes' if r['rollback'] else 'no'} | {100 * r['compression']:.1f}% | "
-                     f"{r['loss_pts']:.2f} | {r['check_loss_pts']:.2f} | {r['oneshot_loss_pts']:.2f} | "
-                     f"{r['oneshot_ft_loss_pts']:.2f} | {r['rounds']} | {r['wall_s']:.0f} |")
+        upper = f" ({r['check_upper_pts']:.2f})" if "check_upper_pts" in r else ""
+        lines.append(f"| {100 * r['tolerance']:g}% | {_rule(r)} | {'yes' if r['rollback'] else 'no'} | "
+                     f"{100 * r['compression']:.1f}% | {r['loss_pts']:.2f} | {r['check_loss_pts']:.2f}{upper} | "
+                     f"{r['oneshot_loss_pts']:.2f} | {r['oneshot_ft_loss_pts']:.2f} | {r['rounds']} | {r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -121,6 +143,14 @@ def main():
     p.add_argument("--tolerances", type=float, nargs="+", default=[0.05, 0.02, 0.01])
     p.add_argument("--out", default="bench/_work/tolsweep")
     p.add_argument("--both-rollback", action="store_true", help="also run rollback=False (the seed's Table 1 reading)")
+    p.add_argument("--accept", choices=("upper_bound", "point"), default="upper_bound",
+                   help="accept a step when the confidence upper bound (default) / the point estimate of the drop is within tolerance")
+    p.add_argument("--confidence", type=float, default=0.95, help="one-sided level of the upper bound")
+    p.add_argument("--rounds-max", type=int, default=50)
+    p.add_argument("--kd", default="none", choices=("none", "logits"),
+                   help="recovery loss (none = CE on labels, the seed's fine-tuning; logits = KD from the dense model)")
+    p.add_argument("--recovery-lr", type=float, default=1e-5)
+    p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget per tolerance run (keeps the last accepted state)")
     p.add_argument("--video", action="store_true", help="run the tiny-videomae structured case instead")
     p.add_argument("--fresh", action="store_true", help="delete earlier run folders (else they resume)")
     p.add_argument("--quiet", action="store_true")
@@ -132,9 +162,11 @@ def main():
     print(f"# {platform.machine()} threads={args.threads} load={os.getloadavg()[0]:.1f} torch {torch.__version__}")
     if args.table:
         rows = [json.loads(l) for l in (Path(args.out) / "rows.jsonl").read_text().splitlines()]
-        rows = sorted({(r["tolerance"], r["rollback"]): r for r in rows}.values(), key=lambda r: (-r["tolerance"], not r["rollback"]))
+        rows = sorted({(r["tolerance"], r["rollback"], _rule(r)): r for r in rows}.values(),
+                      key=lambda r: (-r["tolerance"], _rule(r), not r["rollback"]))
         for r in rows:  # a resumed run's wall time is the sum over its invocations
-            res = Path(args.out) / f"tol{r['tolerance']:g}{'' if r['rollback'] else '-norollback'}" / "result.json"
+            res = Path(args.out) / _run_name(r["tolerance"], r["rollback"], r.get("accept", "point"),
+                                             r.get("kd", "none"), r.get("confidence", 0.95)) / "result.json"
             if res.is_file():
                 r["wall_s"] = json.loads(res.read_text())["elapsed_s"]
         print(table(rows))

@@ -36,6 +36,22 @@ def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor] | None) -
             model.get_parameter(path).mul_(m)
 
 
+# float attributes HF attention modules read their attention-dropout probability from
+_ATTN_DROPOUT_ATTRS = ("attention_dropout", "dropout_prob")
+
+
+def _dropout_off(model: torch.nn.Module) -> list[tuple]:
+    """Set every dropout probability of `model` to 0; return (module, attribute, old value)."""
+    old = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            old.append((m, "p", m.p))  # BERT's attention reads its Dropout module's p
+        old += [(m, a, getattr(m, a)) for a in _ATTN_DROPOUT_ATTRS if isinstance(getattr(m, a, None), float)]
+    for m, attr, _ in old:
+        setattr(m, attr, 0.0)
+    return old
+
+
 def _mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.unsqueeze(-1).to(h.dtype)
     return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -80,12 +96,23 @@ def finetune(
     console=None,
     desc: str = "recover",
     on_step: Callable[[int, float], None] | None = None,
+    cpu_budget_s: float | None = None,
+    warmup_steps: int | None = None,
+    freeze: tuple[str, ...] = (),
+    dropout: bool = True,
 ) -> dict:
     """Fine-tune `student` (a LoadedModel, changed in place) on `data`; returns a small report.
 
     `steps` wins over `epochs`. `kd` chooses what is distilled from `teacher` (a LoadedModel):
     "logits" (classifiers), "hidden" (every hidden state), "logits+hidden", or "none" (labels
     only). Text data needs a teacher (there are no labels): its embedding is the target.
+
+    `cpu_budget_s`: stop once this much process CPU time (all threads, `time.process_time`) has
+    gone into training steps; `on_step` callbacks (e.g. evaluations) are not counted. The cosine
+    LR schedule then follows whichever of steps or CPU time runs out first, so a budgeted run
+    still ends at a low LR. `warmup_steps`: linear warm-up (default: a tenth of `steps`).
+    `freeze`: parameter-name prefixes left untouched (e.g. ("embeddings.",)).
+    `dropout=False`: train with the student's dropout off (probabilities restored afterwards).
     """
     if kd not in KD_MODES:
         raise SparsaError(f"unknown kd mode {kd!r}", hint=f"choose one of {', '.join(KD_MODES)}")
@@ -102,17 +129,32 @@ def finetune(
         steps = max(1, math.ceil((epochs or 1.0) * n / batch_size))
     hidden = "hidden" in kd or (text and hidden_weight > 0 and kd != "logits")
     model = student.model
-    params = [p for p in model.parameters() if p.requires_grad]
+    if cpu_budget_s is not None and not cpu_budget_s > 0:
+        raise SparsaError(f"cpu_budget_s={cpu_budget_s} must be positive", hint="give CPU seconds, e.g. 1200")
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(tuple(freeze))]
+    if not params:
+        raise SparsaError(f"freeze={freeze} leaves no parameter to train", hint="freeze fewer parameter prefixes")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    warm = max(1, steps // 10)
+    warm = max(1, steps // 10 if warmup_steps is None else warmup_steps)
+    cpu = {"used": 0.0}  # training CPU seconds so far (callbacks excluded)
+
+    def progress_frac(s: int) -> float:
+        p = s / steps
+        if cpu_budget_s:
+            p = max(p, cpu["used"] / cpu_budget_s)
+        return min(1.0, p)
+
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * progress_frac(s))))
     if teacher is not None:
         teacher.model.eval()
     model.train()
+    dropped = [] if dropout else _dropout_off(model)
     apply_masks(model, masks)
     losses: list[float] = []
     t0 = time.perf_counter()
+    c0 = time.process_time()
+    stop = "steps"
     bar = _progress(progress, console)
     try:
         task = bar.add_task(desc, total=steps, loss=float("nan")) if bar else None
@@ -129,19 +171,26 @@ def finetune(
             sched.step()
             apply_masks(model, masks)
             losses.append(float(loss.detach()))
+            cpu["used"] += time.process_time() - c0
             if bar:
                 bar.update(task, advance=1, loss=losses[-1])
             if on_step:
                 on_step(step, losses[-1])
+            c0 = time.process_time()  # the callback's CPU is not training time
+            if cpu_budget_s and cpu["used"] >= cpu_budget_s:
+                stop = "cpu_budget"
+                break
     finally:
         if bar:
             bar.stop()
+        for m, attr, p in dropped:
+            setattr(m, attr, p)
         model.eval()
     k = max(1, len(losses) // 10)
     return {"steps": len(losses), "lr": lr, "kd": kd, "batch_size": batch_size,
             "loss_first": sum(losses[:k]) / k if losses else None,
             "loss_last": sum(losses[-k:]) / k if losses else None,
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "seconds": round(time.perf_counter() - t0, 2), "cpu_s": round(cpu["used"], 2), "stop": stop}
 
 
 def _loss(out, t_out, labels, attn, kd, text, alpha, temperature, hidden_weight) -> torch.Tensor:

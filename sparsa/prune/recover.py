@@ -140,20 +140,38 @@ def lstsq_refit(pruned, dense, data=None, *, n_samples: int = 512, batch_size: i
 def distill(pruned, dense, data, *, steps: int, eval_every: int | None = None,
             evaluate: Callable[[object], float] | None = None, **finetune_kw) -> dict:
     """Distil `dense` into `pruned` (in place) for `steps` steps (one LR schedule); with
-    `evaluate(lm) -> float` and `eval_every`, also return the recovery curve [(step, metric)]."""
+    `evaluate(lm) -> float` and `eval_every`, also return the recovery curve [(step, metric)].
+
+    `curve_detail` gives each point's training CPU seconds (process CPU, evaluations excluded)
+    and wall seconds; `cpu_budget_s` (passed on to finetune) ends the run on CPU time."""
     from sparsa.prune.finetune import finetune
 
-    curve = []
+    curve, detail = [], []
+    clock = {"eval_cpu": 0.0, "c0": time.process_time(), "t0": time.perf_counter()}
+
+    def point(step: int) -> None:
+        c = time.process_time()
+        kd_cpu = c - clock["c0"] - clock["eval_cpu"]
+        wall = time.perf_counter() - clock["t0"]
+        was_training = pruned.model.training
+        pruned.model.eval()
+        value = evaluate(pruned)
+        if was_training:
+            pruned.model.train()
+        clock["eval_cpu"] += time.process_time() - c
+        curve.append((step, value))
+        detail.append({"step": step, "metric": value, "kd_cpu_s": round(kd_cpu, 1), "wall_s": round(wall, 1)})
+
     if evaluate is not None:
-        curve.append((0, evaluate(pruned)))
+        point(0)
+    done = {"steps": 0}
 
     def on_step(step: int, loss: float) -> None:
+        done["steps"] = step + 1
         if evaluate is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
-            pruned.model.eval()
-            curve.append((step + 1, evaluate(pruned)))
-            pruned.model.train()
+            point(step + 1)
 
     rep = finetune(pruned, data, teacher=dense, steps=steps, on_step=on_step, **finetune_kw)
-    if evaluate is not None:
-        curve.append((steps, evaluate(pruned)))
-    return {**rep, "curve": curve}
+    if evaluate is not None and (not curve or curve[-1][0] != rep["steps"]):
+        point(rep["steps"])
+    return {**rep, "curve": curve, "curve_detail": detail}
