@@ -53,3 +53,17 @@ def test_train_entry_points_reject_unknown_names(capsys):
         main(["tiny-gpt"])
     with pytest.raises(SparsaError, match="unknown fixture"):
         train("tiny-gpt", out=None, epochs=None, json_=True)
+
+
+def test_train_tiny_cnn_honours_out_and_leaves_the_committed_fixture_alone(tmp_path):
+    """`--out` used to be ignored for tiny-cnn: a retrain overwrote the committed fixture."""
+    from sparsa.errors import SparsaError
+    from sparsa.fixtures.train import main
+
+    committed = (FIXTURES / "tiny-cnn" / "metrics.json").read_bytes()
+    main(["tiny-cnn", "--out", str(tmp_path / "cnn"), "--epochs", "1"])
+    assert json.loads((tmp_path / "cnn" / "metrics.json").read_text())["epochs"] == 1
+    assert (tmp_path / "cnn" / "model.safetensors").exists()
+    assert (FIXTURES / "tiny-cnn" / "metrics.json").read_bytes() == committed
+    with pytest.raises(SparsaError, match="one fixture"):
+        main(["all", "--out", str(tmp_path / "x")])
