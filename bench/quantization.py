@@ -11,7 +11,7 @@ Sections
   per-tensor and per-channel, sparsa W8 (fused graph, QAttention + DynamicQuantizeMatMul on u8×u8
   kernels), sparsa W7 (7-bit codes stored int8: ORT's u8×s8 kernels, FastGelu) all-integer and with
   the two most sensitive layers (chosen on calibration sentences) in float. Cosine of each ORT model
-  on the held-out sentences. Latency in blocks of back-to-back runs per model (`block_latency`).
+  on the held-out sentences. Latency in blocks of back-to-back runs per model (`sparsa.metrics.measure_latency_blocks`).
   `--stage build` (niced) exports and scores, `--stage time` (under the timing lock) times.
 - prune: tiny-swin tolerance-prune (1%, unstructured, KD recovery) + 8-bit search-sym: size in
   real bytes (pruned layers stored as nonzero bitmap + int8 codes) as % of FP32, accuracy loss.
@@ -112,11 +112,11 @@ def table2_swin(n_calib=64):
 
 
 def _export_fp32(model, inputs, path):
-    from sparsa.quant.export import _Positional
+    from sparsa.quant.export import PositionalWrapper
 
     names = list(inputs)
     with torch.no_grad():
-        torch.onnx.export(_Positional(model, names), tuple(inputs[n] for n in names), str(path), input_names=names,
+        torch.onnx.export(PositionalWrapper(model, names), tuple(inputs[n] for n in names), str(path), input_names=names,
                           output_names=["output"], dynamic_axes={n: {0: "b", 1: "s"} for n in names} | {"output": {0: "b", 1: "s"}},
                           opset_version=17, dynamo=False)
 
@@ -134,25 +134,6 @@ def _ort_embed(sess, tok, texts):
 
 def _cos(a, b):
     return float(np.mean((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
-
-
-def block_latency(fns: dict, rounds=4, warmup=3, runs=15, pause=0.3) -> dict:
-    """Latency of each fn measured in blocks: pause (idle pool threads park), `warmup` calls, then
-    `runs` timed calls back to back; the blocks cycle over the models `rounds` times so a slow
-    phase of the machine hits every model. Call-by-call interleaving is not used: ORT's spinning
-    pool threads would steal the cores from the next model's call, and without spinning ORT pays
-    thread wake-ups on every op (28.0 vs 18.9 ms for the same model)."""
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            time.sleep(pause)
-            for _ in range(warmup):
-                f()
-            for _ in range(runs):
-                t = time.perf_counter()
-                f()
-                times[k].append((time.perf_counter() - t) * 1e3)
-    return times
 
 
 def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=True) -> dict:
@@ -232,9 +213,10 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
 
 
 def ort_time(work, rounds=4) -> tuple[list, dict]:
-    """Time the models of work/models.json against PyTorch FP32 in one process (see block_latency)."""
+    """Time the models of work/models.json against PyTorch FP32 in one process (see sparsa.metrics.measure_latency_blocks)."""
     import json
 
+    from sparsa.metrics import measure_latency_blocks
     from sparsa.models import load
     from sparsa.quant.export import onnx_session
 
@@ -253,7 +235,7 @@ def ort_time(work, rounds=4) -> tuple[list, dict]:
         f = {i.name: feed[i.name].numpy() for i in s.get_inputs()}
         fns[k] = lambda s=s, f=f: s.run(None, f)
     load_before = os.getloadavg()
-    times = block_latency(fns, rounds=rounds)
+    times = measure_latency_blocks(fns, rounds=rounds)
     med = {k: float(np.median(v)) for k, v in times.items()}
     rows = []
     for k in fns:

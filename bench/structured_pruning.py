@@ -60,33 +60,20 @@ def ort_fp32_ratio(pruned, dense, example: dict, threads: int, runs: int, workdi
     pays a thread wake-up, a fixed cost that does not shrink with the model. Ratio of the medians."""
     import statistics
 
-    import onnxruntime as ort
+    from sparsa.metrics import measure_latency_blocks
+    from sparsa.quant.export import PositionalWrapper, onnx_session
 
-    from sparsa.quant.export import _Positional
-
-    feeds, calls = {k: v.numpy() for k, v in example.items()}, []
+    feeds, calls = {k: v.numpy() for k, v in example.items()}, {}
     for tag, m in (("pruned", pruned), ("dense", dense)):
         path = workdir / f"{tag}.onnx"
         names = list(example)
         with torch.inference_mode():
-            torch.onnx.export(_Positional(m, names), tuple(example[n] for n in names), str(path), input_names=names,
+            torch.onnx.export(PositionalWrapper(m, names), tuple(example[n] for n in names), str(path), input_names=names,
                               output_names=["output"], dynamo=False, opset_version=17)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        calls.append(lambda sess=sess: sess.run(None, feeds))
-    times: list[list[float]] = [[], []]
-    per_block = max(1, runs // 5)
-    for _ in range(10):
-        for fn, ts in zip(calls, times):
-            time.sleep(0.2)  # let the other session's threads stop spinning
-            for _ in range(3):
-                fn()
-            for _ in range(per_block):
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-    return statistics.median(times[0]) / statistics.median(times[1])
+        sess = onnx_session(path, threads=threads, spinning=True)
+        calls[tag] = lambda sess=sess: sess.run(None, feeds)
+    times = measure_latency_blocks(calls, rounds=10, warmup=3, runs=max(1, runs // 5), pause=0.2)
+    return statistics.median(times["pruned"]) / statistics.median(times["dense"])
 
 
 def main() -> None:

@@ -115,3 +115,26 @@ def test_latency_pair_ratios_on_a_fake_clock(monkeypatch):
     assert a["best_ratio"] == pytest.approx(4.0)
     assert a["paired_ratio_median"] == pytest.approx(4.0)  # pairs 4, 3, 4, 5, 2 -> median 4
     assert a["median_ms"] == pytest.approx(4.0) and b["median_ms"] == pytest.approx(1.0)
+
+
+def test_latency_blocks_cycle_over_the_fns_on_a_fake_clock(monkeypatch):
+    """Each round: pause, warm-up calls (not timed), then timed calls, for every fn in turn."""
+    import types
+
+    import sparsa.metrics.latency as lat
+    from sparsa.metrics import measure_latency_blocks
+
+    now, order, pauses = [0.0], [], []
+    monkeypatch.setattr(lat, "time", types.SimpleNamespace(perf_counter=lambda: now[0], sleep=pauses.append))
+
+    def fn(name, cost):
+        def call():
+            order.append(name)
+            now[0] += cost
+        return call
+
+    times = measure_latency_blocks({"a": fn("a", 0.003), "b": fn("b", 0.001)}, rounds=2, warmup=1, runs=2, pause=0.2)
+    assert times["a"] == pytest.approx([3.0] * 4) and times["b"] == pytest.approx([1.0] * 4)
+    assert order == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert pauses == [0.2] * 4
+

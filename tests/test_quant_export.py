@@ -117,13 +117,13 @@ def test_onnx_session_spinning_option_is_honoured(tmp_path, spinning):
 def test_exporting_through_the_wrapper_keeps_the_model_in_eval_mode(tiny_bert, tmp_path):
     """The TorchScript exporter restores the *wrapper's* mode: a fresh (training) wrapper used to
     leave the exported model in training mode, dropout on, and every later PyTorch run perturbed."""
-    from sparsa.quant.export import _Positional
+    from sparsa.quant.export import PositionalWrapper
 
     model = tiny_bert.model.eval()
     x = tiny_bert.example_inputs(batch=1, seq_len=8)
     with torch.no_grad():
         before = model(**x).last_hidden_state
-        torch.onnx.export(_Positional(model, list(x)), tuple(x.values()), str(tmp_path / "m.onnx"),
+        torch.onnx.export(PositionalWrapper(model, list(x)), tuple(x.values()), str(tmp_path / "m.onnx"),
                           input_names=list(x), output_names=["output"], dynamo=False, opset_version=17)
         after = model(**x).last_hidden_state
     assert not any(m.training for m in model.modules())

@@ -85,3 +85,24 @@ def measure_latency_pair(fn_a: Callable[[], object], fn_b: Callable[[], object],
     sa["cpu_median_ms"], sb["cpu_median_ms"] = statistics.median(ca), statistics.median(cb)
     sa["paired_cpu_ratio_median"] = statistics.median(a / max(b, 1e-9) for a, b in zip(ca, cb))
     return sa, sb
+
+
+def measure_latency_blocks(fns: dict[str, Callable[[], object]], rounds: int = 4, warmup: int = 3, runs: int = 15,
+                           pause: float = 0.3) -> dict[str, list[float]]:
+    """Wall times (ms) of each fn, measured in blocks: pause (idle pool threads park), `warmup`
+    calls, then `runs` timed calls back to back; the blocks cycle over the fns `rounds` times so a
+    slow phase of the machine hits every fn. For ONNX Runtime sessions, where call-by-call
+    interleaving fails: spinning pool threads steal the cores from the next session's call, and
+    without spinning ORT pays a thread wake-up on every op (28.0 vs 18.9 ms for one model)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            time.sleep(pause)
+            for _ in range(warmup):
+                f()
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                f()
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return times
+

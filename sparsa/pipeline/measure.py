@@ -206,9 +206,9 @@ def _export_fp32(state: PipelineState, inputs: dict) -> Path:
     d = state.workdir()
     path = Path(d) / "model_fp32.onnx"
     names = list(inputs)
-    from sparsa.quant.export import _Positional
+    from sparsa.quant.export import PositionalWrapper
 
-    wrapped = _Positional(state.loaded.model, names)
+    wrapped = PositionalWrapper(state.loaded.model, names)
     import warnings
 
     with attention_removed(state), torch.no_grad(), warnings.catch_warnings():

@@ -40,7 +40,7 @@ from sparsa.quant.modules import QuantLinear
 OPSET = 21
 
 
-class _Positional(nn.Module):
+class PositionalWrapper(nn.Module):
     """The TorchScript exporter passes positional args; HF models want keywords.
 
     The wrapper takes the wrapped model's train/eval mode: the exporter switches the module it is
@@ -131,7 +131,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
         dyn = {n: {0: "batch", 1: "seq"} for n in names if inputs[n].dim() >= 2 and _is_sequence(inputs[n])}
         dyn.update({n: {0: "batch"} for n in names if n not in dyn})
         with torch.no_grad():
-            torch.onnx.export(_Positional(float_model, names), tuple(inputs[n] for n in names), str(fpath),
+            torch.onnx.export(PositionalWrapper(float_model, names), tuple(inputs[n] for n in names), str(fpath),
                               input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}},
                               opset_version=17, dynamo=False)
         if fuse:
