@@ -2,7 +2,7 @@
 
     python bench/tolerance_sweep.py [--model tiny-swin] [--tolerances 0.05 0.02 0.01] [--out bench/_work/tolsweep]
         [--accept upper_bound|point] [--confidence 0.95] [--rounds-max N] [--budget-s S]
-    python bench/tolerance_sweep.py --video            # L1 heads+FFN pruning of tiny-videomae under 2%
+    python bench/tolerance_sweep.py --video [--video-clips 200]   # L1 heads+FFN pruning of tiny-videomae
 
 Seed 001's setting at fixture scale: the seed's rule (ALGORITHMS.md §3.2: unstructured magnitude,
 round-robin per layer, 1 epoch of fine-tuning per round) on the tiny Swin fixture and the digits set
@@ -89,28 +89,87 @@ def run_sweep(args) -> list[dict]:
     return rows
 
 
-def run_video(args) -> dict:
-    from sparsa.models import load
-    from sparsa.metrics import accuracy, count_params
-    from sparsa.data import load_dataset
+def structured_one_shot(dense, pruned):
+    """One-shot L1 heads + FFN pruning of `dense` to exactly `pruned`'s architecture (the same number
+    of heads and FFN neurons in every layer, hence the same compression), the units chosen in one
+    step from the dense weights: the one-shot counterpart of a structured tolerance run."""
+    from sparsa.prune import PrunePlan, prune
+    from sparsa.prune.importance import compute_importance
 
-    dense = load("tiny-videomae")
-    out = Path(args.out) / "videomae"
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    t0 = time.perf_counter()
+    kinds = ("heads", "ffn")
+    scores = compute_importance(dense, "l1_group", groups={k: dense.adapter.groups(k) for k in kinds})
+    sizes = {k: {g.name: g.size for g in pruned.adapter.groups(k)} for k in kinds}
+    keep = {k: {name: sorted(torch.sort(-s.float(), stable=True).indices[:sizes[k][name]].tolist())
+                for name, s in per_group.items()} for k, per_group in scores.items()}
+    return prune(dense, PrunePlan(keep=keep))
+
+
+def run_video(args) -> list[dict]:
+    """Seed 000's setting: structured L1 heads + FFN pruning of tiny-videomae under each tolerance,
+    checked on `--video-clips` generated clips per class (calib stream) and reported on as many
+    test clips; one-shot at the same compression for comparison; every result saved and reloaded."""
+    from sparsa.data.video import load_clips
+    from sparsa.metrics import accuracy, count_params
+    from sparsa.models import load
+    from sparsa.prune.finetune import finetune
     from sparsa.prune.schedule import tolerance_prune
 
-    r = tolerance_prune(dense, 0.02, "clips", out, granularity="structured", scope="layer", kinds=("heads", "ffn"),
-                        importance="l1_group", delta0=0.25, delta_max=0.5, delta_min=0.1, trial_recovery_steps=0,
-                        round_recovery_epochs=1.0, recovery_lr=5e-4, kd="logits", progress=not args.quiet)
-    back = load(r["model"])
-    test = load_dataset("clips", "test")
-    r["reloaded_accuracy"] = accuracy(back, test)
-    r["reloaded_params"] = count_params(back.model)
-    r["wall_s"] = time.perf_counter() - t0
-    print(json.dumps(r), flush=True)
-    return r
+    dense = load("tiny-videomae")
+    n = args.video_clips
+    data = {"check": load_clips("calib", per_class=n), "report": load_clips("test", per_class=n),
+            "train": load_clips("train")}
+    a_dense = accuracy(dense, data["report"])
+    rows = []
+    for tol in args.tolerances:
+        d0, dmax, dmin = args.video_delta
+        out = Path(args.out) / f"videomae-tol{tol:g}-{args.accept}-c{args.confidence:g}-n{n}-d{d0:g}-{dmax:g}-{dmin:g}-t{args.video_trial_steps}"
+        if args.fresh and out.exists():
+            shutil.rmtree(out)
+        t0 = time.perf_counter()
+        r = tolerance_prune(dense, tol, data, out, granularity="structured", scope="layer", kinds=("heads", "ffn"),
+                            importance="l1_group", delta0=args.video_delta[0], delta_max=args.video_delta[1],
+                            delta_min=args.video_delta[2], trial_recovery_steps=args.video_trial_steps,
+                            round_recovery_epochs=1.0, recovery_lr=5e-4, kd="logits", accept=args.accept,
+                            confidence=args.confidence, rounds_max=args.rounds_max, budget_s=args.budget_s,
+                            progress=not args.quiet)
+        wall = time.perf_counter() - t0
+        back = load(r["model"])
+        ft_epochs = sum(1 for l in (out / "log.jsonl").read_text().splitlines()
+                        if json.loads(l).get("event") == "round" and (json.loads(l).get("recovery") or {}).get("steps"))
+        os_lm = structured_one_shot(dense, back)
+        os_c = 1 - count_params(os_lm.model) / count_params(dense.model)
+        a_os = accuracy(os_lm, data["report"])
+        finetune(os_lm, data["train"], teacher=dense, epochs=2, lr=5e-4, kd="logits", progress=False)
+        a_os_ft = accuracy(os_lm, data["report"])
+        # and with as many recovery epochs as the schedule spent in its rounds (the same budget)
+        if ft_epochs > 2:
+            finetune(os_lm, data["train"], teacher=dense, epochs=ft_epochs - 2, lr=5e-4, kd="logits", progress=False)
+        a_os_ft_all = accuracy(os_lm, data["report"])
+        rows.append({"tolerance": tol, "accept": args.accept, "confidence": args.confidence, "clips_per_class": n,
+                     "compression": r["compression"], "dense_acc": a_dense, "acc": r["accuracy"],
+                     "loss_pts": 100 * (a_dense - r["accuracy"]), "reloaded_acc": accuracy(back, data["report"]),
+                     "reloaded_params": count_params(back.model),
+                     "check_loss_pts": 100 * (r["dense_check_accuracy"] - r["check_accuracy"]),
+                     "check_upper_pts": 100 * r["check_loss_upper"], "macs": r["macs"], "macs_dense": r["macs_dense"],
+                     "oneshot_compression": os_c, "oneshot_loss_pts": 100 * (a_dense - a_os),
+                     "oneshot_ft_loss_pts": 100 * (a_dense - a_os_ft), "ft_epochs": ft_epochs,
+                     "oneshot_ft_all_loss_pts": 100 * (a_dense - a_os_ft_all), "rounds": r["rounds"], "wall_s": wall,
+                     "stop": r["stop_reason"]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def video_table(rows) -> str:
+    lines = ["| tolerance | compression | MACs | acc. loss (test, pts) | reloaded acc. | check loss (95% bound) | "
+             "one-shot compression | one-shot loss | one-shot + 2 KD epochs | one-shot + the schedule's KD epochs | rounds | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {100 * r['tolerance']:g}% | {100 * r['compression']:.1f}% | {r['macs'] / 1e6:.1f}M / "
+                     f"{r['macs_dense'] / 1e6:.1f}M | {r['loss_pts']:.2f} | {r['reloaded_acc']:.4f} | "
+                     f"{r['check_loss_pts']:.2f} ({r['check_upper_pts']:.2f}) | {100 * r['oneshot_compression']:.1f}% | "
+                     f"{r['oneshot_loss_pts']:.2f} | {r['oneshot_ft_loss_pts']:.2f} | "
+                     f"{r['oneshot_ft_all_loss_pts']:.2f} ({max(2, r['ft_epochs'])}) | {r['rounds']} | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
 
 
 def _run_name(tol: float, rollback: bool, accept: str, kd: str = "none", confidence: float = 0.95) -> str:
@@ -133,7 +192,8 @@ def table(rows) -> str:
         upper = f" ({r['check_upper_pts']:.2f})" if "check_upper_pts" in r else ""
         lines.append(f"| {100 * r['tolerance']:g}% | {_rule(r)} | {'yes' if r['rollback'] else 'no'} | "
                      f"{100 * r['compression']:.1f}% | {r['loss_pts']:.2f} | {r['check_loss_pts']:.2f}{upper} | "
-                     f"{r['oneshot_loss_pts']:.2f} | {r['oneshot_ft_loss_pts']:.2f} | {r['rounds']} | {r['wall_s']:.0f} |")
+                     f"{r['oneshot_loss_pts']:.2f} | {r['oneshot_ft_loss_pts']:.2f} | "
+                     f"{r['oneshot_ft_all_loss_pts']:.2f} ({max(2, r['ft_epochs'])}) | {r['rounds']} | {r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -152,6 +212,12 @@ def main():
     p.add_argument("--recovery-lr", type=float, default=1e-5)
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget per tolerance run (keeps the last accepted state)")
     p.add_argument("--video", action="store_true", help="run the tiny-videomae structured case instead")
+    p.add_argument("--video-clips", type=int, default=200,
+                   help="generated clips per class in the video run's check and test splits")
+    p.add_argument("--video-trial-steps", type=int, default=0,
+                   help="KD steps after each trial step of the video run, before its accuracy is checked")
+    p.add_argument("--video-delta", type=float, nargs=3, default=[0.1, 0.25, 0.02], metavar=("D0", "DMAX", "DMIN"),
+                   help="the video run's step sizes δ0, δ_max, δ_min (fractions of a layer's remaining units)")
     p.add_argument("--fresh", action="store_true", help="delete earlier run folders (else they resume)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--threads", type=int, default=1)
@@ -172,10 +238,9 @@ def main():
         print(table(rows))
         return
     if args.video:
-        r = run_video(args)
-        print(f"\n| model | tolerance | compression (params) | dense acc | pruned acc | reloaded acc | MACs | wall s |\n|---|---|---|---|---|---|---|---|\n"
-              f"| tiny-videomae | 2% | {100 * r['compression']:.1f}% | {r['dense_accuracy']:.4f} | {r['accuracy']:.4f} | "
-              f"{r['reloaded_accuracy']:.4f} | {r['macs'] / 1e6:.1f}M / {r['macs_dense'] / 1e6:.1f}M | {r['wall_s']:.0f} |")
+        rows = run_video(args)
+        print(f"\ntiny-videomae, dense test accuracy {rows[0]['dense_acc']:.4f} on {6 * args.video_clips} clips\n")
+        print(video_table(rows))
     else:
         rows = run_sweep(args)
         print()

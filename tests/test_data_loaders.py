@@ -39,6 +39,20 @@ def test_digits_deterministic_and_seeded():
     assert load_dataset("digits", "test", image_size=16).x.shape[-1] == 16
 
 
+def test_clips_per_class_draws_more_clips_and_rejects_bad_counts():
+    from sparsa.data.video import load_clips
+    from sparsa.errors import SparsaError
+
+    big = load_clips("calib", per_class=15)
+    assert torch.bincount(big.y).tolist() == [15] * 6 and big.info["per_class"] == 15
+    assert torch.equal(big.x, load_clips("calib", per_class=15).x)  # deterministic
+    test = load_clips("test", per_class=15)  # another split's stream: no clip in common
+    assert not any(torch.equal(c, t) for c in big.x[:10] for t in test.x)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(SparsaError, match="per_class"):
+            load_clips("calib", per_class=bad)
+
+
 def test_clips_deterministic_balanced_and_motion_defined():
     a, b = load_dataset("clips", "test", seed=3), load_dataset("clips", "test", seed=3)
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)

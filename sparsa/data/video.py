@@ -14,6 +14,7 @@ import torch
 from sparsa.data.dataset import Dataset
 from sparsa.data.images import MEAN, STD
 from sparsa.data.splits import check_split
+from sparsa.errors import SparsaError
 
 CLASSES = ["right", "left", "down", "up", "grow", "shrink"]
 NUM_FRAMES = 8
@@ -76,10 +77,17 @@ def make_clip(label: int, rng: np.random.Generator, frames: int = NUM_FRAMES, si
     return np.clip(clip, 0.0, 1.0)
 
 
-def load_clips(split: str, seed: int = 0, frames: int = NUM_FRAMES, size: int = FRAME_SIZE) -> Dataset:
+def load_clips(split: str, seed: int = 0, frames: int = NUM_FRAMES, size: int = FRAME_SIZE,
+               per_class: int | None = None) -> Dataset:
+    """`per_class` clips of each class (default PER_CLASS[split]). Any count is drawn from the
+    split's own generator, independent of the other splits', so checks that need more clips (a
+    tolerance bound shrinks as 1/sqrt(n)) can have them: the generator is unlimited."""
     check_split(split)
+    if per_class is not None and (not isinstance(per_class, int) or per_class < 1):
+        raise SparsaError(f"per_class must be a positive integer, got {per_class!r}",
+                          hint="e.g. per_class=200 for 1200 clips")
     rng = np.random.default_rng(_split_seed(seed, split))
-    n = PER_CLASS[split]
+    n = PER_CLASS[split] if per_class is None else per_class
     labels = np.repeat(np.arange(len(CLASSES)), n)
     labels = labels[rng.permutation(len(labels))]
     clips = np.stack([make_clip(int(c), rng, frames, size) for c in labels])
@@ -87,6 +95,6 @@ def load_clips(split: str, seed: int = 0, frames: int = NUM_FRAMES, size: int = 
     return Dataset(
         kind="video", name="clips", split=split, x=x.contiguous(), y=torch.from_numpy(labels.astype(np.int64)),
         class_names=list(CLASSES),
-        info={"source": "generated", "seed": seed, "frames": frames, "size": size,
+        info={"source": "generated", "seed": seed, "frames": frames, "size": size, "per_class": n,
               "normalize": {"mean": MEAN, "std": STD}},
     )

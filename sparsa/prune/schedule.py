@@ -395,8 +395,9 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
                     progress: bool = True, console=None, **opts) -> dict:
     """Prune `loaded` (a LoadedModel, not changed) as far as `tolerance` allows; see the module doc.
 
-    `data`: a built-in name/path for `sparsa.data.load_dataset` or a labelled Dataset (its
-    check/report/train splits are loaded by name). Writes <out>/model (the result, reloadable
+    `data`: a built-in name/path for `sparsa.data.load_dataset` (its check/report/train splits are
+    loaded by name), a labelled Dataset (used for all three), or a dict of Datasets with the keys
+    check, report and train. Writes <out>/model (the result, reloadable
     with sparsa.models.load), <out>/log.jsonl, <out>/result.json; resumes from <out>/state.json.
     `callback(entry)` sees every log entry (raise in it to stop the run).
     """
@@ -592,6 +593,12 @@ def _load_splits(data, cfg):
                           hint="pass --data digits (images), clips (video) or a folder of class_name/*.png")
     if hasattr(data, "kind"):  # a Dataset: use it for every role (the caller chose)
         ds = [data, data, data]
+    elif isinstance(data, dict):  # one Dataset per role
+        missing = {"check", "report", "train"} - set(data)
+        if missing:
+            raise SparsaError(f"the data mapping lacks {sorted(missing)}",
+                              hint="give {'check': ds, 'report': ds, 'train': ds} (labelled Datasets)")
+        ds = [data["check"], data["report"], data["train"]]
     else:
         ds = [load_dataset(data, cfg.check_split, seed=cfg.seed), load_dataset(data, cfg.report_split, seed=cfg.seed),
               load_dataset(data, "train", seed=cfg.seed)]
