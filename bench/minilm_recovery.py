@@ -64,14 +64,6 @@ def main():
     p.add_argument("--hidden-weight", type=float, default=1.0)
     p.add_argument("--train-embeddings", action="store_true", help="also train the (unpruned) embeddings")
     p.add_argument("--dropout", action="store_true", help="keep the student's dropout on during KD")
-    p.add_argument("--corpus", choices=("docstrings", "fortunes", "mixed"), default="docstrings",
-                   help="KD / refit / calibration text: the docstring corpus, the fortune files, or both")
-    p.add_argument("--heldout", type=int, default=256,
-                   help="also report cosine on this many held-out fortunes test sentences (ranking probes "
-                        "without looking at EVAL_SENTENCES; 0: off)")
-    p.add_argument("--refit-cache", default=None,
-                   help="folder caching the pruned + refit weights (keyed by fraction, importance, corpus, refit "
-                        "samples, ridge, max length): probes of KD recipes skip the refit")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--table", nargs="+", default=None, help="only print the table of these --json files")
@@ -92,34 +84,16 @@ def main():
     print(f"# threads={args.threads} load={os.getloadavg()[0]:.1f} torch {torch.__version__} {vars(args)}", flush=True)
     dense = load("minilm")
     evalset = load_dataset("sentences").texts
-    def texts(split: str) -> list[str]:
-        names = {"docstrings": ["corpus"], "fortunes": ["fortunes"], "mixed": ["corpus", "fortunes"]}[args.corpus]
-        sets = [load_dataset(n, split).texts for n in names]
-        # interleave, so the head (calibration, refit) mixes both sources too
-        out = [t for group in zip(*sets) for t in group]
-        for s_ in sets:
-            out += s_[min(map(len, sets)):]
-        return out
-
-    calib = texts("calib")[:256]
-    train = texts("train")
-    heldout = load_dataset("fortunes", "test").texts[: args.heldout] if args.heldout else []
+    calib = load_dataset("corpus", "calib").texts[:256]
+    train = load_dataset("corpus", "train").texts
     tok = dense.tokenizer
 
     with torch.no_grad():
         ref = embed(dense, evalset, tok)  # the dense embeddings, once (same pooling as sparsa.metrics.fidelity)
 
-        ref_h = embed(dense, heldout, tok) if heldout else None
-
     def cos(lm) -> float:
         with torch.no_grad():
             return float(torch.nn.functional.cosine_similarity(embed(lm, evalset, tok), ref, dim=-1).mean())
-
-    def cos_heldout(lm):
-        if not heldout:
-            return None
-        with torch.no_grad():
-            return float(torch.nn.functional.cosine_similarity(embed(lm, heldout, tok), ref_h, dim=-1).mean())
 
     results = []
     for frac in args.fractions:
@@ -131,38 +105,19 @@ def main():
         row["oneshot"] = cos(pruned)
         print(f"[{frac}] one-shot cosine {row['oneshot']:.4f}", flush=True)
         t0, c0 = time.perf_counter(), time.process_time()
-        cache = None
-        if args.refit_cache and args.refit_samples:
-            cache = os.path.join(args.refit_cache, f"minilm-{args.importance}-{frac}-{args.corpus}-"
-                                 f"{args.refit_samples}-{args.ridge}-{args.max_length}.pt")
-        if cache and os.path.isfile(cache):
-            saved = torch.load(cache)
-            pruned.model.load_state_dict(saved["state"])
-            row["refit_s"], row["refit_cpu_s"], row["refit_cached"] = saved["refit_s"], saved["refit_cpu_s"], cache
-        else:
-            if args.refit_samples:
-                # refit sentences: the head of the train split (KD below samples the whole train split)
-                lstsq_refit(pruned, dense, train[: args.refit_samples], n_samples=args.refit_samples,
-                            seq_len=args.max_length, ridge=args.ridge)
-            row["refit_s"], row["refit_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
-            if cache:
-                os.makedirs(args.refit_cache, exist_ok=True)
-                torch.save({"state": pruned.model.state_dict(), "refit_s": row["refit_s"],
-                            "refit_cpu_s": row["refit_cpu_s"]}, cache + ".tmp")
-                os.replace(cache + ".tmp", cache)
+        if args.refit_samples:
+            # refit sentences: the head of corpus train (KD below samples the whole train split)
+            lstsq_refit(pruned, dense, train[: args.refit_samples], n_samples=args.refit_samples,
+                        seq_len=args.max_length, ridge=args.ridge)
+        row["refit_s"], row["refit_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         row["refit"] = cos(pruned)
-        row["refit_heldout"] = cos_heldout(pruned)
-        print(f"[{frac}] lstsq refit ({args.refit_samples} sent.) cosine {row['refit']:.4f} heldout "
-              f"{row['refit_heldout']} ({row['refit_s']:.0f}s wall, {row['refit_cpu_s']:.0f}s CPU"
-              f"{', cached' if row.get('refit_cached') else ''})", flush=True)
-        held = []
+        print(f"[{frac}] lstsq refit ({args.refit_samples} sent.) cosine {row['refit']:.4f} "
+              f"({row['refit_s']:.0f}s wall, {row['refit_cpu_s']:.0f}s CPU)", flush=True)
 
         def cos_logged(lm, _t=time.perf_counter(), _c=time.process_time()) -> float:
-            v, h = cos(lm), cos_heldout(lm)
-            held.append(h)
-            print(f"[{frac}]   cosine {v:.4f} heldout {h if h is None else round(h, 4)} (wall "
-                  f"{time.perf_counter() - _t:.0f}s, process CPU {time.process_time() - _c:.0f}s, "
-                  f"load {os.getloadavg()[0]:.1f})", flush=True)
+            v = cos(lm)
+            print(f"[{frac}]   cosine {v:.4f} (wall {time.perf_counter() - _t:.0f}s, process CPU "
+                  f"{time.process_time() - _c:.0f}s, load {os.getloadavg()[0]:.1f})", flush=True)
             return v
 
         t0 = time.perf_counter()
@@ -172,10 +127,7 @@ def main():
                     freeze=() if args.train_embeddings else ("embeddings.",), dropout=args.dropout, progress=False)
         row["distill_s"] = time.perf_counter() - t0
         row["kd_cpu_s"], row["kd_steps"], row["kd_stop"] = d["cpu_s"], d["steps"], d["stop"]
-        for pt, h in zip(d["curve_detail"], held):
-            pt["heldout"] = h
         row["curve"], row["curve_detail"] = d["curve"], d["curve_detail"]
-        row["final_heldout"] = held[-1] if held else None
         row["final"] = d["curve"][-1][1]
         row["load_end"] = os.getloadavg()[0]
         print(f"[{frac}] curve {[(x['step'], round(x['metric'], 4), x['kd_cpu_s']) for x in d['curve_detail']]} "

@@ -3,8 +3,7 @@
 Built-in names: `digits` (scikit-learn's bundled 8x8 digits, upsampled to 32x32 RGB), `clips`
 (generated moving-shape video, class = motion), `sentences` (held-out evaluation sentences,
 test split only), `corpus` (distillation text from installed docstrings, disjoint from
-`sentences`), `fortunes` (everyday-English distillation text from the BSD fortune files,
-also disjoint from `sentences`). Anything else is a path: a text file (one sentence per line), an image folder
+`sentences`). Anything else is a path: a text file (one sentence per line), an image folder
 (`class_name/*.png`), or a Hugging Face `datasets.save_to_disk` folder.
 """
 
@@ -16,7 +15,7 @@ from sparsa.data.dataset import Dataset
 from sparsa.data.splits import SPLITS, check_split
 from sparsa.errors import SparsaError
 
-BUILTIN = ("digits", "clips", "sentences", "corpus", "fortunes")
+BUILTIN = ("digits", "clips", "sentences", "corpus")
 
 __all__ = ["BUILTIN", "SPLITS", "Dataset", "load_dataset"]
 
@@ -43,10 +42,6 @@ def load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, *
         from sparsa.data.textfiles import load_corpus
 
         return load_corpus(split, seed, **_pick(opts, "progress"))
-    if name == "fortunes":
-        from sparsa.data.textfiles import load_fortunes
-
-        return load_fortunes(split, seed)
     path = Path(name).expanduser()
     if not path.exists():
         raise SparsaError(f"no data set named {name!r} and no such file or folder",

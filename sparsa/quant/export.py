@@ -120,7 +120,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
 
     float_model = copy.deepcopy(module).eval()
     table = _weight_table(qls)
-    dequantize_model_(float_model, smooth_mul=False)  # _rewrite inserts each smoothed layer's Mul
+    dequantize_model_(float_model)
     if fuse and hasattr(float_model, "set_attn_implementation"):
         float_model.set_attn_implementation("eager")  # the fusion recognises the eager attention pattern
     import onnx
@@ -138,12 +138,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
             fpath = _ort_fuse(fpath, loaded, fast_gelu)
         proto = onnx.load(str(fpath))
     proto = _upgrade_opset(proto)
-    done: set[str] = set()
-    n_rewritten = _rewrite(proto, table, mode, weight_dtype, done)
-    lost = [n for n, q in qls.items() if q.smooth_inv is not None and n not in done]
-    if lost:  # its float stand-in has no smoothing Mul: the file would compute a wrong layer
-        raise SparsaError(f"smoothed layers {lost[:3]} were not found as integer ops in the exported graph",
-                          hint="report this model; export without smoothing meanwhile")
+    n_rewritten = _rewrite(proto, table, mode, weight_dtype)
     if n_rewritten == 0:  # layers outside the exported output (e.g. an unused pooler) are simply absent
         raise SparsaError("none of the quantized layers was found in the exported graph",
                           hint="a layer's weight was transformed on export; report this model")
@@ -211,7 +206,7 @@ def _codes(q: QuantLinear, weight_dtype: str):
     return np.ascontiguousarray(codes.astype(np.int8)), None, scale
 
 
-def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None) -> int:
+def _rewrite(proto, table, mode: str, weight_dtype: str) -> int:
     from onnx import TensorProto, helper, numpy_helper
 
     g = proto.graph
@@ -219,29 +214,14 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
     used_init = set()
     new_nodes, extra_inits = [], []
     dq_cache: dict[tuple, tuple] = {}
-    smooth_cache: dict[tuple, str] = {}
-    done = set() if done is None else done
     count = 0
 
     def const(name, arr):
         extra_inits.append(numpy_helper.from_array(np.asarray(arr), name))
         return name
 
-    def smoothed(x: str, q: QuantLinear, tag: str) -> str:
-        """x · smooth_inv (SmoothQuant), one Mul per distinct (input, scale) pair."""
-        if q.smooth_inv is None:
-            return x
-        inv = q.smooth_inv.detach().float().numpy()
-        key = (x, inv.tobytes())
-        if key not in smooth_cache:
-            smooth_cache[key] = f"{x}_smooth{tag}"
-            new_nodes.append(helper.make_node("Mul", [x, const(f"{tag}_smooth_inv", inv)], [smooth_cache[key]],
-                                              name=f"{tag}_smooth"))
-        return smooth_cache[key]
-
     def quant_input(x: str, q: QuantLinear, tag: str):
         """Integer codes of activation `x` (shared between layers reading the same tensor)."""
-        x = smoothed(x, q, tag)
         key = (x, mode, None if mode == "dynamic" else (float(q.a_scale), q.a_zero_point is not None and int(q.a_zero_point)))
         if key in dq_cache:
             return dq_cache[key]
@@ -306,7 +286,7 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
                 want = "N" if attrs.get("transB", 0) else "T"
                 hit = h if h is not None and h[2] == want else None
         elif node.op_type == "Attention" and node.domain == "com.microsoft" and node.input[1] in inits:
-            if _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype, done):
+            if _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype):
                 used_init.add(node.input[1])
                 count += 3
                 continue
@@ -314,7 +294,6 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
             new_nodes.append(node)
             continue
         name, q, _ = hit
-        done.add(name)
         tag = "q_" + name.replace(".", "_")
         codes, zp, scale = _codes(q, weight_dtype)
         used_init.add(node.input[1])
@@ -339,7 +318,7 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
     return count
 
 
-def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype, done) -> bool:
+def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype) -> bool:
     """Fused Attention whose weight is [Wq|Wk|Wv]ᵀ of three quantized layers -> QAttention (dynamic only)."""
     from onnx import helper, numpy_helper
 
@@ -355,11 +334,6 @@ def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, 
     qs = [p[1] for p in parts]
     if any(q.w_zero_point is not None for q in qs) or len({q.per_channel for q in qs}) != 1:
         return False
-    inv = {None if q.smooth_inv is None else q.smooth_inv.detach().float().numpy().tobytes() for q in qs}
-    if len(inv) != 1:  # one input, so one smoothing: QuantConfig(smooth_fold=True) shares it
-        raise SparsaError(f"{parts[0][0]}: Q, K, V are smoothed differently and cannot share one QAttention input",
-                          hint="quantize with QuantConfig(smooth_fold=True), or export with fuse=False")
-    done.update(p[0] for p in parts)
     cs = [_codes(q, weight_dtype) for q in qs]
     codes = np.concatenate([c[0] for c in cs], axis=1)
     scale = np.concatenate([np.broadcast_to(c[2], (q.out_features,)) for c, q in zip(cs, qs)]).astype(np.float32)
