@@ -43,6 +43,22 @@ def one_shot(lm, compression: float, slots: list[str], params_total: int):
     return out, masks, u
 
 
+def one_shot_like(lm, pruned, slots: list[str]):
+    """Magnitude-prune each slot of `lm` in one step to the sparsity that slot has in `pruned` (the
+    schedule's result): the same per-layer sparsities, so the same compression and layout."""
+    from sparsa.prune.schedule import _Unstructured
+
+    out = lm.clone()
+    masks = {}
+    with torch.no_grad():
+        for s in slots:
+            p = out.model.get_parameter(s)
+            u = float((pruned.model.get_parameter(s) == 0).float().mean())
+            masks[s] = _Unstructured.mask_for(p, u)
+            p.mul_(masks[s])
+    return out, masks
+
+
 def run_sweep(args) -> list[dict]:
     from sparsa.data import load_dataset
     from sparsa.metrics import accuracy, count_params
@@ -75,12 +91,24 @@ def run_sweep(args) -> list[dict]:
             finetune(os_lm, train, epochs=2, lr=args.recovery_lr, kd=args.kd, masks=masks, progress=False,
                      teacher=dense if args.kd != "none" else None)
             a_os_ft = accuracy(os_lm, test)
+            # one-shot to the schedule's own per-layer sparsities, with the same recovery
+            like, like_masks = one_shot_like(dense, load(r["model"]), slots)
+            a_like = accuracy(like, test)
+            finetune(like, train, epochs=2, lr=args.recovery_lr, kd=args.kd, masks=like_masks, progress=False,
+                     teacher=dense if args.kd != "none" else None)
+            a_like_ft = accuracy(like, test)
+            if ft_epochs > 2:  # and with the schedule's whole recovery budget (its rounds' epochs)
+                finetune(like, train, epochs=ft_epochs - 2, lr=args.recovery_lr, kd=args.kd, masks=like_masks,
+                         progress=False, teacher=dense if args.kd != "none" else None)
+            a_like_ft_all = accuracy(like, test)
             rows.append({"tolerance": tol, "rollback": rollback, "accept": args.accept, "confidence": args.confidence,
                          "kd": args.kd, "recovery_lr": args.recovery_lr,
                          "check_upper_pts": 100 * r["check_loss_upper"], "compression": r["compression"],
                          "dense_acc": a_dense, "acc": r["accuracy"], "loss_pts": 100 * (a_dense - r["accuracy"]),
                          "check_loss_pts": 100 * (r["dense_check_accuracy"] - r["check_accuracy"]),
                          "oneshot_loss_pts": 100 * (a_dense - a_os), "oneshot_ft_loss_pts": 100 * (a_dense - a_os_ft),
+                         "like_loss_pts": 100 * (a_dense - a_like), "like_ft_loss_pts": 100 * (a_dense - a_like_ft),
+                         "like_ft_all_loss_pts": 100 * (a_dense - a_like_ft_all),
                          "oneshot_layer_sparsity": u, "rounds": r["rounds"], "trials": r["trials"],
                          "ft_epochs": ft_epochs, "wall_s": wall, "stop": r["stop_reason"]})
             print(json.dumps(rows[-1]), flush=True)
@@ -186,14 +214,17 @@ def _rule(r) -> str:
 
 def table(rows) -> str:
     lines = ["| tolerance | accept rule | rollback | compression | acc. loss (test, pts) | loss on check split (bound) | "
-             "one-shot loss | one-shot + 2 FT epochs | rounds | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "one-shot loss | one-shot + 2 FT epochs | one-shot, schedule's layer sparsities (+ 2 / + the schedule's "
+             "FT epochs) | rounds | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         upper = f" ({r['check_upper_pts']:.2f})" if "check_upper_pts" in r else ""
+        like = (f"{r['like_loss_pts']:.2f} ({r['like_ft_loss_pts']:.2f} / {r['like_ft_all_loss_pts']:.2f}, "
+                f"{max(2, r['ft_epochs'])} epochs)" if "like_ft_all_loss_pts" in r else "-")
         lines.append(f"| {100 * r['tolerance']:g}% | {_rule(r)} | {'yes' if r['rollback'] else 'no'} | "
                      f"{100 * r['compression']:.1f}% | {r['loss_pts']:.2f} | {r['check_loss_pts']:.2f}{upper} | "
-                     f"{r['oneshot_loss_pts']:.2f} | {r['oneshot_ft_loss_pts']:.2f} | "
-                     f"{r['oneshot_ft_all_loss_pts']:.2f} ({max(2, r['ft_epochs'])}) | {r['rounds']} | {r['wall_s']:.0f} |")
+                     f"{r['oneshot_loss_pts']:.2f} | {r['oneshot_ft_loss_pts']:.2f} | {like} | {r['rounds']} | "
+                     f"{r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
