@@ -10,7 +10,11 @@ Sections
 - ort: batch 1, seq 128, 2 threads, one process: PyTorch FP32, ORT FP32, ORT quantize_dynamic
   per-tensor and per-channel, sparsa W8 (fused graph, QAttention + DynamicQuantizeMatMul on u8×u8
   kernels), sparsa W7 (7-bit codes stored int8: ORT's u8×s8 kernels, FastGelu) all-integer and with
-  the two most sensitive layers (chosen on calibration sentences) in float. Cosine of each ORT model
+  the two most sensitive layers (chosen on calibration sentences) in float, and sparsa W7 with
+  SmoothQuant laid out on BERT (`QuantConfig(smooth=α, smooth_fold=True)`; α and FFN-out's own
+  strength chosen on calibration sentences), all-integer; the most faithful of those also with
+  SkipLayerNormalization unfused (`export_onnx(skip_layernorm=False)`), and quantize_dynamic
+  per-channel with the same session setting (ORT's SkipLayerNormFusion off). Cosine of each ORT model
   on the held-out sentences. Latency in blocks of back-to-back runs per model (`sparsa.metrics.measure_latency_blocks`).
   `--stage build` (niced) exports and scores, `--stage time` (under the timing lock) times.
 - prune: tiny-swin tolerance-prune (1%, unstructured, KD recovery) + 8-bit search-sym: size in
@@ -136,7 +140,11 @@ def _cos(a, b):
     return float(np.mean((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
-def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=True) -> dict:
+SMOOTH_ALPHAS = (0.3, 0.5, 0.7, 0.85)
+
+
+def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=True, smooth_alpha=None,
+              smooth_ffn_out="auto") -> dict:
     """Export every model of the ORT comparison into `work` and measure its cosine (no timing);
     writes and returns work/models.json {label: {"path", "cosine"}} plus the choices made."""
     import json
@@ -172,6 +180,10 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         src.unlink()
         models[label] = dst
+    # the same session setting the unfused sparsa file asks for (see below), for a fair comparison
+    unfused = "SkipLayerNormFusion"
+    models[f"ORT quantize_dynamic per-channel, {unfused} off"] = models["ORT quantize_dynamic per-channel"]
+    session_opts = {f"ORT quantize_dynamic per-channel, {unfused} off": [unfused]}
 
     # sparsa: sym weights per channel, dynamic u8 activations (exactly what ORT's integer path computes).
     # W8: u8×u8 kernels (exact for 8-bit codes); W7: codes in [-63, 63] stored int8 -> ORT's faster
@@ -202,12 +214,50 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
     models[f"sparsa W7 + {len(keep)} layers float ({kept}; u8×s8, {gelu})"] = export_onnx(
         q7m, work / "sparsa_w7_mixed.onnx", seq_len=128, fast_gelu=fast_gelu)
 
-    out = {"models": {}, "clip": clip, "keep_float": keep, "sensitivity": sens[:4]}
+    # SmoothQuant laid out on BERT (sparsa.quant.smooth): Q/K/V share one s (a Mul before QAttention),
+    # attention-out folded into V (no op), FFN-in a Mul: strength a; FFN-out (behind GELU) a Mul at its
+    # own strength b, or not smoothed. (a, b) chosen on calibration sentences (statistics from
+    # calib[:32], cosine on calib[32:96]); two rows: the best without and the best with FFN-out smoothed.
+    calib_all = load_dataset("corpus", split="calib").texts
+    sm_stats, sm_score = calib_all[:32], calib_all[32:96]
+    n_layers = lm.config.num_hidden_layers
+
+    def smooth_cfg(a, b):
+        c = sparsa_cfg(7, clip).to_dict() | {"smooth": a, "smooth_fold": True}
+        c["overrides"] = {f"encoder.layer.{i}.output.dense": {"smooth": b} for i in range(n_layers)}
+        return QuantConfig.from_dict(c)
+
+    a_grid = (smooth_alpha,) if smooth_alpha is not None else SMOOTH_ALPHAS
+    b_grid = {"auto": (None,) + SMOOTH_ALPHAS, "off": (None,)}.get(smooth_ffn_out)
+    b_grid = b_grid or (None, float(smooth_ffn_out))
+    search = []
+    for a in a_grid:
+        for b in b_grid:
+            qs = quantize_(lm.clone(), smooth_cfg(a, b), calib=sm_stats, calib_samples=len(sm_stats))
+            c = fidelity(qs, lm, sm_score, tok, batch_size=1)["cosine_mean"]
+            log(f"sparsa W7 SmoothQuant a={a} FFN-out b={b}: calib cosine {c:.5f}")
+            search.append({"alpha": a, "ffn_out": b, "calib_cosine": c})
+    chosen = [max((d for d in search if d["ffn_out"] is None), key=lambda d: d["calib_cosine"])]
+    with_fo = [d for d in search if d["ffn_out"] is not None]
+    if with_fo and max(d["calib_cosine"] for d in with_fo) > chosen[0]["calib_cosine"]:
+        chosen.append(max(with_fo, key=lambda d: d["calib_cosine"]))
+    for d in chosen:
+        qs = quantize_(lm.clone(), smooth_cfg(d["alpha"], d["ffn_out"]), calib=sm_stats, calib_samples=len(sm_stats))
+        where = f"α={d['alpha']:g} on Q/K/V, attention-out (in V), FFN-in" + (
+            f"; FFN-out α={d['ffn_out']:g}" if d["ffn_out"] is not None else "")
+        fo = "" if d["ffn_out"] is None else f"_fo{d['ffn_out']:g}"
+        models[f"sparsa W7 + SmoothQuant ({where}; sym-{clip}, u8×s8, {gelu})"] = export_onnx(
+            qs, work / f"sparsa_w7_smooth{d['alpha']:g}{fo}.onnx", seq_len=128, fast_gelu=fast_gelu)
+    # the most faithful one again with SkipLayerNormalization unfused (Add + LayerNormalization, faster on ORT 1.32 here)
+    models[f"sparsa W7 + SmoothQuant ({where}; sym-{clip}, u8×s8, {gelu}), Add+LayerNorm ({unfused} off)"] = export_onnx(
+        qs, work / f"sparsa_w7_smooth{d['alpha']:g}{fo}_ln.onnx", seq_len=128, fast_gelu=fast_gelu, skip_layernorm=False)
+
+    out = {"models": {}, "clip": clip, "keep_float": keep, "sensitivity": sens[:4], "smooth": chosen, "smooth_search": search}
     for k, p in models.items():
-        c = _cos(_ort_embed(onnx_session(p, threads=2), tok, EVAL_SENTENCES), ref)
+        c = _cos(_ort_embed(onnx_session(p, threads=2, disabled_optimizers=session_opts.get(k)), tok, EVAL_SENTENCES), ref)
         log(f"{k}: cosine {c:.5f}")
         out["models"][k] = {"path": str(p), "cosine": c, "kernel": _kernel(p) if k.startswith("sparsa") else "",
-                            "file_mb": os.path.getsize(p) / 1e6}
+                            "file_mb": os.path.getsize(p) / 1e6, "disabled_optimizers": session_opts.get(k)}
     (work / "models.json").write_text(json.dumps(out, indent=1))
     return out
 
@@ -231,7 +281,7 @@ def ort_time(work, rounds=4) -> tuple[list, dict]:
 
     fns = {"PyTorch FP32": torch_fp32}
     for k, m in built["models"].items():
-        s = onnx_session(m["path"], threads=2, spinning=True)
+        s = onnx_session(m["path"], threads=2, spinning=True, disabled_optimizers=m.get("disabled_optimizers"))
         f = {i.name: feed[i.name].numpy() for i in s.get_inputs()}
         fns[k] = lambda s=s, f=f: s.run(None, f)
     load_before = os.getloadavg()
@@ -243,7 +293,7 @@ def ort_time(work, rounds=4) -> tuple[list, dict]:
         p10, p90 = np.percentile(times[k], [10, 90])
         rows.append([k, f"{med[k]:.1f}", f"{p10:.1f}–{p90:.1f}", f"{med['PyTorch FP32'] / med[k]:.2f}×",
                      f"{m['cosine']:.4f}", f"{m['file_mb']:.1f} MB" if "file_mb" in m else "-"])
-    info = {k: built[k] for k in ("clip", "keep_float")} | {
+    info = {k: built.get(k) for k in ("clip", "keep_float", "smooth")} | {
         "pytorch_attention": lm.model.config._attn_implementation, "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()]}
     return rows, info
@@ -387,6 +437,11 @@ def main():
                     help="layers kept float in the mixed model (default: the 2 most sensitive on calibration texts)")
     ap.add_argument("--prune-budget", type=float, default=1800.0, help="prune: tolerance_prune wall-clock budget (s)")
     ap.add_argument("--clip", default=None, help="weight clipping for the sparsa model (default: chosen on calibration)")
+    ap.add_argument("--smooth-alpha", type=float, default=None,
+                    help=f"ort: SmoothQuant strength of the smoothed W7 model (default: best of {SMOOTH_ALPHAS} on calibration)")
+    ap.add_argument("--smooth-ffn-out", default="auto",
+                    help="ort: FFN-out smoothing strength (a run-time Mul behind GELU), 'off', or 'auto' "
+                         f"(best of off and {SMOOTH_ALPHAS} on calibration)")
     args = ap.parse_args()
     if args.section in ("all", "table2"):
         rows = (table2_minilm() if "minilm" in args.models else []) + (table2_swin() if "tiny-swin" in args.models else [])
@@ -395,7 +450,8 @@ def main():
     if args.section in ("all", "ort"):
         work = Path(args.work or tempfile.mkdtemp(prefix="sparsa-qbench-"))
         if args.stage in ("all", "build"):
-            ort_build(work, fixed_keep=args.keep_float, fixed_clip=args.clip, fast_gelu=not args.exact_gelu)
+            ort_build(work, fixed_keep=args.keep_float, fixed_clip=args.clip, fast_gelu=not args.exact_gelu,
+                      smooth_alpha=args.smooth_alpha, smooth_ffn_out=args.smooth_ffn_out)
         if args.stage in ("all", "time"):
             rows, info = ort_time(work, rounds=args.rounds)
             print("\n### MiniLM on ONNX Runtime: batch 1, seq 128, 2 threads (blocks of 15 runs per model, "

@@ -51,3 +51,45 @@ def test_quantize_cli_writes_folder_and_onnx(tiny_folder, tmp_path):
 def test_quantize_cli_bad_input(tiny_folder, tmp_path, args, words):
     r = _invoke(["quantize", str(tiny_folder), "--out", str(tmp_path / "x"), *args])
     assert isinstance(r.exception, SparsaError) and words in str(r.exception)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder_with_tokenizer(tmp_path_factory):
+    """A tiny random BERT with MiniLM's vocabulary and tokenizer: calibration on text needs one."""
+    from transformers import BertConfig, BertModel
+
+    from sparsa.models import from_module, load
+
+    tok = load("minilm").tokenizer
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    d = tmp_path_factory.mktemp("tiny_tok") / "bert"
+    from_module(BertModel(cfg).eval(), tokenizer=tok, source="tiny").save(d)
+    return d
+
+
+def test_quantize_cli_smoothing_layout_and_split_layernorm(tiny_folder_with_tokenizer, tmp_path):
+    import onnx
+
+    from sparsa.quant import load_quantized
+
+    out = tmp_path / "s"
+    r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--bits", "7", "--clip", "max", "--activations", "dynamic",
+                 "--smooth", "0.5", "--smooth-ffn-out", "0.7", "--calib", "corpus", "--calib-samples", "4",
+                 "--out", str(out), "--onnx", "--split-layernorm", "--seq-len", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["smooth"] == 0.5 and res["smooth_ffn_out"] == 0.7
+    layer = load_quantized(out).model.encoder.layer[0]
+    qkv = [getattr(layer.attention.self, n).smooth_inv for n in ("query", "key", "value")]
+    assert all(s is not None for s in qkv) and torch.equal(qkv[0], qkv[1]) and torch.equal(qkv[0], qkv[2])
+    assert layer.attention.output.dense.smooth_inv is None  # folded into V, no run-time op
+    assert layer.output.dense.smooth_inv is not None  # FFN-out: its own strength
+    ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops
+
+
+def test_quantize_cli_ffn_out_strength_needs_smooth(tiny_folder, tmp_path):
+    r = _invoke(["quantize", str(tiny_folder), "--out", str(tmp_path / "x"), "--smooth-ffn-out", "0.7"])
+    assert isinstance(r.exception, SparsaError) and "--smooth" in str(r.exception)

@@ -128,3 +128,31 @@ def test_exporting_through_the_wrapper_keeps_the_model_in_eval_mode(tiny_bert, t
         after = model(**x).last_hidden_state
     assert not any(m.training for m in model.modules())
     assert torch.equal(before, after)
+
+
+def test_unfused_layernorm_export_matches_and_asks_sessions_to_keep_it(tiny_bert, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from sparsa.quant.export import session_hints
+
+    q = tiny_bert.clone()
+    quantize_(q, QuantConfig(bits=7, clip="max", activations="dynamic", act_scheme="asym", overrides={"pooler.*": None}))
+    fused = export_onnx(q, tmp_path / "fused.onnx", seq_len=12, fuse=True)
+    plain = export_onnx(q, tmp_path / "plain.onnx", seq_len=12, fuse=True, skip_layernorm=False)
+    ops = [n.op_type for n in onnx.load(str(plain)).graph.node]
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 4
+    assert session_hints(plain) == ["SkipLayerNormFusion"] and session_hints(fused) == []
+    inputs = q.example_inputs(batch=2, seq_len=12)
+    assert np.abs(_run(plain, inputs) - _run(fused, inputs)).max() < 1e-4
+    assert _compare(q, plain) < 1e-4
+    seen, real = [], ort.InferenceSession  # onnx_session passes the file's hint on to ORT
+
+    def spy(*a, **kw):
+        seen.append(kw.get("disabled_optimizers"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    onnx_session(plain), onnx_session(fused), onnx_session(fused, disabled_optimizers=["SkipLayerNormFusion"])
+    assert seen[-1] == ["SkipLayerNormFusion"] and seen[-2] is None and ["SkipLayerNormFusion"] in seen[:-2]
+    with pytest.raises(Exception, match="fuse"):
+        export_onnx(q, tmp_path / "x.onnx", seq_len=12, fuse=False, skip_layernorm=False)

@@ -19,6 +19,7 @@ from sparsa.errors import SparsaError
 from sparsa.quant.config import QuantConfig
 from sparsa.quant.modules import QuantLinear
 from sparsa.quant.primitives import choose_qparams
+from sparsa.quant.smooth import smooth_scale
 
 
 def _is_linear(module: nn.Module, name: str) -> bool:
@@ -68,13 +69,24 @@ def quantize_(model, config: QuantConfig | None = None, *, calib=None, filter_fn
 
         stats = collect(module, need, batches)
 
+    scales, folded = {}, []
+    if config.smooth_fold and any(s.smooth is not None for s in targets.values()):
+        from sparsa.quant.smooth import plan_bert_smoothing
+
+        scales, folded = plan_bert_smoothing(module, targets, stats)
+        if folded:  # the folded layers' inputs changed: calibrate again on the transformed float model
+            stats = collect(module, need, batches)
+    else:
+        scales = {n: smooth_scale(stats[n].absmax, module.get_submodule(n).weight.detach().float(), s.smooth)
+                  for n, s in targets.items() if s.smooth is not None}
+
     for name, spec in targets.items():
         lin = module.get_submodule(name)
         st = stats.get(name)
-        act_qp, smooth = None, None
+        act_qp = None
+        smooth = scales.get(name)
         rows = st.input_rows() if st is not None else None
-        if spec.smooth is not None:
-            smooth = smooth_scale(st.absmax, lin.weight.detach().float(), spec.smooth)
+        if smooth is not None:
             rows = rows / smooth
         if spec.activations == "static":
             # with smoothing the statistics are taken on the smoothed rows (x / s)
@@ -89,13 +101,6 @@ def quantize_(model, config: QuantConfig | None = None, *, calib=None, filter_fn
     if loaded is not None:
         loaded.record.setdefault("stages", []).append(record)
     return model
-
-
-def smooth_scale(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
-    """SmoothQuant: s_j = max|x_j|^a / max|W_:,j|^(1-a) (floored at 1e-5 so no channel divides by zero)."""
-    a = act_absmax.float().clamp(min=1e-5)
-    w = weight.abs().amax(0).clamp(min=1e-5)
-    return (a.pow(alpha) / w.pow(1.0 - alpha)).clamp(min=1e-5)
 
 
 def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -172,15 +177,19 @@ def _hybrid(loaded, calib):
 
 
 @torch.no_grad()
-def dequantize_model_(model) -> nn.Module:
-    """Replace every QuantLinear by a float nn.Linear holding its dequantized weight (for float export)."""
+def dequantize_model_(model, smooth_mul: bool = True) -> nn.Module:
+    """Replace every QuantLinear by a float nn.Linear holding its dequantized weight (for float export).
+
+    smooth_mul=False drops smoothed layers' input Mul (export puts it back in front of the integer
+    op after ONNX Runtime's fusions, which a Mul between LayerNorm and Q/K/V would block)."""
     module = getattr(model, "model", model)
     for name, q in quant_layers(module).items():
         lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None)
         lin.weight.copy_(q.dequantized_weight())
         if q.bias is not None:
             lin.bias.copy_(q.bias)
-        _set_submodule(module, name, lin if q.smooth_inv is None else _SmoothedLinear(q.smooth_inv.clone(), lin))
+        smoothed = q.smooth_inv is not None and smooth_mul
+        _set_submodule(module, name, _SmoothedLinear(q.smooth_inv.clone(), lin) if smoothed else lin)
     return model
 
 

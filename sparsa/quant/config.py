@@ -42,6 +42,9 @@ class QuantConfig:
         per channel by s_j = max|x_j|^a / max|W_:,j|^(1-a) (calibrated) and the weight's columns
         multiplied by s_j, moving activation outliers into the per-channel weight scales. Costs one
         elementwise Mul at run time; use it on layers whose input no other layer reads (e.g. FFN).
+    smooth_fold: BERT-family encoders: lay the smoothing out per `sparsa.quant.smooth` instead of
+        per layer: Q, K, V share one s (one Mul, still one fused QAttention), and attention-out's
+        smoothing is folded exactly into the V projection (no run-time op).
     overrides: {pattern: {field: value} | None}; None keeps matching layers in float.
     """
 
@@ -56,6 +59,7 @@ class QuantConfig:
     act_scheme: str | None = None
     act_clip: str | None = None
     smooth: float | None = None
+    smooth_fold: bool = False
     overrides: dict = field(default_factory=dict)
     version: int = CONFIG_VERSION
 
@@ -63,6 +67,8 @@ class QuantConfig:
         if self.version != CONFIG_VERSION:
             raise SparsaError(f"QuantConfig version {self.version} is not supported", hint=f"use version {CONFIG_VERSION}")
         _check_layer(self._layer_dict(), where="config")
+        if not isinstance(self.smooth_fold, bool):
+            raise SparsaError(f"smooth_fold must be true or false, got {self.smooth_fold!r}")
         if not isinstance(self.overrides, dict):
             raise SparsaError("overrides must be a dict {pattern: {field: value} or None}")
         for pat, ov in self.overrides.items():

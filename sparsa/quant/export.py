@@ -64,7 +64,8 @@ class PositionalWrapper(nn.Module):
 
 
 def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, mode: str = "auto",
-                weight_dtype: str | None = None, fuse: bool | str = "auto", fast_gelu: bool = False) -> Path:
+                weight_dtype: str | None = None, fuse: bool | str = "auto", fast_gelu: bool = False,
+                skip_layernorm: bool = True) -> Path:
     """Export a quantized model (LoadedModel or nn.Module with QuantLinear layers) to integer ONNX.
 
     inputs: example inputs (default: `loaded.example_inputs(1, seq_len)`); batch and sequence
@@ -75,6 +76,11 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
       in dynamic mode when every layer has the same head count. fast_gelu (with fuse): ORT's
       tanh-approximated FastGelu instead of the exact erf GELU (faster; the model then differs
       from sparsa's simulation by the approximation, ~1e-3 per activation).
+      skip_layernorm=False (with fuse): the fused SkipLayerNormalization ops go back to Add +
+      LayerNormalization (the MatMul bias first, so ONNX Runtime folds it into DynamicQuantizeMatMul),
+      and the file asks `onnx_session` to keep ORT from re-fusing them (model metadata
+      `sparsa.ort.disabled_optimizers`): on the AVX2 test machine ORT 1.32's SkipLayerNormalization
+      took ~1.3 ms more per MiniLM run (12.8 vs 11.5 ms). Same values either way.
     Returns the path written.
     """
     path = Path(path)
@@ -112,15 +118,15 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
         heads = getattr(getattr(loaded, "config", None), "sparsa_heads_per_layer", None)
         fuse = (loaded is not None and loaded.family == "bert" and mode == "dynamic"
                 and not (heads and len(set(heads)) > 1))
-    if fast_gelu and not fuse:
-        raise SparsaError("fast_gelu comes from ONNX Runtime's BERT fusion", hint="export with fuse=True")
+    if (fast_gelu or not skip_layernorm) and not fuse:
+        raise SparsaError("fast_gelu / skip_layernorm=False act on ONNX Runtime's BERT fusion", hint="export with fuse=True")
     if fuse and (loaded is None or loaded.family != "bert"):
         raise SparsaError("fuse=True uses ONNX Runtime's BERT optimizer and needs a BERT-family LoadedModel",
                           hint="export without fuse")
 
     float_model = copy.deepcopy(module).eval()
     table = _weight_table(qls)
-    dequantize_model_(float_model)
+    dequantize_model_(float_model, smooth_mul=False)  # _rewrite inserts each smoothed layer's Mul
     if fuse and hasattr(float_model, "set_attn_implementation"):
         float_model.set_attn_implementation("eager")  # the fusion recognises the eager attention pattern
     import onnx
@@ -138,7 +144,18 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, 
             fpath = _ort_fuse(fpath, loaded, fast_gelu)
         proto = onnx.load(str(fpath))
     proto = _upgrade_opset(proto)
-    n_rewritten = _rewrite(proto, table, mode, weight_dtype)
+    done: set[str] = set()
+    n_rewritten = _rewrite(proto, table, mode, weight_dtype, done)
+    # a smoothed layer left in float would miss its Mul (absent layers, e.g. an unused pooler, are fine)
+    from onnx import numpy_helper
+
+    left = {numpy_helper.to_array(i).tobytes() for i in proto.graph.initializer}
+    lost = [n for k, (n, q, _) in table.items() if q.smooth_inv is not None and n not in done and k in left]
+    if lost:
+        raise SparsaError(f"smoothed layers {lost[:3]} were not found as integer ops in the exported graph",
+                          hint="report this model; export without smoothing meanwhile")
+    if not skip_layernorm:
+        _unfuse_skip_layernorm(proto)
     if n_rewritten == 0:  # layers outside the exported output (e.g. an unused pooler) are simply absent
         raise SparsaError("none of the quantized layers was found in the exported graph",
                           hint="a layer's weight was transformed on export; report this model")
@@ -206,7 +223,7 @@ def _codes(q: QuantLinear, weight_dtype: str):
     return np.ascontiguousarray(codes.astype(np.int8)), None, scale
 
 
-def _rewrite(proto, table, mode: str, weight_dtype: str) -> int:
+def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None) -> int:
     from onnx import TensorProto, helper, numpy_helper
 
     g = proto.graph
@@ -214,14 +231,29 @@ def _rewrite(proto, table, mode: str, weight_dtype: str) -> int:
     used_init = set()
     new_nodes, extra_inits = [], []
     dq_cache: dict[tuple, tuple] = {}
+    smooth_cache: dict[tuple, str] = {}
+    done = set() if done is None else done
     count = 0
 
     def const(name, arr):
         extra_inits.append(numpy_helper.from_array(np.asarray(arr), name))
         return name
 
+    def smoothed(x: str, q: QuantLinear, tag: str) -> str:
+        """x · smooth_inv (SmoothQuant), one Mul per distinct (input, scale) pair."""
+        if q.smooth_inv is None:
+            return x
+        inv = q.smooth_inv.detach().float().numpy()
+        key = (x, inv.tobytes())
+        if key not in smooth_cache:
+            smooth_cache[key] = f"{x}_smooth{tag}"
+            new_nodes.append(helper.make_node("Mul", [x, const(f"{tag}_smooth_inv", inv)], [smooth_cache[key]],
+                                              name=f"{tag}_smooth"))
+        return smooth_cache[key]
+
     def quant_input(x: str, q: QuantLinear, tag: str):
         """Integer codes of activation `x` (shared between layers reading the same tensor)."""
+        x = smoothed(x, q, tag)
         key = (x, mode, None if mode == "dynamic" else (float(q.a_scale), q.a_zero_point is not None and int(q.a_zero_point)))
         if key in dq_cache:
             return dq_cache[key]
@@ -286,7 +318,7 @@ def _rewrite(proto, table, mode: str, weight_dtype: str) -> int:
                 want = "N" if attrs.get("transB", 0) else "T"
                 hit = h if h is not None and h[2] == want else None
         elif node.op_type == "Attention" and node.domain == "com.microsoft" and node.input[1] in inits:
-            if _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype):
+            if _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype, done):
                 used_init.add(node.input[1])
                 count += 3
                 continue
@@ -294,6 +326,7 @@ def _rewrite(proto, table, mode: str, weight_dtype: str) -> int:
             new_nodes.append(node)
             continue
         name, q, _ = hit
+        done.add(name)
         tag = "q_" + name.replace(".", "_")
         codes, zp, scale = _codes(q, weight_dtype)
         used_init.add(node.input[1])
@@ -318,7 +351,7 @@ def _rewrite(proto, table, mode: str, weight_dtype: str) -> int:
     return count
 
 
-def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype) -> bool:
+def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype, done) -> bool:
     """Fused Attention whose weight is [Wq|Wk|Wv]ᵀ of three quantized layers -> QAttention (dynamic only)."""
     from onnx import helper, numpy_helper
 
@@ -334,6 +367,11 @@ def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, 
     qs = [p[1] for p in parts]
     if any(q.w_zero_point is not None for q in qs) or len({q.per_channel for q in qs}) != 1:
         return False
+    inv = {None if q.smooth_inv is None else q.smooth_inv.detach().float().numpy().tobytes() for q in qs}
+    if len(inv) != 1:  # one input, so one smoothing: QuantConfig(smooth_fold=True) shares it
+        raise SparsaError(f"{parts[0][0]}: Q, K, V are smoothed differently and cannot share one QAttention input",
+                          hint="quantize with QuantConfig(smooth_fold=True), or export with fuse=False")
+    done.update(p[0] for p in parts)
     cs = [_codes(q, weight_dtype) for q in qs]
     codes = np.concatenate([c[0] for c in cs], axis=1)
     scale = np.concatenate([np.broadcast_to(c[2], (q.out_features,)) for c, q in zip(cs, qs)]).astype(np.float32)
@@ -351,20 +389,78 @@ def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, 
 # ------------------------------------------------------------------------------------- checks
 
 
-def onnx_session(path, threads: int = 2, *, spinning: bool = False):
+_HINT_KEY = "sparsa.ort.disabled_optimizers"  # model metadata: ORT optimizers the file wants off
+
+
+def _unfuse_skip_layernorm(proto) -> None:
+    """SkipLayerNormalization(x, skip, gamma, beta, bias) -> LayerNormalization((x + bias) + skip)."""
+    from onnx import helper
+
+    g = proto.graph
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    out = []
+    for n in g.node:
+        if n.op_type != "SkipLayerNormalization":
+            out.append(n)
+            continue
+        if any(o and o in used for o in n.output[1:3]):  # mean / inverse std: LayerNormalization has them too,
+            raise SparsaError(f"{n.name}: its statistics outputs are used; cannot unfuse")  # but not worth it
+        eps = [helper.get_attribute_value(a) for a in n.attribute if a.name == "epsilon"]
+        x, skip, gamma = n.input[:3]
+        beta = n.input[3] if len(n.input) > 3 else ""
+        bias = n.input[4] if len(n.input) > 4 else ""
+        if bias:
+            out.append(helper.make_node("Add", [x, bias], [f"{n.name}_biased"], name=f"{n.name}_bias"))
+            x = f"{n.name}_biased"
+        total = n.output[3] if len(n.output) > 3 and n.output[3] else f"{n.name}_sum"
+        out.append(helper.make_node("Add", [x, skip], [total], name=f"{n.name}_add"))
+        out.append(helper.make_node("LayerNormalization", [total, gamma] + ([beta] if beta else []), [n.output[0]],
+                                    name=f"{n.name}_ln", axis=-1, epsilon=eps[0] if eps else 1e-12))
+    del g.node[:]
+    g.node.extend(out)
+    _set_meta(proto, _HINT_KEY, "SkipLayerNormFusion")
+
+
+def _set_meta(proto, key: str, value: str) -> None:
+    for m in proto.metadata_props:
+        if m.key == key:
+            m.value = value
+            return
+    proto.metadata_props.add(key=key, value=value)
+
+
+def session_hints(path) -> list[str]:
+    """The ORT graph optimizers a sparsa export asks sessions to leave off (model metadata)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    v = {m.key: m.value for m in proto.metadata_props}.get(_HINT_KEY, "")
+    return [x for x in v.split(",") if x]
+
+
+def onnx_session(path, threads: int = 2, *, spinning: bool = False, disabled_optimizers: list[str] | None = None):
     """A CPU InferenceSession with `threads` intra-op threads.
 
     spinning: let the pool threads busy-wait between ops and runs. On for latency measured in a
     block of back-to-back runs of one model (without it each op pays thread wake-ups: 28.0 vs
     18.9 ms for sparsa's INT8 MiniLM here); off (default) for sessions that idle beside other
-    work, where spinning threads would steal the cores from whatever runs next."""
+    work, where spinning threads would steal the cores from whatever runs next.
+    disabled_optimizers: ORT graph optimizers to leave off (default: what the file's metadata asks
+    for, see `export_onnx(skip_layernorm=False)`)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers or []) or None)
+    if disabled_optimizers is None:  # the file's own hints (read from the session: no second parse of the file)
+        hint = sess.get_modelmeta().custom_metadata_map.get(_HINT_KEY, "")
+        if hint:
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=[x for x in hint.split(",") if x])
+    return sess
 
 
 def zero_points_in(path_or_proto) -> list[str]:
