@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sparsa.errors import SparsaError
 
 BUILTIN_MODELS = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
-BUILTIN_DATA = ("sentences", "corpus", "digits", "clips")
+BUILTIN_DATA = ("sentences", "corpus", "fortunes", "digits", "clips")
 STAGE_TYPES = ("prune", "tolerance-prune", "quantize", "attention", "decompose")
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]

@@ -45,7 +45,7 @@ def test_clips_per_class_draws_more_clips_and_rejects_bad_counts():
 
     big = load_clips("calib", per_class=15)
     assert torch.bincount(big.y).tolist() == [15] * 6 and big.info["per_class"] == 15
-    assert torch.equal(big.x, load_clips("calib", per_class=15).x)  # deterministic
+    assert torch.equal(big.x, load_dataset("clips", "calib", per_class=15).x)  # deterministic, same via load_dataset
     test = load_clips("test", per_class=15)  # another split's stream: no clip in common
     assert not any(torch.equal(c, t) for c in big.x[:10] for t in test.x)
     for bad in (0, -3, 2.5):

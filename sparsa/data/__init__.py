@@ -3,7 +3,8 @@
 Built-in names: `digits` (scikit-learn's bundled 8x8 digits, upsampled to 32x32 RGB), `clips`
 (generated moving-shape video, class = motion), `sentences` (held-out evaluation sentences,
 test split only), `corpus` (distillation text from installed docstrings, disjoint from
-`sentences`). Anything else is a path: a text file (one sentence per line), an image folder
+`sentences`), `fortunes` (everyday-English distillation text from the BSD fortune files,
+also disjoint from `sentences`). Anything else is a path: a text file (one sentence per line), an image folder
 (`class_name/*.png`), or a Hugging Face `datasets.save_to_disk` folder.
 """
 
@@ -15,7 +16,7 @@ from sparsa.data.dataset import Dataset
 from sparsa.data.splits import SPLITS, check_split
 from sparsa.errors import SparsaError
 
-BUILTIN = ("digits", "clips", "sentences", "corpus")
+BUILTIN = ("digits", "clips", "sentences", "corpus", "fortunes")
 
 __all__ = ["BUILTIN", "SPLITS", "Dataset", "load_dataset"]
 
@@ -33,7 +34,7 @@ def load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, *
     if name == "clips":
         from sparsa.data.video import load_clips
 
-        return load_clips(split, seed, **_pick(opts, "frames", "size"))
+        return load_clips(split, seed, **_pick(opts, "frames", "size", "per_class"))
     if name == "sentences":
         from sparsa.data.textfiles import load_sentences
 
@@ -42,6 +43,10 @@ def load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, *
         from sparsa.data.textfiles import load_corpus
 
         return load_corpus(split, seed, **_pick(opts, "progress"))
+    if name == "fortunes":
+        from sparsa.data.textfiles import load_fortunes
+
+        return load_fortunes(split, seed)
     path = Path(name).expanduser()
     if not path.exists():
         raise SparsaError(f"no data set named {name!r} and no such file or folder",
@@ -61,8 +66,8 @@ def load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, *
 
 
 def _pick(opts: dict, *names: str) -> dict:
-    unknown = set(opts) - {"image_size", "frames", "size", "progress"}
+    unknown = set(opts) - {"image_size", "frames", "size", "per_class", "progress"}
     if unknown:
         raise SparsaError(f"unknown load_dataset option(s): {sorted(unknown)}",
-                          hint="options are image_size (images), frames/size (clips), progress (corpus)")
+                          hint="options are image_size (images), frames/size/per_class (clips), progress (corpus)")
     return {k: v for k, v in opts.items() if k in names}

