@@ -67,7 +67,16 @@ def run_sweep(args) -> list[dict]:
     from sparsa.prune.schedule import _Unstructured, tolerance_prune
 
     dense = load(args.model)
-    test, train = load_dataset("digits", "test"), load_dataset("digits", "train")
+    if dense.modality == "video":  # generated clips: check and test splits as large as asked
+        from sparsa.data.video import load_clips
+
+        n = args.video_clips
+        data = {"check": load_clips("calib", per_class=n), "report": load_clips("test", per_class=n),
+                "train": load_clips("train")}
+        test, train = data["report"], data["train"]
+    else:
+        data = "digits"
+        test, train = load_dataset("digits", "test"), load_dataset("digits", "train")
     a_dense = accuracy(dense, test)
     slots = _Unstructured(dense).slots
     n_params = count_params(dense.model)
@@ -75,10 +84,12 @@ def run_sweep(args) -> list[dict]:
     for tol in args.tolerances:
         for rollback in (True, False) if args.both_rollback else (True,):
             out = Path(args.out) / _run_name(tol, rollback, args.accept, args.kd, args.confidence)
+            if dense.modality == "video":
+                out = out.with_name(f"{args.model}-{out.name}-n{args.video_clips}")
             if args.fresh and out.exists():
                 shutil.rmtree(out)
             t0 = time.perf_counter()
-            r = tolerance_prune(dense, tol, "digits", out, granularity="unstructured", kd=args.kd,
+            r = tolerance_prune(dense, tol, data, out, granularity="unstructured", kd=args.kd,
                                 recovery_lr=args.recovery_lr,
                                 rollback=rollback, progress=not args.quiet, seed=0, accept=args.accept,
                                 confidence=args.confidence, rounds_max=args.rounds_max, budget_s=args.budget_s)
@@ -101,7 +112,7 @@ def run_sweep(args) -> list[dict]:
                 finetune(like, train, epochs=ft_epochs - 2, lr=args.recovery_lr, kd=args.kd, masks=like_masks,
                          progress=False, teacher=dense if args.kd != "none" else None)
             a_like_ft_all = accuracy(like, test)
-            rows.append({"tolerance": tol, "rollback": rollback, "accept": args.accept, "confidence": args.confidence,
+            rows.append({"model": args.model, "tolerance": tol, "rollback": rollback, "accept": args.accept, "confidence": args.confidence,
                          "kd": args.kd, "recovery_lr": args.recovery_lr,
                          "check_upper_pts": 100 * r["check_loss_upper"], "compression": r["compression"],
                          "dense_acc": a_dense, "acc": r["accuracy"], "loss_pts": 100 * (a_dense - r["accuracy"]),
