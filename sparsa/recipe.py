@@ -51,6 +51,9 @@ class PruneStage(_Strict):
     scope: Literal["layer", "global"] = "layer"
     calib: str | None = None  # data for activation/taylor importance; default: the recipe's calib set
     calib_samples: int = Field(64, ge=1, le=100_000)
+    # after pruning, re-solve each attention-output and FFN-output projection by ridge least squares
+    # so the pruned blocks match the dense ones on this many calibration samples (0: off)
+    refit_samples: int = Field(0, ge=0, le=100_000)
 
     @model_validator(mode="after")
     def _something_to_do(self):

@@ -6,6 +6,7 @@ stage's package and returns what it did as JSON-able data. No runner reaches int
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from sparsa.pipeline.state import PipelineState, require
@@ -31,9 +32,20 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
         calib = calib.subset(st.calib_samples)
     plan = prune.PrunePlan(heads=st.heads, ffn=st.ffn, channels=st.channels, importance=st.importance,
                            scope=st.scope, seed=state.recipe.seed)
-    state.loaded = prune.prune(state.loaded, plan, data=calib)
+    dense = state.loaded
+    state.loaded = prune.prune(dense, plan, data=calib)
     rec = dict(state.loaded.record.get("stages", [{}])[-1])
     rec.pop("kept", None)  # kept indices per group: in the saved model's record, too long for a report
+    if st.refit_samples:
+        recover = require("sparsa.prune.recover", "the prune stage's refit")
+        t0 = time.process_time()
+        # seq 64: sentences are short, and XᵀX per projection costs tokens × width²
+        report = recover.lstsq_refit(state.loaded, dense, state.calib_data(st.calib), n_samples=st.refit_samples,
+                                     seq_len=64)
+        errs = report["layers"]
+        rec["refit"] = {"samples": st.refit_samples, "cpu_s": round(time.process_time() - t0, 1),
+                        "rel_err_before": sum(e["rel_err_before"] for e in errs) / len(errs),
+                        "rel_err_after": sum(e["rel_err_after"] for e in errs) / len(errs)}
     return _plain(rec)
 
 
