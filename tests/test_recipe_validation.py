@@ -185,3 +185,15 @@ def test_output_folder_blocked_by_a_file_is_a_sparsa_error(tmp_path):
         run_recipe(load_recipe("gemm_array"), blocker / "run", quiet=True)
     with pytest.raises(SparsaError, match="cannot create the sweep folder"):
         SweepStore(blocker)
+
+
+def test_negative_refit_samples_names_line_and_field():
+    msg = _err("""\
+        name: x
+        model: minilm
+        stages:
+          - type: prune
+            heads: 0.25
+            refit_samples: -5
+        """)
+    assert "r.yaml:6: stages[0].refit_samples:" in msg and "greater than or equal to 0" in msg
