@@ -125,15 +125,15 @@ def main():
 
         ref_h = embed(dense, heldout, tok) if heldout else None
 
-    def cos(lm) -> float:
+    def mean_cos(lm, texts: list[str], reference) -> float:
         with torch.no_grad():
-            return float(torch.nn.functional.cosine_similarity(embed(lm, evalset, tok), ref, dim=-1).mean())
+            return float(torch.nn.functional.cosine_similarity(embed(lm, texts, tok), reference, dim=-1).mean())
+
+    def cos(lm) -> float:
+        return mean_cos(lm, evalset, ref)
 
     def cos_heldout(lm):
-        if not heldout:
-            return None
-        with torch.no_grad():
-            return float(torch.nn.functional.cosine_similarity(embed(lm, heldout, tok), ref_h, dim=-1).mean())
+        return mean_cos(lm, heldout, ref_h) if heldout else None
 
     results = []
     for frac in args.fractions:
@@ -148,11 +148,15 @@ def main():
         cache = None
         if args.refit_cache and args.refit_samples:
             cache = os.path.join(args.refit_cache, f"minilm-{args.importance}-{frac}-{args.corpus}-"
-                                 f"{args.refit_samples}-{args.ridge}-{args.max_length}.pt")
+                                 f"{args.refit_samples}-{args.ridge}-{args.max_length}.safetensors")
         if cache and os.path.isfile(cache):
-            saved = torch.load(cache)
-            pruned.model.load_state_dict(saved["state"])
-            row["refit_s"], row["refit_cpu_s"], row["refit_cached"] = saved["refit_s"], saved["refit_cpu_s"], cache
+            from safetensors.torch import load_file, safe_open
+
+            pruned.model.load_state_dict(load_file(cache))
+            with safe_open(cache, "pt") as f:
+                meta = f.metadata()
+            row["refit_s"], row["refit_cpu_s"] = float(meta["refit_s"]), float(meta["refit_cpu_s"])
+            row["refit_cached"] = cache
         else:
             if args.refit_samples:
                 # refit sentences: the head of the train split (KD below samples the whole train split)
@@ -160,9 +164,12 @@ def main():
                             seq_len=args.max_length, ridge=args.ridge)
             row["refit_s"], row["refit_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
             if cache:
+                from safetensors.torch import save_file
+
                 os.makedirs(args.refit_cache, exist_ok=True)
-                torch.save({"state": pruned.model.state_dict(), "refit_s": row["refit_s"],
-                            "refit_cpu_s": row["refit_cpu_s"]}, cache + ".tmp")
+                state = {k: v.contiguous() for k, v in pruned.model.state_dict().items()}
+                save_file(state, cache + ".tmp", metadata={"refit_s": str(row["refit_s"]),
+                                                           "refit_cpu_s": str(row["refit_cpu_s"])})
                 os.replace(cache + ".tmp", cache)
         row["refit"] = cos(pruned)
         row["refit_heldout"] = cos_heldout(pruned)

@@ -27,36 +27,37 @@ from pathlib import Path
 import torch
 
 
-def one_shot(lm, compression: float, slots: list[str], params_total: int):
-    """Magnitude-prune each slot to the uniform sparsity that removes `compression` of all params."""
+def magnitude_prune(lm, sparsity: dict[str, float]):
+    """A copy of `lm` with each slot magnitude-pruned in one step to its sparsity; also the masks."""
     from sparsa.prune.schedule import _Unstructured
 
     out = lm.clone()
-    prunable = sum(out.model.get_parameter(s).numel() for s in slots)
-    u = min(0.999, compression * params_total / prunable)
     masks = {}
     with torch.no_grad():
-        for s in slots:
+        for s, u in sparsity.items():
             p = out.model.get_parameter(s)
             masks[s] = _Unstructured.mask_for(p, u)
             p.mul_(masks[s])
-    return out, masks, u
+    return out, masks
+
+
+def one_shot(lm, compression: float, slots: list[str], params_total: int):
+    """Magnitude-prune each slot to the uniform sparsity that removes `compression` of all params."""
+    prunable = sum(lm.model.get_parameter(s).numel() for s in slots)
+    u = min(0.999, compression * params_total / prunable)
+    return (*magnitude_prune(lm, dict.fromkeys(slots, u)), u)
 
 
 def one_shot_like(lm, pruned, slots: list[str]):
     """Magnitude-prune each slot of `lm` in one step to the sparsity that slot has in `pruned` (the
     schedule's result): the same per-layer sparsities, so the same compression and layout."""
-    from sparsa.prune.schedule import _Unstructured
+    return magnitude_prune(lm, {s: float((pruned.model.get_parameter(s) == 0).float().mean()) for s in slots})
 
-    out = lm.clone()
-    masks = {}
-    with torch.no_grad():
-        for s in slots:
-            p = out.model.get_parameter(s)
-            u = float((pruned.model.get_parameter(s) == 0).float().mean())
-            masks[s] = _Unstructured.mask_for(p, u)
-            p.mul_(masks[s])
-    return out, masks
+
+def recovery_epochs(out: Path) -> int:
+    """Rounds of a tolerance run (its log in `out`) that ran recovery: one epoch each."""
+    events = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    return sum(1 for e in events if e.get("event") == "round" and (e.get("recovery") or {}).get("steps"))
 
 
 def run_sweep(args) -> list[dict]:
@@ -94,8 +95,7 @@ def run_sweep(args) -> list[dict]:
                                 rollback=rollback, progress=not args.quiet, seed=0, accept=args.accept,
                                 confidence=args.confidence, rounds_max=args.rounds_max, budget_s=args.budget_s)
             wall = time.perf_counter() - t0
-            ft_epochs = sum(1 for l in (out / "log.jsonl").read_text().splitlines()
-                            if json.loads(l).get("event") == "round" and (json.loads(l).get("recovery") or {}).get("steps"))
+            ft_epochs = recovery_epochs(out)
             os_lm, masks, u = one_shot(dense, r["compression"], slots, n_params)
             a_os = accuracy(os_lm, test)
             # the same recovery recipe as the adaptive run (default: CE, lr 1e-5, masks fixed), 2 epochs
@@ -173,8 +173,7 @@ def run_video(args) -> list[dict]:
                             progress=not args.quiet)
         wall = time.perf_counter() - t0
         back = load(r["model"])
-        ft_epochs = sum(1 for l in (out / "log.jsonl").read_text().splitlines()
-                        if json.loads(l).get("event") == "round" and (json.loads(l).get("recovery") or {}).get("steps"))
+        ft_epochs = recovery_epochs(out)
         os_lm = structured_one_shot(dense, back)
         os_c = 1 - count_params(os_lm.model) / count_params(dense.model)
         a_os = accuracy(os_lm, data["report"])

@@ -19,7 +19,7 @@ from sparsa.errors import SparsaError
 from sparsa.quant.config import QuantConfig
 from sparsa.quant.modules import QuantLinear
 from sparsa.quant.primitives import choose_qparams
-from sparsa.quant.smooth import smooth_scale
+from sparsa.quant.smooth import plan_bert_smoothing, smooth_scale
 
 
 def _is_linear(module: nn.Module, name: str) -> bool:
@@ -71,8 +71,6 @@ def quantize_(model, config: QuantConfig | None = None, *, calib=None, filter_fn
 
     scales, folded = {}, []
     if config.smooth_fold and any(s.smooth is not None for s in targets.values()):
-        from sparsa.quant.smooth import plan_bert_smoothing
-
         scales, folded = plan_bert_smoothing(module, targets, stats)
         if folded:  # the folded layers' inputs changed: calibrate again on the transformed float model
             stats = collect(module, need, batches)
