@@ -1,4 +1,5 @@
-"""Installing attention pruning into HF models (BERT, ViT, Swin, VideoMAE): reversible, exact when
+"""Installing attention pruning into HF models (BERT, RoBERTa, ELECTRA, DistilBERT, ViT, DeiT, Swin,
+VideoMAE): reversible, exact when
 nothing is pruned, per-layer statistics, masks per the shared contract, clear errors."""
 
 import pytest
@@ -12,7 +13,7 @@ from sparsa.models.tiny import tiny_model
 
 def _inputs(lm):
     g = torch.Generator().manual_seed(0)
-    if lm.family == "bert":
+    if lm.adapter.modality == "text":
         ids = torch.randint(5, 1000, (2, 11), generator=g)
         mask = torch.ones(2, 11, dtype=torch.long)
         mask[1, 7:] = 0  # padding in the second sentence
@@ -25,10 +26,10 @@ def _inputs(lm):
 def _out(lm, inputs):
     with torch.no_grad():
         o = lm.model(**inputs)
-    return o.last_hidden_state if lm.family == "bert" else o.logits
+    return o.last_hidden_state if lm.adapter.modality == "text" else o.logits
 
 
-@pytest.mark.parametrize("family", ["bert", "vit", "swin", "videomae"])
+@pytest.mark.parametrize("family", ["bert", "vit", "swin", "videomae", "roberta", "electra", "distilbert", "deit"])
 def test_install_dense_is_exact_hdp_prunes_and_uninstall_restores(family):
     lm = tiny_model(family)
     inputs = _inputs(lm)
@@ -36,7 +37,7 @@ def test_install_dense_is_exact_hdp_prunes_and_uninstall_restores(family):
     valid = inputs.get("attention_mask", torch.ones(2, 1)).bool()
     ctrl = install(lm.model, "dense")
     dense = _out(lm, inputs)
-    if family == "bert":  # padded query positions are not used downstream; compare real tokens
+    if lm.adapter.modality == "text":  # padded query positions are not used downstream; compare real tokens
         assert torch.allclose(dense[valid], ref[valid], atol=1e-5)
     else:  # Swin: relative position bias and shifted-window mask went through sparsa's path
         assert torch.allclose(dense, ref, atol=1e-5)

@@ -10,7 +10,7 @@ from sparsa.models import load
 from sparsa.models.tiny import tiny_model
 from sparsa.prune import PrunePlan, prune
 
-FAMILIES = ["bert", "vit", "swin", "videomae", "conv", "video-conv"]
+FAMILIES = ["bert", "vit", "swin", "videomae", "conv", "video-conv", "roberta", "electra", "distilbert", "deit"]
 
 
 def _out(lm, x):
@@ -110,3 +110,15 @@ def test_refuses_foreign_classes(tmp_path):
     (d / "sparsa.json").write_text(json.dumps(meta))
     with pytest.raises(SparsaError, match="refusing to import"):
         load(d)
+
+
+def test_text_inputs_respect_the_position_limit():
+    bert, roberta = tiny_model("bert"), tiny_model("roberta")  # 64 positions; RoBERTa's start after padding_idx
+    assert bert.example_inputs()["input_ids"].shape == (1, 64)  # default 128, capped at the model's limit
+    assert roberta.example_inputs()["input_ids"].shape == (1, 68)
+    assert bert.example_inputs(seq_len=12)["input_ids"].shape == (1, 12)
+    with pytest.raises(SparsaError, match="longer than this model's 64 positions") as e:
+        bert.example_inputs(seq_len=100)
+    assert "--seq-len 64" in e.value.hint
+    with torch.no_grad():  # the capped length runs
+        roberta.model(**roberta.example_inputs(batch=2))

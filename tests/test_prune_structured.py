@@ -9,7 +9,7 @@ from sparsa.models.tiny import tiny_model
 from sparsa.prune import PrunePlan, apply_keep, compute_importance, n_keep, prune, select_units
 from sparsa.prune.equivalence import zeroed_consumers
 
-FAMILIES = ["bert", "vit", "swin", "videomae", "conv", "video-conv"]
+FAMILIES = ["bert", "vit", "swin", "videomae", "conv", "video-conv", "roberta", "electra", "distilbert", "deit"]
 
 
 def _out(model, x):

@@ -156,3 +156,39 @@ def test_unfused_layernorm_export_matches_and_asks_sessions_to_keep_it(tiny_bert
     assert seen[-1] == ["SkipLayerNormFusion"] and seen[-2] is None and ["SkipLayerNormFusion"] in seen[:-2]
     with pytest.raises(Exception, match="fuse"):
         export_onnx(q, tmp_path / "x.onnx", seq_len=12, fuse=False, skip_layernorm=False)
+
+
+@pytest.mark.parametrize("family", ["roberta", "electra", "distilbert", "deit"])
+def test_other_families_export_on_integer_kernels_and_match_simulation(family, tmp_path):
+    """Encoders that no issue names (RoBERTa/ELECTRA load as BERT layout, DistilBERT its own, DeiT as ViT)."""
+    from sparsa.models.tiny import tiny_model
+
+    q = tiny_model(family)
+    quantize_(q, QuantConfig(bits=8, activations="dynamic", act_scheme="asym"))
+    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12)
+    # (the base models' pooler is not on the exported output, last_hidden_state)
+    n_linear = sum(1 for n, m in q.model.named_modules() if hasattr(m, "qweight") and "pooler" not in n)
+    ops = _integer_ops(p)
+    # every quantized Linear runs on an integer kernel (a QAttention takes Q, K and V together)
+    assert ops.count("MatMulInteger") + 3 * ops.count("QAttention") == n_linear
+    inputs = q.example_inputs(batch=2, seq_len=12)
+    s = onnx_session(p, threads=1)
+    names = {i.name for i in s.get_inputs()}
+    y_ort = s.run(None, {k: v.numpy() for k, v in inputs.items() if k in names})[0]
+    with torch.no_grad():
+        out = q.model(**inputs)
+    y_sim = (out.last_hidden_state if q.adapter.modality == "text" else out.logits).numpy()
+    assert np.abs(y_ort - y_sim).max() / np.abs(y_sim).max() < 1e-5
+
+
+def test_head_pruned_bert_still_fuses_into_qattention(tmp_path):
+    """After head pruning the attention is narrower than the model: ORT's fusion must be told its width."""
+    from sparsa.models.tiny import tiny_model
+    from sparsa.prune import PrunePlan, prune
+
+    q = prune(tiny_model("bert"), PrunePlan(heads=0.5, ffn=0.5))
+    quantize_(q, QuantConfig(bits=8, activations="dynamic", act_scheme="asym"))
+    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12)
+    ops = _integer_ops(p)
+    assert ops.count("QAttention") == 2 and ops.count("MatMulInteger") == 6
+    assert _compare(q, p) < 1e-5

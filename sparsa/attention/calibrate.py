@@ -31,16 +31,16 @@ def _batches(loaded, data, batch_size: int):
     if isinstance(data, (list, tuple)) and data and all(isinstance(d, dict) for d in data):
         yield from data
         return
-    family = getattr(loaded, "family", None)
+    modality = getattr(getattr(loaded, "adapter", None), "modality", None)
     if data is None or isinstance(data, str):
         from sparsa.data import load_dataset
 
-        if data is None and family == "bert":
+        if data is None and modality == "text":
             from sparsa.attention.evaluate import _calib_texts
 
             data = _calib_texts()
         else:
-            name = data or ("clips" if family == "videomae" else "digits")
+            name = data or ("clips" if modality == "video" else "digits")
             ds = load_dataset(name, split="calib")
             data = list(ds.texts) if ds.kind == "text" else ds.x
     if isinstance(data, (list, tuple)):

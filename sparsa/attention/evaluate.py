@@ -1,6 +1,6 @@
 """`evaluate_attention`: quality and achieved sparsity of a dynamic attention method on a real model.
 
-Text models (BERT family): mean-pooled embedding cosine against the dense model on held-out
+Text models (BERT-layout encoders, DistilBERT): mean-pooled embedding cosine against the dense model on held-out
 sentences (default `sparsa.data.text.EVAL_SENTENCES`; `data` may be a data set name or a text
 file, one sentence per line). Classifiers (ViT, Swin, VideoMAE): top-1 accuracy of the pruned and
 the dense model on the test split (default `digits` / `clips`). `sparsity=` calibrates the
@@ -47,7 +47,7 @@ def _calib_texts(n: int = 48) -> list[str]:
 def _image_data(loaded, data, split):
     from sparsa.data import load_dataset
 
-    name = data or ("clips" if loaded.family == "videomae" else "digits")
+    name = data or ("clips" if loaded.adapter.modality == "video" else "digits")
     ds = load_dataset(name, split=split)
     if ds.kind == "text":
         raise SparsaError(f"data set {name!r} is text, but {loaded.family} takes images/video",
@@ -123,7 +123,7 @@ def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=
     opts = {k: v for k, v in dict(rho_b=rho_b, tau_h=tau_h, block=block, **extra).items() if v is not None}
     model = loaded.model
     model.eval()
-    text = loaded.family == "bert"
+    text = loaded.adapter.modality == "text"
     if text:
         tok = loaded.tokenizer
         texts = _texts(data)

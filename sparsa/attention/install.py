@@ -1,6 +1,6 @@
 """Install attention pruning into Hugging Face models through transformers' `AttentionInterface`.
 
-BERT, ViT, Swin and VideoMAE (transformers 5.x) all call
+BERT (and the encoders laid out like it), DistilBERT, ViT/DeiT, Swin and VideoMAE (transformers 5.x) all call
 `ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, ...)` from their self-attention
 module (Swin passes its relative position bias + shifted-window mask as the additive mask), so one
 registered function, "sparsa", covers all four. `install` tags each attention module with a
@@ -19,9 +19,8 @@ from sparsa.attention.methods import check_method, make_runner
 from sparsa.errors import SparsaError
 
 IMPL_NAME = "sparsa"
-SUPPORTED_FAMILIES = ("bert", "vit", "swin", "videomae")
-# the modules that call the attention interface (they are passed to it as `module`)
-_ATTN_CLASSES = ("BertSelfAttention", "ViTAttention", "ViTSelfAttention", "SwinAttention", "VideoMAESelfAttention")
+# sparsa families whose self-attention modules call transformers' attention interface
+SUPPORTED_FAMILIES = ("bert", "distilbert", "vit", "swin", "videomae")
 _registered = False
 
 
@@ -133,20 +132,37 @@ def sparsa_attention_forward(module, query, key, value, attention_mask, scaling=
     return out.to(value.dtype).transpose(1, 2).contiguous(), None
 
 
+def _family_of(model) -> str | None:
+    from sparsa.models.families import family_for_module
+
+    if getattr(getattr(model, "config", None), "model_type", None) is None:
+        return None
+    try:
+        return family_for_module(model).name
+    except SparsaError:
+        return None
+
+
 def attention_modules(model) -> list:
-    """The self-attention modules HDP replaces, in forward order."""
-    return [m for m in model.modules() if type(m).__name__ in _ATTN_CLASSES]
+    """The self-attention modules HDP replaces (the modules that call the attention interface and
+    are passed to it as `module`: the family adapter's head groups), in forward order."""
+    from sparsa.models.families import FAMILIES
+
+    fam = _family_of(model)
+    if fam not in SUPPORTED_FAMILIES:
+        return []
+    return [model.get_submodule(g.name) for g in FAMILIES[fam].adapter(model).head_groups()]
 
 
 def _family(model) -> str:
-    cfg = getattr(model, "config", None)
-    mt = getattr(cfg, "model_type", None)
-    if mt not in SUPPORTED_FAMILIES or not attention_modules(model):
+    fam = _family_of(model)
+    if fam not in SUPPORTED_FAMILIES or not attention_modules(model):
+        mt = getattr(getattr(model, "config", None), "model_type", None)
         raise SparsaError(
             f"attention pruning does not support this model (model_type={mt!r})",
             hint=f"supported families: {', '.join(SUPPORTED_FAMILIES)} (Hugging Face transformers models)",
         )
-    return mt
+    return fam
 
 
 def install(model, method: str = "hdp", *, keep_masks: bool = False, **opts) -> AttentionController:

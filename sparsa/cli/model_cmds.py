@@ -15,7 +15,7 @@ def _input_desc(lm, inputs: dict) -> str:
     return f"{k} {list(v.shape)}"
 
 
-def cost_summary(lm, seq_len: int = 128, batch: int = 1) -> dict:
+def cost_summary(lm, seq_len: int | None = None, batch: int = 1) -> dict:
     """Params (all / without embedding tables), bytes and MACs at a stated input size."""
     from sparsa.metrics import count_macs, count_params, model_bytes
 
@@ -32,13 +32,14 @@ def cost_summary(lm, seq_len: int = 128, batch: int = 1) -> dict:
 @app.command()
 def info(
     model: str = typer.Argument(..., help="built-in name (minilm, tiny-vit, ...) or model folder"),
-    seq_len: int = typer.Option(128, "--seq-len", help="sequence length for MACs (text models)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length for MACs (text models; "
+                                          "default 128, or the model's position limit if shorter)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Family, parameters, MACs at a stated input size, layers, heads per layer, FFN sizes."""
     from sparsa.models import load
 
-    if seq_len < 1:
+    if seq_len is not None and seq_len < 1:
         raise SparsaError(f"--seq-len {seq_len} must be at least 1")
     lm = load(model)
     result = {"model": model, **lm.describe(), **cost_summary(lm, seq_len)}
@@ -128,7 +129,8 @@ def eval_cmd(
     block: Optional[int] = typer.Option(None, "--block", help="attention block size"),
     runs: int = typer.Option(20, "--runs", help="timed runs for latency (median reported)"),
     threads: int = typer.Option(2, "--threads", help="CPU threads for latency"),
-    seq_len: int = typer.Option(128, "--seq-len", help="sequence length for latency (text models)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length for latency (text models; "
+                                          "default 128, or the model's position limit if shorter)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Fidelity (text) or accuracy (classifiers) against a reference, and measured latency."""
@@ -165,7 +167,7 @@ def eval_cmd(
 
 
 def evaluate(lm, reference: str | None = None, data: str | None = None, runs: int = 20, threads: int = 2,
-             seq_len: int = 128, log=None) -> dict:
+             seq_len: int | None = None, log=None) -> dict:
     """Quality vs a reference plus latency of both (same process), as `sparsa eval` reports it."""
     from sparsa.metrics import accuracy, count_macs, fidelity, logit_agreement, measure_latency, measure_latency_pair
     from sparsa.models import load

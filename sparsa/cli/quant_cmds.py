@@ -32,7 +32,8 @@ def quantize(
                                          "instead of ORT's fused SkipLayerNormalization (faster on AVX2 CPUs)"),
     out: Path = typer.Option(..., "--out", help="output folder (quant.safetensors + quant.json [+ model_int8.onnx])"),
     onnx: bool = typer.Option(False, "--onnx", help="also export an integer ONNX model"),
-    seq_len: int = typer.Option(128, "--seq-len", help="example sequence length for export (text models)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="example sequence length for export (text models; "
+                                          "default 128, or the model's position limit if shorter)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Quantize MODEL's Linear layers to integers; save them (and an ONNX model on integer kernels)."""

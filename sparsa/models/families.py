@@ -8,7 +8,7 @@ Add a family without forking sparsa:
         modality = "text"
         def head_groups(self): ...   # list[HeadGroup], one per attention layer
         def ffn_groups(self): ...    # list[FFNGroup], one per feed-forward block
-        def example_inputs(self, batch=1, seq_len=128): ...  # kwargs for model(**inputs)
+        def example_inputs(self, batch=1, seq_len=None): ...  # kwargs for model(**inputs)
 
     register_family("mine", MyAdapter, hf_model_types=("my_model_type",), hf_class_prefixes=("MyModel",))
 
@@ -51,7 +51,7 @@ class FamilyAdapter:
     def groups(self, kind: str) -> list:
         return {"heads": self.head_groups, "ffn": self.ffn_groups, "channels": self.channel_groups}[kind]()
 
-    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -145,6 +145,7 @@ class HFTransformerAdapter(FamilyAdapter):
     # keys: q, k, v, o, attn (module holding head-count attrs), fc1, fc2; optional per_head
     LAYOUT: dict[str, str] = {}
     PER_HEAD: list[tuple[str, int]] = []
+    HEADS_ATTR = "num_attention_heads"  # the attention module's head count
     HEAD_ATTRS: dict[str, str] = {"num_attention_heads": "heads"}
 
     def _layers(self) -> list[str]:
@@ -165,7 +166,7 @@ class HFTransformerAdapter(FamilyAdapter):
         for layer in self._layers():
             attn_path = self._p(layer, "attn")
             attn = self.model.get_submodule(attn_path)
-            heads = int(attn.num_attention_heads)
+            heads = int(getattr(attn, self.HEADS_ATTR))
             head_dim = int(getattr(attn, "attention_head_size", None) or getattr(attn, "head_dim"))
             per_head = [(f"{self._p(layer, 'attn')}.{p}", ax) for p, ax in self.PER_HEAD]
             groups.append(
@@ -194,10 +195,27 @@ class BertAdapter(HFTransformerAdapter):
     }
     HEAD_ATTRS = {"num_attention_heads": "heads", "all_head_size": "all_head_size"}
 
-    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+    # position ids start after the padding index in these (RoBERTa's embeddings)
+    _PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text")
+
+    def max_seq_len(self) -> int | None:
+        """The longest input the position embeddings cover (None: not stated)."""
+        n = getattr(self.config, "max_position_embeddings", None)
+        if n is not None and getattr(self.config, "model_type", None) in self._PADDED_POSITIONS:
+            n -= (self.config.pad_token_id or 0) + 1
+        return n
+
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
         cfg = self.config
+        limit = self.max_seq_len()
+        if seq_len is None:
+            seq_len = min(128, limit) if limit else 128
+        elif limit and seq_len > limit:
+            raise SparsaError(f"sequence length {seq_len} is longer than this model's {limit} positions "
+                              "(max_position_embeddings)", hint=f"use --seq-len {limit} or less")
         g = torch.Generator().manual_seed(0)
-        ids = torch.randint(1000, cfg.vocab_size, (batch, seq_len), generator=g)
+        lo = 1000 if cfg.vocab_size > 1000 else 5  # BERT's first 1000 ids are special/unused; tiny vocabularies: past the specials
+        ids = torch.randint(lo, cfg.vocab_size, (batch, seq_len), generator=g)
         ids[:, 0] = 101 if cfg.vocab_size > 102 else 0  # [CLS]
         ids[:, -1] = 102 if cfg.vocab_size > 102 else 0  # [SEP]
         return {
@@ -205,6 +223,20 @@ class BertAdapter(HFTransformerAdapter):
             "attention_mask": torch.ones(batch, seq_len, dtype=torch.long),
             "token_type_ids": torch.zeros(batch, seq_len, dtype=torch.long),
         }
+
+
+class DistilBertAdapter(BertAdapter):
+    LAYOUT = {
+        "attn": "attention", "q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin",
+        "o": "attention.out_lin", "fc1": "ffn.lin1", "fc2": "ffn.lin2",
+    }
+    HEADS_ATTR = "n_heads"
+    HEAD_ATTRS = {"n_heads": "heads"}  # its forward reshapes with -1 heads; `dim` is the model width, kept
+
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
+        inputs = super().example_inputs(batch, seq_len)
+        del inputs["token_type_ids"]  # DistilBERT has no segment embeddings
+        return inputs
 
 
 def _image_size(cfg) -> tuple[int, int]:
@@ -219,7 +251,7 @@ class ViTAdapter(HFTransformerAdapter):
         "o": "attention.o_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2",
     }
 
-    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
         g = torch.Generator().manual_seed(0)
         h, w = _image_size(self.config)
         return {"pixel_values": torch.randn(batch, self.config.num_channels, h, w, generator=g)}
@@ -237,15 +269,21 @@ class VideoMAEAdapter(BertAdapter):
         "fc1": "intermediate.dense", "fc2": "output.dense",
     }
 
-    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
         c = self.config
         g = torch.Generator().manual_seed(0)
         h, w = _image_size(c)
         return {"pixel_values": torch.randn(batch, c.num_frames, c.num_channels, h, w, generator=g)}
 
 
-register_family("bert", BertAdapter, hf_model_types=("bert",), hf_class_prefixes=("Bert",),
-                notes="BERT-like encoders, e.g. the real all-MiniLM-L6-v2 (`minilm`)")
-register_family("vit", ViTAdapter, hf_model_types=("vit",), hf_class_prefixes=("ViT",))
+# families share an adapter where transformers lays the layers out the same way
+register_family("bert", BertAdapter,
+                hf_model_types=("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text"),
+                hf_class_prefixes=("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra", "Data2VecText"),
+                notes="BERT-layout encoders (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, Data2Vec-text), "
+                      "e.g. the real all-MiniLM-L6-v2 (`minilm`)")
+register_family("distilbert", DistilBertAdapter, hf_model_types=("distilbert",), hf_class_prefixes=("DistilBert",))
+register_family("vit", ViTAdapter, hf_model_types=("vit", "deit"), hf_class_prefixes=("ViT", "DeiT"),
+                notes="ViT and DeiT")
 register_family("swin", SwinAdapter, hf_model_types=("swin",), hf_class_prefixes=("Swin",))
 register_family("videomae", VideoMAEAdapter, hf_model_types=("videomae",), hf_class_prefixes=("VideoMAE",))

@@ -72,7 +72,7 @@ class ConvAdapter(FamilyAdapter):
         params = [p for p in inspect.signature(self.model.forward).parameters.values() if p.name != "self"]
         return params[0].name if params else "x"
 
-    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
         shape = getattr(self.model, "input_shape", None)
         if shape is None:
             raise SparsaError(

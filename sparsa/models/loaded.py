@@ -26,8 +26,9 @@ class LoadedModel:
     def modality(self) -> str:
         return self.adapter.modality
 
-    def example_inputs(self, batch: int = 1, seq_len: int = 128) -> dict:
-        """Keyword arguments for `model(**inputs)` (deterministic, seed 0)."""
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
+        """Keyword arguments for `model(**inputs)` (deterministic, seed 0). Text models: `seq_len`
+        tokens (default 128, or the model's position limit if shorter)."""
         return self.adapter.example_inputs(batch=batch, seq_len=seq_len)
 
     def save(self, directory: str | Path) -> Path:

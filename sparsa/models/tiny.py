@@ -11,11 +11,12 @@ import torch
 from sparsa.models.loaded import LoadedModel
 from sparsa.models.store import from_module
 
-TINY = ("bert", "vit", "swin", "videomae", "conv", "video-conv")
+TINY = ("bert", "vit", "swin", "videomae", "conv", "video-conv", "roberta", "electra", "distilbert", "deit")
 
 
 def tiny_model(family: str, seed: int = 0, num_labels: int = 3) -> LoadedModel:
-    """A small random model of `family` (HF classifiers for vit/swin/videomae, BertModel for bert)."""
+    """A small random model of `family` (HF classifiers for the image/video families, base models for
+    text); "roberta", "electra" and "deit" load into the bert / vit families, whose layouts they share."""
     import transformers as tf
 
     torch.manual_seed(seed)
@@ -23,6 +24,22 @@ def tiny_model(family: str, seed: int = 0, num_labels: int = 3) -> LoadedModel:
         cfg = tf.BertConfig(vocab_size=1200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=64, max_position_embeddings=64)
         model = tf.BertModel(cfg)
+    elif family == "roberta":
+        cfg = tf.RobertaConfig(vocab_size=1200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=70)
+        model = tf.RobertaModel(cfg)
+    elif family == "electra":  # embedding width != hidden width: an embeddings_project Linear in front
+        cfg = tf.ElectraConfig(vocab_size=1200, embedding_size=24, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+        model = tf.ElectraModel(cfg)
+    elif family == "distilbert":
+        cfg = tf.DistilBertConfig(vocab_size=1200, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                  max_position_embeddings=64)
+        model = tf.DistilBertModel(cfg)
+    elif family == "deit":
+        cfg = tf.DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                            image_size=16, patch_size=4, num_labels=num_labels)
+        model = tf.DeiTForImageClassification(cfg)
     elif family == "vit":
         cfg = tf.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                            image_size=16, patch_size=4, num_labels=num_labels)

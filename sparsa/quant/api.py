@@ -27,7 +27,7 @@ def _is_linear(module: nn.Module, name: str) -> bool:
 
 
 def quantize_(model, config: QuantConfig | None = None, *, calib=None, filter_fn: Callable | None = None,
-              calib_samples: int = 32, seq_len: int = 128):
+              calib_samples: int = 32, seq_len: int | None = None):
     """Quantize `model` (nn.Module or LoadedModel) in place; returns the same object.
 
     calib: calibration data, needed for static activations and the output-error search: a

@@ -95,7 +95,7 @@ def collect(model: nn.Module, names: list[str], inputs: Iterable[dict]) -> dict[
     return stats
 
 
-def calib_batches(loaded, data, *, n: int = 32, seq_len: int = 128, batch_size: int = 8) -> list[dict]:
+def calib_batches(loaded, data, *, n: int = 32, seq_len: int | None = None, batch_size: int = 8) -> list[dict]:
     """Model inputs from calibration data for a LoadedModel.
 
     data: a sparsa Dataset (text or image/video), a list of strings (text models), a tensor of
@@ -124,6 +124,9 @@ def calib_batches(loaded, data, *, n: int = 32, seq_len: int = 128, batch_size: 
         if tok is None:
             raise SparsaError("calibration texts need the model's tokenizer, and this model has none",
                               hint="load the model from a folder that holds its tokenizer, or pass input dicts")
+        if seq_len is None:  # 128 tokens, or the model's position limit if shorter
+            limit = getattr(getattr(loaded, "adapter", None), "max_seq_len", lambda: None)()
+            seq_len = min(128, limit) if limit else 128
         return [dict(tok([t], truncation=True, max_length=seq_len, return_tensors="pt")) for t in texts]
     x = data if isinstance(data, Tensor) else getattr(data, "x", None)
     if x is None:

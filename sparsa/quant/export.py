@@ -63,7 +63,7 @@ class PositionalWrapper(nn.Module):
         return out[0]
 
 
-def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int = 128, mode: str = "auto",
+def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None = None, mode: str = "auto",
                 weight_dtype: str | None = None, fuse: bool | str = "auto", fast_gelu: bool = False,
                 skip_layernorm: bool = True) -> Path:
     """Export a quantized model (LoadedModel or nn.Module with QuantLinear layers) to integer ONNX.
@@ -179,8 +179,11 @@ def _ort_fuse(fpath: Path, loaded, fast_gelu: bool = False) -> Path:
         raise SparsaError("fuse=True needs the same number of heads in every layer", hint="export without fuse")
     opts = FusionOptions("bert")
     opts.enable_gelu_approximation = fast_gelu
-    om = optimizer.optimize_model(str(fpath), model_type="bert", num_heads=heads[0] if heads else cfg.num_attention_heads,
-                                  hidden_size=cfg.hidden_size, opt_level=1, optimization_options=opts)
+    n_heads = heads[0] if heads else cfg.num_attention_heads
+    head_dim = cfg.hidden_size // cfg.num_attention_heads  # head pruning keeps the head size
+    # hidden_size is the attention's width (heads x head size): the model width only while no head is pruned
+    om = optimizer.optimize_model(str(fpath), model_type="bert", num_heads=n_heads, hidden_size=n_heads * head_dim,
+                                  opt_level=1, optimization_options=opts)
     out = fpath.with_name("fused.onnx")
     om.save_model_to_file(str(out))
     return out
