@@ -93,3 +93,19 @@ def test_quantize_cli_smoothing_layout_and_split_layernorm(tiny_folder_with_toke
 def test_quantize_cli_ffn_out_strength_needs_smooth(tiny_folder, tmp_path):
     r = _invoke(["quantize", str(tiny_folder), "--out", str(tmp_path / "x"), "--smooth-ffn-out", "0.7"])
     assert isinstance(r.exception, SparsaError) and "--smooth" in str(r.exception)
+
+
+def test_quantize_cli_smooth_budget_trims_the_muls(tiny_folder_with_tokenizer, tmp_path):
+    from sparsa.quant import load_quantized
+
+    out = tmp_path / "t"
+    r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--bits", "7", "--clip", "max", "--activations", "dynamic",
+                 "--smooth", "0.5", "--smooth-ffn-out", "0.7", "--smooth-budget", "0.99", "--calib", "corpus",
+                 "--calib-samples", "4", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    trim = json.loads(r.stdout.strip().splitlines()[-1])["smooth_trim"]
+    assert trim["kept"] == [] and "encoder.layer.0.output.dense" in trim["dropped"]  # a huge budget drops every Mul
+    layer = load_quantized(out).model.encoder.layer[0]
+    assert layer.output.dense.smooth_inv is None and layer.attention.self.query.smooth_inv is None
+    r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--out", str(tmp_path / "x"), "--smooth-budget", "0.01"])
+    assert isinstance(r.exception, SparsaError) and "--smooth" in str(r.exception)

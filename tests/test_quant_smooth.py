@@ -132,3 +132,46 @@ def test_fused_export_of_bert_smoothing_matches_simulation(tiny_bert, tmp_path):
     with torch.no_grad():
         y_sim = q.model(**inputs).last_hidden_state.numpy()
     assert np.abs(y - y_sim).max() / np.abs(y_sim).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_text_bert():
+    """A tiny BERT that reads MiniLM's tokenizer (its vocabulary size), with the outliers above."""
+    from transformers import BertConfig, BertModel
+
+    from sparsa.models import from_module, load
+
+    tok = load("minilm").tokenizer
+    torch.manual_seed(0)
+    m = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=64)).eval()
+    with torch.no_grad():
+        for ln in [m.embeddings.LayerNorm] + [lay.attention.output.LayerNorm for lay in m.encoder.layer]:
+            ln.weight[[3, 17]] *= 25.0
+    return from_module(m, tokenizer=tok)
+
+
+def test_trim_smoothing_keeps_the_muls_that_pay(tiny_text_bert):
+    from sparsa.quant.api import quant_layers
+    from sparsa.quant.sensitivity import trim_smoothing
+
+    texts = [f"sentence {i} about a cat, a dog and {i * 7} apples." for i in range(8)]
+    ffn_out = {f"encoder.layer.{i}.output.dense": {"smooth": 0.7, "bits": 6} for i in range(2)}
+    cfg = QuantConfig(bits=7, clip="max", activations="dynamic", act_scheme="asym", smooth=0.5, smooth_fold=True,
+                      overrides=ffn_out)
+    # budget 0: a site goes only if dropping it does not lower the calibration cosine
+    kept_cfg, rep = trim_smoothing(tiny_text_bert, cfg, texts[:4], texts[4:], budget=0.0)
+    # Q/K/V share one Mul per layer, attention-out is folded into V (free): qkv, FFN-in, FFN-out per layer (+ pooler)
+    assert {s for s in rep["gain"] if "encoder" in s} == {f"encoder.layer.{i}.{k}" for i in range(2)
+                                                          for k in ("attention.self.qkv", "intermediate.dense", "output.dense")}
+    assert rep["cosine_trimmed"] >= rep["cosine_full"]
+    assert set(rep["kept"]) | set(rep["dropped"]) == set(rep["gain"]) and rep["kept"]
+    # a huge budget drops every Mul; the dropped layers keep their other override fields (bits 6 on FFN-out)
+    none_cfg, rep = trim_smoothing(tiny_text_bert, cfg, texts[:4], texts[4:], budget=0.99)
+    assert rep["kept"] == []
+    q = quantize_(tiny_text_bert.clone(), none_cfg, calib=texts[:4], calib_samples=4)
+    qls = quant_layers(q)
+    assert all(ql.smooth_inv is None for ql in qls.values())
+    assert none_cfg.for_layer("encoder.layer.1.output.dense").bits == 6
+    with pytest.raises(SparsaError, match="budget"):
+        trim_smoothing(tiny_text_bert, cfg, texts[:4], texts[4:], budget=1.5)

@@ -28,6 +28,9 @@ def quantize(
                                            "(BERT-family: Q/K/V share one scale, attention-out folds into V)"),
     smooth_ffn_out: Optional[float] = typer.Option(None, "--smooth-ffn-out", help="α for the FFN output projections "
                                                    "(behind GELU; default: not smoothed; 0.7 measured best on MiniLM)"),
+    smooth_budget: Optional[float] = typer.Option(None, "--smooth-budget", help="keep only the run-time smoothing Muls "
+                                                  "that pay: drop the cheapest while the calibration cosine stays within "
+                                                  "this of the fully smoothed model (text models; e.g. 0.001)"),
     split_layernorm: bool = typer.Option(False, "--split-layernorm", help="ONNX: keep Add + LayerNormalization "
                                          "instead of ORT's fused SkipLayerNormalization (faster on AVX2 CPUs)"),
     out: Path = typer.Option(..., "--out", help="output folder (quant.safetensors + quant.json [+ model_int8.onnx])"),
@@ -57,6 +60,9 @@ def quantize(
         if calib is None:
             raise SparsaError("static activations / output-error search need calibration data",
                               hint="pass --calib digits (or clips, or a folder)")
+    trim = _trim_smoothing(lm, cfg, smooth_budget, calib, calib_samples, console) if smooth_budget is not None else None
+    if trim is not None:
+        cfg, trim = trim
     console.print(f"[bold]sparsa quantize[/] {model}: {bits}-bit {scheme} {clip} "
                   f"{'per-channel' if per_channel else 'per-tensor'}, activations {activations}")
     quantize_(lm, cfg, calib=calib, calib_samples=calib_samples, seq_len=seq_len)
@@ -69,6 +75,8 @@ def quantize(
               "bytes": rec["bytes"], "fp32_bytes": rec["fp32_bytes"], "size_ratio": rec["ratio"],
               "int_weight_bytes": rec["int_weight_bytes"], "scale_bytes": rec["scale_bytes"],
               "zero_point_bytes": rec["zero_point_bytes"], "float_bytes": rec["float_bytes"]}
+    if trim is not None:
+        result["smooth_trim"] = {k: trim[k] for k in ("kept", "dropped", "cosine_full", "cosine_trimmed", "budget")}
     if onnx:
         from sparsa.quant.export import export_onnx, integer_initializer_bytes, zero_points_in
 
@@ -78,6 +86,25 @@ def quantize(
         result["onnx_bytes"] = integer_initializer_bytes(path)
         result["onnx_zero_points"] = len(zero_points_in(path))
     emit(result, json_, title=f"sparsa quantize {model}")
+
+
+def _trim_smoothing(lm, cfg, budget: float, calib, calib_samples: int, console):
+    """`sparsa.quant.sensitivity.trim_smoothing` on the calibration data: statistics from its first
+    `calib_samples` sentences, the cosine scored on the next 64."""
+    from sparsa.data import load_dataset
+    from sparsa.quant.sensitivity import trim_smoothing
+
+    if cfg.smooth is None:
+        raise SparsaError("--smooth-budget trims the smoothing of a smoothed model", hint="give --smooth too")
+    if lm.modality != "text":
+        raise SparsaError("--smooth-budget scores embedding fidelity, so it works on text models",
+                          hint="drop --smooth-budget, or keep layers float with --keep-float")
+    texts = load_dataset(calib or "corpus", split="calib").texts
+    if texts is None or len(texts) < calib_samples + 8:
+        raise SparsaError(f"--smooth-budget needs at least {calib_samples + 8} calibration sentences "
+                          f"({calib_samples} for statistics, the rest to score)", hint="give a longer --calib text file")
+    return trim_smoothing(lm, cfg, texts[:calib_samples], texts[calib_samples:calib_samples + 64], budget=budget,
+                          progress=console.print)
 
 
 def _int(v: str) -> int:

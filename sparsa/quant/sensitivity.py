@@ -1,7 +1,8 @@
 """Which quantized layers cost the most quality: leave one layer's activations in float at a time
 and measure the recovery on calibration data (never on the evaluation set).
 
-Used to pick the few layers that mixed precision keeps in float (`QuantConfig.overrides`).
+Used to pick the few layers that mixed precision keeps in float (`QuantConfig.overrides`), and
+(`trim_smoothing`) the SmoothQuant sites whose run-time Mul is worth its cost.
 """
 
 from __future__ import annotations
@@ -43,3 +44,75 @@ def layer_sensitivity(quantized, reference, texts: list[str], candidates: list[s
             q.activations = mode
         out.append({"layer": name, "gain": c - base})
     return sorted(out, key=lambda d: -d["gain"])
+
+
+def _smoothing_sites(quantized) -> dict[str, list[str]]:
+    """Run-time smoothing Muls of a quantized model: {site: [layers reading the smoothed input]}.
+    Layers that read one tensor with one shared scale (BERT's Q, K, V) form one site; smoothing folded
+    into another layer (attention-out into V) costs nothing at run time and is not a site."""
+    sites: dict[str, list[str]] = {}
+    for name, q in quant_layers(quantized).items():
+        if q.smooth_inv is None:
+            continue
+        prefix, _, leaf = name.rpartition(".")
+        shared = prefix.endswith("attention.self") and leaf in ("query", "key", "value")
+        sites.setdefault(f"{prefix}.qkv" if shared else name, []).append(name)
+    return sites
+
+
+def _without_smoothing(config, layers: list[str]):
+    """`config` with smoothing off for `layers` (exact-name overrides first, keeping each layer's other fields)."""
+    from sparsa.quant.config import QuantConfig
+
+    import fnmatch
+
+    d = config.to_dict()
+    first = {}
+    for n in layers:  # the first matching pattern wins, so carry over what the one that matched set
+        matched = next((ov for pat, ov in config.overrides.items() if fnmatch.fnmatchcase(n, pat)), None)
+        first[n] = dict(matched or {}) | {"smooth": None}
+    d["overrides"] = first | {k: v for k, v in config.overrides.items() if k not in first}
+    return QuantConfig.from_dict(d)
+
+
+def trim_smoothing(reference, config, calib_texts: list[str], score_texts: list[str], budget: float = 0.001,
+                   progress=None) -> tuple:
+    """Keep SmoothQuant's run-time Muls only where they pay (text models).
+
+    Each Mul (one per smoothed input that is not folded away) costs a pass over the activations
+    at run time. Every site is dropped once to measure what it buys (embedding cosine on
+    `score_texts`, statistics from `calib_texts`, both calibration data), then sites are dropped
+    cheapest first while the cosine stays within `budget` of the fully smoothed model.
+    Returns (config with the dropped sites' smoothing off, report dict)."""
+    from sparsa.metrics import fidelity
+    from sparsa.quant.api import quantize_
+
+    if reference.tokenizer is None:
+        raise SparsaError("trim_smoothing measures embedding fidelity and needs a text model")
+    if not 0.0 <= budget < 1.0:
+        raise SparsaError(f"budget={budget} must be a cosine drop in [0, 1)", hint="e.g. 0.001")
+
+    def score(cfg):
+        q = quantize_(reference.clone(), cfg, calib=calib_texts, calib_samples=len(calib_texts))
+        return fidelity(q, reference, score_texts, reference.tokenizer, batch_size=1)["cosine_mean"], q
+
+    base, q = score(config)
+    sites = _smoothing_sites(q)
+    if not sites:
+        raise SparsaError("the config smooths no layer at run time: nothing to trim", hint="set QuantConfig.smooth")
+    gain = {}
+    for s, layers in sites.items():
+        gain[s] = base - score(_without_smoothing(config, layers))[0]
+        if progress:
+            progress(f"smoothing at {s}: buys {gain[s]:+.5f} cosine")
+    dropped: list[str] = []
+    cur, current = base, config
+    for s in sorted(sites, key=lambda k: gain[k]):
+        trial = _without_smoothing(config, [n for d in dropped + [s] for n in sites[d]])
+        c = score(trial)[0]
+        if c >= base - budget:
+            dropped.append(s)
+            cur, current = c, trial
+    report = {"sites": len(sites), "kept": [s for s in sites if s not in dropped], "dropped": dropped,
+              "gain": gain, "cosine_full": base, "cosine_trimmed": cur, "budget": budget}
+    return current, report
