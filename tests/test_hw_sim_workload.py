@@ -122,3 +122,23 @@ def test_cli_shape_file_per_layer_and_bad_files(tmp_path):
         bad.write_text(text)
         res = runner.invoke(app, ["sim", str(bad), "--arch", "hdp-edge"])
         assert isinstance(res.exception, SparsaError) and message in res.exception.message, (text, res.output)
+
+
+def test_token_counts_of_other_families():
+    from sparsa.models.tiny import tiny_model
+
+    # ViT: 16 patches + [CLS]; DeiT: + the distillation token (read from its position table)
+    assert from_model(tiny_model("vit")).seq_len == 17
+    assert from_model(tiny_model("deit")).seq_len == 18
+    # text: 128 tokens, or the model's position limit (RoBERTa: 70 - padding_idx - 1)
+    assert from_model(tiny_model("roberta")).seq_len == 68
+    assert from_model(tiny_model("distilbert")).meta["family"] == "distilbert"
+
+
+def test_text_fidelity_without_a_tokenizer_is_a_clear_error():
+    from sparsa.metrics import fidelity
+    from sparsa.models.tiny import tiny_model
+
+    lm = tiny_model("bert")
+    with pytest.raises(SparsaError, match="tokenizer"):
+        fidelity(lm, lm, ["a sentence"], lm.tokenizer)

@@ -211,8 +211,9 @@ def layer_shapes(loaded) -> list[LayerShape]:
 def _tokens_for(loaded, seq_len: int | None) -> int:
     if seq_len is not None:
         return int(seq_len)
-    if loaded.modality == "text":
-        return 128
+    if loaded.modality == "text":  # 128, or the model's position limit if shorter
+        limit = getattr(loaded.adapter, "max_seq_len", lambda: None)()
+        return min(128, limit) if limit else 128
     inputs = loaded.example_inputs(batch=1)
     cfg = loaded.config
     image = getattr(cfg, "image_size", None)
@@ -221,7 +222,12 @@ def _tokens_for(loaded, seq_len: int | None) -> int:
         img = image if isinstance(image, int) else image[0]
         pt = patch if isinstance(patch, int) else patch[0]
         frames = getattr(cfg, "num_frames", 1) // getattr(cfg, "tubelet_size", 1)
-        return max(1, frames) * (img // pt) ** 2 + (1 if loaded.family == "vit" else 0)
+        patches = max(1, frames) * (img // pt) ** 2
+        if loaded.family != "vit":
+            return patches
+        # ViT adds [CLS], DeiT [CLS] + distillation: the learned position table has one row per token
+        pos = next((p for n, p in loaded.model.named_parameters() if n.endswith("embeddings.position_embeddings")), None)
+        return int(pos.shape[1]) if pos is not None and pos.dim() == 3 and pos.shape[1] > patches else patches + 1
     raise SparsaError(
         f"cannot infer the token count of a {loaded.family!r} model (inputs {sorted(inputs)})",
         hint="pass seq_len explicitly (--seq-len)",

@@ -25,10 +25,13 @@ def embed(model, texts: list[str], tokenizer, batch_size: int = 16, max_length: 
 
 def fidelity(model, reference, texts: list[str], tokenizer, batch_size: int = 16, max_length: int = 128) -> dict:
     """Cosine similarity of pooled embeddings, model vs reference, one value per text."""
-    if not texts:
-        from sparsa.errors import SparsaError
+    from sparsa.errors import SparsaError
 
+    if not texts:
         raise SparsaError("fidelity needs at least one text", hint="give a text file with one sentence per line")
+    if tokenizer is None:
+        raise SparsaError("text fidelity needs the model's tokenizer, and this model has none",
+                          hint="save the model folder with its tokenizer (save_pretrained of both, or sparsa's save)")
     a = embed(model, texts, tokenizer, batch_size, max_length)
     b = embed(reference, texts, tokenizer, batch_size, max_length)
     cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
