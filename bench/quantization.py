@@ -8,13 +8,15 @@ Sections
   accuracy): FP32 vs asym vs sym-max vs sym-search, W8A8 and W4A8 (weights per channel, activations
   static per tensor, §3.3), with real bytes.
 - ort: batch 1, seq 128, 2 threads, one process: PyTorch FP32, ORT FP32, ORT quantize_dynamic
-  per-tensor and per-channel, sparsa W8 (fused graph, QAttention + DynamicQuantizeMatMul on u8×u8
+  per-tensor and per-channel, each from the plain export and from ONNX Runtime's BERT optimizer
+  (fused Attention / SkipLayerNorm / BiasGelu, the preparation ORT documents), sparsa W8 (fused graph, QAttention + DynamicQuantizeMatMul on u8×u8
   kernels), sparsa W7 (7-bit codes stored int8: ORT's u8×s8 kernels, FastGelu) all-integer and with
   the two most sensitive layers (chosen on calibration sentences) in float, and sparsa W7 with
   SmoothQuant laid out on BERT (`QuantConfig(smooth=α, smooth_fold=True)`; α and FFN-out's own
   strength chosen on calibration sentences), all-integer; the most faithful of those also with
-  SkipLayerNormalization unfused (`export_onnx(skip_layernorm=False)`), and quantize_dynamic
-  per-channel with the same session setting (ORT's SkipLayerNormFusion off). Cosine of each ORT model
+  SkipLayerNormalization unfused (`export_onnx(skip_layernorm=False)`), the same with only the
+  smoothing Muls that pay on calibration data (`trim_smoothing`), sparsa W7 unsmoothed in that
+  layout, and the optimized quantize_dynamic per-channel file with the same change. Cosine of each ORT model
   on the held-out sentences. Latency in blocks of back-to-back runs per model (`sparsa.metrics.measure_latency_blocks`).
   `--stage build` (niced) exports and scores, `--stage time` (under the timing lock) times.
 - prune: tiny-swin tolerance-prune (1%, unstructured, KD recovery) + 8-bit search-sym: size in
@@ -140,11 +142,37 @@ def _cos(a, b):
     return float(np.mean((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
+def _export_fp32_optimized(lm, feed, path):
+    """FP32 ONNX as ONNX Runtime prepares BERT for quantize_dynamic: eager attention (the pattern its
+    fusions recognise), then the transformers optimizer (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm)."""
+    from sparsa.quant.export import _ort_fuse
+
+    m = lm.clone()
+    m.model.set_attn_implementation("eager")
+    raw = path.with_name("fp32_eager.onnx")
+    _export_fp32(m.model, feed, raw)
+    shutil.move(_ort_fuse(raw, m), path)
+    raw.unlink()
+
+
+def _split_layernorm(src, dst):
+    """A copy of `src` with SkipLayerNormalization split into Add + LayerNormalization (and the hint
+    that keeps ORT from fusing it back), as `export_onnx(skip_layernorm=False)` lays out sparsa's file."""
+    import onnx
+
+    from sparsa.quant.export import _unfuse_skip_layernorm
+
+    proto = onnx.load(str(src))
+    _unfuse_skip_layernorm(proto)
+    onnx.save(proto, str(dst))
+    return dst
+
+
 SMOOTH_ALPHAS = (0.3, 0.5, 0.7, 0.85)
 
 
 def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=True, smooth_alpha=None,
-              smooth_ffn_out="auto") -> dict:
+              smooth_ffn_out="auto", smooth_budget=0.001) -> dict:
     """Export every model of the ORT comparison into `work` and measure its cosine (no timing);
     writes and returns work/models.json {label: {"path", "cosine"}} plus the choices made."""
     import json
@@ -158,7 +186,7 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
     from sparsa.metrics.quality import embed
     from sparsa.models import load
     from sparsa.quant.export import export_onnx, onnx_session
-    from sparsa.quant.sensitivity import layer_sensitivity
+    from sparsa.quant.sensitivity import layer_sensitivity, trim_smoothing
 
     torch.set_num_threads(2)
     work.mkdir(parents=True, exist_ok=True)
@@ -167,23 +195,28 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
     calib_texts = load_dataset("corpus", split="calib").texts[:16]
     ref = np.stack([embed(lm, [t], tok)[0].numpy() for t in EVAL_SENTENCES])  # PyTorch FP32 reference
 
-    # ORT baselines (each quantize_dynamic on its own copy of the source file, TOOLCHAIN.md)
+    # ORT baselines (each quantize_dynamic on its own copy of the source file, TOOLCHAIN.md), from the
+    # plain export and, as ONNX Runtime documents for BERT, from the transformers optimizer's fused graph
     feed = lm.example_inputs(batch=1, seq_len=128)
-    fp32_path = work / "fp32.onnx"
+    fp32_path, opt_path = work / "fp32.onnx", work / "fp32_opt.onnx"
     _export_fp32(lm.clone().model, feed, fp32_path)  # a copy: tracing must not touch the reference model
-    models = {"ORT FP32": fp32_path}
-    for label, pc in (("ORT quantize_dynamic per-tensor", False), ("ORT quantize_dynamic per-channel", True)):
-        src = work / f"src_{int(pc)}.onnx"
-        shutil.copy(fp32_path, src)
-        dst = work / f"qd_{int(pc)}.onnx"
-        quantize_dynamic(str(src), str(dst), per_channel=pc, weight_type=QuantType.QInt8,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        src.unlink()
-        models[label] = dst
-    # the same session setting the unfused sparsa file asks for (see below), for a fair comparison
+    _export_fp32_optimized(lm, feed, opt_path)
+    models = {"ORT FP32": fp32_path, "ORT FP32, BERT optimizer": opt_path}
+    for src_path, how in ((fp32_path, ""), (opt_path, ", BERT optimizer")):
+        for pc in (False, True):
+            label = f"ORT quantize_dynamic per-{'channel' if pc else 'tensor'}{how}"
+            src = work / f"src_{int(pc)}.onnx"
+            shutil.copy(src_path, src)
+            dst = work / f"qd_{int(pc)}{'_opt' if how else ''}.onnx"
+            quantize_dynamic(str(src), str(dst), per_channel=pc, weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            src.unlink()
+            models[label] = dst
+    # the same graph change the unfused sparsa file makes (see below), for a fair comparison
     unfused = "SkipLayerNormFusion"
-    models[f"ORT quantize_dynamic per-channel, {unfused} off"] = models["ORT quantize_dynamic per-channel"]
-    session_opts = {f"ORT quantize_dynamic per-channel, {unfused} off": [unfused]}
+    models[f"ORT quantize_dynamic per-channel, BERT optimizer, Add+LayerNorm ({unfused} off)"] = _split_layernorm(
+        models["ORT quantize_dynamic per-channel, BERT optimizer"], work / "qd_1_opt_ln.onnx")
+    session_opts = {}
 
     # sparsa: sym weights per channel, dynamic u8 activations (exactly what ORT's integer path computes).
     # W8: u8×u8 kernels (exact for 8-bit codes); W7: codes in [-63, 63] stored int8 -> ORT's faster
@@ -251,8 +284,21 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
     # the most faithful one again with SkipLayerNormalization unfused (Add + LayerNormalization, faster on ORT 1.32 here)
     models[f"sparsa W7 + SmoothQuant ({where}; sym-{clip}, u8×s8, {gelu}), Add+LayerNorm ({unfused} off)"] = export_onnx(
         qs, work / f"sparsa_w7_smooth{d['alpha']:g}{fo}_ln.onnx", seq_len=128, fast_gelu=fast_gelu, skip_layernorm=False)
+    # ... with only the run-time smoothing Muls that pay (sparsa.quant.sensitivity.trim_smoothing, on calibration data)
+    trimmed_cfg, trim = trim_smoothing(lm, smooth_cfg(d["alpha"], d["ffn_out"]), sm_stats, sm_score, budget=smooth_budget,
+                                       progress=log)
+    qt = quantize_(lm.clone(), trimmed_cfg, calib=sm_stats, calib_samples=len(sm_stats))
+    n_sites = trim["sites"] - ("pooler.dense" in trim["gain"])  # the pooler is not on the exported output
+    n_kept = len(trim["kept"])
+    models[f"sparsa W7 + SmoothQuant trimmed ({n_kept} of {n_sites} Muls kept, budget {smooth_budget:g}), "
+           f"Add+LayerNorm ({unfused} off)"] = export_onnx(qt, work / "sparsa_w7_smooth_trimmed_ln.onnx", seq_len=128,
+                                                            fast_gelu=fast_gelu, skip_layernorm=False)
+    # and unsmoothed, laid out the same way (the same ops as quantize_dynamic's fused file, with FastGelu)
+    models[f"sparsa W7 (sym-{clip}, u8×s8, {gelu}), Add+LayerNorm ({unfused} off)"] = export_onnx(
+        q7, work / "sparsa_w7_ln.onnx", seq_len=128, fast_gelu=fast_gelu, skip_layernorm=False)
 
-    out = {"models": {}, "clip": clip, "keep_float": keep, "sensitivity": sens[:4], "smooth": chosen, "smooth_search": search}
+    out = {"models": {}, "clip": clip, "keep_float": keep, "sensitivity": sens[:4], "smooth": chosen, "smooth_search": search,
+           "smooth_trim": {k: trim[k] for k in ("kept", "dropped", "cosine_full", "cosine_trimmed", "budget")}}
     for k, p in models.items():
         c = _cos(_ort_embed(onnx_session(p, threads=2, disabled_optimizers=session_opts.get(k)), tok, EVAL_SENTENCES), ref)
         log(f"{k}: cosine {c:.5f}")
@@ -262,8 +308,9 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
     return out
 
 
-def ort_time(work, rounds=4) -> tuple[list, dict]:
-    """Time the models of work/models.json against PyTorch FP32 in one process (see sparsa.metrics.measure_latency_blocks)."""
+def ort_time(work, rounds=4, only=None) -> tuple[list, dict]:
+    """Time the models of work/models.json against PyTorch FP32 in one process (see sparsa.metrics.measure_latency_blocks).
+    only: time just the models whose label contains one of these strings (close contenders, more rounds)."""
     import json
 
     from sparsa.metrics import measure_latency_blocks
@@ -281,6 +328,8 @@ def ort_time(work, rounds=4) -> tuple[list, dict]:
 
     fns = {"PyTorch FP32": torch_fp32}
     for k, m in built["models"].items():
+        if only and not any(o in k for o in only):
+            continue
         s = onnx_session(m["path"], threads=2, spinning=True, disabled_optimizers=m.get("disabled_optimizers"))
         f = {i.name: feed[i.name].numpy() for i in s.get_inputs()}
         fns[k] = lambda s=s, f=f: s.run(None, f)
@@ -442,6 +491,10 @@ def main():
     ap.add_argument("--smooth-ffn-out", default="auto",
                     help="ort: FFN-out smoothing strength (a run-time Mul behind GELU), 'off', or 'auto' "
                          f"(best of off and {SMOOTH_ALPHAS} on calibration)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="ort --stage time: only the models whose label contains one of these strings")
+    ap.add_argument("--smooth-budget", type=float, default=0.001,
+                    help="ort: calibration-cosine budget for dropping smoothing Muls in the trimmed model")
     args = ap.parse_args()
     if args.section in ("all", "table2"):
         rows = (table2_minilm() if "minilm" in args.models else []) + (table2_swin() if "tiny-swin" in args.models else [])
@@ -451,9 +504,9 @@ def main():
         work = Path(args.work or tempfile.mkdtemp(prefix="sparsa-qbench-"))
         if args.stage in ("all", "build"):
             ort_build(work, fixed_keep=args.keep_float, fixed_clip=args.clip, fast_gelu=not args.exact_gelu,
-                      smooth_alpha=args.smooth_alpha, smooth_ffn_out=args.smooth_ffn_out)
+                      smooth_alpha=args.smooth_alpha, smooth_ffn_out=args.smooth_ffn_out, smooth_budget=args.smooth_budget)
         if args.stage in ("all", "time"):
-            rows, info = ort_time(work, rounds=args.rounds)
+            rows, info = ort_time(work, rounds=args.rounds, only=args.only)
             print("\n### MiniLM on ONNX Runtime: batch 1, seq 128, 2 threads (blocks of 15 runs per model, "
                   f"{args.rounds} rounds, ORT threads spinning)\n")
             print(md_table(["model", "median ms", "p10–p90 ms", "speed-up vs PyTorch FP32", "cosine vs FP32", "file"],
