@@ -109,3 +109,17 @@ def test_quantize_cli_smooth_budget_trims_the_muls(tiny_folder_with_tokenizer, t
     assert layer.output.dense.smooth_inv is None and layer.attention.self.query.smooth_inv is None
     r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--out", str(tmp_path / "x"), "--smooth-budget", "0.01"])
     assert isinstance(r.exception, SparsaError) and "--smooth" in str(r.exception)
+
+
+def test_quantize_cli_float16_storage(tiny_folder, tmp_path):
+    runs = {}
+    for fs in ("float32", "float16"):
+        r = _invoke(["quantize", str(tiny_folder), "--float-storage", fs, "--out", str(tmp_path / fs), "--json"])
+        assert r.exit_code == 0, r.output
+        runs[fs] = json.loads(r.stdout.strip().splitlines()[-1])
+    a, b = runs["float32"], runs["float16"]
+    assert b["float_storage"] == "float16" and b["int_weight_bytes"] == a["int_weight_bytes"]
+    assert b["float_bytes"] * 2 == a["float_bytes"] and b["bytes"] < a["bytes"]
+    assert (tmp_path / "float16" / "quant.safetensors").stat().st_size < (tmp_path / "float32" / "quant.safetensors").stat().st_size
+    r = _invoke(["quantize", str(tiny_folder), "--float-storage", "bf16", "--out", str(tmp_path / "x")])
+    assert isinstance(r.exception, SparsaError) and "float16" in str(r.exception)

@@ -214,3 +214,32 @@ def test_calibration_data_of_the_wrong_kind_for_a_loaded_model():
     q = lm.clone()
     quantize_(q, QuantConfig(activations="static"), calib=["a short sentence", "another one"], seq_len=16)
     assert q.model.encoder.layer[0].output.dense.a_scale > 0
+
+
+def test_float16_storage_halves_the_float_bytes_and_round_trips_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    from sparsa.models.tiny import tiny_model
+    from sparsa.quant import float_storage, half_float_storage_
+
+    lm = tiny_model("swin")  # norms, biases, patch embedding and relative-position tables stay float
+    quantize_(lm, QuantConfig(bits=8))
+    before = quant_size(lm)
+    x = lm.example_inputs(batch=2)
+    half_float_storage_(lm)
+    after = quant_size(lm)
+    assert float_storage(lm) == "float16"
+    assert after["int_weight_bytes"] == before["int_weight_bytes"]  # codes untouched
+    assert after["float_bytes"] * 2 == before["float_bytes"] and after["scale_bytes"] * 2 == before["scale_bytes"]
+    assert after["fp32_bytes"] == before["fp32_bytes"]
+    with torch.no_grad():
+        y = lm.model(**x).logits
+    save_quantized(lm, tmp_path / "q", source="tiny")
+    t = load_file(str(tmp_path / "q" / "quant.safetensors"))
+    assert {v.dtype for v in t.values() if v.is_floating_point()} == {torch.float16}
+    back = load_quantized(tmp_path / "q", base=tiny_model("swin", seed=3))
+    assert float_storage(back) == "float16" and quant_size(back)["bytes"] == after["bytes"]
+    with torch.no_grad():  # the in-memory model already computed with the float16 values: bit-exact
+        assert torch.equal(back.model(**x).logits, y)
+    with pytest.raises(SparsaError, match="quantized models"):
+        half_float_storage_(tiny_model("vit"))

@@ -31,6 +31,8 @@ def quantize(
     smooth_budget: Optional[float] = typer.Option(None, "--smooth-budget", help="keep only the run-time smoothing Muls "
                                                   "that pay: drop the cheapest while the calibration cosine stays within "
                                                   "this of the fully smoothed model (text models; e.g. 0.001)"),
+    float_storage: str = typer.Option("float32", "--float-storage", help="how the tensors that stay float (biases, "
+                                      "norms, embeddings, scales) are stored: float32 | float16 (rounded in place)"),
     split_layernorm: bool = typer.Option(False, "--split-layernorm", help="ONNX: keep Add + LayerNormalization "
                                          "instead of ORT's fused SkipLayerNormalization (faster on AVX2 CPUs)"),
     out: Path = typer.Option(..., "--out", help="output folder (quant.safetensors + quant.json [+ model_int8.onnx])"),
@@ -65,12 +67,19 @@ def quantize(
         cfg, trim = trim
     console.print(f"[bold]sparsa quantize[/] {model}: {bits}-bit {scheme} {clip} "
                   f"{'per-channel' if per_channel else 'per-tensor'}, activations {activations}")
+    if float_storage not in ("float32", "float16"):
+        raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     quantize_(lm, cfg, calib=calib, calib_samples=calib_samples, seq_len=seq_len)
+    if float_storage == "float16":
+        from sparsa.quant import half_float_storage_
+
+        half_float_storage_(lm)  # also updates the quantize record's sizes
     rec = lm.record["stages"][-1]
     src = str(Path(model).resolve()) if Path(model).exists() else model
     save_quantized(lm, out, source=src)
     result = {"model": model, "out": str(out), "bits": bits_v, "scheme": scheme, "clip": clip,
               "per_channel": per_channel, "activations": activations, "smooth": smooth, "smooth_ffn_out": smooth_ffn_out,
+              "float_storage": float_storage,
               "layers": rec["layers"],
               "bytes": rec["bytes"], "fp32_bytes": rec["fp32_bytes"], "size_ratio": rec["ratio"],
               "int_weight_bytes": rec["int_weight_bytes"], "scale_bytes": rec["scale_bytes"],

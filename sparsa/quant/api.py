@@ -112,8 +112,35 @@ def quant_layers(model) -> dict[str, QuantLinear]:
     return {n: m for n, m in module.named_modules() if isinstance(m, QuantLinear)}
 
 
+def float_storage(model) -> str:
+    """"float32", or "float16" after `half_float_storage_` (what stays float is stored in 2 bytes)."""
+    return getattr(getattr(model, "model", model), "_sparsa_float_storage", "float32")
+
+
+@torch.no_grad()
+def half_float_storage_(model):
+    """Store everything that stays float (biases, norms, embeddings, position tables, scales,
+    smoothing factors) as float16. The tensors are rounded to float16 in place, so the model computes
+    exactly what `save_quantized` writes and `quant_size` counts (2 bytes per value). Returns `model`."""
+    module = getattr(model, "model", model)
+    if not quant_layers(module):
+        raise SparsaError("float16 storage is for quantized models", hint="run sparsa.quant.quantize_ first")
+    floats = [(n, t) for n, t in module.state_dict(keep_vars=True).items() if t.is_floating_point()]
+    big = [n for n, t in floats if t.numel() and float(t.abs().max()) > 65504.0]
+    if big:
+        raise SparsaError(f"{big[:3]} hold values beyond float16's range (65504)", hint="keep float32 storage")
+    for _, t in floats:
+        t.copy_(t.half().float())
+    module._sparsa_float_storage = "float16"
+    stages = getattr(model, "record", {}).get("stages", [])
+    if stages and stages[-1].get("stage") == "quantize":  # the quantize record reports the stored sizes
+        stages[-1].update(quant_size(module), float_storage="float16")
+    return model
+
+
 def quant_size(model) -> dict:
-    """Real storage bytes: packed integer weights + scales + zero points + everything left in float.
+    """Real storage bytes: packed integer weights + scales + zero points + everything left in float
+    (4 bytes a value, 2 after `half_float_storage_`).
 
     `fp32_bytes` is what the same model takes with every tensor in float32, `ratio` = bytes / fp32_bytes.
     Shared (tied) tensors are counted once; non-persistent buffers (e.g. Swin's relative position
@@ -121,10 +148,11 @@ def quant_size(model) -> dict:
     """
     module = getattr(model, "model", model)
     qls = quant_layers(module)
+    fsize = 2 if float_storage(module) == "float16" else 4
     parts = {"weight": 0, "scale": 0, "zero_point": 0, "bias": 0, "smooth": 0}
     fp32 = 0
     for m in qls.values():
-        for k, v in m.storage_bytes().items():
+        for k, v in m.storage_bytes(float_size=fsize).items():
             parts[k] += v
         fp32 += 4 * m.in_features * m.out_features + (4 * m.out_features if m.bias is not None else 0)
     qprefixes = tuple(n + "." for n in qls)
@@ -133,7 +161,7 @@ def quant_size(model) -> dict:
         if name.startswith(qprefixes) or id(t) in seen:
             continue
         seen.add(id(t))
-        float_bytes += t.numel() * t.element_size()
+        float_bytes += t.numel() * (fsize if t.is_floating_point() else t.element_size())
         fp32 += t.numel() * 4 if t.is_floating_point() else t.numel() * t.element_size()
     total = sum(parts.values()) + float_bytes
     return {

@@ -141,19 +141,21 @@ class QuantLinear(nn.Module):
         nnz = int(torch.count_nonzero(self.qweight))
         return "bitmap" if _bitmap_bytes(n, nnz, self.bits) < math.ceil(n * self.bits / 8) else "dense"
 
-    def storage_bytes(self) -> dict:
+    def storage_bytes(self, float_size: int = 4) -> dict:
         """Real bytes: weights packed at `bits` bits (as a nonzero bitmap + nonzero codes when that is
-        smaller, see `weight_format`), float32 scales, uint8 zero points, float32 bias."""
+        smaller, see `weight_format`), uint8 zero points; scales, bias and smoothing factors at
+        `float_size` bytes a value (4: float32, 2: float16 storage)."""
         n = self.in_features * self.out_features
         dense = math.ceil(n * self.bits / 8)
+        f = float_size
         out = {
             "weight": dense if self.weight_format() == "dense"
             else _bitmap_bytes(n, int(torch.count_nonzero(self.qweight)), self.bits),
-            "scale": self.w_scale.numel() * 4 + (4 if self.a_scale is not None else 0),
+            "scale": self.w_scale.numel() * f + (f if self.a_scale is not None else 0),
             "zero_point": (self.w_zero_point.numel() if self.w_zero_point is not None else 0)
             + (1 if self.a_zero_point is not None else 0),
-            "bias": self.bias.numel() * 4 if self.bias is not None else 0,
-            "smooth": self.smooth_inv.numel() * 4 if self.smooth_inv is not None else 0,
+            "bias": self.bias.numel() * f if self.bias is not None else 0,
+            "smooth": self.smooth_inv.numel() * f if self.smooth_inv is not None else 0,
         }
         return out
 

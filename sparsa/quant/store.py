@@ -3,9 +3,10 @@
 Folder layout written by `save_quantized(model, dir)`:
 - `quant.safetensors`: for every QuantLinear `<name>.qweight` (uint8, codes packed `bits` per
   value, so a 4-bit layer takes half a byte per weight; for pruned symmetric weights, when smaller,
-  only the nonzero codes, with `<name>.qmask` a packed 1-bit nonzero mask), `<name>.w_scale` (float32),
+  only the nonzero codes, with `<name>.qmask` a packed 1-bit nonzero mask), `<name>.w_scale`,
   `<name>.w_zero_point` (uint8, asym only), `<name>.bias`, `<name>.a_scale` / `.a_zero_point`
-  (static activations); plus every tensor of the model that stays in float.
+  (static activations); plus every tensor of the model that stays in float. Float tensors are
+  float32, or float16 after `half_float_storage_` (`float_storage` in quant.json).
 - `quant.json`: format, config, one entry per quantized layer (shape, bits, scheme, ...), and
   `source`: the float model it came from (a sparsa model name or folder) to rebuild the
   architecture on load.
@@ -23,7 +24,7 @@ from torch import nn
 
 from sparsa.errors import SparsaError
 from sparsa.io import atomic_save_safetensors, atomic_write_json
-from sparsa.quant.api import _set_submodule, quant_layers
+from sparsa.quant.api import _set_submodule, float_storage, quant_layers
 from sparsa.quant.modules import QuantLinear
 from sparsa.quant.primitives import qrange
 
@@ -95,8 +96,11 @@ def save_quantized(model, directory, *, source: str | None = None) -> Path:
                         "weight_format": fmt}
     if source is None and loaded is not None:
         source = loaded.record.get("source")
+    fstore = float_storage(module)
+    if fstore == "float16":  # lossless: half_float_storage_ rounded these values to float16 already
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     meta = {"format": FORMAT, "version": VERSION, "source": source, "layers": layers, "tied": tied,
-            "config": getattr(module, "_sparsa_quant_config", None)}
+            "config": getattr(module, "_sparsa_quant_config", None), "float_storage": fstore}
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(out / "quant.safetensors", tensors, metadata={"format": "pt"})
     atomic_write_json(out / "quant.json", meta)
@@ -164,5 +168,7 @@ def load_quantized(directory, base=None):
                           hint="pass base= the model it was quantized from")
     if meta.get("config") is not None:
         module._sparsa_quant_config = meta["config"]
+    if meta.get("float_storage", "float32") != "float32":  # values were widened back to float32 by copy_
+        module._sparsa_float_storage = meta["float_storage"]
     module.eval()
     return base
