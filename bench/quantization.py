@@ -19,8 +19,10 @@ Sections
   layout, and the optimized quantize_dynamic per-channel file with the same change. Cosine of each ORT model
   on the held-out sentences. Latency in blocks of back-to-back runs per model (`sparsa.metrics.measure_latency_blocks`).
   `--stage build` (niced) exports and scores, `--stage time` (under the timing lock) times.
-- prune: tiny-swin tolerance-prune (1%, unstructured, KD recovery) + 8-bit search-sym: size in
-  real bytes (pruned layers stored as nonzero bitmap + int8 codes) as % of FP32, accuracy loss.
+- prune: tiny-swin tolerance-prune (1%, unstructured, KD recovery; `--no-tolerance` skips it) and
+  gradual magnitude pruning to `--gmp-targets` with the same KD, + 8-bit search-sym: size in real
+  bytes (pruned layers stored as nonzero bitmap + int8 codes; what stays float as float32 or
+  float16) as % of FP32, accuracy loss.
 Calibration / selection uses `sparsa.data.load_dataset('corpus', split='calib')` (text) and the
 digits calib split (images); the evaluation sentences are never used for tuning.
 """
@@ -386,14 +388,16 @@ def gradual_magnitude_prune(lm, target: float, steps=(0.5, 0.75, 0.9, 1.0), epoc
     return out
 
 
-def prune_section(tolerance=0.01, budget_s=900.0, work=None, accept="point", gmp_target=0.85):
+def prune_section(tolerance=0.01, budget_s=900.0, work=None, accept="point", gmp_targets=(0.85,), tolerance_run=True):
     """tiny-swin: sparsa.prune.schedule.tolerance_prune (unstructured magnitude, seed 001's round-robin
-    schedule, tolerance on the digits calib split) with KD recovery, then W8A8 sym-search; sizes are
-    real bytes, pruned layers stored as a nonzero bitmap + nonzero int8 codes (`QuantLinear.weight_format`)."""
+    schedule, tolerance on the digits calib split) with KD recovery, and gradual magnitude pruning to
+    fixed targets with the same KD, then W8A8 sym-search; sizes are real bytes, pruned layers stored as
+    a nonzero bitmap + nonzero int8 codes (`QuantLinear.weight_format`), what stays float in float32
+    or float16 (`half_float_storage_`)."""
     from sparsa.data import load_dataset
     from sparsa.metrics import accuracy
     from sparsa.models import load
-    from sparsa.quant import save_quantized
+    from sparsa.quant import half_float_storage_, quant_layers, save_quantized
 
     torch.set_num_threads(2)
     try:
@@ -405,70 +409,74 @@ def prune_section(tolerance=0.01, budget_s=900.0, work=None, accept="point", gmp
     calib = load_dataset("digits", split="calib")
     acc0, cacc0 = accuracy(lm, test), accuracy(lm, calib)
     fp = quant_size(lm.model)["fp32_bytes"]
-    from sparsa.prune.schedule import tolerance_prune
-
-    # CHOICE: recovery is KD on logits at lr 1e-3 (1 epoch per round), not the seed's plain fine-tuning at
-    # 1e-5: with 1e-5 the schedule stopped at 65% sparsity with 3.3 points lost on test (BENCHMARKS.md,
-    # tolerance sweep); KD at 1e-3 holds accuracy at 85% sparsity (bench/quantization.py docs).
-    # accept="point" (the seed's rule: measured drop on the check split <= tolerance); the schedule's default
-    # 95% upper bound rejects any round where one of the 180 check images flips and stalled below 50%
-    # sparsity within the budget
-    opts = dict(granularity="unstructured", recovery_lr=1e-3, kd="logits", round_recovery_epochs=1.0,
-                delta0=0.25, delta_max=0.35, s_max=0.95, budget_s=budget_s, seed=0, accept=accept)
-    out = Path(work or tempfile.mkdtemp(prefix="sparsa-qprune-")) / f"swin-tolerance-{accept}"
     t0 = time.time()
-    res = tolerance_prune(lm, tolerance, "digits", out, progress=False, **opts)
-    log(f"tolerance_prune: {res['stop_reason']} after {time.time() - t0:.0f}s, compression {res['compression']:.3f}")
-    pruned = load(out / "model")
-    acc_p, cacc_p = accuracy(pruned, test), accuracy(pruned, calib)
-    lin = [m for m in pruned.model.modules() if isinstance(m, torch.nn.Linear)]
-    nz = sum(int(torch.count_nonzero(m.weight)) for m in lin) / sum(m.weight.numel() for m in lin)
-    q = pruned.clone()
-    quantize_(q, QuantConfig(bits=8, scheme="sym", clip="search", activations="static"), calib=calib, calib_samples=64)
-    s = quant_size(q)
-    acc_q, cacc_q = accuracy(q, test), accuracy(q, calib)
-    with tempfile.TemporaryDirectory() as d:
-        save_quantized(q, d, source="tiny-swin")
-        file_bytes = (Path(d) / "quant.safetensors").stat().st_size
-    formats = {}
-    from sparsa.quant import quant_layers
-
-    for m in quant_layers(q).values():
-        formats[m.weight_format()] = formats.get(m.weight_format(), 0) + 1
 
     def pts(a, c, ref=(acc0, cacc0)):
         return f"{100 * (ref[0] - a):.2f} / {100 * (ref[1] - c):.2f}"
 
-    rows = [
-        ["FP32", f"{fp / 1e3:.1f} kB", "100%", f"{100 * acc0:.2f}%", "-", "100%"],
-        ["W8A8 sym-search (dense)", "", "", "", "", ""],
-        [f"pruned (tolerance {100 * tolerance:g}%), FP32 dense storage", f"{fp / 1e3:.1f} kB", "100%",
-         f"{100 * acc_p:.2f}%", pts(acc_p, cacc_p), f"{100 * nz:.1f}%"],
-        ["pruned + W8A8 sym-search (bitmap + int8 codes)", f"{s['bytes'] / 1e3:.1f} kB", f"**{100 * s['bytes'] / fp:.1f}%**",
-         f"{100 * acc_q:.2f}%", pts(acc_q, cacc_q), f"{100 * nz:.1f}%"],
-    ]
-    if gmp_target:  # the same storage after gradual magnitude pruning to a fixed target with the same KD recovery
+    def nonzero(m):
+        lin = [x for x in m.model.modules() if isinstance(x, torch.nn.Linear)]
+        return sum(int(torch.count_nonzero(x.weight)) for x in lin) / sum(x.weight.numel() for x in lin)
+
+    def quant_rows(model, label, nz):
+        """W8A8 sym-search rows of `model` (float32, then float16 storage of what stays float)."""
+        q = model.clone()
+        quantize_(q, QuantConfig(bits=8, scheme="sym", clip="search", activations="static"), calib=calib, calib_samples=64)
+        out = []
+        for store in ("float32", "float16"):
+            if store == "float16":
+                half_float_storage_(q)
+            s = quant_size(q)
+            out.append([f"{label} + W8A8 sym-search, float {store}", f"{s['bytes'] / 1e3:.1f} kB",
+                        f"**{100 * s['bytes'] / fp:.1f}%**", f"{100 * accuracy(q, test):.2f}%",
+                        pts(accuracy(q, test), accuracy(q, calib)), f"{100 * nz:.1f}%"])
+        return out, q
+
+    rows = [["FP32", f"{fp / 1e3:.1f} kB", "100%", f"{100 * acc0:.2f}%", "-", "100%"]]
+    dense_rows, _ = quant_rows(lm, "dense", 1.0)
+    rows += dense_rows
+    info: dict = {}
+    if tolerance_run:
+        from sparsa.prune.schedule import tolerance_prune
+
+        # CHOICE: recovery is KD on logits at lr 1e-3 (1 epoch per round), not the seed's plain fine-tuning at
+        # 1e-5: with 1e-5 the schedule stopped at 65% sparsity with 3.3 points lost on test (BENCHMARKS.md,
+        # tolerance sweep); KD at 1e-3 holds accuracy at 85% sparsity (bench/quantization.py docs).
+        # accept="point" (the seed's rule: measured drop on the check split <= tolerance); the schedule's default
+        # 95% upper bound rejects any round where one of the 180 check images flips and stalled below 50%
+        # sparsity within the budget
+        opts = dict(granularity="unstructured", recovery_lr=1e-3, kd="logits", round_recovery_epochs=1.0,
+                    delta0=0.25, delta_max=0.35, s_max=0.95, budget_s=budget_s, seed=0, accept=accept)
+        out = Path(work or tempfile.mkdtemp(prefix="sparsa-qprune-")) / f"swin-tolerance-{accept}"
+        res = tolerance_prune(lm, tolerance, "digits", out, progress=False, **opts)
+        log(f"tolerance_prune: {res['stop_reason']} after {time.time() - t0:.0f}s, compression {res['compression']:.3f}")
+        pruned = load(out / "model")
+        nz = nonzero(pruned)
+        rows.append([f"tolerance_prune {100 * tolerance:g}%, FP32", f"{fp / 1e3:.1f} kB", "100%",
+                     f"{100 * accuracy(pruned, test):.2f}%", pts(accuracy(pruned, test), accuracy(pruned, calib)),
+                     f"{100 * nz:.1f}%"])
+        qrows, q = quant_rows(pruned, f"tolerance_prune {100 * tolerance:g}%", nz)
+        rows += qrows
+        with tempfile.TemporaryDirectory() as d:
+            save_quantized(q, d, source="tiny-swin")
+            info["quant_safetensors_bytes_float16"] = (Path(d) / "quant.safetensors").stat().st_size
+        formats: dict = {}
+        for m in quant_layers(q).values():
+            formats[m.weight_format()] = formats.get(m.weight_format(), 0) + 1
+        info |= {"schedule": res["stop_reason"], "rounds": res["rounds"], "trials": res["trials"],
+                 "weight_formats": formats, "options": opts}
+    for target in gmp_targets:  # the same storage after gradual magnitude pruning to a fixed target, same KD
         t1 = time.time()
-        g = gradual_magnitude_prune(lm, gmp_target)
-        acc_g, cacc_g = accuracy(g, test), accuracy(g, calib)
-        lin_g = [m for m in g.model.modules() if isinstance(m, torch.nn.Linear)]
-        nz_g = sum(int(torch.count_nonzero(m.weight)) for m in lin_g) / sum(m.weight.numel() for m in lin_g)
-        quantize_(g, QuantConfig(bits=8, scheme="sym", clip="search", activations="static"), calib=calib, calib_samples=64)
-        sg, acc_gq, cacc_gq = quant_size(g), accuracy(g, test), accuracy(g, calib)
-        log(f"gradual magnitude {gmp_target}: {time.time() - t1:.0f}s")
-        rows += [[f"magnitude {100 * gmp_target:g}% of attention/MLP weights, gradual + KD, FP32", f"{fp / 1e3:.1f} kB",
-                  "100%", f"{100 * acc_g:.2f}%", pts(acc_g, cacc_g), f"{100 * nz_g:.1f}%"],
-                 ["  + W8A8 sym-search (bitmap + int8 codes)", f"{sg['bytes'] / 1e3:.1f} kB",
-                  f"**{100 * sg['bytes'] / fp:.1f}%**", f"{100 * acc_gq:.2f}%", pts(acc_gq, cacc_gq), f"{100 * nz_g:.1f}%"]]
-    d = lm.clone()
-    quantize_(d, QuantConfig(bits=8, scheme="sym", clip="search", activations="static"), calib=calib, calib_samples=64)
-    sd, ad, cd = quant_size(d), accuracy(d, test), accuracy(d, calib)
-    rows[1] = ["W8A8 sym-search (dense)", f"{sd['bytes'] / 1e3:.1f} kB", f"{100 * sd['bytes'] / fp:.1f}%",
-               f"{100 * ad:.2f}%", pts(ad, cd), "100%"]
-    info = {"schedule": res["stop_reason"], "rounds": res["rounds"], "trials": res["trials"], "section_s": round(time.time() - t0),
-            "weight_formats": formats, "quant_safetensors_bytes": file_bytes, "breakdown": {k: s[k] for k in
-            ("int_weight_bytes", "scale_bytes", "float_bytes")}, "options": opts}
-    return rows, f"sparsa.prune.schedule.tolerance_prune, tolerance {100 * tolerance:g}%", info
+        g = gradual_magnitude_prune(lm, target)
+        nz = nonzero(g)
+        log(f"gradual magnitude {target}: {time.time() - t1:.0f}s")
+        rows.append([f"magnitude {100 * target:g}% (gradual + KD), FP32", f"{fp / 1e3:.1f} kB", "100%",
+                     f"{100 * accuracy(g, test):.2f}%", pts(accuracy(g, test), accuracy(g, calib)), f"{100 * nz:.1f}%"])
+        rows += quant_rows(g, f"magnitude {100 * target:g}%", nz)[0]
+    info["section_s"] = round(time.time() - t0)
+    how = (f"sparsa.prune.schedule.tolerance_prune, tolerance {100 * tolerance:g}%, and " if tolerance_run else "") + \
+        f"gradual magnitude pruning to {', '.join(f'{100 * t:g}%' for t in gmp_targets)}"
+    return rows, how, info
 
 
 def main():
@@ -485,6 +493,9 @@ def main():
     ap.add_argument("--keep-float", nargs="*", default=None,
                     help="layers kept float in the mixed model (default: the 2 most sensitive on calibration texts)")
     ap.add_argument("--prune-budget", type=float, default=1800.0, help="prune: tolerance_prune wall-clock budget (s)")
+    ap.add_argument("--gmp-targets", type=float, nargs="*", default=[0.85, 0.9],
+                    help="prune: fixed sparsities for gradual magnitude pruning + KD (fraction of attention/MLP weights)")
+    ap.add_argument("--no-tolerance", action="store_true", help="prune: skip the tolerance_prune run (gradual rows only)")
     ap.add_argument("--clip", default=None, help="weight clipping for the sparsa model (default: chosen on calibration)")
     ap.add_argument("--smooth-alpha", type=float, default=None,
                     help=f"ort: SmoothQuant strength of the smoothed W7 model (default: best of {SMOOTH_ALPHAS} on calibration)")
@@ -513,7 +524,8 @@ def main():
                            rows))
             print(f"\n{info}")
     if args.section in ("all", "prune"):
-        rows, how, info = prune_section(budget_s=args.prune_budget, work=args.work)
+        rows, how, info = prune_section(budget_s=args.prune_budget, work=args.work, gmp_targets=args.gmp_targets,
+                                        tolerance_run=not args.no_tolerance)
         print(f"\n### tiny-swin: prune ({how}) + 8-bit search-sym\n")
         print(md_table(["model", "size (real bytes)", "% of FP32", "accuracy (digits test)",
                         "loss, points (test / check split)", "nonzero Linear weights"], rows))
