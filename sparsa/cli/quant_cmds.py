@@ -46,6 +46,8 @@ def quantize(
     from sparsa.quant import QuantConfig, quantize_, save_quantized
 
     bits_v: int | str = bits if bits == "ternary" else _int(bits)
+    if float_storage not in ("float32", "float16"):
+        raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     console = status_console(json_)
     lm = load(model)
     if smooth_ffn_out is not None and smooth is None:
@@ -67,8 +69,6 @@ def quantize(
         cfg, trim = trim
     console.print(f"[bold]sparsa quantize[/] {model}: {bits}-bit {scheme} {clip} "
                   f"{'per-channel' if per_channel else 'per-tensor'}, activations {activations}")
-    if float_storage not in ("float32", "float16"):
-        raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     quantize_(lm, cfg, calib=calib, calib_samples=calib_samples, seq_len=seq_len)
     if float_storage == "float16":
         from sparsa.quant import half_float_storage_
