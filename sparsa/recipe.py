@@ -90,11 +90,26 @@ class QuantizeStage(_Strict):
     scheme: Literal["sym", "asym"] = "sym"
     clip: Literal["max", "percentile", "search"] = "search"
     per_channel: bool = True
-    activations: bool = False
+    # none | dynamic (run-time per-tensor range, as ORT's integer kernels compute) | static (calibrated);
+    # true / false are the older spellings of static / none
+    activations: bool | Literal["none", "dynamic", "static"] = False
     calib: str | None = None
     calib_samples: int = Field(32, ge=1, le=100_000)
+    smooth: float | None = Field(None, ge=0.0, le=1.0)  # SmoothQuant strength (BERT family: the fused layout)
+    smooth_ffn_out: float | None = Field(None, ge=0.0, le=1.0)  # FFN-out's own strength (None: not smoothed)
+    smooth_budget: float | None = Field(None, ge=0.0, lt=1.0)  # keep only the smoothing Muls that pay (text models)
+    float_storage: Literal["float32", "float16"] = "float32"  # how what stays float is stored
     onnx: bool = False  # also export an integer ONNX model (ORT latency is measured on it)
     onnx_fuse: bool = False  # BERT only: ORT's transformer fusions before integer export (faster)
+    split_layernorm: bool = False  # with onnx_fuse: Add + LayerNormalization instead of ORT's slower SkipLayerNorm
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if (self.smooth_ffn_out is not None or self.smooth_budget is not None) and self.smooth is None:
+            raise ValueError("smooth_ffn_out / smooth_budget refine a smoothed model: set smooth (e.g. 0.5) too")
+        if self.split_layernorm and not (self.onnx and self.onnx_fuse):
+            raise ValueError("split_layernorm lays out the fused ONNX export: set onnx and onnx_fuse too")
+        return self
 
 
 class AttentionStage(_Strict):

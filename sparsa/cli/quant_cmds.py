@@ -44,6 +44,7 @@ def quantize(
     """Quantize MODEL's Linear layers to integers; save them (and an ONNX model on integer kernels)."""
     from sparsa.models import load
     from sparsa.quant import QuantConfig, quantize_, save_quantized
+    from sparsa.quant.smooth import smoothing_fields
 
     bits_v: int | str = bits if bits == "ternary" else _int(bits)
     if float_storage not in ("float32", "float16"):
@@ -52,13 +53,11 @@ def quantize(
     lm = load(model)
     if smooth_ffn_out is not None and smooth is None:
         raise SparsaError("--smooth-ffn-out sets the FFN-out strength of a smoothed model", hint="give --smooth too")
-    overrides: dict = {}
-    if smooth_ffn_out is not None:  # exact FFN-out names from the family adapter (a glob would also hit attention-out)
-        overrides = {g.fc2: {"smooth": smooth_ffn_out} for g in lm.adapter.ffn_groups()}
-    overrides |= {p: None for p in keep_float or []}
+    sm = smoothing_fields(lm, smooth, smooth_ffn_out)
+    overrides = sm.pop("overrides", {}) | {p: None for p in keep_float or []}
     cfg = QuantConfig(bits=bits_v, scheme=scheme, clip=clip, per_channel=per_channel, activations=activations,
                       act_scheme="asym" if activations == "dynamic" else None, objective=objective,
-                      smooth=smooth, smooth_fold=smooth is not None and lm.family == "bert", overrides=overrides)
+                      overrides=overrides, **sm)
     if cfg.needs_calibration() and calib is None:
         calib = "corpus" if lm.modality == "text" else None
         if calib is None:
@@ -98,10 +97,9 @@ def quantize(
 
 
 def _trim_smoothing(lm, cfg, budget: float, calib, calib_samples: int, console):
-    """`sparsa.quant.sensitivity.trim_smoothing` on the calibration data: statistics from its first
-    `calib_samples` sentences, the cosine scored on the next 64."""
+    """`sparsa.quant.sensitivity.trim_smoothing_on` the calibration sentences."""
     from sparsa.data import load_dataset
-    from sparsa.quant.sensitivity import trim_smoothing
+    from sparsa.quant.sensitivity import trim_smoothing_on
 
     if cfg.smooth is None:
         raise SparsaError("--smooth-budget trims the smoothing of a smoothed model", hint="give --smooth too")
@@ -109,11 +107,7 @@ def _trim_smoothing(lm, cfg, budget: float, calib, calib_samples: int, console):
         raise SparsaError("--smooth-budget scores embedding fidelity, so it works on text models",
                           hint="drop --smooth-budget, or keep layers float with --keep-float")
     texts = load_dataset(calib or "corpus", split="calib").texts
-    if texts is None or len(texts) < calib_samples + 8:
-        raise SparsaError(f"--smooth-budget needs at least {calib_samples + 8} calibration sentences "
-                          f"({calib_samples} for statistics, the rest to score)", hint="give a longer --calib text file")
-    return trim_smoothing(lm, cfg, texts[:calib_samples], texts[calib_samples:calib_samples + 64], budget=budget,
-                          progress=console.print)
+    return trim_smoothing_on(lm, cfg, texts, calib_samples, budget, progress=console.print)
 
 
 def _int(v: str) -> int:

@@ -65,8 +65,9 @@ def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
 def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
     quant = require("sparsa.quant", "the quantize stage")
     fn = require("sparsa.quant", "the quantize stage", "quantize_loaded")
-    calib = state.calib_data(st.calib) if (st.activations or st.clip == "search") and st.mode == "standard" else None
-    if calib is not None and len(calib) > st.calib_samples:
+    needs = st.activations not in (False, "none") or st.clip == "search" or st.smooth is not None
+    calib = state.calib_data(st.calib) if needs and st.mode == "standard" else None
+    if calib is not None and len(calib) > st.calib_samples and st.smooth_budget is None:  # trimming scores on more
         calib = calib.subset(st.calib_samples)
     if st.mode == "hybrid":
         # ESCALATE: 8-bit basis kernels, ternary coefficients, on the decompose stage's PENNI layers
@@ -83,7 +84,9 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
     # for evaluation and simulation, but neither calibrates nor exports through its integer emulation
     with attention_removed(state):
         out = fn(state.loaded, mode=st.mode, bits=st.bits, scheme=st.scheme, clip=st.clip,
-                 per_channel=st.per_channel, activations=st.activations, calib=calib)
+                 per_channel=st.per_channel, activations=st.activations, calib=calib, calib_samples=st.calib_samples,
+                 smooth=st.smooth, smooth_ffn_out=st.smooth_ffn_out, smooth_budget=st.smooth_budget,
+                 float_storage=st.float_storage)
     state.loaded, record = _split_result(out, state.loaded)
     record = _plain(record)
     record = record if isinstance(record, dict) else {"record": record}
@@ -99,7 +102,8 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
         from pathlib import Path
 
         d = state.workdir()
-        kw = {"fuse": bool(st.onnx_fuse)}  # explicit: ORT's BERT fusion needs unpruned head geometry
+        # explicit: ORT's BERT fusion needs the same head count in every layer
+        kw = {"fuse": bool(st.onnx_fuse), "skip_layernorm": not st.split_layernorm}
         import warnings
 
         with attention_removed(state), warnings.catch_warnings():

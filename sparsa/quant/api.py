@@ -177,16 +177,45 @@ def quant_size(model) -> dict:
 
 
 def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: str = "sym", clip: str = "search",
-                    per_channel: bool = True, activations: bool = False, calib=None, **extra):
-    """Pipeline entry point (the recipe's quantize stage): returns (loaded, record)."""
+                    per_channel: bool = True, activations: bool | str = False, calib=None, calib_samples: int = 32,
+                    smooth: float | None = None, smooth_ffn_out: float | None = None,
+                    smooth_budget: float | None = None, float_storage: str = "float32", progress=None, **extra):
+    """Pipeline entry point (the recipe's quantize stage): returns (loaded, record).
+
+    activations: "none" | "dynamic" | "static" (True / False: static / none). smooth / smooth_ffn_out:
+    SmoothQuant laid out by `sparsa.quant.smooth.smoothing_fields`; smooth_budget: keep only the
+    smoothing Muls that pay (`trim_smoothing_on` the calibration sentences); float_storage "float16":
+    `half_float_storage_`."""
     if mode == "hybrid":
         return _hybrid(loaded, calib)
     if mode != "standard":
         raise SparsaError(f"quantize mode {mode!r} is unknown", hint="use 'standard' or 'hybrid'")
-    cfg = QuantConfig(bits=bits, scheme=scheme, clip=clip, per_channel=per_channel,
-                      activations="static" if activations else "none", **extra)
-    quantize_(loaded, cfg, calib=calib)
-    return loaded, loaded.record["stages"][-1]
+    from sparsa.quant.smooth import smoothing_fields
+
+    act = ("static" if activations else "none") if isinstance(activations, bool) else activations
+    cfg = QuantConfig(bits=bits, scheme=scheme, clip=clip, per_channel=per_channel, activations=act,
+                      act_scheme="asym" if act == "dynamic" else None,
+                      **smoothing_fields(loaded, smooth, smooth_ffn_out), **extra)
+    trim = None
+    if smooth_budget is not None:
+        from sparsa.quant.sensitivity import trim_smoothing_on
+
+        if smooth is None:
+            raise SparsaError("smooth_budget trims the smoothing of a smoothed model", hint="set smooth too")
+        texts = getattr(calib, "texts", calib)
+        if loaded.modality != "text" or not isinstance(texts, list):
+            raise SparsaError("smooth_budget scores embedding fidelity on calibration sentences: text models only",
+                              hint="drop smooth_budget")
+        cfg, trim = trim_smoothing_on(loaded, cfg, texts, calib_samples, smooth_budget, progress=progress)
+    quantize_(loaded, cfg, calib=calib, calib_samples=calib_samples)
+    if float_storage == "float16":
+        half_float_storage_(loaded)
+    elif float_storage != "float32":
+        raise SparsaError(f"float_storage {float_storage!r} is not a storage type", hint="use float32 or float16")
+    record = loaded.record["stages"][-1]
+    if trim is not None:
+        record["smooth_trim"] = {k: trim[k] for k in ("kept", "dropped", "cosine_full", "cosine_trimmed", "budget")}
+    return loaded, record
 
 
 def _hybrid(loaded, calib):

@@ -116,3 +116,13 @@ def trim_smoothing(reference, config, calib_texts: list[str], score_texts: list[
     report = {"sites": len(sites), "kept": [s for s in sites if s not in dropped], "dropped": dropped,
               "gain": gain, "cosine_full": base, "cosine_trimmed": cur, "budget": budget}
     return current, report
+
+
+def trim_smoothing_on(reference, config, texts: list[str], n_stats: int, budget: float, progress=None) -> tuple:
+    """`trim_smoothing` on one list of calibration sentences: statistics from the first `n_stats`,
+    the cosine scored on the next 64 (as `sparsa quantize --smooth-budget` and the recipe stage do)."""
+    if texts is None or len(texts) < n_stats + 8:
+        raise SparsaError(f"trimming the smoothing needs at least {n_stats + 8} calibration sentences "
+                          f"({n_stats} for statistics, the rest to score)", hint="give more calibration text")
+    return trim_smoothing(reference, config, texts[:n_stats], texts[n_stats:n_stats + 64], budget=budget,
+                          progress=progress)

@@ -100,3 +100,17 @@ def plan_bert_smoothing(module: nn.Module, specs: dict, stats: dict) -> tuple[di
         if n not in scales and n not in folded:
             scales[n] = smooth_scale(stats[n].absmax, module.get_submodule(n).weight, a)
     return scales, folded
+
+
+def smoothing_fields(loaded, alpha: float | None, ffn_out: float | None) -> dict:
+    """QuantConfig fields for SmoothQuant at strength `alpha` on a loaded model: the BERT layout
+    (`smooth_fold`) for BERT-family encoders, and FFN-out at its own strength `ffn_out` (None: not
+    smoothed; its input comes from GELU, where a smaller migration hurts). Exact FFN-out names come
+    from the family adapter: a glob such as '*.output.dense' would also hit attention-out."""
+    if ffn_out is not None and alpha is None:
+        raise SparsaError("an FFN-out smoothing strength needs the smoothing strength of the other layers",
+                          hint="give smooth (e.g. 0.5) as well")
+    if alpha is None:
+        return {}
+    overrides = {g.fc2: {"smooth": ffn_out} for g in loaded.adapter.ffn_groups()} if ffn_out is not None else {}
+    return {"smooth": alpha, "smooth_fold": loaded.family == "bert", "overrides": overrides}

@@ -1,0 +1,84 @@
+"""The recipe's quantize stage reaches what `sparsa quantize` does: dynamic activations, SmoothQuant
+(fused BERT layout, FFN-out strength, trimming), float16 storage, the Add + LayerNorm ONNX layout."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from sparsa.errors import SparsaError
+from sparsa.recipe import parse_recipe
+
+
+def _err(text: str) -> str:
+    with pytest.raises(SparsaError) as e:
+        parse_recipe(textwrap.dedent(text), source="r.yaml")
+    return str(e.value)
+
+
+def test_quantize_options_are_checked_together():
+    head = "name: x\nmodel: minilm\nstages:\n  - type: quantize\n"
+    assert "set smooth" in _err(head + "    smooth_budget: 0.001\n")
+    assert "set smooth" in _err(head + "    smooth_ffn_out: 0.7\n")
+    assert "onnx_fuse" in _err(head + "    onnx: true\n    split_layernorm: true\n")
+    msg = _err(head + "    activations: dyn\n")
+    assert "r.yaml:5" in msg and "activations" in msg
+    assert "r.yaml:5" in _err(head + "    float_storage: bf16\n")
+    ok = parse_recipe(textwrap.dedent(head + "    activations: dynamic\n    smooth: 0.5\n"), source="r.yaml")
+    assert ok.recipe.stages[0].activations == "dynamic"
+
+
+@pytest.fixture(scope="module")
+def tiny_text_folder(tmp_path_factory):
+    from transformers import BertConfig, BertModel
+
+    from sparsa.models import from_module, load
+
+    tok = load("minilm").tokenizer
+    torch.manual_seed(0)
+    m = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=128)).eval()
+    d = tmp_path_factory.mktemp("tiny_text") / "bert"
+    from_module(m, tokenizer=tok, source="tiny").save(d)
+    return d
+
+
+def test_recipe_runs_smoothed_dynamic_int8_with_float16_storage_and_split_layernorm(tiny_text_folder, tmp_path):
+    import onnx
+
+    from sparsa.pipeline import run_recipe
+
+    text = f"""
+    name: q
+    model: {tiny_text_folder}
+    data:
+      calib: corpus
+      eval: sentences
+    stages:
+      - type: quantize
+        bits: 7
+        clip: max
+        activations: dynamic
+        calib_samples: 8
+        smooth: 0.5
+        smooth_ffn_out: 0.7
+        smooth_budget: 0.99
+        float_storage: float16
+        onnx: true
+        onnx_fuse: true
+        split_layernorm: true
+    evaluation:
+      max_samples: 16
+    """
+    res = run_recipe(parse_recipe(textwrap.dedent(text), source="q.yaml"), tmp_path / "out", quiet=True, html=False)
+    rec = res["stages"][1]["record"]
+    assert rec["smooth_trim"]["kept"] == [] and rec["smooth_trim"]["dropped"]  # budget 0.99 drops every Mul
+    assert rec["float_storage"] == "float16"
+    # the word embeddings (30522 x 32) dominate this model: at 2 bytes a value it is about half its FP32 size
+    assert 0.45 < rec["size"]["ratio"] < 0.55
+    nodes = onnx.load(rec["onnx"]).graph.node
+    ops = [n.op_type for n in nodes]
+    assert "QAttention" in ops and "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
+    assert not [n.name for n in nodes if n.name.endswith("_smooth")]  # no smoothing Mul is left
