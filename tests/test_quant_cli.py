@@ -109,6 +109,9 @@ def test_quantize_cli_smooth_budget_trims_the_muls(tiny_folder_with_tokenizer, t
     assert layer.output.dense.smooth_inv is None and layer.attention.self.query.smooth_inv is None
     r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--out", str(tmp_path / "x"), "--smooth-budget", "0.01"])
     assert isinstance(r.exception, SparsaError) and "--smooth" in str(r.exception)
+    r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--out", str(tmp_path / "x"), "--smooth", "0.5",
+                 "--smooth-budget", "1.5"])
+    assert isinstance(r.exception, SparsaError) and "--smooth-budget 1.5" in str(r.exception)
 
 
 def test_quantize_cli_float16_storage(tiny_folder, tmp_path):

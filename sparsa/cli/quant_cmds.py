@@ -49,6 +49,8 @@ def quantize(
     bits_v: int | str = bits if bits == "ternary" else _int(bits)
     if float_storage not in ("float32", "float16"):
         raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
+    if smooth_budget is not None and not 0.0 <= smooth_budget < 1.0:
+        raise SparsaError(f"--smooth-budget {smooth_budget} must be a cosine drop in [0, 1)", hint="e.g. 0.001")
     console = status_console(json_)
     lm = load(model)
     if smooth_ffn_out is not None and smooth is None:
