@@ -181,9 +181,20 @@ def _ort_fuse(fpath: Path, loaded, fast_gelu: bool = False) -> Path:
     opts.enable_gelu_approximation = fast_gelu
     n_heads = heads[0] if heads else cfg.num_attention_heads
     head_dim = cfg.hidden_size // cfg.num_attention_heads  # head pruning keeps the head size
-    # hidden_size is the attention's width (heads x head size): the model width only while no head is pruned
-    om = optimizer.optimize_model(str(fpath), model_type="bert", num_heads=n_heads, hidden_size=n_heads * head_dim,
-                                  opt_level=1, optimization_options=opts)
+    # hidden_size is the attention's width (heads x head size): the model width only while no head is pruned.
+    # With pruned heads the fusion also warns that it differs from the model width, and fuses correctly
+    # (QAttention takes its shapes from the weights; tested): that warning is silenced here.
+    import logging
+
+    fusion_log = logging.getLogger("fusion_attention")  # ORT imports its fusions as top-level modules
+    level = fusion_log.level
+    if n_heads * head_dim != cfg.hidden_size:
+        fusion_log.setLevel(logging.ERROR)
+    try:
+        om = optimizer.optimize_model(str(fpath), model_type="bert", num_heads=n_heads, hidden_size=n_heads * head_dim,
+                                      opt_level=1, optimization_options=opts)
+    finally:
+        fusion_log.setLevel(level)
     out = fpath.with_name("fused.onnx")
     om.save_model_to_file(str(out))
     return out
