@@ -102,8 +102,12 @@ def lstsq_refit(pruned, dense, data=None, *, n_samples: int = 512, batch_size: i
                 for h in hp + hd:
                     h.remove()
             target = rd["y"]
-            if compensate and "residual" in rp and "residual" in rd:
-                target = target + rd["residual"] - rp["residual"]
+            # BERT-style blocks pass the residual as a second input; elsewhere (DistilBERT, ViT) the
+            # second input, if any, is not a residual (a mask, ...): compensate only with a tensor of y's shape
+            res_p, res_d = rp.get("residual"), rd.get("residual")
+            if (compensate and isinstance(res_p, torch.Tensor) and isinstance(res_d, torch.Tensor)
+                    and res_p.shape == rp["y"].shape == res_d.shape):
+                target = target + res_d - res_p
             x, y = rp["x"], target
             sel = mask.bool().reshape(-1) if mask is not None else slice(None)
             x = x.reshape(-1, d_in)[sel].double()
