@@ -212,8 +212,7 @@ def _tokens_for(loaded, seq_len: int | None) -> int:
     if seq_len is not None:
         return int(seq_len)
     if loaded.modality == "text":  # 128, or the model's position limit if shorter
-        limit = getattr(loaded.adapter, "max_seq_len", lambda: None)()
-        return min(128, limit) if limit else 128
+        return loaded.adapter.default_seq_len()
     inputs = loaded.example_inputs(batch=1)
     cfg = loaded.config
     image = getattr(cfg, "image_size", None)

@@ -54,6 +54,15 @@ class FamilyAdapter:
     def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
         raise NotImplementedError
 
+    def max_seq_len(self) -> int | None:
+        """The longest text input the model's position embeddings cover (None: not stated)."""
+        return None
+
+    def default_seq_len(self) -> int:
+        """Text inputs' default length: 128 tokens, or the position limit if that is shorter."""
+        limit = self.max_seq_len()
+        return min(128, limit) if limit else 128
+
     def describe(self) -> dict:
         heads = self.head_groups()
         ffn = self.ffn_groups()
@@ -199,7 +208,6 @@ class BertAdapter(HFTransformerAdapter):
     _PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text")
 
     def max_seq_len(self) -> int | None:
-        """The longest input the position embeddings cover (None: not stated)."""
         n = getattr(self.config, "max_position_embeddings", None)
         if n is not None and getattr(self.config, "model_type", None) in self._PADDED_POSITIONS:
             n -= (self.config.pad_token_id or 0) + 1
@@ -209,7 +217,7 @@ class BertAdapter(HFTransformerAdapter):
         cfg = self.config
         limit = self.max_seq_len()
         if seq_len is None:
-            seq_len = min(128, limit) if limit else 128
+            seq_len = self.default_seq_len()
         elif limit and seq_len > limit:
             raise SparsaError(f"sequence length {seq_len} is longer than this model's {limit} positions "
                               "(max_position_embeddings)", hint=f"use --seq-len {limit} or less")

@@ -125,8 +125,8 @@ def calib_batches(loaded, data, *, n: int = 32, seq_len: int | None = None, batc
             raise SparsaError("calibration texts need the model's tokenizer, and this model has none",
                               hint="load the model from a folder that holds its tokenizer, or pass input dicts")
         if seq_len is None:  # 128 tokens, or the model's position limit if shorter
-            limit = getattr(getattr(loaded, "adapter", None), "max_seq_len", lambda: None)()
-            seq_len = min(128, limit) if limit else 128
+            adapter = getattr(loaded, "adapter", None)
+            seq_len = adapter.default_seq_len() if adapter is not None else 128
         return [dict(tok([t], truncation=True, max_length=seq_len, return_tensors="pt")) for t in texts]
     x = data if isinstance(data, Tensor) else getattr(data, "x", None)
     if x is None:
