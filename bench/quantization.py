@@ -188,7 +188,7 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
     from sparsa.metrics.quality import embed
     from sparsa.models import load
     from sparsa.quant.export import export_onnx, onnx_session
-    from sparsa.quant.sensitivity import layer_sensitivity, trim_smoothing
+    from sparsa.quant.sensitivity import layer_sensitivity, trim_smoothing, trim_summary
 
     torch.set_num_threads(2)
     work.mkdir(parents=True, exist_ok=True)
@@ -299,7 +299,7 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
         q7, work / "sparsa_w7_ln.onnx", seq_len=128, fast_gelu=fast_gelu, skip_layernorm=False)
 
     out = {"models": {}, "clip": clip, "keep_float": keep, "sensitivity": sens[:4], "smooth": chosen, "smooth_search": search,
-           "smooth_trim": {k: trim[k] for k in ("kept", "dropped", "cosine_full", "cosine_trimmed", "budget")}}
+           "smooth_trim": trim_summary(trim)}
     for k, p in models.items():
         c = _cos(_ort_embed(onnx_session(p, threads=2), tok, EVAL_SENTENCES), ref)
         log(f"{k}: cosine {c:.5f}")

@@ -86,7 +86,9 @@ def quantize(
               "int_weight_bytes": rec["int_weight_bytes"], "scale_bytes": rec["scale_bytes"],
               "zero_point_bytes": rec["zero_point_bytes"], "float_bytes": rec["float_bytes"]}
     if trim is not None:
-        result["smooth_trim"] = {k: trim[k] for k in ("kept", "dropped", "cosine_full", "cosine_trimmed", "budget")}
+        from sparsa.quant.sensitivity import trim_summary
+
+        result["smooth_trim"] = trim_summary(trim)
     if onnx:
         from sparsa.quant.export import export_onnx, integer_initializer_bytes, zero_points_in
 
@@ -101,13 +103,9 @@ def quantize(
 def _trim_smoothing(lm, cfg, budget: float, calib, calib_samples: int, console):
     """`sparsa.quant.sensitivity.trim_smoothing_on` the calibration sentences."""
     from sparsa.data import load_dataset
-    from sparsa.quant.sensitivity import trim_smoothing_on
+    from sparsa.quant.sensitivity import check_trimmable, trim_smoothing_on
 
-    if cfg.smooth is None:
-        raise SparsaError("--smooth-budget trims the smoothing of a smoothed model", hint="give --smooth too")
-    if lm.modality != "text":
-        raise SparsaError("--smooth-budget scores embedding fidelity, so it works on text models",
-                          hint="drop --smooth-budget, or keep layers float with --keep-float")
+    check_trimmable(lm, cfg)  # before loading any data
     texts = load_dataset(calib or "corpus", split="calib").texts
     return trim_smoothing_on(lm, cfg, texts, calib_samples, budget, progress=console.print)
 

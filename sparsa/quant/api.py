@@ -192,29 +192,24 @@ def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: st
         raise SparsaError(f"quantize mode {mode!r} is unknown", hint="use 'standard' or 'hybrid'")
     from sparsa.quant.smooth import smoothing_fields
 
+    if float_storage not in ("float32", "float16"):
+        raise SparsaError(f"float_storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     act = ("static" if activations else "none") if isinstance(activations, bool) else activations
     cfg = QuantConfig(bits=bits, scheme=scheme, clip=clip, per_channel=per_channel, activations=act,
                       act_scheme="asym" if act == "dynamic" else None,
                       **smoothing_fields(loaded, smooth, smooth_ffn_out), **extra)
     trim = None
     if smooth_budget is not None:
-        from sparsa.quant.sensitivity import trim_smoothing_on
+        from sparsa.quant.sensitivity import trim_smoothing_on, trim_summary
 
-        if smooth is None:
-            raise SparsaError("smooth_budget trims the smoothing of a smoothed model", hint="set smooth too")
-        texts = getattr(calib, "texts", calib)
-        if loaded.modality != "text" or not isinstance(texts, list):
-            raise SparsaError("smooth_budget scores embedding fidelity on calibration sentences: text models only",
-                              hint="drop smooth_budget")
-        cfg, trim = trim_smoothing_on(loaded, cfg, texts, calib_samples, smooth_budget, progress=progress)
+        cfg, trim = trim_smoothing_on(loaded, cfg, getattr(calib, "texts", calib), calib_samples, smooth_budget,
+                                      progress=progress)
     quantize_(loaded, cfg, calib=calib, calib_samples=calib_samples)
     if float_storage == "float16":
         half_float_storage_(loaded)
-    elif float_storage != "float32":
-        raise SparsaError(f"float_storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     record = loaded.record["stages"][-1]
     if trim is not None:
-        record["smooth_trim"] = {k: trim[k] for k in ("kept", "dropped", "cosine_full", "cosine_trimmed", "budget")}
+        record["smooth_trim"] = trim_summary(trim)
     return loaded, record
 
 

@@ -7,10 +7,13 @@ Used to pick the few layers that mixed precision keeps in float (`QuantConfig.ov
 
 from __future__ import annotations
 
+import fnmatch
+
 import torch
 
 from sparsa.errors import SparsaError
 from sparsa.quant.api import quant_layers
+from sparsa.quant.config import QuantConfig
 
 
 @torch.no_grad()
@@ -62,10 +65,6 @@ def _smoothing_sites(quantized) -> dict[str, list[str]]:
 
 def _without_smoothing(config, layers: list[str]):
     """`config` with smoothing off for `layers` (exact-name overrides first, keeping each layer's other fields)."""
-    from sparsa.quant.config import QuantConfig
-
-    import fnmatch
-
     d = config.to_dict()
     first = {}
     for n in layers:  # the first matching pattern wins, so carry over what the one that matched set
@@ -118,10 +117,27 @@ def trim_smoothing(reference, config, calib_texts: list[str], score_texts: list[
     return current, report
 
 
+def trim_summary(report: dict) -> dict:
+    """The part of a `trim_smoothing` report that records keep (without the per-site gains)."""
+    return {k: report[k] for k in ("kept", "dropped", "cosine_full", "cosine_trimmed", "budget")}
+
+
+def check_trimmable(reference, config) -> None:
+    """What trimming the smoothing needs: a smoothed config, and a text model (it scores embedding
+    fidelity). Cheap: callers check before loading calibration data."""
+    if config.smooth is None:
+        raise SparsaError("a smoothing budget trims the smoothing of a smoothed model",
+                          hint="set the smoothing strength too (smooth=, CLI --smooth)")
+    if getattr(reference, "modality", None) != "text":
+        raise SparsaError("a smoothing budget scores embedding fidelity on calibration sentences, so it works on "
+                          "text models", hint="drop the budget (CLI --smooth-budget), or keep layers float instead")
+
+
 def trim_smoothing_on(reference, config, texts: list[str], n_stats: int, budget: float, progress=None) -> tuple:
     """`trim_smoothing` on one list of calibration sentences: statistics from the first `n_stats`,
     the cosine scored on the next 64 (as `sparsa quantize --smooth-budget` and the recipe stage do)."""
-    if texts is None or len(texts) < n_stats + 8:
+    check_trimmable(reference, config)
+    if not isinstance(texts, list) or len(texts) < n_stats + 8:
         raise SparsaError(f"trimming the smoothing needs at least {n_stats + 8} calibration sentences "
                           f"({n_stats} for statistics, the rest to score)", hint="give more calibration text")
     return trim_smoothing(reference, config, texts[:n_stats], texts[n_stats:n_stats + 64], budget=budget,
