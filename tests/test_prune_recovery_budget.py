@@ -28,13 +28,22 @@ def _data():
     return load_dataset("digits", "calib").subset(64)
 
 
-def test_cpu_budget_stops_early_and_reports():
-    from sparsa.prune.finetune import finetune
+def test_cpu_budget_stops_early_and_reports(monkeypatch):
+    import itertools
+    import time
+    import types
 
+    from sparsa.prune import finetune as ft
+
+    # a fake CPU clock (0.05 s per reading, two readings per step): the stop is behaviour, not machine speed
+    ticks = itertools.count()
+    monkeypatch.setattr(ft, "time", types.SimpleNamespace(perf_counter=time.perf_counter,
+                                                          process_time=lambda: 0.05 * next(ticks)))
     lm, data = _tiny_vit(), _data()
-    rep = finetune(lm, data, steps=10_000, batch_size=16, kd="none", cpu_budget_s=0.3, progress=False)
-    assert rep["stop"] == "cpu_budget" and 1 <= rep["steps"] < 10_000
+    rep = ft.finetune(lm, data, steps=10_000, batch_size=16, kd="none", cpu_budget_s=0.3, progress=False)
+    assert rep["stop"] == "cpu_budget" and rep["steps"] == 6  # 0.05 s counted per step: 6 steps reach 0.3 s
     assert rep["cpu_s"] >= 0.3
+    finetune = ft.finetune
     full = finetune(_tiny_vit(), data, steps=3, batch_size=16, kd="none", cpu_budget_s=1e6, progress=False)
     assert full["stop"] == "steps" and full["steps"] == 3
     with pytest.raises(SparsaError, match="cpu_budget_s"):

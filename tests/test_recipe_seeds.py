@@ -11,7 +11,8 @@ from sparsa.recipe import load_recipe
 FAST = {
     "seed000_video_channels": {"evaluation.latency": None, "evaluation.max_samples": 32},
     "seed001_tolerance_quant": {"evaluation.latency": None, "evaluation.max_samples": 64,
-                                "stages.tolerance-prune.budget_s": 5, "stages.tolerance-prune.round_recovery_epochs": 0,
+                                "stages.tolerance-prune.budget_s": None,  # no wall-clock cap: max_rounds bounds the work
+                                "stages.tolerance-prune.round_recovery_epochs": 0,
                                 "stages.tolerance-prune.max_rounds": 1, "stages.quantize.calib_samples": 8},
     "seed003_penni": {"evaluation.latency": None, "evaluation.max_samples": 64,
                       "stages.decompose.retrain_epochs": 0, "stages.decompose.finetune_epochs": 0},

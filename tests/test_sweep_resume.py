@@ -57,28 +57,58 @@ def _valid_rows(store_path) -> list[dict]:
     return rows
 
 
+# `sparsa sweep` with its store's append held after the 8th point: the test kills it at that point
+# (a condition it waits for), not after a sleep that a fast or slow machine would win or lose.
+HELD_SWEEP = """
+import os, sys, threading
+from sparsa.dse.store import SweepStore
+real, n = SweepStore.append, [0]
+def append(self, row, full=None):
+    real(self, row, full)
+    n[0] += 1
+    if n[0] == 8:
+        open(os.environ["SPARSA_TEST_HELD"], "w").close()
+        threading.Event().wait()  # until killed
+SweepStore.append = append
+from sparsa.cli import main
+sys.argv[0] = "sparsa"
+main()
+"""
+
+
+def _wait_for(condition, proc, what):
+    """Poll until `condition()`; the deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + 300
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the process ended before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after 300 s")
+        time.sleep(0.02)
+
+
 def test_killed_sweep_resumes_every_point_exactly_once(tmp_path):
     recipe, grid = _files(tmp_path)
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "sparsa", "sweep", str(recipe), "--grid", str(grid), "--out", str(out), "--json"]
-    env = dict(os.environ, COLUMNS="400")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    args = ["sweep", str(recipe), "--grid", str(grid), "--out", str(out), "--json"]
+    cmd = [sys.executable, "-m", "sparsa", *args]
+    held = tmp_path / "held"
+    env = dict(os.environ, COLUMNS="400", SPARSA_TEST_HELD=str(held))
+    proc = subprocess.Popen([sys.executable, "-c", HELD_SWEEP, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     store_path = out / "store.jsonl"
-    deadline = time.time() + 60
     try:
-        while time.time() < deadline:
-            if store_path.exists() and len(store_path.read_bytes().splitlines()) >= 8:
-                break
-            if proc.poll() is not None:
-                pytest.fail("the sweep ended before it could be killed")
-            time.sleep(0.005)
+        _wait_for(held.exists, proc, "the 8th point was stored")
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its pool workers, mid-way
     finally:
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     before = {r["key"]: r for r in _valid_rows(store_path)}
-    assert 8 <= len(before) < 100, "the kill must land mid-way"
+    assert len(before) == 8, "the kill lands after the 8th point"
+    (out / "points" / f".{next(iter(before))}.json.x1y2.tmp").write_text("{")  # a write the kill cut short
 
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["skipped"] == len(before)  # nothing redone
@@ -105,6 +135,7 @@ def test_killed_sweep_resumes_every_point_exactly_once(tmp_path):
         full = SweepStore(out).full_result(row["key"])
         assert full["row"]["key"] == row["key"]
     assert (out / "sweep_report.html").exists() and (out / "pareto.json").exists()
+    assert not list(out.rglob("*.tmp")), "the resumed sweep removes the killed one's temp files"
 
 
 def test_torn_last_line_is_not_a_result_and_next_append_is_clean(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -101,8 +102,35 @@ def load_grid(path: str | Path) -> Grid:
         raise SparsaError("invalid grid:\n  " + "\n  ".join(msgs), hint="see docs/pipeline.md for the grid format") from None
 
 
+# Grid and random sweeps are expanded (and each point validated) before any work starts: a dict and
+# a key per point, and a recipe validation each (~1 ms). 100 000 points is ~100 MB and a couple of
+# minutes of checks, and far more points than a sweep of real runs can finish; an 8 x 9 grid
+# (43 million points) would exhaust memory before the first point ran.
+MAX_POINTS = 100_000
+
+
+def grid_size(grid: Grid) -> int | None:
+    """Number of points a grid/random sweep has, computed without expanding it (None for optuna)."""
+    if grid.mode == "grid":
+        return math.prod(len(v) for v in grid.params.values())
+    return grid.samples if grid.mode == "random" else None
+
+
+def check_size(grid: Grid) -> None:
+    n = grid_size(grid)
+    if n is not None and n > MAX_POINTS:
+        if grid.mode == "grid":
+            counts = " x ".join(str(len(v)) for v in grid.params.values())
+            raise SparsaError(f"the grid has {n:,} points ({counts} values), more than the {MAX_POINTS:,} a sweep accepts",
+                              hint="give fewer values per parameter, or use mode: random or mode: optuna with "
+                                   f"samples: N (N <= {MAX_POINTS:,}) to search the same space")
+        raise SparsaError(f"samples: {n:,} is more than the {MAX_POINTS:,} points a random sweep accepts",
+                          hint=f"use samples <= {MAX_POINTS:,}, or mode: optuna")
+
+
 def expand(grid: Grid) -> list[dict[str, Any]]:
     """The points of a grid/random sweep, in a fixed order (optuna points are proposed as it goes)."""
+    check_size(grid)
     names = list(grid.params)
     if grid.mode == "grid":
         points = [dict(zip(names, combo)) for combo in itertools.product(*(grid.params[n] for n in names))]

@@ -31,6 +31,7 @@ class SweepStore:
                               hint="give --out a folder path (new or existing) that you can write to") from None
         self.path = self.dir / "store.jsonl"
         self.points_dir = self.dir / "points"
+        self._lock_fd: int | None = None  # see clean_stale_temp_files
 
     # ------------------------------------------------------------ reading
 
@@ -63,6 +64,39 @@ class SweepStore:
         return json.loads(p.read_text())
 
     # ------------------------------------------------------------ writing
+
+    def clean_stale_temp_files(self) -> list[Path]:
+        """Remove the temporary files (`.<name>.*.tmp`) a killed sweep left behind.
+
+        A running sweep holds a shared lock on `.sweep.lock` until it exits (the kernel drops it
+        when the process dies, however it dies); the cleanup runs only when the exclusive lock can
+        be taken, i.e. no live sweep shares this store, so no temp file still being written is removed.
+        """
+        fd = os.open(self.dir / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        removed = []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another sweep is running on this store: its temp files are live
+        else:
+            for d in (self.dir, self.points_dir):
+                for p in d.glob(".*.tmp") if d.is_dir() else ():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # held while this sweep runs (released at exit, also by a kill)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        self._lock_fd = fd
+        return removed
+
+    def release(self) -> None:
+        """Drop the lock taken by clean_stale_temp_files (the sweep is over)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    __del__ = release  # a sweep that ended on an error releases it when its store goes
+
 
     def append(self, row: dict[str, Any], full: dict | None = None) -> None:
         if full is not None:

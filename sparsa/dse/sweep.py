@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sparsa.dse.grid import Grid, expand, point_key
+from sparsa.dse.grid import Grid, check_size, expand, point_key
+from sparsa.dse.lifeline import die_with_parent
 from sparsa.dse.point import evaluate_point
 from sparsa.dse.store import SweepStore
 from sparsa.errors import SparsaError
@@ -59,9 +60,14 @@ class _ProcessPool:
     def capacity(self) -> int:
         return self.workers - len(self._futs)
 
+    def _executor(self, workers: int) -> ProcessPoolExecutor:
+        # workers die with this driver (a SIGKILL of the driver alone would leave them orphaned)
+        return ProcessPoolExecutor(max_workers=workers, mp_context=self._ctx,
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
+
     def submit(self, key: str, args: tuple) -> None:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._ctx)
+            self._pool = self._executor(self.workers)
         self._futs[self._pool.submit(evaluate_point, *args)] = (key, args)
 
     def inflight(self) -> int:
@@ -91,7 +97,7 @@ class _ProcessPool:
         self._pool.shutdown(wait=False, cancel_futures=True)
         out = []
         for key, args in broken:
-            solo = ProcessPoolExecutor(max_workers=1, mp_context=self._ctx)
+            solo = self._executor(1)
             try:
                 out.append((key, solo.submit(evaluate_point, *args).result()))
             except BrokenProcessPool:
@@ -99,7 +105,7 @@ class _ProcessPool:
                                   "error": "the worker process died while running this point (crash or killed)"}))
             finally:
                 solo.shutdown(wait=False, cancel_futures=True)
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._ctx)
+        self._pool = self._executor(self.workers)
         return out
 
     def close(self) -> None:
@@ -197,7 +203,8 @@ class _RayPool:
 
 
 def prepare_points(loaded: LoadedRecipe, grid: Grid) -> list[dict[str, Any]]:
-    """Expand and validate every point before any work starts."""
+    """Expand and validate every point before any work starts (the size is refused before expanding)."""
+    check_size(grid)
     points = expand(grid)
     if grid.mode == "optuna":
         # check each value (and range end) on its own: bad paths and out-of-range values fail now
@@ -237,7 +244,9 @@ def run_sweep(
         raise SparsaError("--workers 0 runs points in this process; it cannot be combined with --ray")
     points = prepare_points(loaded, grid)
     store = SweepStore(out_dir)
+    store.clean_stale_temp_files()  # left by a killed sweep; skipped while another sweep uses the store
     done = store.done_keys()
+    objectives_checked = _check_objectives(grid, store.latest().values())
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     if workers == 0:
         threads = max(1, os.cpu_count() or 1)
@@ -247,7 +256,8 @@ def run_sweep(
     ran = errors = skipped = 0
     try:
         if grid.mode == "optuna":
-            ran, errors, skipped, total = _run_optuna(loaded, grid, store, pool, base, threads, on_point)
+            ran, errors, skipped, total = _run_optuna(loaded, grid, store, pool, base, threads, on_point,
+                                                      objectives_checked)
         else:
             total = len(points)
             todo = []
@@ -267,6 +277,7 @@ def run_sweep(
                     pool.submit(key, (*base, p, threads))
                 for key, res in pool.wait_one():
                     _record(store, key, overrides_of[key], res, pool.name)
+                    objectives_checked = objectives_checked or _check_objectives(grid, [res])
                     ran += 1
                     errors += res["status"] != "ok"
                     if on_point:
@@ -285,6 +296,7 @@ def run_sweep(
         from sparsa.report.sweep import write_sweep_report
 
         summary.report = str(write_sweep_report(store, grid, loaded, summary))
+    store.release()
     return summary
 
 
@@ -303,7 +315,23 @@ def _record(store: SweepStore, key: str, overrides: dict, res: dict, backend: st
     store.append(row, full)
 
 
-def _run_optuna(loaded, grid: Grid, store: SweepStore, pool, base, threads, on_point):
+def _check_objectives(grid: Grid, results) -> bool:
+    """Refuse objectives that name no metric of the sweep's points (they would leave an empty front).
+    Checked on the first successful point (metrics are known only once a point has run); True once checked."""
+    ok = next((r for r in results if r.get("status") == "ok"), None)
+    if ok is None or not grid.objectives:
+        return ok is not None
+    metrics = ok.get("metrics") or {}
+    missing = [o.metric for o in grid.objectives if o.metric not in metrics]
+    if missing:
+        numeric = sorted(m for m, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        shown = ", ".join(numeric[:40]) + (f" ({len(numeric) - 40} more)" if len(numeric) > 40 else "")
+        raise SparsaError(f"objective metric(s) {', '.join(missing)} are not metrics of this sweep's points",
+                          hint=f"name one of the metrics the points report: {shown}")
+    return True
+
+
+def _run_optuna(loaded, grid: Grid, store: SweepStore, pool, base, threads, on_point, objectives_checked=False):
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -361,6 +389,7 @@ def _run_optuna(loaded, grid: Grid, store: SweepStore, pool, base, threads, on_p
             tlist = trials.pop(key)
             ov = dict(tlist[0].params)
             _record(store, key, ov, res, f"{pool.name}+optuna")
+            objectives_checked = objectives_checked or _check_objectives(grid, [res])
             stored[key] = {"status": res["status"], "metrics": res.get("metrics") or {}}
             ran += 1
             errors += res["status"] != "ok"
