@@ -73,7 +73,7 @@ def _error(e: ValidationError, origin: str) -> SparsaError:
         if err["type"] == "extra_forbidden":
             allowed = ALLOWED_KEYS if len(err["loc"]) == 1 else tuple(LayerSpec.model_fields)
             lines.append(f"unknown key {loc!r} (allowed: {', '.join(allowed)})")
-        elif err["loc"][0] == "layers" and err["type"] in ("list_type", "model_type"):
+        elif err["loc"][:1] == ("layers",) and err["type"] in ("list_type", "model_type"):
             lines.append(f"{loc}: layers must be a list of mappings of {', '.join(LayerSpec.model_fields)}")
         else:
             lines.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
