@@ -128,14 +128,14 @@ def test_block_packing_and_pv_key_skipping():
     per_tile = (arch.array.rows // b) * (arch.array.cols // b)
     g = fold_geometry(seq, hd, seq, arch.array.rows, arch.array.cols, "os")
     stripes = mask.reshape(2, nb // 2, 2, nb).sum(axis=(2, 3))  # kept blocks per 4-row stripe
-    assert folds.sum() == np.ceil(stripes / per_tile).sum() * g.per_fold
+    assert folds.total == np.ceil(stripes / per_tile).sum() * g.per_fold
     # P.V: a row stripe streams only the V rows of key blocks some query row in it keeps
     pv = _masked_op(mask, seq, seq, hd, b, inner=True)
     folds, macs, _ = _gemm_folds(pv, arch)
     union = mask.reshape(2, nb // 2, 2, nb).any(axis=2).sum(axis=2) * b  # [2, stripes]
     gp = fold_geometry(seq, seq, hd, arch.array.rows, arch.array.cols, "os")
     expect = (union + arch.array.rows + arch.array.cols - 2).sum() * gp.col_folds
-    assert folds.sum() == expect and macs == int(mask.sum()) * b * b * hd
+    assert folds.total == expect and macs == int(mask.sum()) * b * b * hd
 
 
 def test_pruned_heads_cost_nothing_after_the_integer_pass():
@@ -180,7 +180,44 @@ def test_cost_grows_with_tiles_not_cycles():
     huge = simulate_gemm(64, 10**12, 64, arch)  # ~1e12 cycles, 4 tiles: a per-cycle model would never return
     assert huge.folds == 4 and huge.cycles == 4 * (10**12 + 62)
     folds, _, _ = _gemm_folds(Op("x", "gemm", None, 512, 64, 512), arch)
-    assert folds.size == 16 * 16  # one entry per tile
+    assert folds.n == 16 * 16 and folds.total == 16 * 16 * (64 + 62)  # 256 tiles of K + fill + drain cycles
+
+
+@pytest.mark.parametrize("preset", ["hdp-server", "systolic-32-os", "systolic-32-ws"])
+def test_identical_folds_are_stored_once(preset):
+    # memory must not grow with the number of folds: a 1 x 1 x N GEMM has N / cols identical folds
+    arch = load_arch(preset, **{"dram.bandwidth_bytes_per_cycle": 4})  # with bandwidth: the memory walk runs too
+    sizes = []
+    for n in (10**3, 10**6, 4 * 10**10):
+        folds, _, _ = _gemm_folds(Op("x", "gemm", None, 1, 1, n), arch)
+        sizes.append((folds.cycles.size, folds.counts.size))
+        r = simulate_gemm(1, 1, n, arch)  # returns (a per-fold array would need 40 GB for the largest)
+        assert r.folds == folds.n and r.compute_cycles == math.ceil(folds.n / arch.cores) * int(folds.cycles[0])
+    assert sizes == [(1, 1)] * 3
+
+
+def test_ws_masked_folds_group_by_length():
+    # WS with an output mask: folds differ only by their streamed length; one entry per distinct length
+    arch = load_arch("hdp-edge", **{"array.dataflow": "ws", "sparsity_engine.skip": "tile"})
+    mask = np.zeros((3, 32, 32), dtype=bool)
+    mask[:, :4, :] = True  # every column fold streams 4 blocks
+    mask[0, 4:10, :4] = True  # one column fold of copy 0 streams 10
+    folds, _, _ = _gemm_folds(_masked_op(mask, 64, 16, 64, 2), arch)
+    g = fold_geometry(64, 16, 64, 4, 8, "ws")
+    fill = 2 * 4 + 8 - 2
+    assert folds.cycles.tolist() == [8 + fill, 20 + fill]
+    assert folds.counts.tolist() == [(3 * g.col_folds - 1) * g.row_folds, g.row_folds]
+
+
+def test_absurd_gemm_sizes_are_refused_before_work():
+    from sparsa.errors import SparsaError
+
+    for shape in ((10**7, 10**7, 10**7), (1, 1, 10**30)):
+        with pytest.raises(SparsaError, match="64-bit counters"):
+            simulate_gemm(*shape, "hdp-server")
+    for bad in (1.5, float("nan"), True, "3", -2):
+        with pytest.raises(SparsaError, match="positive integer"):
+            simulate_gemm(4, bad, 4, "hdp-server")
 
 
 def test_multicore_splits_folds():

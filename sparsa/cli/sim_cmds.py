@@ -12,11 +12,23 @@ from sparsa.errors import SparsaError
 
 
 def _parse_gemm(text: str) -> tuple[int, int, int]:
-    try:
-        m, k, n = (int(x) for x in text.split(","))
-    except ValueError:
-        raise SparsaError(f"--gemm {text!r} is not M,K,N", hint="e.g. --gemm 512,768,768") from None
-    return m, k, n
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise SparsaError(f"--gemm {text[:60]!r} is not M,K,N", hint="e.g. --gemm 512,768,768")
+    dims = []
+    for name, x in zip("MKN", parts):
+        x = x.strip()
+        # ASCII digits only: no sign, fraction, exponent, nan or inf (and short enough for int())
+        if not (x.isascii() and x.isdigit()) or len(x) > 40 or int(x) <= 0:
+            raise SparsaError(f"--gemm {text[:60]!r}: {name}={x[:30]!r} is not a positive integer",
+                              hint="give the shape as three positive integers M,K,N, e.g. 512,768,768")
+        dims.append(int(x))
+    return dims[0], dims[1], dims[2]
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise SparsaError(f"{name} {value} must be a positive integer", hint=f"e.g. {name} 1")
 
 
 def _parse_opts(pairs: list[str]) -> dict:
@@ -32,51 +44,16 @@ def _parse_opts(pairs: list[str]) -> dict:
     return out
 
 
-def _shape_workload(spec: str, seq_len: int | None, masks_from: str | None):
-    """A workload from a shape file (YAML/JSON with from_shapes arguments) or a built-in shape name."""
-    import yaml
-
-    from sparsa.hw.workload import from_shapes
-
-    builtin = {
-        "bert-base": dict(num_layers=12, hidden=768, heads=12, ffn=3072),
-        "bert-tiny": dict(num_layers=2, hidden=128, heads=2, ffn=512),
-        "minilm-shapes": dict(num_layers=6, hidden=384, heads=12, ffn=1536),
-    }
-    if spec in builtin:
-        args = dict(builtin[spec])
-    else:
-        try:
-            args = yaml.safe_load(Path(spec).read_text())
-        except yaml.YAMLError as e:
-            raise SparsaError(f"{spec}: malformed YAML: {e}", hint="check the file's indentation and syntax") from None
-        if not isinstance(args, dict):
-            raise SparsaError(f"{spec}: expected a mapping of shape fields", hint="e.g. {num_layers: 12, hidden: 768, heads: 12, ffn: 3072}")
-        args = {k: v for k, v in args.items() if k != "kind"}
-        if "layers" in args:  # per-layer shapes: a list of {hidden, heads, head_dim, ffn}
-            from sparsa.hw.workload import LayerShape
-
-            layers = args["layers"]
-            try:
-                if not isinstance(layers, list) or not all(isinstance(l, dict) for l in layers):
-                    raise TypeError("layers must be a list of mappings")
-                args["layers"] = [LayerShape(**l) for l in layers]
-            except TypeError as e:
-                raise SparsaError(f"{spec}: layers: {e}",
-                                  hint="e.g. layers: [{hidden: 768, heads: 12, head_dim: 64, ffn: 3072}, ...]") from None
-    if seq_len is not None:
-        args["seq_len"] = seq_len
-    try:
-        return from_shapes(name=spec, **args)
-    except TypeError as e:
-        raise SparsaError(f"{spec}: {e}", hint="fields: num_layers, hidden, heads, head_dim, ffn, seq_len, batch") from None
-
-
 def _is_shape_spec(target: str) -> bool:
-    if target in ("bert-base", "bert-tiny", "minilm-shapes"):
+    from sparsa.hw.shape_spec import BUILTIN
+
+    if target in BUILTIN:
         return True
     p = Path(target)
-    return p.is_file() and p.suffix in (".yaml", ".yml", ".json")
+    try:
+        return p.suffix in (".yaml", ".yml", ".json") and p.is_file()
+    except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte
+        return False
 
 
 def _layer_table(res, dense_res):
@@ -103,8 +80,8 @@ def sim(
     gemm: str = typer.Option(None, "--gemm", help="simulate one dense GEMM M,K,N instead of a model"),
     attention: str = typer.Option("dense", "--attention", help="dense, or a dynamic method whose masks are recorded (hdp, topk, ...)"),
     opt: list[str] = typer.Option([], "--opt", help="attention option KEY=VALUE (e.g. rho_b=0.2, tau_h=...)"),
-    seq_len: int = typer.Option(None, "--seq-len", help="tokens per input (default: 128 for text)"),
-    batch: int = typer.Option(1, "--batch", help="inputs per batch"),
+    seq_len: int = typer.Option(None, "--seq-len", help="tokens per input (default: 128 for text, or the model's position limit)"),
+    batch: int = typer.Option(None, "--batch", help="inputs per batch (default 1; --gemm: independent copies of the GEMM)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
     per_op: bool = typer.Option(False, "--per-op", help="include every op in the JSON output"),
 ) -> None:
@@ -113,12 +90,23 @@ def sim(
     from sparsa.hw.sim import simulate, simulate_gemm
     from sparsa.hw.workload import from_model
 
+    _check_positive("--seq-len", seq_len)
+    _check_positive("--batch", batch)
+    if per_op and not json_:
+        raise SparsaError("--per-op adds every op to the JSON output; it needs --json", hint="add --json")
     a = load_arch(arch)
     log = status_console(json_)
     if gemm is not None:
+        ignored = [o for o, given in (("a model/workload", target is not None), ("--seq-len", seq_len is not None),
+                                      ("--attention", attention != "dense"), ("--opt", bool(opt)),
+                                      ("--per-op", per_op)) if given]
+        if ignored:
+            raise SparsaError(f"--gemm simulates one GEMM: {', '.join(ignored)} does not apply to it",
+                              hint="drop it, or simulate a model/workload instead of --gemm (M is the GEMM's token count)")
         m, k, n = _parse_gemm(gemm)
-        r = simulate_gemm(m, k, n, a)
-        out = {"arch": a.name, "placeholder_arch": a.placeholder, "gemm": [m, k, n], "cycles": r.cycles,
+        copies = batch or 1
+        r = simulate_gemm(m, k, n, a, count=copies)
+        out = {"arch": a.name, "placeholder_arch": a.placeholder, "gemm": [m, k, n], "batch": copies, "cycles": r.cycles,
                "scalesim_total_cycles": r.detail["scalesim_total_cycles"], "stall_cycles": r.stall_cycles,
                "bound": r.bound, "latency_s": r.cycles / a.clock_hz, "utilisation": r.utilisation,
                "dram_bytes": r.dram_bytes, "energy_pj": r.energy_pj, "area_mm2": r.area_mm2,
@@ -128,25 +116,48 @@ def sim(
     if target is None:
         raise SparsaError("give a model/workload or --gemm M,K,N", hint="e.g. sparsa sim minilm --arch hdp-edge --attention hdp")
     opts = _parse_opts(opt)
+    if opts and attention == "dense":
+        raise SparsaError("--opt sets options of a dynamic attention method; dense attention has none",
+                          hint="add --attention hdp (or another method), or drop --opt")
     if _is_shape_spec(target):
+        from sparsa.hw.shape_spec import read_shape_spec, shape_workload
+
         if attention != "dense":
             raise SparsaError("--attention needs a real model to record masks from",
                               hint="give a model name/folder (e.g. minilm), or simulate the shape workload dense")
-        wl = _shape_workload(target, seq_len, None)
+        wl = shape_workload(read_shape_spec(target), target, seq_len=seq_len, batch=batch)
         dense_wl = None
     else:
         from sparsa.models import load
 
         loaded = load(target)
-        seq = seq_len or 128
+        batch = batch or 1
+        text = loaded.modality == "text"
+        if text:
+            seq = seq_len or loaded.adapter.default_seq_len()
+            limit = loaded.adapter.max_seq_len()
+            if limit and seq > limit:
+                raise SparsaError(f"--seq-len {seq} is longer than {target}'s {limit} positions (max_position_embeddings)",
+                                  hint=f"use --seq-len {limit} or less")
+        elif seq_len is not None:
+            raise SparsaError(f"--seq-len applies to text models; {target} ({loaded.family}) takes its token count "
+                              "from its input size", hint="drop --seq-len")
+        else:
+            seq = None
         masks = None
         if attention != "dense":
             from sparsa.attention import collect_masks
+            from sparsa.hw.mask_budget import collect_masks_chunked, plan
+            from sparsa.hw.workload import layer_shapes
 
-            log.print(f"recording {attention} masks on {target} (seq {seq}, batch {batch}) ...")
-            inputs = loaded.example_inputs(batch=batch, seq_len=seq) if loaded.modality == "text" else loaded.example_inputs(batch=batch)
-            masks = collect_masks(loaded, inputs, attention, **opts)
-        wl = from_model(loaded, seq_len=seq if loaded.modality == "text" else seq_len, masks=masks, batch=batch)
+            shapes = layer_shapes(loaded)
+            tokens = seq if text else from_model(loaded, batch=1).seq_len
+            # block 1 (the finest masks any method records) bounds the estimate from above
+            budget = plan(batch=batch, heads=max(s.heads for s in shapes), tokens=tokens, layers=len(shapes))
+            log.print(f"recording {attention} masks on {target} (seq {tokens}, batch {batch}) ...")
+            inputs = loaded.example_inputs(batch=batch, seq_len=seq) if text else loaded.example_inputs(batch=batch)
+            masks = collect_masks_chunked(collect_masks, loaded, inputs, attention, budget.chunk, **opts)
+        wl = from_model(loaded, seq_len=seq, masks=masks, batch=batch)
         dense_wl = from_model(loaded, seq_len=wl.seq_len, batch=wl.batch) if masks is not None else None
     res = simulate(wl, a)
     dense_res = simulate(dense_wl, a) if dense_wl is not None else None

@@ -12,21 +12,29 @@ mm^2 (or FPGA resources for FPGA presets), clock in Hz.
 from __future__ import annotations
 
 import json
+import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sparsa.errors import SparsaError
+from sparsa.hw.yaml_input import load_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 # written by the RTL helper's synthesis (`sparsa rtl synth`); read if present, never required
 RTL_AREA_FILE = Path(__file__).parent / "rtl" / "synth_results.json"
 
 
+# upper bounds that keep every derived count (cycles, bytes, pJ) a finite number far from overflow
+MAX_RATE = 1e12  # clock in Hz, bandwidth in bytes/cycle, energy in pJ per event, power in W, area per unit
+MAX_COUNT = 10**9  # elements per cycle, cycles per step, latencies
+MAX_KB = float(2**30)  # 1 TiB per scratchpad
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and +-inf are refused in every float field (`clock_hz: .inf` would give a latency of 0)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ArrayCfg(_Strict):
@@ -36,8 +44,8 @@ class ArrayCfg(_Strict):
     cols: int = Field(gt=0, le=4096)
     dataflow: Literal["os", "ws", "is"] = "os"
     # HDP-style PEs: a PE holds a block x block output block (spec §4.3); pe grid = rows/block x cols/block
-    pe_rows: int | None = Field(default=None, gt=0)
-    pe_cols: int | None = Field(default=None, gt=0)
+    pe_rows: int | None = Field(default=None, gt=0, le=4096)
+    pe_cols: int | None = Field(default=None, gt=0, le=4096)
 
 
 class BitsCfg(_Strict):
@@ -52,15 +60,15 @@ class BitsCfg(_Strict):
 class BufferCfg(_Strict):
     """Per-core double-buffered scratchpads (SCALE-Sim's ifmap / filter / ofmap SRAMs)."""
 
-    ifmap_kb: float = Field(gt=0)
-    filter_kb: float = Field(gt=0)
-    ofmap_kb: float = Field(gt=0)
+    ifmap_kb: float = Field(gt=0, le=MAX_KB)
+    filter_kb: float = Field(gt=0, le=MAX_KB)
+    ofmap_kb: float = Field(gt=0, le=MAX_KB)
     active_fraction: float = Field(default=0.5, ge=0.5, lt=1.0)  # SCALE-Sim: half serves, half prefetches
 
 
 class DramCfg(_Strict):
     # None = unlimited (SCALE-Sim's CALC mode: never stalls on reads)
-    bandwidth_bytes_per_cycle: float | None = Field(default=None)
+    bandwidth_bytes_per_cycle: float | None = Field(default=None, le=MAX_RATE)
     # "tiles": each fold's operand slices are double-buffered, a slice is re-fetched only when the
     #   fold needs a different one and the operand does not fit on chip; the loop order with less
     #   traffic is chosen (what a tiled accelerator's scheduler does).
@@ -76,59 +84,59 @@ class SparsityEngineCfg(_Strict):
     """HDP's sparsity engine (spec §4.3): block importance, row threshold, head skip, fetch-upon-mask."""
 
     present: bool = False
-    block: int = Field(default=2, gt=0)
+    block: int = Field(default=2, gt=0, le=4096)
     # "tile": a whole array tile is skipped when all its blocks are pruned (plain systolic array);
     # "block": fetch-upon-mask packs the kept blocks of a block-row stripe into full tiles
     skip: Literal["tile", "block"] = "tile"
-    cycles_per_block_row: int = Field(default=1, ge=0)  # END_R: threshold + mask of one block-row
-    cycles_per_head: int = Field(default=2, ge=0)  # END_H: compare theta_H with tau_H
+    cycles_per_block_row: int = Field(default=1, ge=0, le=MAX_COUNT)  # END_R: threshold + mask of one block-row
+    cycles_per_head: int = Field(default=2, ge=0, le=MAX_COUNT)  # END_H: compare theta_H with tau_H
     overlapped: bool = True  # SE work hidden under the next GEMM tile (only its tail shows)
 
 
 class SoftmaxUnitCfg(_Strict):
     present: bool = False
-    elems_per_cycle: int = Field(default=8, gt=0)
-    row_latency: int = Field(default=4, ge=0)  # reciprocal at row end (spec §4.1 step 10)
+    elems_per_cycle: int = Field(default=8, gt=0, le=MAX_COUNT)
+    row_latency: int = Field(default=4, ge=0, le=MAX_COUNT)  # reciprocal at row end (spec §4.1 step 10)
 
 
 class VectorUnitCfg(_Strict):
     """Elementwise work (GELU, residual add, layernorm) and softmax when there is no softmax unit."""
 
-    elems_per_cycle: int = Field(default=16, gt=0)
+    elems_per_cycle: int = Field(default=16, gt=0, le=MAX_COUNT)
 
 
 class EnergyCfg(_Strict):
     """Energy per counted event in pJ; total energy = sum(count * energy) exactly."""
 
-    mac: float = Field(default=0.2, ge=0)  # one operand_bits x operand_bits MAC
-    sram_read_byte: float = Field(default=1.0, ge=0)
-    sram_write_byte: float = Field(default=1.2, ge=0)
-    dram_byte: float = Field(default=40.0, ge=0)
-    softmax_elem: float = Field(default=1.5, ge=0)
-    vector_elem: float = Field(default=0.5, ge=0)
-    se_block: float = Field(default=0.3, ge=0)  # sparsity engine: one block importance/threshold step
+    mac: float = Field(default=0.2, ge=0, le=MAX_RATE)  # one operand_bits x operand_bits MAC
+    sram_read_byte: float = Field(default=1.0, ge=0, le=MAX_RATE)
+    sram_write_byte: float = Field(default=1.2, ge=0, le=MAX_RATE)
+    dram_byte: float = Field(default=40.0, ge=0, le=MAX_RATE)
+    softmax_elem: float = Field(default=1.5, ge=0, le=MAX_RATE)
+    vector_elem: float = Field(default=0.5, ge=0, le=MAX_RATE)
+    se_block: float = Field(default=0.3, ge=0, le=MAX_RATE)  # sparsity engine: one block importance/threshold step
     source: str = "placeholder"
 
 
 class AreaCfg(_Strict):
     """Area per unit (mm^2) or FPGA resources; `source` says where the numbers come from."""
 
-    pe_mm2: float = Field(default=0.0004, ge=0)  # one MAC with its registers
-    sram_mm2_per_kb: float = Field(default=0.002, ge=0)
-    sparsity_engine_mm2: float = Field(default=0.0, ge=0)
-    softmax_unit_mm2: float = Field(default=0.0, ge=0)
-    vector_unit_mm2: float = Field(default=0.01, ge=0)
-    fpga: dict[str, float] | None = None  # e.g. seed 001's BRAM/DSP/LUT/FF/URAM
+    pe_mm2: float = Field(default=0.0004, ge=0, le=MAX_RATE)  # one MAC with its registers
+    sram_mm2_per_kb: float = Field(default=0.002, ge=0, le=MAX_RATE)
+    sparsity_engine_mm2: float = Field(default=0.0, ge=0, le=MAX_RATE)
+    softmax_unit_mm2: float = Field(default=0.0, ge=0, le=MAX_RATE)
+    vector_unit_mm2: float = Field(default=0.01, ge=0, le=MAX_RATE)
+    fpga: dict[str, Annotated[float, Field(ge=0, le=MAX_RATE)]] | None = None  # e.g. seed 001's BRAM/DSP/LUT/FF/URAM
     source: str = "placeholder"
     rtl: dict[str, Any] | None = None  # per-unit synthesis numbers from sparsa/hw/rtl, when present
 
 
 class Arch(_Strict):
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     description: str = ""
     placeholder: bool = False  # True: sizes are sparsa CHOICEs, not figures from a paper
     reference: str = ""  # where the numbers come from
-    clock_hz: float = Field(gt=0)
+    clock_hz: float = Field(gt=0, le=MAX_RATE)
     cores: int = Field(default=1, gt=0, le=1024)
     array: ArrayCfg
     bits: BitsCfg = BitsCfg()
@@ -139,7 +147,7 @@ class Arch(_Strict):
     vector_unit: VectorUnitCfg = VectorUnitCfg()
     energy_pj: EnergyCfg = EnergyCfg()
     area: AreaCfg = AreaCfg()
-    power_w: float | None = Field(default=None, gt=0)  # reported board power (seed 001), if any
+    power_w: float | None = Field(default=None, gt=0, le=MAX_RATE)  # reported board power (seed 001), if any
 
     @model_validator(mode="after")
     def _feasible(self) -> "Arch":
@@ -201,12 +209,23 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+_SHORT = reprlib.Repr()  # a bad input is quoted short, however big it is
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 4
+_SHORT.maxlevel = 2
+MAX_LISTED_ERRORS = 8
+
+
 def _format_validation_error(e: ValidationError, origin: str) -> SparsaError:
     lines = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(architecture)"
+    errors = e.errors()
+    for err in errors[:MAX_LISTED_ERRORS]:
+        loc = ".".join(str(x)[:60] for x in err["loc"]) or "(architecture)"
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" + (f" (got {err['input']!r})" if err["type"] != "value_error" and "input" in err and not isinstance(err["input"], dict) else ""))
+        shown = err["type"] != "value_error" and "input" in err and not isinstance(err["input"], dict)
+        lines.append(f"{loc}: {msg}" + (f" (got {_SHORT.repr(err['input'])})" if shown else ""))
+    if len(errors) > MAX_LISTED_ERRORS:
+        lines.append(f"... and {len(errors) - MAX_LISTED_ERRORS} more")
     return SparsaError(
         f"invalid architecture {origin}: " + "; ".join(lines),
         hint="fix the named field(s); see docs/simulator.md for every field and its unit",
@@ -223,6 +242,17 @@ def _rtl_area() -> dict[str, Any] | None:
         return None
 
 
+def _find_file(s: str) -> Path | None:
+    """The preset named `s`, else the file at path `s`, else None."""
+    for path in (PRESET_DIR / f"{s}.yaml", Path(s)):
+        try:
+            if path.is_file():
+                return path
+        except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte
+            continue
+    return None
+
+
 def load_arch(spec: "str | Path | dict[str, Any] | Arch", **overrides: Any) -> Arch:
     """An `Arch` from a preset name, a YAML file path, a dict, or an `Arch`.
 
@@ -235,18 +265,18 @@ def load_arch(spec: "str | Path | dict[str, Any] | Arch", **overrides: Any) -> A
         data, origin = dict(spec), "(dict)"
     else:
         s = str(spec)
-        path = PRESET_DIR / f"{s}.yaml"
-        if not path.exists():
-            path = Path(s)
-        if not path.exists() or path.is_dir():
+        path = _find_file(s)
+        if path is None:
             raise SparsaError(
-                f"no architecture preset or YAML file {s!r}",
+                f"no architecture preset or YAML file {_SHORT.repr(s)}",
                 hint=f"use one of the presets {', '.join(list_presets())} or a path to a .yaml file",
             )
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise SparsaError(f"{path}: not valid YAML ({e})", hint="check the file's indentation and syntax") from e
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SparsaError(f"{path}: cannot read the architecture file ({e.__class__.__name__})",
+                              hint="give a readable UTF-8 YAML file") from None
+        data = load_yaml(text, str(path))
         if not isinstance(data, dict):
             raise SparsaError(f"{path}: expected a mapping of architecture fields", hint="see sparsa/hw/presets/*.yaml")
         origin = repr(str(path))

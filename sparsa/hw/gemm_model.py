@@ -118,10 +118,17 @@ def _invalid_before_diag(d: np.ndarray, i: np.ndarray, rows: int, width: int, la
 def _diag_pos(i: np.ndarray, j: np.ndarray, rows: int, width: int, last0: int, valid_last: int) -> np.ndarray:
     """Valid-word position of element (i, j) of a rows x width matrix read in anti-diagonal order."""
     d = i + j
-    dd = np.arange(rows + width)
-    lens = np.maximum(np.minimum(dd, rows - 1) - np.maximum(0, dd - width + 1) + 1, 0)
-    cnt = np.concatenate([[0], np.cumsum(lens)])
-    return cnt[d] + (np.minimum(d, rows - 1) - i) - _invalid_before_diag(d, i, rows, width, last0, valid_last)
+    return _cells_before_diag(d, rows, width) + (np.minimum(d, rows - 1) - i) - _invalid_before_diag(d, i, rows, width, last0, valid_last)
+
+
+def _cells_before_diag(d: np.ndarray, rows: int, width: int) -> np.ndarray:
+    """Cells (r, c) of a rows x width matrix with r + c < d, in closed form (rows can be huge: K x folds).
+    Row r holds min(width, d - r) of them for r < min(rows, d): `full` rows hold `width`, the rest d - r."""
+    d = np.asarray(d, dtype=np.int64)
+    top = np.minimum(rows, d)
+    full = np.clip(d - width + 1, 0, top)
+    part = top - full
+    return full * width + part * d - (full + top - 1) * part // 2
 
 
 def _row_pos(i: np.ndarray, j: np.ndarray, width: int, last0: int, valid_last: int) -> np.ndarray:
@@ -161,9 +168,14 @@ def _walker():
     return _WALK
 
 
-def window_points(g: FoldGeometry, m: int, k: int, n: int, rows: int, cols: int, dataflow: str, which: str) -> np.ndarray | None:
+def window_points(g: FoldGeometry, m: int, k: int, n: int, rows: int, cols: int, dataflow: str, which: str,
+                  max_points: int | None = None) -> np.ndarray | None:
     """Stream positions (valid words) each fold visit demands, in SCALE-Sim's visit order
-    (`for col_fold: for row_fold`); None where the walk is not modelled (IS)."""
+    (`for col_fold: for row_fold`); None where the walk is not modelled (IS) or where it would
+    take more than `max_points` points (the caller then uses the closed form)."""
+    per_visit = 3 if (dataflow, which) == ("ws", "filter") else 2
+    if max_points is not None and per_visit * g.row_folds * g.col_folds > max_points:
+        return None
     fc, fr = np.meshgrid(np.arange(g.col_folds), np.arange(g.row_folds), indexing="ij")
     fc, fr = fc.ravel(), fr.ravel()
     t = g.t

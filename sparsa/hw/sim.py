@@ -12,6 +12,7 @@ blocks. Energy is sum(count * energy per event) over the counted events, exactly
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,12 +20,14 @@ import numpy as np
 
 from sparsa.errors import SparsaError
 from sparsa.hw.arch import Arch, load_arch
+from sparsa.hw.folds import Folds
 from sparsa.hw.gemm_model import ReadBufferModel, fold_geometry, operand_streams, per_fold_cycles, window_points
 from sparsa.hw.workload import Op, Workload
 
 # an op (or layer) is memory-bound when DRAM stalls add more than this fraction to its compute cycles
 MEMORY_BOUND_STALL = 0.05
 ATTENTION_OPS = ("qk", "qk_int", "qk_frac", "softmax", "pv", "sparsity_engine")
+INT64_MAX = 2**63 - 1  # cycle and MAC counts are int64 in numpy and in the JSON readers downstream
 ENERGY_KEYS = ("mac", "sram_read_byte", "sram_write_byte", "dram_byte", "softmax_elem", "vector_elem", "se_block")
 
 
@@ -159,18 +162,6 @@ def _split_axis(m: np.ndarray, axis: int, per: int) -> np.ndarray:
     return m.reshape(shape)
 
 
-def _split_cores(fold_cycles: np.ndarray, cores: int) -> int:
-    """Cycles when independent folds are spread over `cores` identical cores."""
-    f = fold_cycles[fold_cycles > 0]
-    if f.size == 0:
-        return 0
-    if cores == 1:
-        return int(f.sum())
-    if np.all(f == f[0]):
-        return int(math.ceil(f.size / cores) * f[0])
-    return int(max(math.ceil(f.sum() / cores), f.max()))
-
-
 # ---- GEMM -------------------------------------------------------------------------------------
 
 
@@ -182,8 +173,9 @@ def _packing(op: Op, arch: Arch) -> int:
     return (arch.bits.operand_bits // bits) ** 2
 
 
-def _gemm_folds(op: Op, arch: Arch) -> tuple[np.ndarray, int, float]:
-    """Per-fold cycles (flattened over copies), MACs performed, and kept fraction of operand traffic."""
+def _gemm_folds(op: Op, arch: Arch) -> tuple[Folds, int, float]:
+    """The folds run (all copies; a histogram of per-fold cycles), MACs performed, and kept fraction
+    of operand traffic."""
     r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
     pack = _packing(op, arch)
     if pack > 1:  # the inner dimension advances `pack` products per cycle
@@ -196,8 +188,7 @@ def _gemm_folds(op: Op, arch: Arch) -> tuple[np.ndarray, int, float]:
     se = arch.sparsity_engine
     use_masks = se.present and (op.out_mask is not None or op.inner_mask is not None)
     if not use_masks:
-        n = g.row_folds * g.col_folds * op.count
-        return np.full(n, g.per_fold, dtype=np.int64), op.m * op.k * op.n * op.count, 1.0
+        return Folds.uniform(g.per_fold, g.row_folds * g.col_folds * op.count), op.m * op.k * op.n * op.count, 1.0
     if op.out_mask is not None:
         mask = np.asarray(op.out_mask, dtype=bool)  # [G, m-blocks, n-blocks]
         macs = int(mask.sum()) * b * b * op.k
@@ -207,40 +198,31 @@ def _gemm_folds(op: Op, arch: Arch) -> tuple[np.ndarray, int, float]:
                 kept_blocks = _group_sum(mask, 1, b, r).sum(axis=2)  # [G, row folds]
                 tiles = -(-kept_blocks // per_tile)
                 n_tiles = int(tiles.sum())
-                folds = np.full(n_tiles, g.per_fold, dtype=np.int64)
-                return folds, macs, n_tiles / max(1, g.row_folds * g.col_folds * op.count)
+                return Folds.uniform(g.per_fold, n_tiles), macs, n_tiles / max(1, g.row_folds * g.col_folds * op.count)
             tiles = _group_any(_group_any(mask, 1, b, r), 2, b, c)  # [G, row folds, col folds]
-            folds = np.where(tiles, g.per_fold, 0).ravel()
-            return folds, macs, float(tiles.mean())
+            return Folds.uniform(g.per_fold, int(tiles.sum())), macs, float(tiles.mean())
         # ws / is: the output rows of M (ws) or columns of N (is) are streamed; skip unneeded ones
         if df == "ws":
             cols_any = _group_any(mask, 2, b, c)  # [G, m-blocks, n folds]
             t_eff = np.minimum(cols_any.sum(axis=1) * b, op.m)  # [G, n folds]
-            fc = per_fold_cycles(t_eff, r, c, df)
-            folds = np.repeat(fc[:, None, :], g.row_folds, axis=1).ravel()
-            return folds, macs, float((t_eff > 0).mean())
-        rows_any = _group_any(mask, 1, b, c)  # is: columns of the array hold M
-        t_eff = np.minimum(rows_any.sum(axis=2) * b, op.n)  # [G, m folds]
-        fc = per_fold_cycles(t_eff, r, c, df)
-        folds = np.repeat(fc[:, None, :], g.row_folds, axis=1).ravel()
-        return folds, macs, float((t_eff > 0).mean())
+        else:
+            rows_any = _group_any(mask, 1, b, c)  # is: columns of the array hold M
+            t_eff = np.minimum(rows_any.sum(axis=2) * b, op.n)  # [G, m folds]
+        # each (copy, streamed fold) runs once per row fold
+        return Folds.of(per_fold_cycles(t_eff, r, c, df), g.row_folds), macs, float((t_eff > 0).mean())
     mask = np.asarray(op.inner_mask, dtype=bool)  # [G, m-blocks, k-blocks]
     macs = int(mask.sum()) * b * b * op.n
     if df == "os":
         union = _group_any(mask, 1, b, r)  # [G, row folds, k-blocks]
         t_eff = np.minimum(union.sum(axis=2) * b, op.k)  # [G, row folds]
-        fc = per_fold_cycles(t_eff, r, c, df)
-        folds = np.repeat(fc[:, :, None], g.col_folds, axis=2).ravel()
+        folds = Folds.of(per_fold_cycles(t_eff, r, c, df), g.col_folds)
         return folds, macs, float(t_eff.sum() / max(1, op.k * t_eff.size))
     if df == "ws":  # array holds (k, n): a k-fold is needed by the m rows that keep any of its blocks
         need = _group_any(mask, 2, b, r)  # [G, m-blocks, k folds]
         t_eff = np.minimum(need.sum(axis=1) * b, op.m)  # [G, k folds]
-        fc = per_fold_cycles(t_eff, r, c, df)
-        folds = np.repeat(fc[:, :, None], g.col_folds, axis=2).ravel()
-        return folds, macs, float((t_eff > 0).mean())
+        return Folds.of(per_fold_cycles(t_eff, r, c, df), g.col_folds), macs, float((t_eff > 0).mean())
     tiles = _group_any(_group_any(mask, 2, b, r), 1, b, c)  # is: array holds (k, m)
-    folds = np.where(tiles, g.per_fold, 0).ravel()
-    return folds, macs, float(tiles.mean())
+    return Folds.uniform(g.per_fold, int(tiles.sum())), macs, float(tiles.mean())
 
 
 def _memory_scalesim(op: Op, arch: Arch, g, compute: int, word: float, out_word: float, kept_frac: float):
@@ -252,8 +234,8 @@ def _memory_scalesim(op: Op, arch: Arch, g, compute: int, word: float, out_word:
     rb_f = ReadBufferModel(int(bufs.filter_kb * 1024 // word), bufs.active_fraction)
     bw = arch.dram.bandwidth_bytes_per_cycle
     if bw is not None:  # the exact window walk only matters when DRAM time can stall the array
-        ev_i = rb_i.events(ifs, window_points(g, op.m, op.k, op.n, r, c, df, "ifmap"))
-        ev_f = rb_f.events(fls, window_points(g, op.m, op.k, op.n, r, c, df, "filter"))
+        ev_i = rb_i.events(ifs, window_points(g, op.m, op.k, op.n, r, c, df, "ifmap", rb_i.max_walk_points))
+        ev_f = rb_f.events(fls, window_points(g, op.m, op.k, op.n, r, c, df, "filter", rb_f.max_walk_points))
     else:
         ev_i, ev_f = rb_i.events(ifs), rb_f.events(fls)
     n_writes = writes * op.count * (kept_frac if op.out_mask is not None else 1.0)
@@ -311,12 +293,24 @@ def _memory_tiles(op: Op, arch: Arch, g, compute: int, word: float, out_word: fl
     return traffic, n_writes, int(math.ceil(stall)), {"dram_cycles": t_mem, "prologue_cycles": prologue}
 
 
+def _check_counters(op: Op, what: str, value: int) -> None:
+    if value > INT64_MAX:
+        raise SparsaError(
+            f"GEMM {op.name!r} (M={op.m}, K={op.k}, N={op.n}, x{op.count}) needs {value:.3g} {what}: past the "
+            f"simulator's 64-bit counters ({INT64_MAX:.3g})",
+            hint="simulate a smaller shape (or split it into parts and add the cycles)",
+        )
+
+
 def _gemm(op: Op, arch: Arch) -> OpResult:
     r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
-    folds, macs, kept_frac = _gemm_folds(op, arch)
     pack = _packing(op, arch)
     g = fold_geometry(op.m, -(-op.k // pack), op.n, r, c, df)
-    compute = _split_cores(folds, arch.cores)
+    # bounds before work: every count below is at most its dense value
+    _check_counters(op, "MACs", op.m * op.k * op.n * op.count)
+    _check_counters(op, "compute cycles", g.row_folds * g.col_folds * op.count * g.per_fold)
+    folds, macs, kept_frac = _gemm_folds(op, arch)
+    compute = folds.split_cores(arch.cores)
     word = (op.operand_bits or arch.bits.operand_bits) / 8
     out_word = arch.bits.output_bits / 8
     memory = _memory_scalesim if arch.dram.memory_model == "scalesim" else _memory_tiles
@@ -324,7 +318,7 @@ def _gemm(op: Op, arch: Arch) -> OpResult:
     detail: dict[str, Any] = {"m": op.m, "k": op.k, "n": op.n, "count": op.count, "row_folds": g.row_folds,
                               "col_folds": g.col_folds, "per_fold_cycles": g.per_fold, "kept_fraction": kept_frac,
                               "dram_traffic": traffic, **mem_detail}
-    streamed = float(folds[folds > 0].sum() - (folds > 0).sum() * (g.per_fold - g.t))  # sum of T over run folds
+    streamed = float(folds.total - folds.n * (g.per_fold - g.t))  # sum of T over run folds
     sram_reads = streamed * (r + c) * word  # each streamed step reads one ifmap edge and one filter edge
     counts = {
         "mac": float(macs) / pack,  # in full-width MAC equivalents: `pack` narrow products cost one
@@ -332,13 +326,14 @@ def _gemm(op: Op, arch: Arch) -> OpResult:
         "sram_write_byte": float(n_writes * out_word),
         "dram_byte": float(sum(traffic.values())),
     }
-    n_folds = int((folds > 0).sum())
+    n_folds = folds.n
     res = OpResult(
         op.name, "gemm", op.layer, compute + stall, compute, stall, "memory" if stall > MEMORY_BOUND_STALL * max(1, compute) else "compute",
         macs=macs, dense_macs=op.dense_macs, folds=n_folds, folds_dense=g.row_folds * g.col_folds * op.count,
         dram_bytes=counts["dram_byte"], sram_read_bytes=sram_reads, sram_write_bytes=counts["sram_write_byte"],
         counts=counts, detail=detail,
     )
+    _check_counters(op, "cycles with DRAM stalls", res.cycles)
     # SCALE-Sim reports the index of the last cycle: folds * per_fold - 1 (+ stalls)
     res.detail["scalesim_total_cycles"] = res.cycles - 1 if res.cycles else 0
     return res
@@ -431,8 +426,8 @@ def simulate_gemm(m: int, k: int, n: int, arch: "Arch | str", *, count: int = 1)
     """One dense GEMM C[m,n] = A[m,k] . B[k,n] (x `count`); `.detail['scalesim_total_cycles']` is
     the figure SCALE-Sim's COMPUTE_REPORT calls "Total Cycles"."""
     for v, nm in ((m, "M"), (k, "K"), (n, "N"), (count, "count")):
-        if int(v) <= 0:
-            raise SparsaError(f"GEMM {nm}={v} must be a positive integer", hint="give the shape as M,K,N, e.g. 512,768,768")
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) <= 0:
+            raise SparsaError(f"GEMM {nm}={v!r} must be a positive integer", hint="give the shape as M,K,N, e.g. 512,768,768")
     if not isinstance(arch, Arch):
         arch = load_arch(arch)
     wl = Workload("gemm", [Op("gemm", "gemm", None, int(m), int(k), int(n), count=int(count))], seq_len=int(m))
