@@ -15,10 +15,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sparsa.errors import SparsaError
+from sparsa.safe_yaml import load_yaml_file
 
 PRESET_DIR = Path(__file__).parent / "presets"
 # written by the RTL helper's synthesis (`sparsa rtl synth`); read if present, never required
@@ -243,10 +243,7 @@ def load_arch(spec: "str | Path | dict[str, Any] | Arch", **overrides: Any) -> A
                 f"no architecture preset or YAML file {s!r}",
                 hint=f"use one of the presets {', '.join(list_presets())} or a path to a .yaml file",
             )
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise SparsaError(f"{path}: not valid YAML ({e})", hint="check the file's indentation and syntax") from e
+        data = load_yaml_file(path, "architecture file")
         if not isinstance(data, dict):
             raise SparsaError(f"{path}: expected a mapping of architecture fields", hint="see sparsa/hw/presets/*.yaml")
         origin = repr(str(path))
