@@ -157,6 +157,9 @@ def eval_cmd(
             tau_h = calibrate_tau_h(lm, None, head_ratio, method=attention, **cfg)
             calibrated = {"head_ratio": head_ratio, "tau_h_calibrated": tau_h}
         ref = load(reference) if reference else None
+        if ref is not None:
+            check_reference(lm, model, ref, reference)
+        warn_nonfinite_weights(lm, model)
         result = evaluate_attention(lm, attention, rho_b=rho_b, tau_h=tau_h, sparsity=sparsity, block=block,
                                     data=data, reference=ref)
         emit({"model": model, "attention": attention, **calibrated, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
@@ -183,6 +186,11 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
                 raise
             if log:
                 log.print(f"recorded original {ref_name!r} is not available ({e.message}); no reference")
+    if ref is not None:
+        check_reference(lm, "the model", ref, ref_name)
+    bad = warn_nonfinite_weights(lm, "the model") + (warn_nonfinite_weights(ref, ref_name) if ref is not None else [])
+    if bad:
+        result["nonfinite_weights"] = bad
     if lm.modality == "text":
         if ref is None:
             raise SparsaError("a text model is evaluated against a reference model, and none is known",
@@ -232,3 +240,34 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
     result.update({"latency_ms": lat["median_ms"], "latency_p10_ms": lat["p10_ms"], "latency_p90_ms": lat["p90_ms"],
                    "latency_threads": threads, "latency_input": _input_desc(lm, inputs)})
     return result
+
+
+def check_reference(lm, name: str, ref, ref_name: str) -> None:
+    """A reference is only comparable when it reads the same kind of input the model does."""
+    if ref.modality != lm.modality:
+        raise SparsaError(f"reference {ref_name!r} ({ref.family}) takes {ref.modality} input, but {name} "
+                          f"({lm.family}) takes {lm.modality} input: they cannot be compared",
+                          hint=f"give a reference that takes {lm.modality} input, e.g. the dense model this one "
+                               "was made from")
+    if lm.modality == "text":
+        return
+    mine = {k: list(v.shape) for k, v in lm.example_inputs(batch=1).items()}
+    theirs = {k: list(v.shape) for k, v in ref.example_inputs(batch=1).items()}
+    if mine != theirs:
+        raise SparsaError(f"reference {ref_name!r} takes input {theirs}, but {name} takes {mine}",
+                          hint="give a reference with the same input size (image size, frames, channels)")
+
+
+def warn_nonfinite_weights(lm, name: str) -> list[str]:
+    """Names of parameters holding NaN or infinity (a broken file or a diverged run), with a warning on stderr."""
+    import torch
+
+    from sparsa.cli.app import err_console
+
+    with torch.no_grad():
+        bad = [n for n, p in lm.model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        err_console.print(f"[yellow]warning:[/] {name} has NaN or infinite weights in {shown}; its metrics are not "
+                          "meaningful", markup=True)
+    return [f"{name}: {n}" for n in bad]
