@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError, check_fraction
 
@@ -32,15 +33,13 @@ def cost_summary(lm, seq_len: int | None = None, batch: int = 1) -> dict:
 @app.command()
 def info(
     model: str = typer.Argument(..., help="built-in name (minilm, tiny-vit, ...) or model folder"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length for MACs (text models; "
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="sequence length for MACs (text models; "
                                           "default 128, or the model's position limit if shorter)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Family, parameters, MACs at a stated input size, layers, heads per layer, FFN sizes."""
     from sparsa.models import load
 
-    if seq_len is not None and seq_len < 1:
-        raise SparsaError(f"--seq-len {seq_len} must be at least 1")
     lm = load(model)
     result = {"model": model, **lm.describe(), **cost_summary(lm, seq_len)}
     result["source"] = lm.record.get("source")
@@ -52,16 +51,16 @@ def info(
 def prune(
     model: str = typer.Argument(..., help="built-in name or model folder"),
     out: str = typer.Option(..., "--out", help="folder to write the pruned model to"),
-    heads: float = typer.Option(0.0, "--heads", help="fraction of attention heads to remove per layer, [0, 1)"),
-    ffn: float = typer.Option(0.0, "--ffn", help="fraction of FFN neurons to remove per layer, [0, 1)"),
-    channels: float = typer.Option(0.0, "--channels", help="fraction of conv/linear channels to remove, [0, 1)"),
+    heads: float = typer.Option(0.0, "--heads", callback=checks.fraction, help="fraction of attention heads to remove per layer, [0, 1)"),
+    ffn: float = typer.Option(0.0, "--ffn", callback=checks.fraction, help="fraction of FFN neurons to remove per layer, [0, 1)"),
+    channels: float = typer.Option(0.0, "--channels", callback=checks.fraction, help="fraction of conv/linear channels to remove, [0, 1)"),
     importance: str = typer.Option("l1", "--importance",
                                    help="l1 (= l1_group) | l1_mean_producer (seed 000) | l2 | taylor | activation | random"),
     scope: str = typer.Option("layer", "--scope", help="layer (uniform ratio) | global"),
     calib: Optional[str] = typer.Option(None, "--calib",
                                         help="calibration data for taylor/activation (default: corpus / digits / clips)"),
-    seed: int = typer.Option(0, "--seed", help="seed for random importance and calibration order"),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance",
+    seed: int = typer.Option(0, "--seed", callback=checks.seed, help="seed for random importance and calibration order"),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint='a quality loss as a fraction, e.g. 0.02'),
                                               help="prune as far as the quality loss stays within this (needs --data)"),
     data: Optional[str] = typer.Option(None, "--data", help="evaluation data for --tolerance"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -120,24 +119,22 @@ def eval_cmd(
     data: Optional[str] = typer.Option(None, "--data",
                                        help="text file / data set name (default: built-in sentences, digits or clips)"),
     attention: Optional[str] = typer.Option(None, "--attention", help="dynamic attention pruning method (e.g. hdp)"),
-    rho_b: Optional[float] = typer.Option(None, "--rho-b", help="HDP block-pruning ratio"),
-    tau_h: Optional[float] = typer.Option(None, "--tau-h", help="HDP head-pruning threshold"),
-    head_ratio: Optional[float] = typer.Option(None, "--head-ratio",
+    rho_b: Optional[float] = typer.Option(None, "--rho-b", callback=checks.in_range(-1, 1), help="HDP block-pruning ratio"),
+    tau_h: Optional[float] = typer.Option(None, "--tau-h", callback=checks.non_negative, help="HDP head-pruning threshold"),
+    head_ratio: Optional[float] = typer.Option(None, "--head-ratio", callback=checks.fraction,
                                                help="HDP: calibrate --tau-h so this share of heads is pruned "
                                                     "(on the calibration split, never the evaluation data)"),
-    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="target attention sparsity (baselines)"),
-    block: Optional[int] = typer.Option(None, "--block", help="attention block size"),
-    runs: int = typer.Option(20, "--runs", help="timed runs for latency (median reported)"),
-    threads: int = typer.Option(2, "--threads", help="CPU threads for latency"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length for latency (text models; "
+    sparsity: Optional[float] = typer.Option(None, "--sparsity", callback=checks.fraction, help="target attention sparsity (baselines)"),
+    block: Optional[int] = typer.Option(None, "--block", callback=checks.in_range(1, 64), help="attention block size"),
+    runs: int = typer.Option(20, "--runs", callback=checks.in_range(1, 10_000), help="timed runs for latency (median reported)"),
+    threads: int = typer.Option(2, "--threads", callback=checks.in_range(1, 256), help="CPU threads for latency"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="sequence length for latency (text models; "
                                           "default 128, or the model's position limit if shorter)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Fidelity (text) or accuracy (classifiers) against a reference, and measured latency."""
     from sparsa.models import load
 
-    if runs < 1 or threads < 1:
-        raise SparsaError("--runs and --threads must be at least 1")
     if head_ratio is not None:
         if attention not in ("hdp", "hdp-seed"):
             raise SparsaError("--head-ratio calibrates HDP's head threshold τ_H",
