@@ -275,9 +275,16 @@ class LoadedRecipe:
         if name is None or name in BUILTIN_MODELS or name in BUILTIN_DATA:
             return name
         p = Path(os.path.expanduser(name))
-        if not p.is_absolute() and (self.base_dir / p).exists():
+        if not p.is_absolute() and _exists(self.base_dir / p):
             return str(self.base_dir / p)
         return str(p)
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError:  # a name too long for the file system (or otherwise unusable) names nothing
+        return False
 
 
 def default_recipe_path() -> Path:
@@ -292,7 +299,7 @@ def bundled_recipes() -> dict[str, Path]:
 def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> LoadedRecipe:
     """Read, parse and validate a recipe file. `path` may also name a bundled recipe (e.g. `default`)."""
     p = Path(path)
-    if not p.exists():
+    if not _exists(p):
         bundled = bundled_recipes()
         if str(path) in bundled:
             p = bundled[str(path)]
@@ -360,7 +367,7 @@ def _check_names(loaded: LoadedRecipe, node) -> None:
     for loc, value, builtin in checks:
         if value is None or value in builtin:
             continue
-        if not Path(loaded.resolve_path(value)).exists():
+        if not _exists(Path(loaded.resolve_path(value))):
             line = _line_of(node, loc)
             where = f"{loaded.source}:{line}" if line else loaded.source
             kind = {("model",): "model", ("hardware", "arch"): "architecture preset"}.get(loc, "data set")

@@ -68,7 +68,11 @@ def resolve(name_or_path: str | Path) -> tuple[Path, str]:
                               hint="run `make fixtures` (or `sparsa train`) to train the fixture models")
         return p, s
     p = Path(s).expanduser()
-    if not p.exists():
+    try:
+        exists = p.exists()
+    except OSError:  # a name too long for the file system names no folder
+        exists = False
+    if not exists:
         raise SparsaError(
             f"no model named {s!r}: not a built-in name and no such folder",
             hint=f"built-in names: {', '.join(BUILTIN)}; or give a folder saved by sparsa or Hugging Face save_pretrained",
