@@ -22,17 +22,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparsa.errors import SparsaError
+from sparsa.safe_yaml import compose_and_load, read_yaml_text
 
 BUILTIN_MODELS = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
 BUILTIN_DATA = ("sentences", "corpus", "fortunes", "digits", "clips")
 STAGE_TYPES = ("prune", "tolerance-prune", "quantize", "attention", "decompose")
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what every random generator sparsa uses accepts
 
 
 class _Strict(BaseModel):
     # unknown keys are typos until proven otherwise
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # NaN and infinity are never a meaningful setting (NaN even passes every ge/le bound)
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- stages
@@ -77,7 +80,7 @@ class TolerancePruneStage(_Strict):
     round_recovery_epochs: float = Field(1.0, ge=0.0, le=100.0)
     trial_recovery_steps: int = Field(0, ge=0, le=100_000)
     rollback: bool = True
-    seed: int = 0
+    seed: Seed = 0
 
 
 class QuantizeStage(_Strict):
@@ -164,7 +167,7 @@ class DataSpec(_Strict):
     train: str | None = None  # fine-tuning / tolerance check data
     calib: str | None = None  # calibration (quantization ranges, activation importance)
     eval: str | None = None  # held-out evaluation; for text models the fidelity sentences
-    seed: int = 0
+    seed: Seed = 0
 
 
 class LatencySpec(_Strict):
@@ -208,7 +211,7 @@ class Recipe(_Strict):
     name: str = Field(..., min_length=1)
     description: str = ""
     model: str | None = None
-    seed: int = 0
+    seed: Seed = 0
     data: DataSpec = Field(default_factory=DataSpec)
     stages: list[Stage] = Field(default_factory=list)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
@@ -272,9 +275,16 @@ class LoadedRecipe:
         if name is None or name in BUILTIN_MODELS or name in BUILTIN_DATA:
             return name
         p = Path(os.path.expanduser(name))
-        if not p.is_absolute() and (self.base_dir / p).exists():
+        if not p.is_absolute() and _exists(self.base_dir / p):
             return str(self.base_dir / p)
         return str(p)
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError:  # a name too long for the file system (or otherwise unusable) names nothing
+        return False
 
 
 def default_recipe_path() -> Path:
@@ -289,7 +299,7 @@ def bundled_recipes() -> dict[str, Path]:
 def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> LoadedRecipe:
     """Read, parse and validate a recipe file. `path` may also name a bundled recipe (e.g. `default`)."""
     p = Path(path)
-    if not p.exists():
+    if not _exists(p):
         bundled = bundled_recipes()
         if str(path) in bundled:
             p = bundled[str(path)]
@@ -298,18 +308,16 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
                 f"recipe file {path} not found",
                 hint=f"give a YAML file, or one of the bundled recipes: {', '.join(bundled) or '(none)'}",
             )
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SparsaError(f"cannot read recipe {p}: {e}") from None
+    text = read_yaml_text(p, "recipe")
     return parse_recipe(text, source=str(p), base_dir=p.resolve().parent, overrides=overrides)
 
 
 def parse_recipe(
     text: str, source: str = "<recipe>", base_dir: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> LoadedRecipe:
-    node = _compose(text, source)
-    raw = yaml.safe_load(text)
+    raw, node = compose_and_load(text, source)
+    if node is not None:
+        _reject_duplicate_keys(node, source)
     if raw is None:
         raise SparsaError(f"{source}: the recipe is empty", hint="start from recipes/default.yaml")
     if not isinstance(raw, dict):
@@ -359,7 +367,7 @@ def _check_names(loaded: LoadedRecipe, node) -> None:
     for loc, value, builtin in checks:
         if value is None or value in builtin:
             continue
-        if not Path(loaded.resolve_path(value)).exists():
+        if not _exists(Path(loaded.resolve_path(value))):
             line = _line_of(node, loc)
             where = f"{loaded.source}:{line}" if line else loaded.source
             kind = {("model",): "model", ("hardware", "arch"): "architecture preset"}.get(loc, "data set")
@@ -423,19 +431,6 @@ def _list_index(items: list, part: str, path: str) -> int:
 
 
 # ---------------------------------------------------------------- error messages with line numbers
-
-
-def _compose(text: str, source: str):
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise SparsaError(f"{where}: malformed YAML: {e.problem or e}", hint="check indentation and colons") from None
-    except yaml.YAMLError as e:
-        raise SparsaError(f"{source}: malformed YAML: {e}") from None
-    _reject_duplicate_keys(node, source)
-    return node
 
 
 def _reject_duplicate_keys(node, source: str) -> None:

@@ -47,7 +47,7 @@ def test_prune_info_eval_minilm(tmp_path):
         (["eval", "minilm", "--attention", "topk", "--head-ratio", "0.2"], "calibrates HDP"),
         (["eval", "minilm", "--attention", "hdp", "--head-ratio", "0.2", "--tau-h", "3"], "not both"),
         (["eval", "minilm", "--attention", "hdp", "--head-ratio", "1.5"], "out of range"),
-        (["train", "tiny-cnn", "--epochs", "0", "--out", "X"], "--epochs 0 must be at least 1"),
+        (["train", "tiny-cnn", "--epochs", "0", "--out", "X"], "--epochs 0 is out of range"),
         (["eval", "tiny-vit", "--data", "sentences"], "is text, but the model classifies image"),
         (["eval", "minilm", "--data", "digits"], "is image data, but the model is a text model"),
     ],

@@ -80,7 +80,7 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
     assert "hdp-edge" in e.value.hint
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(SparsaError, match="not valid YAML"):
+    with pytest.raises(SparsaError, match="malformed YAML"):
         load_arch(str(bad))
     lst = tmp_path / "list.yaml"
     lst.write_text("- 1\n- 2\n")

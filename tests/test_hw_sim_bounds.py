@@ -195,7 +195,7 @@ def test_infinite_clock_in_a_yaml_preset(tmp_path):
 def test_yaml_alias_bombs_and_deep_nesting_refused(tmp_path):
     bomb = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
-    for text, part in ((bomb, "expands to more than"), ("&a [*a]\n", "expands to more than"),
+    for text, part in ((bomb, "aliases expand"), ("&a [*a]\n", "cycle"),
                        ("[" * 3000 + "]" * 3000, "nests too deeply")):
         f = tmp_path / "x.yaml"
         f.write_text(text)

@@ -117,7 +117,7 @@ def test_cli_shape_file_per_layer_and_bad_files(tmp_path):
     assert json.loads(res.stdout)["workload"]["gemm_macs_dense"] == from_shapes(
         [LayerShape(64, 2, 32, 128)], seq_len=16).dense_macs + one.dense_macs
     for text, message in (("layers: foo\n", "list of mappings"), ("layers: [{hidden: 64, heads: 2}]\n", "head_dim"),
-                          ("layers: [\n", "not valid YAML")):
+                          ("layers: [\n", "malformed YAML")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         res = runner.invoke(app, ["sim", str(bad), "--arch", "hdp-edge"])

@@ -54,8 +54,8 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
     # ... and further bad input in-process (no second interpreter start)
     for args, message in ((["--basis", "12", "--epochs", "0", "--limit", "8"], "larger than its kernel volume 9"),
                           (["--penalty", "l0"], "sparsity penalty"), (["--limit", "0"], "--limit"),
-                          (["--penalty", "group", "--channel-fraction", "1.5"], "channel_fraction=1.5 is out of range"),
-                          (["--lam", "-1"], "lam=-1.0 must be non-negative")):
+                          (["--penalty", "group", "--channel-fraction", "1.5"], "--channel-fraction 1.5 is out of range"),
+                          (["--lam", "-1"], "--lam -1.0 is out of range")):
         r = CliRunner().invoke(app, ["decompose", str(src), "--out", str(tmp_path / "x"), *args])
         assert isinstance(r.exception, SparsaError) and message in str(r.exception), (args, r.output)
 

@@ -31,7 +31,20 @@ def main() -> None:
     try:
         app()
     except SparsaError as e:
-        err_console.print(f"[bold red]error:[/] {e.message}")
+        # markup=False: a message quoting user input ("[red]", a YAML list) is printed as written
+        err_console.print("[bold red]error:[/] ", end="")
+        err_console.print(_capped(e.message), markup=False, highlight=False)
         if e.hint:
-            err_console.print(f"[yellow]hint:[/] {e.hint}")
+            err_console.print("[yellow]hint:[/] ", end="")
+            err_console.print(_capped(e.hint), markup=False, highlight=False)
         sys.exit(2)
+
+
+MAX_MESSAGE_CHARS = 2000  # an error quoting a huge input must still print in an instant
+
+
+def _capped(text: str) -> str:
+    text = str(text)
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[:MAX_MESSAGE_CHARS] + f"… ({len(text) - MAX_MESSAGE_CHARS} more characters)"

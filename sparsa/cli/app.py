@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any
 
@@ -32,10 +33,14 @@ err_console = Console(stderr=True)
 
 def emit(result: dict[str, Any], as_json: bool, table: Table | None = None, title: str | None = None) -> None:
     """Print `result` as one JSON object (--json) or as a rich table."""
+    clean, nonfinite = finite_json_values(result)
+    if nonfinite:  # a NaN metric is news the user must see, in either output mode
+        err_console.print(f"[yellow]warning:[/] not finite (NaN or infinite): {', '.join(nonfinite)}")
     if as_json:
-        from sparsa.io import _json_default
-
-        sys.stdout.write(json.dumps(result, default=_json_default) + "\n")
+        if nonfinite:
+            clean["nonfinite"] = nonfinite
+        # allow_nan=False: bare NaN / Infinity are not JSON; every reader of --json must be able to parse it
+        sys.stdout.write(json.dumps(clean, allow_nan=False) + "\n")
         return
     if table is None:
         table = Table(title=title, show_header=True)
@@ -44,6 +49,32 @@ def emit(result: dict[str, Any], as_json: bool, table: Table | None = None, titl
         for k, v in result.items():
             table.add_row(str(k), _fmt(v))
     console.print(table)
+
+
+def finite_json_values(result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`result` as plain JSON values with NaN/inf replaced by None, and the keys where that happened."""
+    from sparsa.io import _json_default
+
+    def default(o: Any) -> Any:
+        try:
+            return _json_default(o)
+        except TypeError:  # an object JSON has no form for: its text, rather than no output at all
+            return str(o)
+
+    plain = json.loads(json.dumps(result, default=default))  # numpy/torch scalars -> Python floats
+    bad: list[str] = []
+    return _finite(plain, "", bad), bad
+
+
+def _finite(v: Any, path: str, bad: list[str]) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        bad.append(path or "(value)")
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x, f"{path}.{k}" if path else str(k), bad) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x, f"{path}[{i}]", bad) for i, x in enumerate(v)]
+    return v
 
 
 def _fmt(v: Any) -> str:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
 
@@ -16,24 +17,24 @@ def decompose(
     model: str = typer.Argument(..., help="built-in name (tiny-cnn, tiny-videomae, ...) or a model folder"),
     out: Path = typer.Option(..., "--out", help="folder for the compressed model (reload with sparsa.models.load)"),
     method: str = typer.Option("penni", "--method", help="decomposition method (penni)"),
-    basis: Optional[int] = typer.Option(None, "--basis", help="basis kernels per layer (default: 5 where the kernel has more than 5 taps)"),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="accuracy points the pruning may cost (picks the threshold scale s); default: s = 1 (ref)"),
+    basis: Optional[int] = typer.Option(None, "--basis", callback=checks.in_range(1, 64), help="basis kernels per layer (default: 5 where the kernel has more than 5 taps)"),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint='accuracy points as a fraction, e.g. 0.01'), help="accuracy points the pruning may cost (picks the threshold scale s); default: s = 1 (ref)"),
     hybrid_quant: bool = typer.Option(False, "--hybrid-quant", help="ESCALATE: 8-bit basis, ternary coefficients, stored at those widths"),
-    hybrid_epochs: int = typer.Option(3, "--hybrid-epochs", help="fine-tuning epochs that see the 8-bit/ternary values (with --hybrid-quant)"),
+    hybrid_epochs: int = typer.Option(3, "--hybrid-epochs", callback=checks.in_range(0, 1000), help="fine-tuning epochs that see the 8-bit/ternary values (with --hybrid-quant)"),
     merge: bool = typer.Option(False, "--merge", help="fold the shrunk decomposed layers back into dense convolutions (fastest on CPU)"),
     data: Optional[str] = typer.Option(None, "--data", help="labelled training data (default: the fixture's own set: digits / clips)"),
-    epochs: int = typer.Option(20, "--epochs", help="retraining epochs with the L1 coefficient penalty"),
-    finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="fine-tuning epochs after pruning"),
-    lam: float = typer.Option(1e-4, "--lam", help="penalty weight λ (L1 on the coefficients; with --penalty group the group-lasso weight, e.g. 0.02)"),
-    s: Optional[float] = typer.Option(None, "--s", help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance); default 1.0 (ref) with --penalty l1, 0 (no coefficient pruning) with --penalty group"),
+    epochs: int = typer.Option(20, "--epochs", callback=checks.in_range(0, 1000), help="retraining epochs with the L1 coefficient penalty"),
+    finetune_epochs: int = typer.Option(10, "--finetune-epochs", callback=checks.in_range(0, 1000), help="fine-tuning epochs after pruning"),
+    lam: float = typer.Option(1e-4, "--lam", callback=checks.non_negative, help="penalty weight λ (L1 on the coefficients; with --penalty group the group-lasso weight, e.g. 0.02)"),
+    s: Optional[float] = typer.Option(None, "--s", callback=checks.in_range(0, 10), help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance); default 1.0 (ref) with --penalty l1, 0 (no coefficient pruning) with --penalty group"),
     shrink_mode: str = typer.Option("safe", "--shrink", help="safe (function-preserving) | ref | none"),
     fold_bn: bool = typer.Option(False, "--fold-bn", help="fold BatchNorm into the convs before decomposing (lets the L1 penalty kill whole channels)"),
     penalty: str = typer.Option("l1", "--penalty", help="l1: the seed's rule (L1 on coefficients) | group: group lasso on per-channel coefficient slices + BatchNorm γ, whole channels pruned (CPU speed; docs/penni.md)"),
-    channel_s: float = typer.Option(0.5, "--channel-s", help="with --penalty group: drop channels scoring below this × their group's mean"),
-    channel_fraction: Optional[float] = typer.Option(None, "--channel-fraction", help="with --penalty group: instead drop this fraction of every channel group (lowest scores)"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N examples of each split (quick runs)"),
+    channel_s: float = typer.Option(0.5, "--channel-s", callback=checks.non_negative, help="with --penalty group: drop channels scoring below this × their group's mean"),
+    channel_fraction: Optional[float] = typer.Option(None, "--channel-fraction", callback=checks.in_range(0, 1, lo_open=True, hi_open=True), help="with --penalty group: instead drop this fraction of every channel group (lowest scores)"),
+    limit: Optional[int] = typer.Option(None, "--limit", callback=checks.positive, help="use only the first N examples of each split (quick runs)"),
     linear: bool = typer.Option(False, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=checks.seed),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Decompose every convolution into basis kernels + sparse coefficients, retrain, prune and shrink (PENNI)."""
@@ -57,8 +58,6 @@ def decompose(
                       finetune_epochs=finetune_epochs, shrink=shrink_mode, seed=seed,
                       hybrid_epochs=hybrid_epochs if hybrid_quant else 0, penalty=penalty, channel_s=channel_s,
                       channel_fraction=channel_fraction)
-    if limit is not None and limit < 1:
-        raise SparsaError(f"--limit {limit} must be a positive number of examples", hint="e.g. --limit 64")
     import copy
 
     from sparsa.decompose.penni import decompose as _decompose

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError, check_fraction
 
@@ -32,15 +33,13 @@ def cost_summary(lm, seq_len: int | None = None, batch: int = 1) -> dict:
 @app.command()
 def info(
     model: str = typer.Argument(..., help="built-in name (minilm, tiny-vit, ...) or model folder"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length for MACs (text models; "
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="sequence length for MACs (text models; "
                                           "default 128, or the model's position limit if shorter)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Family, parameters, MACs at a stated input size, layers, heads per layer, FFN sizes."""
     from sparsa.models import load
 
-    if seq_len is not None and seq_len < 1:
-        raise SparsaError(f"--seq-len {seq_len} must be at least 1")
     lm = load(model)
     result = {"model": model, **lm.describe(), **cost_summary(lm, seq_len)}
     result["source"] = lm.record.get("source")
@@ -52,16 +51,16 @@ def info(
 def prune(
     model: str = typer.Argument(..., help="built-in name or model folder"),
     out: str = typer.Option(..., "--out", help="folder to write the pruned model to"),
-    heads: float = typer.Option(0.0, "--heads", help="fraction of attention heads to remove per layer, [0, 1)"),
-    ffn: float = typer.Option(0.0, "--ffn", help="fraction of FFN neurons to remove per layer, [0, 1)"),
-    channels: float = typer.Option(0.0, "--channels", help="fraction of conv/linear channels to remove, [0, 1)"),
+    heads: float = typer.Option(0.0, "--heads", callback=checks.fraction, help="fraction of attention heads to remove per layer, [0, 1)"),
+    ffn: float = typer.Option(0.0, "--ffn", callback=checks.fraction, help="fraction of FFN neurons to remove per layer, [0, 1)"),
+    channels: float = typer.Option(0.0, "--channels", callback=checks.fraction, help="fraction of conv/linear channels to remove, [0, 1)"),
     importance: str = typer.Option("l1", "--importance",
                                    help="l1 (= l1_group) | l1_mean_producer (seed 000) | l2 | taylor | activation | random"),
     scope: str = typer.Option("layer", "--scope", help="layer (uniform ratio) | global"),
     calib: Optional[str] = typer.Option(None, "--calib",
                                         help="calibration data for taylor/activation (default: corpus / digits / clips)"),
-    seed: int = typer.Option(0, "--seed", help="seed for random importance and calibration order"),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance",
+    seed: int = typer.Option(0, "--seed", callback=checks.seed, help="seed for random importance and calibration order"),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint='a quality loss as a fraction, e.g. 0.02'),
                                               help="prune as far as the quality loss stays within this (needs --data)"),
     data: Optional[str] = typer.Option(None, "--data", help="evaluation data for --tolerance"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -120,24 +119,22 @@ def eval_cmd(
     data: Optional[str] = typer.Option(None, "--data",
                                        help="text file / data set name (default: built-in sentences, digits or clips)"),
     attention: Optional[str] = typer.Option(None, "--attention", help="dynamic attention pruning method (e.g. hdp)"),
-    rho_b: Optional[float] = typer.Option(None, "--rho-b", help="HDP block-pruning ratio"),
-    tau_h: Optional[float] = typer.Option(None, "--tau-h", help="HDP head-pruning threshold"),
-    head_ratio: Optional[float] = typer.Option(None, "--head-ratio",
+    rho_b: Optional[float] = typer.Option(None, "--rho-b", callback=checks.in_range(-1, 1), help="HDP block-pruning ratio"),
+    tau_h: Optional[float] = typer.Option(None, "--tau-h", callback=checks.non_negative, help="HDP head-pruning threshold"),
+    head_ratio: Optional[float] = typer.Option(None, "--head-ratio", callback=checks.fraction,
                                                help="HDP: calibrate --tau-h so this share of heads is pruned "
                                                     "(on the calibration split, never the evaluation data)"),
-    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="target attention sparsity (baselines)"),
-    block: Optional[int] = typer.Option(None, "--block", help="attention block size"),
-    runs: int = typer.Option(20, "--runs", help="timed runs for latency (median reported)"),
-    threads: int = typer.Option(2, "--threads", help="CPU threads for latency"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length for latency (text models; "
+    sparsity: Optional[float] = typer.Option(None, "--sparsity", callback=checks.fraction, help="target attention sparsity (baselines)"),
+    block: Optional[int] = typer.Option(None, "--block", callback=checks.in_range(1, 64), help="attention block size"),
+    runs: int = typer.Option(20, "--runs", callback=checks.in_range(1, 10_000), help="timed runs for latency (median reported)"),
+    threads: int = typer.Option(2, "--threads", callback=checks.in_range(1, 256), help="CPU threads for latency"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="sequence length for latency (text models; "
                                           "default 128, or the model's position limit if shorter)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Fidelity (text) or accuracy (classifiers) against a reference, and measured latency."""
     from sparsa.models import load
 
-    if runs < 1 or threads < 1:
-        raise SparsaError("--runs and --threads must be at least 1")
     if head_ratio is not None:
         if attention not in ("hdp", "hdp-seed"):
             raise SparsaError("--head-ratio calibrates HDP's head threshold τ_H",
@@ -157,6 +154,9 @@ def eval_cmd(
             tau_h = calibrate_tau_h(lm, None, head_ratio, method=attention, **cfg)
             calibrated = {"head_ratio": head_ratio, "tau_h_calibrated": tau_h}
         ref = load(reference) if reference else None
+        if ref is not None:
+            check_reference(lm, model, ref, reference)
+        warn_nonfinite_weights(lm, model)
         result = evaluate_attention(lm, attention, rho_b=rho_b, tau_h=tau_h, sparsity=sparsity, block=block,
                                     data=data, reference=ref)
         emit({"model": model, "attention": attention, **calibrated, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
@@ -183,6 +183,11 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
                 raise
             if log:
                 log.print(f"recorded original {ref_name!r} is not available ({e.message}); no reference")
+    if ref is not None:
+        check_reference(lm, "the model", ref, ref_name)
+    bad = warn_nonfinite_weights(lm, "the model") + (warn_nonfinite_weights(ref, ref_name) if ref is not None else [])
+    if bad:
+        result["nonfinite_weights"] = bad
     if lm.modality == "text":
         if ref is None:
             raise SparsaError("a text model is evaluated against a reference model, and none is known",
@@ -232,3 +237,34 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
     result.update({"latency_ms": lat["median_ms"], "latency_p10_ms": lat["p10_ms"], "latency_p90_ms": lat["p90_ms"],
                    "latency_threads": threads, "latency_input": _input_desc(lm, inputs)})
     return result
+
+
+def check_reference(lm, name: str, ref, ref_name: str) -> None:
+    """A reference is only comparable when it reads the same kind of input the model does."""
+    if ref.modality != lm.modality:
+        raise SparsaError(f"reference {ref_name!r} ({ref.family}) takes {ref.modality} input, but {name} "
+                          f"({lm.family}) takes {lm.modality} input: they cannot be compared",
+                          hint=f"give a reference that takes {lm.modality} input, e.g. the dense model this one "
+                               "was made from")
+    if lm.modality == "text":
+        return
+    mine = {k: list(v.shape) for k, v in lm.example_inputs(batch=1).items()}
+    theirs = {k: list(v.shape) for k, v in ref.example_inputs(batch=1).items()}
+    if mine != theirs:
+        raise SparsaError(f"reference {ref_name!r} takes input {theirs}, but {name} takes {mine}",
+                          hint="give a reference with the same input size (image size, frames, channels)")
+
+
+def warn_nonfinite_weights(lm, name: str) -> list[str]:
+    """Names of parameters holding NaN or infinity (a broken file or a diverged run), with a warning on stderr."""
+    import torch
+
+    from sparsa.cli.app import err_console
+
+    with torch.no_grad():
+        bad = [n for n, p in lm.model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        err_console.print(f"[yellow]warning:[/] {name} has NaN or infinite weights in {shown}; its metrics are not "
+                          "meaningful", markup=True)
+    return [f"{name}: {n}" for n in bad]

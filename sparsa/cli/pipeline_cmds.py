@@ -12,7 +12,7 @@ from sparsa.errors import SparsaError
 
 
 def _parse_sets(sets: list[str] | None) -> dict:
-    import yaml
+    from sparsa.safe_yaml import load_yaml_text
 
     out = {}
     for s in sets or []:
@@ -20,8 +20,8 @@ def _parse_sets(sets: list[str] | None) -> dict:
             raise SparsaError(f"--set {s!r}: expected PATH=VALUE", hint="e.g. --set stages.prune.heads=0.5")
         k, v = s.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v)
-        except yaml.YAMLError:
+            out[k.strip()] = load_yaml_text(v, source=f"--set {k.strip()}")
+        except SparsaError:  # not YAML: the text itself (recipe validation says if it fits)
             out[k.strip()] = v
     return out
 

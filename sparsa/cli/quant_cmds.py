@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
 
@@ -22,13 +23,13 @@ def quantize(
                                     help="none (weight-only) | dynamic (run-time range) | static (calibrated)"),
     objective: str = typer.Option("weight", "--objective", help="search minimises the weight error or the layer 'output' error"),
     calib: Optional[str] = typer.Option(None, "--calib", help="calibration data: corpus, digits, clips, or a path"),
-    calib_samples: int = typer.Option(32, "--calib-samples", help="calibration samples used"),
+    calib_samples: int = typer.Option(32, "--calib-samples", callback=checks.in_range(1, 100_000), help="calibration samples used"),
     keep_float: Optional[list[str]] = typer.Option(None, "--keep-float", help="module-name pattern kept in float (repeatable)"),
-    smooth: Optional[float] = typer.Option(None, "--smooth", help="SmoothQuant strength α in [0, 1] for the layers' inputs "
+    smooth: Optional[float] = typer.Option(None, "--smooth", callback=checks.in_range(0, 1), help="SmoothQuant strength α in [0, 1] for the layers' inputs "
                                            "(BERT-family: Q/K/V share one scale, attention-out folds into V)"),
-    smooth_ffn_out: Optional[float] = typer.Option(None, "--smooth-ffn-out", help="α for the FFN output projections "
+    smooth_ffn_out: Optional[float] = typer.Option(None, "--smooth-ffn-out", callback=checks.in_range(0, 1), help="α for the FFN output projections "
                                                    "(behind GELU; default: not smoothed; 0.7 measured best on MiniLM)"),
-    smooth_budget: Optional[float] = typer.Option(None, "--smooth-budget", help="keep only the run-time smoothing Muls "
+    smooth_budget: Optional[float] = typer.Option(None, "--smooth-budget", callback=checks.fraction, help="keep only the run-time smoothing Muls "
                                                   "that pay: drop the cheapest while the calibration cosine stays within "
                                                   "this of the fully smoothed model (text models; e.g. 0.001)"),
     float_storage: str = typer.Option("float32", "--float-storage", help="how the tensors that stay float (biases, "
@@ -37,7 +38,7 @@ def quantize(
                                          "instead of ORT's fused SkipLayerNormalization (faster on AVX2 CPUs)"),
     out: Path = typer.Option(..., "--out", help="output folder (quant.safetensors + quant.json [+ model_int8.onnx])"),
     onnx: bool = typer.Option(False, "--onnx", help="also export an integer ONNX model"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="example sequence length for export (text models; "
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="example sequence length for export (text models; "
                                           "default 128, or the model's position limit if shorter)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
@@ -51,8 +52,11 @@ def quantize(
         raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     if smooth_budget is not None and not 0.0 <= smooth_budget < 1.0:
         raise SparsaError(f"--smooth-budget {smooth_budget} must be a cosine drop in [0, 1)", hint="e.g. 0.001")
+    for pattern in keep_float or []:
+        _check_glob(pattern)
     console = status_console(json_)
     lm = load(model)
+    _check_keep_float_matches(lm, keep_float or [])
     if smooth_ffn_out is not None and smooth is None:
         raise SparsaError("--smooth-ffn-out sets the FFN-out strength of a smoothed model", hint="give --smooth too")
     sm = smoothing_fields(lm, smooth, smooth_ffn_out)
@@ -115,3 +119,36 @@ def _int(v: str) -> int:
         return int(v)
     except ValueError:
         raise SparsaError(f"--bits {v!r} is not a bit width", hint="use an integer in 2..8, or 'ternary'") from None
+
+
+def _check_glob(pattern: str) -> None:
+    """--keep-float takes fnmatch patterns; an unclosed `[` would silently match a literal bracket."""
+    if not pattern.strip():
+        raise SparsaError("--keep-float '' names no layer", hint="give a module name or pattern, e.g. 'encoder.layer.0.*'")
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            j = i + 1
+            if j < len(pattern) and pattern[j] in "!]":  # `[!...]` negates; a `]` right after `[` is literal
+                j += 1
+            while j < len(pattern) and pattern[j] != "]":
+                j += 1
+            if j >= len(pattern):
+                raise SparsaError(f"--keep-float {pattern!r} is not a valid pattern: '[' at position {i} is never closed",
+                                  hint="patterns are shell-style globs (*, ?, [abc]); write [[] for a literal '['")
+            i = j
+        i += 1
+
+
+def _check_keep_float_matches(lm, patterns: list[str]) -> None:
+    """A --keep-float pattern that matches no quantizable layer is a typo, not a choice."""
+    import fnmatch
+
+    from torch import nn
+
+    names = [n for n, m in lm.model.named_modules() if isinstance(m, nn.Linear)]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            examples = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise SparsaError(f"--keep-float {pattern!r} matches none of the model's {len(names)} Linear layers",
+                              hint=f"layer names look like: {examples or '(the model has no Linear layer)'}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
 
@@ -16,15 +17,13 @@ FIXTURE_NAMES = ("tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
 def train(
     name: str = typer.Argument(..., help="fixture to train: tiny-vit, tiny-swin, tiny-videomae, tiny-cnn, or all"),
     out: Path = typer.Option(None, "--out", help="output folder (default: sparsa/fixtures/<name>, replacing it)"),
-    epochs: int = typer.Option(None, "--epochs", help="override the recipe's epoch count"),
+    epochs: int = typer.Option(None, "--epochs", callback=checks.in_range(1, 100_000, hint="omit --epochs for the fixture's own count"), help="override the recipe's epoch count"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Train a fixture model from scratch on its offline data set (deterministic, seed 0)."""
     names = list(FIXTURE_NAMES) if name == "all" else [name]
     if any(n not in FIXTURE_NAMES for n in names):
         raise SparsaError(f"unknown fixture {name!r}", hint=f"choose one of {', '.join(FIXTURE_NAMES)} or all")
-    if epochs is not None and epochs < 1:
-        raise SparsaError(f"--epochs {epochs} must be at least 1", hint="omit --epochs for the fixture's own count")
     if out is not None and len(names) > 1:
         raise SparsaError("--out takes one fixture", hint="train one fixture at a time with --out")
     con = status_console(json_)

@@ -48,7 +48,11 @@ def load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, *
 
         return load_fortunes(split, seed)
     path = Path(name).expanduser()
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError:  # a name too long for the file system names no file
+        exists = False
+    if not exists:
         raise SparsaError(f"no data set named {name!r} and no such file or folder",
                           hint=f"use a built-in name ({', '.join(BUILTIN)}) or a path to a text file, "
                                "an image folder (class_name/*.png) or a `datasets.save_to_disk` folder")

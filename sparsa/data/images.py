@@ -71,11 +71,19 @@ def load_image_folder(root: Path, split: str, seed: int = 0, image_size: int = I
     if len(idx) == 0:
         raise SparsaError(f"split {split!r} of {root} is empty ({len(files)} images in all)",
                           hint="add more images per class (the split is 70/20/10 train/test/calib per class)")
-    xs = []
+    xs, bad = [], []
     for i in idx:
-        with Image.open(files[i]) as im:
-            im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-            xs.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1))
+        try:
+            with Image.open(files[i]) as im:
+                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                xs.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+            bad.append(f"{files[i]} ({type(e).__name__})")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise SparsaError(f"{len(bad)} file(s) in image folder {root} cannot be read as images: {shown}",
+                          hint="remove or replace the unreadable files (or give them an extension sparsa "
+                               f"does not read as an image: {', '.join(sorted(IMAGE_EXTS))} are)")
     x = torch.stack(xs)
     return Dataset(
         kind="image", name=str(root), split=split,

@@ -22,10 +22,10 @@ import random
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sparsa.errors import SparsaError
+from sparsa.safe_yaml import compose_and_load, read_yaml_text
 
 
 class Range(BaseModel):
@@ -78,14 +78,7 @@ def load_grid(path: str | Path) -> Grid:
     p = Path(path)
     if not p.exists():
         raise SparsaError(f"grid file {p} not found", hint="see docs/pipeline.md for the grid format")
-    text = p.read_text()
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise SparsaError(f"{where}: malformed YAML: {e.problem or e}") from None
+    raw, node = compose_and_load(read_yaml_text(p, "grid file"), str(p))
     if not isinstance(raw, dict):
         raise SparsaError(f"{p}: a grid must be a mapping with params: (and mode:, objectives:)")
     try:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sparsa.errors import SparsaError
-from sparsa.hw.yaml_input import load_yaml
+from sparsa.safe_yaml import load_yaml_file
 
 PRESET_DIR = Path(__file__).parent / "presets"
 # written by the RTL helper's synthesis (`sparsa rtl synth`); read if present, never required
@@ -271,12 +271,7 @@ def load_arch(spec: "str | Path | dict[str, Any] | Arch", **overrides: Any) -> A
                 f"no architecture preset or YAML file {_SHORT.repr(s)}",
                 hint=f"use one of the presets {', '.join(list_presets())} or a path to a .yaml file",
             )
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SparsaError(f"{path}: cannot read the architecture file ({e.__class__.__name__})",
-                              hint="give a readable UTF-8 YAML file") from None
-        data = load_yaml(text, str(path))
+        data = load_yaml_file(path, "architecture file")
         if not isinstance(data, dict):
             raise SparsaError(f"{path}: expected a mapping of architecture fields", hint="see sparsa/hw/presets/*.yaml")
         origin = repr(str(path))

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sparsa.errors import SparsaError
 from sparsa.hw.workload import LayerShape, Workload, from_shapes
-from sparsa.hw.yaml_input import load_yaml
+from sparsa.safe_yaml import load_yaml_text
 
 BUILTIN = {
     "bert-base": dict(num_layers=12, hidden=768, heads=12, ffn=3072),
@@ -106,7 +106,7 @@ def read_shape_spec(spec: str) -> ShapeSpec:
     except (OSError, UnicodeDecodeError) as e:
         raise SparsaError(f"{spec}: cannot read the shape file ({e.__class__.__name__})",
                           hint="give a readable UTF-8 YAML or JSON file") from None
-    return parse_shape_spec(load_yaml(text, spec), spec)
+    return parse_shape_spec(load_yaml_text(text, spec), spec)
 
 
 def shape_workload(s: ShapeSpec, name: str, *, seq_len: int | None = None, batch: int | None = None) -> Workload:

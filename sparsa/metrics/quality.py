@@ -34,6 +34,9 @@ def fidelity(model, reference, texts: list[str], tokenizer, batch_size: int = 16
                           hint="save the model folder with its tokenizer (save_pretrained of both, or sparsa's save)")
     a = embed(model, texts, tokenizer, batch_size, max_length)
     b = embed(reference, texts, tokenizer, batch_size, max_length)
+    if a.shape != b.shape:
+        raise SparsaError(f"the model's embeddings are {list(a.shape[1:])} wide, the reference's {list(b.shape[1:])}",
+                          hint="compare a model with the reference it was made from")
     cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
     return {
         "cosine_mean": float(cos.mean()),
@@ -100,6 +103,11 @@ def logit_agreement(model, reference, dataset, batch_size: int = 64) -> dict:
     """How closely a compressed classifier follows its reference: top-1 agreement and logit error."""
     a = predict_logits(model, dataset.x, batch_size)
     b = predict_logits(reference, dataset.x, batch_size)
+    if a.shape != b.shape:
+        from sparsa.errors import SparsaError
+
+        raise SparsaError(f"the model gives {a.shape[-1]} class scores, the reference {b.shape[-1]}",
+                          hint="compare a classifier with the reference it was made from (same classes)")
     return {
         "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean()),
         "logit_mse": float(((a - b) ** 2).mean()),

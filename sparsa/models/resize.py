@@ -12,6 +12,7 @@ from torch import nn
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+SPARSA_LAYERS = ("PenniConv", "PenniLinear", "EscalateConv", "Int8Layer")  # built by sparsa.decompose.layers
 
 
 def set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -101,7 +102,7 @@ def apply_shapes(model: nn.Module, shapes: dict[str, dict], attrs: dict[str, dic
     """Rebuild a model at recorded shapes (loader side): modules, attributes, raw parameters."""
     for path, shape in shapes.items():
         old = model.get_submodule(path)
-        if shape["type"] in ("PenniConv", "PenniLinear", "EscalateConv", "Int8Layer"):  # layers sparsa.decompose made
+        if shape["type"] in SPARSA_LAYERS:  # layers sparsa.decompose made
             from sparsa.decompose.layers import build_from_spec
 
             set_submodule(model, path, build_from_spec(shape))

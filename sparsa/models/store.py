@@ -16,6 +16,7 @@ with `register_module_class`. Nothing else is imported.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 from pathlib import Path
@@ -26,7 +27,9 @@ from torch import nn
 from sparsa.errors import SparsaError
 from sparsa.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
 from sparsa.models.families import FAMILIES, Family, family_for_model_type, family_for_module
+from sparsa.models.bounds import build_skeleton, check_fits, check_layer_counts
 from sparsa.models.loaded import LoadedModel
+from sparsa.models.meta_checks import check_init_kwargs, check_paths_exist, check_sparsa_meta
 from sparsa.models.resize import apply_shapes, module_shape
 
 FORMAT = "sparsa-model"
@@ -65,7 +68,11 @@ def resolve(name_or_path: str | Path) -> tuple[Path, str]:
                               hint="run `make fixtures` (or `sparsa train`) to train the fixture models")
         return p, s
     p = Path(s).expanduser()
-    if not p.exists():
+    try:
+        exists = p.exists()
+    except OSError:  # a name too long for the file system names no folder
+        exists = False
+    if not exists:
         raise SparsaError(
             f"no model named {s!r}: not a built-in name and no such folder",
             hint=f"built-in names: {', '.join(BUILTIN)}; or give a folder saved by sparsa or Hugging Face save_pretrained",
@@ -141,10 +148,34 @@ def _tokenizer(folder: Path):
     return AutoTokenizer.from_pretrained(str(folder))
 
 
+def _weights_header(folder: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from model.safetensors' header, without reading the tensors."""
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        _read_weights(folder)  # raises the clear error
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types on garbled headers
+        raise SparsaError(f"{path} is corrupt or truncated: {e}", hint="re-create the model folder") from e
+
+
+def _check_against_header(skeleton: nn.Module, header: dict[str, list[int]], tied: dict, path: Path) -> None:
+    """The shapes sparsa.json builds must be the shapes model.safetensors holds (which its size bounds)."""
+    for name, t in skeleton.state_dict().items():
+        stored = header.get(tied.get(name, name))
+        if stored is not None and list(t.shape) != stored:
+            raise SparsaError(f"{path}: sparsa.json builds {name} as {list(t.shape)}, but model.safetensors holds "
+                              f"{stored}", hint="sparsa.json and the weights do not belong together; re-create the folder")
+
+
 def _load_hf(folder: Path, source: str) -> LoadedModel:
     from transformers import AutoConfig
 
     cfg_json = _read_json(folder / "config.json")
+    check_layer_counts(cfg_json, str(folder / "config.json"))
     mt = cfg_json.get("model_type")
     if not mt:
         raise SparsaError(f"{folder / 'config.json'} has no model_type",
@@ -159,6 +190,8 @@ def _load_hf(folder: Path, source: str) -> LoadedModel:
     hf_logging.disable_progress_bar()  # keep stderr clean for --json users
     try:
         config = AutoConfig.from_pretrained(str(folder))
+        check_fits(build_skeleton(lambda: _hf_build(cls, copy.deepcopy(config)), str(folder / "config.json")),
+                   str(folder / "config.json"))
         model = cls.from_pretrained(str(folder), config=config, use_safetensors=True)
     except SparsaError:
         raise
@@ -187,10 +220,40 @@ def _module_class(path: str) -> type:
     return cls
 
 
+def _hf_build(cls, config) -> nn.Module:
+    return cls.from_config(config) if cls.__name__.startswith("Auto") else cls(config)
+
+
+def _build_sparsa(folder: Path, meta: dict, fam: Family):
+    """The model sparsa.json describes, at its recorded shapes, with freshly initialised weights."""
+    if meta["kind"] == "hf":
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(folder))
+        model = _hf_build(_hf_class(fam, meta["class"]), config)
+    else:
+        cls = _module_class(meta["class"])
+        init_kwargs = meta.get("init_kwargs", {})
+        check_init_kwargs(cls, init_kwargs, folder / "sparsa.json")
+        model = cls(**init_kwargs)
+        config = {"class": meta["class"], "init_kwargs": init_kwargs}
+        if meta.get("input_shape") and not hasattr(model, "input_shape"):
+            model.input_shape = tuple(meta["input_shape"])
+    check_paths_exist(model, meta, folder / "sparsa.json")
+    # rebuild at the recorded shapes: only modules/params whose size differs are replaced
+    cur = {n: module_shape(m) for n, m in model.named_modules()}
+    shapes = {n: s for n, s in meta.get("shapes", {}).items() if cur.get(n) != s}
+    params = {n: s for n, s in meta.get("params", {}).items() if list(model.get_parameter(n).shape) != s}
+    apply_shapes(model, shapes, meta.get("attrs", {}), params)
+    return model, config
+
+
 def _load_sparsa(folder: Path) -> LoadedModel:
-    meta = _read_json(folder / "sparsa.json")
+    meta_path = folder / "sparsa.json"
+    meta = _read_json(meta_path)
     if meta.get("format") != FORMAT:
         raise SparsaError(f"{folder / 'sparsa.json'} is not a sparsa model description", hint="re-create the folder")
+    check_sparsa_meta(meta, meta_path)
     if meta.get("version", 0) > VERSION:
         raise SparsaError(f"{folder} was saved by a newer sparsa (format {meta['version']})", hint="upgrade sparsa")
     fam_name = meta.get("family")
@@ -199,26 +262,21 @@ def _load_sparsa(folder: Path) -> LoadedModel:
 
         raise unknown_family(repr(fam_name))
     fam = FAMILIES[fam_name]
-    weights = _read_weights(folder)
+    if meta["kind"] == "hf":
+        check_layer_counts(_read_json(folder / "config.json"), str(folder / "config.json"))
+    header = _weights_header(folder)
     try:
-        if meta["kind"] == "hf":
-            from transformers import AutoConfig
-
-            cls = _hf_class(fam, meta["class"])
-            config = AutoConfig.from_pretrained(str(folder))
-            model = cls(config)
-        else:
-            cls = _module_class(meta["class"])
-            model = cls(**meta.get("init_kwargs", {}))
-            config = {"class": meta["class"], "init_kwargs": meta.get("init_kwargs", {})}
-            if meta.get("input_shape") and not hasattr(model, "input_shape"):
-                model.input_shape = tuple(meta["input_shape"])
-        # rebuild at the recorded shapes: only modules/params whose size differs are replaced
-        cur = {n: module_shape(m) for n, m in model.named_modules()}
-        shapes = {n: s for n, s in meta.get("shapes", {}).items() if cur.get(n) != s}
-        params = {n: s for n, s in meta.get("params", {}).items() if list(model.get_parameter(n).shape) != s}
-        apply_shapes(model, shapes, meta.get("attrs", {}), params)
+        # sizes first, on the meta device: what sparsa.json declares must fit the machine and the weights file
+        skeleton, _ = build_skeleton(lambda: _build_sparsa(folder, meta, fam), str(meta_path))
+        _check_against_header(skeleton, header, meta.get("tied", {}), meta_path)
+        check_fits(skeleton, str(meta_path))
+        del skeleton
+        weights = _read_weights(folder)
+        model, config = _build_sparsa(folder, meta, fam)
         for alias, target in meta.get("tied", {}).items():
+            if target not in weights:
+                raise SparsaError(f"{meta_path}: tied[{alias!r}] names {target!r}, which model.safetensors lacks",
+                                  hint="re-create the model folder")
             weights[alias] = weights[target]
         # persistent buffers the saver skipped (none today) would show up as missing keys
         missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -1,0 +1,45 @@
+"""Range checks for numeric options, as typer callbacks: NaN, infinity, negatives and zero where they mean
+nothing are refused with the option's name, before any model is loaded."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import typer
+
+from sparsa.errors import SparsaError
+
+
+def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+             hint: str | None = None) -> Callable:
+    """A callback refusing values outside [lo, hi] (an open end excludes the bound) and non-finite ones."""
+
+    def check(param: typer.CallbackParam, value):
+        if value is None:
+            return value
+        name = max(param.opts, key=len) if param.opts else param.name
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SparsaError(f"{name} {value} is not a finite number", hint=hint or f"give {name} {_range(lo, hi, lo_open, hi_open)}")
+        low_bad = lo is not None and (value <= lo if lo_open else value < lo)
+        high_bad = hi is not None and (value >= hi if hi_open else value > hi)
+        if low_bad or high_bad:
+            raise SparsaError(f"{name} {value} is out of range: it must be {_range(lo, hi, lo_open, hi_open)}",
+                              hint=hint)
+        return value
+
+    return check
+
+
+def _range(lo, hi, lo_open, hi_open) -> str:
+    if hi is None:
+        return f"{'greater than' if lo_open else 'at least'} {lo}"
+    if lo is None:
+        return f"{'less than' if hi_open else 'at most'} {hi}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+positive = in_range(1)  # counts: runs, threads, samples, sequence lengths
+non_negative = in_range(0)  # epochs, weights of penalties
+fraction = in_range(0, 1, hi_open=True)
+seed = in_range(0, 2**32 - 1)
