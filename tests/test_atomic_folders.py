@@ -334,3 +334,26 @@ def test_run_twice_into_one_folder_needs_overwrite(tmp_path):
     assert rc == 0, err
     assert sorted(os.listdir(out)) == ["results.json"]
     assert json.loads((out / "results.json").read_text())["recipe"]["name"] == "g"
+
+
+def test_sweep_resumes_its_own_folder_and_refuses_another(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(_GEMM_RECIPE.format(name="g"))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("mode: grid\nparams:\n  hardware.params.array.rows: [8, 16]\n"
+                    "objectives:\n  - {metric: hardware.compressed.latency_s, goal: min}\n")
+    out = tmp_path / "sweep"
+    args = ("sweep", str(recipe), "--grid", str(grid), "--workers", "0", "--out", str(out), "--json")
+    rc, stdout, err = _sparsa(*args)
+    assert rc == 0, err
+    rc, stdout, err = _sparsa(*args)  # its own folder: resumed, every point already done
+    assert rc == 0 and json.loads(stdout.splitlines()[-1])["skipped"] == 2, err
+    (out / "stale.txt").write_text("x")
+    rc, stdout, err = _sparsa(*args, "--overwrite")  # starts over in an emptied folder
+    assert rc == 0 and json.loads(stdout.splitlines()[-1])["ran"] == 2 and not (out / "stale.txt").exists(), err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    rc, _, err = _sparsa(*args[:-2], str(other), "--json")
+    assert rc == 2 and "holds no sweep" in err and "--overwrite" in err
+    assert os.listdir(other) == ["notes.txt"]
