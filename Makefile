@@ -38,7 +38,7 @@ apt-deps:
 	fi
 
 demo: $(STAMP)
-	$(BIN)/sparsa run
+	$(BIN)/sparsa run --overwrite
 
 test: $(STAMP)
 	$(PYTEST) tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

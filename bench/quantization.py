@@ -30,6 +30,7 @@ digits calib split (images); the evaluation sentences are never used for tuning.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -447,7 +448,9 @@ def prune_section(tolerance=0.01, budget_s=900.0, work=None, accept="point", gmp
         opts = dict(granularity="unstructured", recovery_lr=1e-3, kd="logits", round_recovery_epochs=1.0,
                     delta0=0.25, delta_max=0.35, s_max=0.95, budget_s=budget_s, seed=0, accept=accept)
         out = Path(work or tempfile.mkdtemp(prefix="sparsa-qprune-")) / f"swin-tolerance-{accept}"
-        res = tolerance_prune(lm, tolerance, "digits", out, progress=False, **opts)
+        done = out / "result.json"  # a finished run in --work is reused (tolerance_prune refuses to redo it)
+        res = json.loads(done.read_text()) if done.is_file() else tolerance_prune(lm, tolerance, "digits", out,
+                                                                                  progress=False, **opts)
         log(f"tolerance_prune: {res['stop_reason']} after {time.time() - t0:.0f}s, compression {res['compression']:.3f}")
         pruned = load(out / "model")
         nz = nonzero(pruned)

@@ -54,6 +54,12 @@ def one_shot_like(lm, pruned, slots: list[str]):
     return magnitude_prune(lm, {s: float((pruned.model.get_parameter(s) == 0).float().mean()) for s in slots})
 
 
+def _finished(out: Path) -> dict | None:
+    """The result of a finished run in `out` (tolerance_prune resumes unfinished ones, refuses finished ones)."""
+    p = out / "result.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
 def recovery_epochs(out: Path) -> int:
     """Rounds of a tolerance run (its log in `out`) that ran recovery: one epoch each."""
     events = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
@@ -90,7 +96,7 @@ def run_sweep(args) -> list[dict]:
             if args.fresh and out.exists():
                 shutil.rmtree(out)
             t0 = time.perf_counter()
-            r = tolerance_prune(dense, tol, data, out, granularity="unstructured", kd=args.kd,
+            r = _finished(out) or tolerance_prune(dense, tol, data, out, granularity="unstructured", kd=args.kd,
                                 recovery_lr=args.recovery_lr,
                                 rollback=rollback, progress=not args.quiet, seed=0, accept=args.accept,
                                 confidence=args.confidence, rounds_max=args.rounds_max, budget_s=args.budget_s)
@@ -165,7 +171,7 @@ def run_video(args) -> list[dict]:
         if args.fresh and out.exists():
             shutil.rmtree(out)
         t0 = time.perf_counter()
-        r = tolerance_prune(dense, tol, data, out, granularity="structured", scope="layer", kinds=("heads", "ffn"),
+        r = _finished(out) or tolerance_prune(dense, tol, data, out, granularity="structured", scope="layer", kinds=("heads", "ffn"),
                             importance="l1_group", delta0=args.video_delta[0], delta_max=args.video_delta[1],
                             delta_min=args.video_delta[2], trial_recovery_steps=args.video_trial_steps,
                             round_recovery_epochs=1.0, recovery_lr=5e-4, kd="logits", accept=args.accept,

@@ -88,10 +88,10 @@ def test_killed_run_resumes_from_last_accepted_step(tmp_path, opts):
     assert r_full["dense_check_accuracy"] - r_full["check_accuracy"] <= tolerance + 1e-9
 
 
-def _run(lm, tolerance, data, out, opts, callback=None):
+def _run(lm, tolerance, data, out, opts, callback=None, overwrite=False):
     from sparsa.prune.schedule import tolerance_prune
 
-    return tolerance_prune(lm, tolerance, data, out, progress=False, callback=callback, **opts)
+    return tolerance_prune(lm, tolerance, data, out, progress=False, callback=callback, overwrite=overwrite, **opts)
 
 
 def test_structured_global_result_saves_and_reloads(tmp_path):
@@ -142,8 +142,32 @@ def test_bad_data_and_models(tmp_path):
         _run(lm, 0.02, img, tmp_path / "c", {"speed": 3})
     # a folder holding another configuration's run is not silently mixed with this one
     _run(lm, 0.5, img, tmp_path / "d", dict(rounds_max=1, round_recovery_epochs=0))
-    with pytest.raises(SparsaError, match="different configuration"):
+    with pytest.raises(SparsaError, match="different configuration") as e:
         _run(lm, 0.4, img, tmp_path / "d", dict(rounds_max=1, round_recovery_epochs=0))
+    assert "--overwrite" in e.value.hint
+
+
+def test_finished_or_foreign_folder_needs_overwrite_which_starts_over(tmp_path):
+    """Resume is not overwrite: a finished run, or a folder of something else, is refused; with
+    overwrite the folder is replaced (nothing of it survives) and the run starts from scratch."""
+    lm = _tiny_vit()
+    img = _self_labelled(lm, 16)
+    opts = dict(rounds_max=1, round_recovery_epochs=0)
+    out = tmp_path / "d"
+    first = _run(lm, 0.5, img, out, opts)
+    with pytest.raises(SparsaError, match="finished tolerance-pruning run") as e:
+        _run(lm, 0.5, img, out, opts)
+    assert "--overwrite" in e.value.hint
+    (out / "stale.txt").write_text("from an earlier command")
+    again = _run(lm, 0.5, img, out, opts, overwrite=True)
+    assert not (out / "stale.txt").exists() and again["trials"] == first["trials"]
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["event"] == "start"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SparsaError, match="holds no tolerance-pruning run"):
+        _run(lm, 0.5, img, foreign, opts)
+    assert (foreign / "notes.txt").read_text() == "mine"
 
 
 def test_cli_tolerance_errors(monkeypatch, capsys):

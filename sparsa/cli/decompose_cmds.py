@@ -10,6 +10,7 @@ import typer
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
+from sparsa.io import check_out_dir
 
 
 @app.command()
@@ -35,6 +36,7 @@ def decompose(
     limit: Optional[int] = typer.Option(None, "--limit", callback=checks.positive, help="use only the first N examples of each split (quick runs)"),
     linear: bool = typer.Option(False, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
     seed: int = typer.Option(0, "--seed", callback=checks.seed),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder (else refused)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Decompose every convolution into basis kernels + sparse coefficients, retrain, prune and shrink (PENNI)."""
@@ -49,6 +51,7 @@ def decompose(
     from sparsa.decompose.penni import PenniConfig
     from sparsa.models import load
 
+    check_out_dir(out, overwrite=overwrite)  # before the training
     torch.set_num_threads(1)  # training on shared cores: a second thread mostly spins
     con = status_console(json_)
     lm = load(model)
@@ -69,7 +72,7 @@ def decompose(
     con.print(f"PENNI on {model}: {epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")
     work, res = run_penni(lm, cfg, sets, tolerance=tolerance, merge=merge, hybrid=hybrid_quant,
                           log=lambda row: con.print(f"  epoch {row['epoch']} {row.get('phase', '')} loss {row['loss']:.4f}"))
-    work.save(out)
+    work.save(out, overwrite=overwrite)
     o, p = res["original"], res.get("merged", res["penni"])
     result = {
         "model": model, "method": method, "out": str(out),

@@ -9,6 +9,7 @@ import typer
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError, check_fraction
+from sparsa.io import check_out_dir
 
 
 def _input_desc(lm, inputs: dict) -> str:
@@ -63,6 +64,7 @@ def prune(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint='a quality loss as a fraction, e.g. 0.02'),
                                               help="prune as far as the quality loss stays within this (needs --data)"),
     data: Optional[str] = typer.Option(None, "--data", help="evaluation data for --tolerance"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder (else refused)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Remove heads, FFN neurons and channels; the saved model is smaller and reloads on its own."""
@@ -80,10 +82,12 @@ def prune(
         # (all the model has when none is given); the fractions themselves are the one-shot mode's
         kinds = tuple(k for k, v in (("heads", heads), ("ffn", ffn), ("channels", channels)) if v > 0) or None
         result = tolerance_prune(load(model), tolerance=tolerance, data=data, out=out, importance=importance,
-                                 scope=scope, seed=seed, kinds=kinds, console=status_console(json_))
+                                 scope=scope, seed=seed, kinds=kinds, console=status_console(json_),
+                                 overwrite=overwrite)
         emit(result if isinstance(result, dict) else {"out": out, "result": str(result)}, json_)
         return
     plan = PrunePlan(heads=heads, ffn=ffn, channels=channels, importance=importance, scope=scope, seed=seed)
+    check_out_dir(out, overwrite=overwrite)  # before any work
     log = status_console(json_)
     lm = load(model)
     calib_data = None
@@ -96,7 +100,7 @@ def prune(
     before = cost_summary(lm)
     small = do_prune(lm, plan, data=calib_data)
     after = cost_summary(small)
-    small.save(out)
+    small.save(out, overwrite=overwrite)
     d = small.describe()
     result = {
         "out": str(out), "family": lm.family, "plan": plan.to_dict(),

@@ -9,6 +9,7 @@ import typer
 
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
+from sparsa.io import OVERWRITE_HINT, check_out_dir, safe_folder_name, staged_folder
 
 
 def _parse_sets(sets: list[str] | None) -> dict:
@@ -32,6 +33,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/<recipe name>)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a recipe field: PATH=VALUE (dotted, repeatable)"),
     no_html: bool = typer.Option(False, "--no-html", help="write results.json only"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder (else refused)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run a recipe: compression stages, evaluation, measured latency, simulation, report."""
@@ -39,13 +41,14 @@ def run(
 
     overrides = _parse_sets(set_)
     loaded = load_recipe(recipe or default_recipe_path(), overrides=overrides or None)
-    out = out or Path("runs") / loaded.recipe.name
+    out = out or Path("runs") / safe_folder_name(loaded.recipe.name)  # a name is a label, never a path
+    check_out_dir(out, overwrite=overwrite)
     console = status_console(json_)
     console.print(f"[bold]sparsa run[/] {loaded.recipe.name} ({loaded.source}) → {out}")
 
     from sparsa.pipeline import run_recipe
 
-    results = run_recipe(loaded, out, html=not no_html, console=console)
+    results = run_recipe(loaded, out, html=not no_html, console=console, overwrite=overwrite)
     summary = _summary(results, out)
     if json_:
         emit(summary, True)
@@ -88,6 +91,8 @@ def sweep(
     workers: int = typer.Option(1, "--workers", help="points run in parallel (0: one by one in this process)"),
     ray: Optional[str] = typer.Option(None, "--ray", help="run on Ray: a cluster ADDRESS, or 'local' (2-CPU local cluster)"),
     out: Optional[Path] = typer.Option(None, "--out", help="sweep folder with the resumable store (default: runs/sweep-<recipe>-<grid>)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="start over: delete an existing sweep folder "
+                                   "(without it a sweep's folder is resumed; any other non-empty folder is refused)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Sweep recipe and hardware parameters; resumable; Pareto front at the end."""
@@ -98,7 +103,8 @@ def sweep(
 
     loaded = load_recipe(recipe)
     g = load_grid(grid)
-    out = out or Path("runs") / f"sweep-{loaded.recipe.name}-{grid.stem}"
+    out = out or Path("runs") / safe_folder_name(f"sweep-{loaded.recipe.name}-{grid.stem}")
+    _sweep_folder(out, overwrite)
     console = status_console(json_)
 
     def on_point(key, overrides, res):
@@ -127,3 +133,16 @@ def sweep(
             t.add_row(r["key"][:8], *[str(r["overrides"].get(p)) for p in params],
                       *[f"{(r.get('metrics') or {}).get(m, float('nan')):.6g}" for m in metrics])
         console.print(t)
+
+
+def _sweep_folder(out: Path, overwrite: bool) -> None:
+    """A sweep resumes into its own folder (one holding its store); any other non-empty folder is
+    refused unless --overwrite, which (like for a sweep folder) empties it first."""
+    check_out_dir(out, overwrite=None)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if overwrite:
+        with staged_folder(out, overwrite=True):
+            pass
+    elif not ((out / "store.jsonl").is_file() or (out / "points").is_dir()):
+        raise SparsaError(f"the output folder {out} already exists and holds no sweep", hint=OVERWRITE_HINT)

@@ -10,6 +10,7 @@ import typer
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
+from sparsa.io import check_out_dir, staged_folder
 
 
 @app.command()
@@ -40,6 +41,7 @@ def quantize(
     onnx: bool = typer.Option(False, "--onnx", help="also export an integer ONNX model"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="example sequence length for export (text models; "
                                           "default 128, or the model's position limit if shorter)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder (else refused)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Quantize MODEL's Linear layers to integers; save them (and an ONNX model on integer kernels)."""
@@ -52,6 +54,7 @@ def quantize(
         raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     if smooth_budget is not None and not 0.0 <= smooth_budget < 1.0:
         raise SparsaError(f"--smooth-budget {smooth_budget} must be a cosine drop in [0, 1)", hint="e.g. 0.001")
+    check_out_dir(out, overwrite=overwrite)  # before any work
     for pattern in keep_float or []:
         _check_glob(pattern)
     console = status_console(json_)
@@ -81,7 +84,13 @@ def quantize(
         half_float_storage_(lm)  # also updates the quantize record's sizes
     rec = lm.record["stages"][-1]
     src = str(Path(model).resolve()) if Path(model).exists() else model
-    save_quantized(lm, out, source=src)
+    with staged_folder(out, overwrite=overwrite) as work:  # the model and its ONNX export appear together
+        save_quantized(lm, work, source=src)
+        if onnx:
+            from sparsa.quant.export import export_onnx
+
+            export_onnx(lm, work / "model_int8.onnx", seq_len=seq_len,
+                        **({"skip_layernorm": False} if split_layernorm else {}))
     result = {"model": model, "out": str(out), "bits": bits_v, "scheme": scheme, "clip": clip,
               "per_channel": per_channel, "activations": activations, "smooth": smooth, "smooth_ffn_out": smooth_ffn_out,
               "float_storage": float_storage,
@@ -94,10 +103,9 @@ def quantize(
 
         result["smooth_trim"] = trim_summary(trim)
     if onnx:
-        from sparsa.quant.export import export_onnx, integer_initializer_bytes, zero_points_in
+        from sparsa.quant.export import integer_initializer_bytes, zero_points_in
 
-        path = export_onnx(lm, Path(out) / "model_int8.onnx", seq_len=seq_len,
-                           **({"skip_layernorm": False} if split_layernorm else {}))
+        path = Path(out) / "model_int8.onnx"
         result["onnx"] = str(path)
         result["onnx_bytes"] = integer_initializer_bytes(path)
         result["onnx_zero_points"] = len(zero_points_in(path))

@@ -31,11 +31,12 @@ class LoadedModel:
         tokens (default 128, or the model's position limit if shorter)."""
         return self.adapter.example_inputs(batch=batch, seq_len=seq_len)
 
-    def save(self, directory: str | Path) -> Path:
-        """Save weights (safetensors), config, tokenizer and record; `sparsa.models.load` reloads it."""
+    def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Save weights (safetensors), config, tokenizer and record as a whole folder (an existing
+        non-empty one only with `overwrite`, which replaces it); `sparsa.models.load` reloads it."""
         from sparsa.models.store import save_model
 
-        return save_model(self, directory)
+        return save_model(self, directory, overwrite=overwrite)
 
     def clone(self) -> "LoadedModel":
         """A deep copy whose model can be changed without touching this one."""

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from sparsa.errors import SparsaError
-from sparsa.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from sparsa.io import atomic_save_safetensors, atomic_write_json, atomic_write_text, staged_folder
 from sparsa.models.families import FAMILIES, Family, family_for_model_type, family_for_module
 from sparsa.models.bounds import build_skeleton, check_fits, check_layer_counts
 from sparsa.models.loaded import LoadedModel
@@ -306,12 +306,17 @@ def _tied(state: dict[str, torch.Tensor]) -> dict[str, str]:
     return tied
 
 
-def save_model(lm: LoadedModel, directory: str | Path) -> Path:
-    """Write `lm` to `directory` (see the module docstring); returns the folder."""
-    out = Path(directory)
-    if out.exists() and not out.is_dir():
-        raise SparsaError(f"{out} exists and is not a folder", hint="give --out a folder path")
-    out.mkdir(parents=True, exist_ok=True)
+def save_model(lm: LoadedModel, directory: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `lm` to `directory` (see the module docstring) as a whole: built beside it and put in
+    place in one step (`sparsa.io.staged_folder`), so a crash leaves the old folder or the new one.
+    An existing non-empty folder is refused unless `overwrite`, which replaces it. Returns the folder."""
+    with staged_folder(directory, overwrite=overwrite) as d:
+        write_model_files(lm, d)
+    return Path(directory)
+
+
+def write_model_files(lm: LoadedModel, out: Path) -> None:
+    """The files of a saved model, written into the existing folder `out`."""
     model = lm.model
     state = model.state_dict()
     tied = _tied(state)
@@ -354,8 +359,7 @@ def save_model(lm: LoadedModel, directory: str | Path) -> Path:
     atomic_save_safetensors(out / "model.safetensors", weights, metadata={"format": "pt"})
     if lm.tokenizer is not None:
         lm.tokenizer.save_pretrained(str(out))
-    atomic_write_json(out / "sparsa.json", meta)  # written last: its presence marks a complete folder
-    return out
+    atomic_write_json(out / "sparsa.json", meta)
 
 
 def from_module(model: nn.Module, *, tokenizer=None, config=None, source: str | None = None) -> LoadedModel:

@@ -11,6 +11,7 @@ not in this build fails with a SparsaError naming it; no number is ever made up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shlex
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sparsa.errors import SparsaError
+from sparsa.io import check_out_dir, staged_folder
 from sparsa.pipeline.state import PipelineState, require
 from sparsa.recipe import LoadedRecipe, default_recipe_path
 
@@ -58,7 +59,11 @@ def run_recipe(
     quiet: bool = False,
     threads: int | None = None,
     console=None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
+    """Run the recipe; with `out_dir`, its results are built in a hidden sibling and put in place
+    whole at the end (`sparsa.io.staged_folder`): an existing non-empty folder is refused unless
+    `overwrite`, which replaces it, and a failed or killed run leaves no half-written folder."""
     from sparsa.pipeline import hardware
     from sparsa.pipeline.progress import Steps
 
@@ -74,12 +79,7 @@ def run_recipe(
         torch.manual_seed(recipe.seed)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError, PermissionError) as e:
-            raise SparsaError(f"cannot create the output folder {out}: {e.strerror}"
-                              " (a file is in the way, or no permission)",
-                              hint="give --out a folder path (new or existing) that you can write to") from None
+        check_out_dir(out, overwrite=overwrite)
     t_start, t_cpu0 = time.perf_counter(), time.process_time()
     results: dict[str, Any] = {
         "provenance": _provenance(loaded, out),
@@ -90,16 +90,30 @@ def run_recipe(
     import tempfile
 
     scratch = tempfile.TemporaryDirectory(prefix="sparsa-run-") if out is None else None
-    state = PipelineState(recipe=loaded, out_dir=out, threads=threads, quiet=quiet,
-                          scratch=Path(scratch.name) if scratch else None)
+    staged = staged_folder(out, overwrite=overwrite) if out is not None else contextlib.nullcontext()
     try:
-        return _run(loaded, state, results, out, html, quiet, console, t_start, t_cpu0)
+        with staged as work:
+            state = PipelineState(recipe=loaded, out_dir=work, threads=threads, quiet=quiet,
+                                  scratch=Path(scratch.name) if scratch else None)
+            return _run(loaded, state, results, work, out, html, quiet, console, t_start, t_cpu0)
     finally:
         if scratch is not None:
             scratch.cleanup()
 
 
-def _run(loaded, state, results, out, html, quiet, console, t_start, t_cpu0):
+def _rebased(obj, old: str, new: str):
+    """`obj` with every path string under `old` (the staging folder) moved to `new`."""
+    if isinstance(obj, dict):
+        return {k: _rebased(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_rebased(v, old, new) for v in obj)
+    if isinstance(obj, str) and (obj == old or obj.startswith(old + os.sep)):
+        return new + obj[len(old):]
+    return obj
+
+
+def _run(loaded, state, results, out, shown, html, quiet, console, t_start, t_cpu0):
+    """`out`: the folder written (the staging folder), `shown`: the folder recorded in the results."""
     from sparsa.pipeline import hardware
     from sparsa.pipeline.progress import Steps
 
@@ -173,7 +187,7 @@ def _run(loaded, state, results, out, html, quiet, console, t_start, t_cpu0):
                 results["timing"]["simulate_s"] = t.elapsed
             if out is not None and recipe.report.save_model:
                 state.loaded.save(out / "model")
-                results["model"]["saved"] = str(out / "model")
+                results["model"]["saved"] = str(shown / "model")
 
         results["timing"]["total_s"] = time.perf_counter() - t_start
         results["timing"]["total_cpu_s"] = time.process_time() - t_cpu0
@@ -181,12 +195,14 @@ def _run(loaded, state, results, out, html, quiet, console, t_start, t_cpu0):
         if out is not None:
             from sparsa.io import atomic_write_json
 
+            results = _rebased(results, str(out), str(shown))  # paths recorded during the run name the staging folder
             atomic_write_json(out / "results.json", results)
             if html:
                 with steps.step("report"):
                     from sparsa.report import write_html_report
 
-                    results["report"] = str(write_html_report(results, out / "report.html"))
+                    write_html_report(results, out / "report.html")
+                    results["report"] = str(shown / "report.html")
     return results
 
 

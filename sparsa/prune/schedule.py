@@ -30,8 +30,11 @@ Granularity:
                   per unit kind ranked across layers.
 
 Every trial and round is appended to <out>/log.jsonl (rate, params, MACs, accuracy); after every
-accepted step the model is checkpointed (<out>/ckpt-NNNN, committed by an atomic write of
-<out>/state.json). Running again with the same `out` resumes from the last accepted step.
+accepted step the model is checkpointed (<out>/ckpt-NNNN, each folder written whole, committed by
+an atomic write of <out>/state.json). Running again with the same `out` resumes from the last
+accepted step; <out>/model (written whole) and then <out>/result.json mark a finished run, which
+like a run with another configuration or a folder of something else is only replaced with
+`overwrite=True` (`--overwrite`).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from typing import Callable
 import torch
 
 from sparsa.errors import SparsaError
-from sparsa.io import atomic_save_safetensors, atomic_write_json
+from sparsa.io import (OVERWRITE_HINT, atomic_save_safetensors, atomic_write_json, check_out_dir, clean_stale_inside,
+                       is_leftover, staged_folder)
 
 STATE_VERSION = 1
 ACCEPT_RULES = ("upper_bound", "point")
@@ -262,12 +266,12 @@ class _State:
 
 
 def _save_ckpt(out: Path, name: str, lm, masks) -> None:
-    d = out / name
-    if d.exists():
-        shutil.rmtree(d)
-    lm.save(d)
-    if masks:
-        atomic_save_safetensors(d / "masks.safetensors", masks)
+    from sparsa.models.store import write_model_files
+
+    with staged_folder(out / name, overwrite=True) as d:  # model and masks appear together
+        write_model_files(lm, d)
+        if masks:
+            atomic_save_safetensors(d / "masks.safetensors", masks)
 
 
 def _load_ckpt(out: Path, name: str):
@@ -392,42 +396,37 @@ def _linear_macs(model, inputs, slots) -> dict[str, int]:
 
 
 def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[dict], None] | None = None,
-                    progress: bool = True, console=None, **opts) -> dict:
+                    progress: bool = True, console=None, overwrite: bool = False, **opts) -> dict:
     """Prune `loaded` (a LoadedModel, not changed) as far as `tolerance` allows; see the module doc.
 
     `data`: a built-in name/path for `sparsa.data.load_dataset` (its check/report/train splits are
     loaded by name), a labelled Dataset (used for all three), or a dict of Datasets with the keys
     check, report and train. Writes <out>/model (the result, reloadable
     with sparsa.models.load), <out>/log.jsonl, <out>/result.json; resumes from <out>/state.json.
-    `callback(entry)` sees every log entry (raise in it to stop the run).
+    `callback(entry)` sees every log entry (raise in it to stop the run). An unfinished run of
+    the same configuration in `out` is resumed; anything else there is refused unless `overwrite`,
+    which starts over in an emptied folder.
     """
     from sparsa.prune.finetune import finetune
 
     cfg = ScheduleConfig.from_opts(tolerance, **opts)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SparsaError(f"{out} exists and is not a folder", hint="give --out a folder path")
+    out = check_out_dir(out, overwrite=None)
     cfg.resolve_kinds(loaded)
+    start_over = _resumable(out, cfg, opts, overwrite)
     splits = _load_splits(data, cfg)
     check_ds, report_ds, train_ds = splits
     _check_classifier(loaded, check_ds)
+    if start_over:  # only now: a call that fails on its input leaves the folder as it was
+        with staged_folder(out, overwrite=True):
+            pass
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_inside(out)  # checkpoint folders a kill left half-built
     t_start = time.perf_counter()
 
     state_path = out / "state.json"
     resumed = state_path.is_file()
     if resumed:
-        saved = json.loads(state_path.read_text())
-        saved_cfg = dict(saved.get("config") or {})
-        for k, legacy in _LEGACY_OPTS.items():  # a run saved before option k existed keeps its rule
-            if k not in saved_cfg:
-                saved_cfg[k] = legacy
-                if getattr(cfg, k) == getattr(ScheduleConfig, k) and k not in opts:
-                    setattr(cfg, k, legacy)
-        saved["config"] = saved_cfg
-        if saved_cfg != _cfg_dict(cfg):
-            raise SparsaError(f"{out} holds a run with a different configuration",
-                              hint="use a new --out folder, or delete it to start over")
+        saved = _saved_state(out, cfg, opts)
         st = _State(**{k: v for k, v in saved.items() if k in _State.__dataclass_fields__})
         from sparsa.models import load as load_model
 
@@ -448,7 +447,7 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
 
     dense_correct = meter.correct(dense)
     if not resumed:
-        dense.save(out / "dense")
+        dense.save(out / "dense", overwrite=True)
         st.a0 = float(dense_correct.float().mean())
         st.s = {s: 0.0 for s in op.slots}
         st.s_round_start = dict(st.s)
@@ -551,6 +550,48 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
     return _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct)
 
 
+# what a run leaves in its folder before its first commit (state.json)
+_RUN_FILES = ("dense", "log.jsonl")
+
+
+def _resumable(out: Path, cfg: ScheduleConfig, opts: dict, overwrite: bool) -> bool:
+    """Check what `out` holds before any work; True: empty it and start over."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if overwrite:
+        return True
+    if (out / "state.json").is_file():
+        _saved_state(out, cfg, opts)  # refuses another configuration
+        if (out / "result.json").is_file():
+            raise SparsaError(f"{out} holds a finished tolerance-pruning run", hint=OVERWRITE_HINT)
+        return False
+    started = all(p.name in _RUN_FILES or p.name.startswith("ckpt-") or is_leftover(p.name) for p in out.iterdir())
+    if started:  # a run killed before its first commit
+        return True
+    raise SparsaError(f"the output folder {out} already exists and is not empty (and holds no tolerance-pruning run)",
+                      hint=OVERWRITE_HINT)
+
+
+def _saved_state(out: Path, cfg: ScheduleConfig, opts: dict) -> dict:
+    """state.json of the run in `out`, if it has `cfg`'s configuration (which it may update for
+    options the saved run predates)."""
+    try:
+        saved = json.loads((out / "state.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SparsaError(f"{out / 'state.json'} is corrupt: {e}", hint=OVERWRITE_HINT) from e
+    saved_cfg = dict(saved.get("config") or {})
+    for k, legacy in _LEGACY_OPTS.items():  # a run saved before option k existed keeps its rule
+        if k not in saved_cfg:
+            saved_cfg[k] = legacy
+            if getattr(cfg, k) == getattr(ScheduleConfig, k) and k not in opts:
+                setattr(cfg, k, legacy)
+    saved["config"] = saved_cfg
+    if saved_cfg != _cfg_dict(cfg):
+        raise SparsaError(f"{out} holds a run with a different configuration",
+                          hint="use a new --out folder, or pass --overwrite to start over (the run there is deleted)")
+    return saved
+
+
 def _copy(masks):
     return None if masks is None else {k: v.clone() for k, v in masks.items()}
 
@@ -562,11 +603,9 @@ def _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct) -> dict:
     dense_check = st.a0
     dense_test, final_test = meter.acc(dense, "report"), meter.acc(lm, "report")
     model_dir = out / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
     lm.record.setdefault("stages", []).append({"stage": "tolerance_prune", "config": _cfg_dict(cfg),
                                                "sparsity": st.s, "stop_reason": st.stop_reason})
-    lm.save(model_dir)
+    lm.save(model_dir, overwrite=True)  # whole; result.json, written after it, marks the run finished
     result = {
         "model": str(model_dir), "granularity": cfg.granularity, "scope": cfg.scope, "kinds": list(cfg.kinds),
         "tolerance": cfg.tolerance, "rollback": cfg.rollback, "stop_reason": st.stop_reason,

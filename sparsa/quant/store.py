@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sparsa.errors import SparsaError
-from sparsa.io import atomic_save_safetensors, atomic_write_json
+from sparsa.io import atomic_save_safetensors, atomic_write_json, staged_folder
 from sparsa.quant.api import _set_submodule, float_storage, quant_layers
 from sparsa.quant.modules import QuantLinear
 from sparsa.quant.primitives import qrange
@@ -54,14 +54,13 @@ def unpack_codes(packed: torch.Tensor, bits: int, scheme: str, shape, dtype: tor
     return (torch.from_numpy(u.astype(np.int16)) + lo).reshape(shape).to(dtype)
 
 
-def save_quantized(model, directory, *, source: str | None = None) -> Path:
-    """Write a quantized model (LoadedModel or nn.Module) to `directory`; returns the folder.
+def save_quantized(model, directory, *, source: str | None = None, overwrite: bool = False) -> Path:
+    """Write a quantized model (LoadedModel or nn.Module) to `directory` as a whole folder (see
+    `sparsa.io.staged_folder`; an existing non-empty one only with `overwrite`, which replaces it).
 
     source: the float model to rebuild the architecture from on load (a sparsa model name or
     folder); default: the LoadedModel's recorded source."""
     out = Path(directory)
-    if out.exists() and not out.is_dir():
-        raise SparsaError(f"{out} exists and is not a folder", hint="give a folder path")
     loaded = model if hasattr(model, "adapter") else None
     module = loaded.model if loaded is not None else model
     qls = quant_layers(module)
@@ -101,9 +100,9 @@ def save_quantized(model, directory, *, source: str | None = None) -> Path:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     meta = {"format": FORMAT, "version": VERSION, "source": source, "layers": layers, "tied": tied,
             "config": getattr(module, "_sparsa_quant_config", None), "float_storage": fstore}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_save_safetensors(out / "quant.safetensors", tensors, metadata={"format": "pt"})
-    atomic_write_json(out / "quant.json", meta)
+    with staged_folder(out, overwrite=overwrite) as d:
+        atomic_save_safetensors(d / "quant.safetensors", tensors, metadata={"format": "pt"})
+        atomic_write_json(d / "quant.json", meta)
     return out
 
 
