@@ -1,6 +1,6 @@
-"""ESCALATE's hybrid quantization of a PENNI model (ALGORITHMS.md §5.6), stored at its real widths.
+"""ESCALATE's hybrid quantization of a PENNI model (docs/algorithms.md §7), stored at its real widths.
 
-Per decomposed layer and basis b (CHOICE, §5.6):
+Per decomposed layer and basis b (CHOICE, docs/algorithms.md §7):
     α_b = mean |C[:, :, b]| over the non-zero coefficients        (sparsa.quant.primitives.ternarize)
     T = sign(C) ∈ {-1, 0, +1}                                      2-bit codes, 4 per byte
     basis_b ← α_b · basis_b, then symmetric 8-bit, max clipping    int8 codes + one float scale
@@ -125,7 +125,7 @@ class EscalateConv(PenniConv):
     @classmethod
     @torch.no_grad()
     def from_penni(cls, m: PenniConv) -> tuple["EscalateConv", dict]:
-        """§5.6: α_b folded into the basis, basis to symmetric int8 (max clipping), coefficients to sign(C)."""
+        """docs/algorithms.md §7: α_b folded into the basis, basis to symmetric int8 (max clipping), coefficients to sign(C)."""
         codes, alpha = ternarize(m.coefs.detach(), axis=2)  # alpha: one per basis kernel
         folded = alpha.view(-1, 1) * m.basis.detach().float()
         qp = choose_qparams(folded, bits=8, scheme="sym", clip="max")

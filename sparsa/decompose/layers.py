@@ -1,4 +1,4 @@
-"""PENNI's decomposed layers (ALGORITHMS.md §5.1, §5.5, §5.6).
+"""PENNI's decomposed layers (docs/algorithms.md §6.1, §6.5, §7).
 
 A decomposed layer keeps `d` shared basis kernels `basis [d, K]` (K = kernel volume) and one
 coefficient per (output, input, basis): `coefs [C_out, C_in, d]`, so that
@@ -138,7 +138,7 @@ class PenniConv(nn.Module):
 
 
 class PenniLinear(nn.Module):
-    """A Linear whose rows are cut into segments of `group` inputs; the segments are the kernels (§5.5).
+    """A Linear whose rows are cut into segments of `group` inputs; the segments are the kernels (docs/algorithms.md §6.5).
 
     y_o = Σ_s Σ_b C[o,s,b]·(basis_b · x_s).  group = in_features gives the low-rank mode W ≈ C·basis.
     """

@@ -1,4 +1,4 @@
-"""PENNI model shrinking (ALGORITHMS.md §5.4): remove dead channels and dead basis kernels.
+"""PENNI model shrinking (docs/algorithms.md §6.4): remove dead channels and dead basis kernels.
 
 With the coefficients viewed as C[C_out, C_in, d]:
   input channel i is dead when C[:, i, :] = 0, output channel o when C[o, :, :] = 0, basis b when

@@ -214,7 +214,7 @@ def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: st
 
 
 def _hybrid(loaded, calib):
-    """ESCALATE (§5.6): 8-bit basis kernels, ternary coefficients; lives with the decomposition code."""
+    """ESCALATE (docs/algorithms.md §7): 8-bit basis kernels, ternary coefficients; lives with the decomposition code."""
     try:
         from sparsa.decompose.escalate import hybridize
     except ImportError as e:
