@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from sparsa.decompose.layers import PENNI_LAYERS, PenniConv, PenniLinear
+from sparsa.decompose.layers import PENNI_LAYERS, PenniConv, PenniLinear, merge_to_dense  # noqa: F401  (re-exported)
 from sparsa.errors import SparsaError, check_fraction
 
 DEFAULT_BASIS = 5  # ref: d = 5 for 3×3 kernels; used when the kernel volume is larger than 5
@@ -442,29 +442,6 @@ def penni(model: nn.Module, train, example_input: Tensor | dict, config: PenniCo
 def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
-
-
-def merge_to_dense(model: nn.Module) -> list[str]:
-    """Fold every decomposed layer back into one ordinary Conv/Linear (W = C·basis): same function,
-    the fastest CPU form once shrinking has removed the dead channels. Returns the merged layer names."""
-    merged = []
-    for name, m in list(model.named_modules()):
-        if isinstance(m, PenniConv):
-            cls = nn.Conv2d if m.dims == 2 else nn.Conv3d
-            new = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                      bias=m.bias is not None)
-        elif isinstance(m, PenniLinear):
-            new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-        else:
-            continue
-        new = new.to(m.basis.device, m.basis.dtype)
-        with torch.no_grad():
-            new.weight.copy_(m.dense_weight())
-            if m.bias is not None:
-                new.bias.copy_(m.bias)
-        set_submodule(model, name, new)
-        merged.append(name)
-    return merged
 
 
 def _join(prefix: str, leaf: str) -> str:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
 from sparsa.models.families import FamilyAdapter
+
+# the model-folder writer: `sparsa.models.store` (which builds on this class) installs `save_model` here,
+# so that this module does not import it back; importing any sparsa.models module imports store first
+_folder_writer: Callable | None = None
 
 
 @dataclass
@@ -33,9 +37,7 @@ class LoadedModel:
 
     def save(self, directory: str | Path) -> Path:
         """Save weights (safetensors), config, tokenizer and record; `sparsa.models.load` reloads it."""
-        from sparsa.models.store import save_model
-
-        return save_model(self, directory)
+        return _folder_writer(self, directory)
 
     def clone(self) -> "LoadedModel":
         """A deep copy whose model can be changed without touching this one."""

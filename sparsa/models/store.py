@@ -26,6 +26,7 @@ from torch import nn
 from sparsa.errors import SparsaError
 from sparsa.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
 from sparsa.models.families import FAMILIES, Family, family_for_model_type, family_for_module
+from sparsa.models import loaded as _loaded_module
 from sparsa.models.loaded import LoadedModel
 from sparsa.models.resize import apply_shapes, module_shape
 
@@ -309,3 +310,6 @@ def from_module(model: nn.Module, *, tokenizer=None, config=None, source: str | 
     model.eval()
     return LoadedModel(model, fam.name, fam.adapter(model, cfg if hasattr(cfg, "model_type") else None), tokenizer,
                        cfg, {"source": source, "stages": []})
+
+
+_loaded_module._folder_writer = save_model  # LoadedModel.save writes through this module

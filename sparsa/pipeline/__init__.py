@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsa.errors import SparsaError
-from sparsa.pipeline.state import PipelineState, require
+from sparsa.pipeline.state import PipelineState
 from sparsa.recipe import LoadedRecipe, default_recipe_path
 
 __all__ = ["run_recipe", "recreate_command", "PipelineState"]
@@ -127,7 +127,8 @@ def _run(loaded, state, results, out, html, quiet, console, t_start, t_cpu0):
             results["timing"]["simulate_s"] = t.elapsed
         else:
             with steps.step("load model") as t:
-                models = require("sparsa.models", "loading the model")
+                from sparsa import decompose, models  # noqa: F401  decompose registers its layer kinds for load
+
                 state.loaded = models.load(loaded.resolve_path(recipe.model))
                 state.reference = state.loaded.clone()
             results["timing"]["load_s"] = t.elapsed

@@ -10,7 +10,7 @@ import torch
 from sparsa.attention import fixedpoint as fx
 from sparsa.attention import hdp
 from sparsa.errors import SparsaError
-from sparsa.hw.rtl.cosim import Batch, UnitSpec
+from sparsa.hw.rtl.unit_spec import Batch, UnitSpec
 from sparsa.hw.rtl.params import RtlParams
 from sparsa.hw.rtl.vectors import CODE_KINDS, codes, rand, randint
 
