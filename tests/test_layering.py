@@ -62,3 +62,15 @@ def test_the_string_import_check_sees_a_call(tmp_path):
     p = tmp_path / "m.py"
     p.write_text("import importlib\nmod = importlib.import_module('sparsa.prune')\nx = __import__('sparsa')\n")
     assert _string_imports(p) == [(2, "import_module"), (3, "__import__")]
+
+
+def test_models_rebuild_a_registered_layer_kind_and_name_an_unknown_one():
+    from torch import nn
+
+    from sparsa.errors import SparsaError
+    from sparsa.models.layer_kinds import build_layer, register_layer_kind
+
+    register_layer_kind("_TestKind", lambda shape: nn.Linear(shape["in"], shape["out"]))
+    assert build_layer("a.b", {"type": "_TestKind", "in": 3, "out": 2}).weight.shape == (2, 3)
+    with pytest.raises(SparsaError, match="a.b: the model folder holds a _NoSuchKind layer"):
+        build_layer("a.b", {"type": "_NoSuchKind"})
