@@ -5,8 +5,8 @@ plus the sweep-speed check: BERT-base, 12 layers, seq 512, per-head block masks,
 
 Masks: `sparsa.attention.collect_masks` on the real MiniLM (all-MiniLM-L6-v2) for text from the
 built-in `sentences` set, joined and cut into inputs of SEQ tokens (no padding, batch 1), with
-`hdp` (sparsa's default rule) and `hdp-seed` (the seed's rule, spec §4.1). The presets' sizes are
-spec §4.3 placeholders: the seed gives no cores, clock, area, power or speedup figures.
+`hdp` (sparsa's default rule) and `hdp-seed` (the seed's rule, docs/algorithms.md §5.1). The presets' sizes are
+docs/algorithms.md §5.5 placeholders: the seed gives no cores, clock, area, power or speedup figures.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     print()
     print("Seed 002 (HDP) reports no speedup or energy figure (it says HDP beats SpAtten and Energon); its sparsity")
     print("figures, BERT-Base: 75% combined sparsity on SST-2, 65% on CoLA; block pruning holds accuracy at 70%;")
-    print("13-17% of heads pruned for ~1% loss. hdp-edge/hdp-server sizes are spec §4.3 placeholders.")
+    print("13-17% of heads pruned for ~1% loss. hdp-edge/hdp-server sizes are docs/algorithms.md §5.5 placeholders.")
     med, cyc, tiles, nops = bert_base_sweep_timing()
     print()
     print(f"BERT-base, 12 layers, seq 512, per-head 2x2 block masks (30% kept, 85% heads) on hdp-edge: "

@@ -6,7 +6,7 @@
 Sections
 - table2: MiniLM (embedding cosine on the built-in held-out sentences) and tiny-swin (digits
   accuracy): FP32 vs asym vs sym-max vs sym-search, W8A8 and W4A8 (weights per channel, activations
-  static per tensor, §3.3), with real bytes.
+  static per tensor, docs/algorithms.md §4), with real bytes.
 - ort: batch 1, seq 128, 2 threads, one process: PyTorch FP32, ORT FP32, ORT quantize_dynamic
   per-tensor and per-channel, each from the plain export and from ONNX Runtime's BERT optimizer
   (fused Attention / SkipLayerNorm / BiasGelu, the preparation ORT documents), sparsa W8 (fused graph, QAttention + DynamicQuantizeMatMul on u8×u8

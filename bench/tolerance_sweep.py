@@ -4,7 +4,7 @@
         [--accept upper_bound|point] [--confidence 0.95] [--rounds-max N] [--budget-s S]
     python bench/tolerance_sweep.py --video [--video-clips 200]   # L1 heads+FFN pruning of tiny-videomae
 
-Seed 001's setting at fixture scale: the seed's rule (ALGORITHMS.md §3.2: unstructured magnitude,
+Seed 001's setting at fixture scale: the seed's rule (docs/algorithms.md §3: unstructured magnitude,
 round-robin per layer, 1 epoch of fine-tuning per round) on the tiny Swin fixture and the digits set
 (check split = calib, reported = test). A step is accepted when the one-sided `--confidence` upper
 bound of the paired accuracy drop on the check split is within the tolerance (`--accept point`:

@@ -49,7 +49,7 @@ class PruneStage(_Strict):
     heads: Fraction = 0.0
     ffn: Fraction = 0.0
     channels: Fraction = 0.0
-    # l1 = l1_group (spec §2.4 default); l1_mean_producer (alias seed) reproduces seed 000 exactly
+    # l1 = l1_group (docs/algorithms.md §2.4 default); l1_mean_producer (alias seed) reproduces seed 000 exactly
     importance: Literal["l1", "l1_group", "l1_mean_producer", "seed", "l2", "taylor", "activation", "random"] = "l1"
     scope: Literal["layer", "global"] = "layer"
     calib: str | None = None  # data for activation/taylor importance; default: the recipe's calib set

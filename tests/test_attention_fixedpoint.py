@@ -1,4 +1,4 @@
-"""Fixed-point format and HDP integer pieces: exact integer semantics (spec §1.2–1.3, §4.1)."""
+"""Fixed-point format and HDP integer pieces: exact integer semantics (docs/algorithms.md §1, §5.1)."""
 
 import math
 
@@ -40,7 +40,7 @@ def test_split_reconstructs_exactly(mode):
 
 
 def test_split_spec_example():
-    # spec §1.3: Q3.4, x = −0.25 → q = −4, I = −1, F = 12 (floor); trunc: I = 0, F = −4
+    # docs/algorithms.md §1.2: Q3.4, x = −0.25 → q = −4, I = −1, F = 12 (floor); trunc: I = 0, F = −4
     assert [t.item() for t in fx.split_int_frac(torch.tensor(-4), 4, "floor")] == [-1, 12]
     assert [t.item() for t in fx.split_int_frac(torch.tensor(-4), 4, "trunc")] == [0, -4]
 
@@ -138,7 +138,7 @@ def test_approximation_error_matches_analytical_bound(split):
 
 
 def test_int_exp_and_reciprocal_exact_values_and_bounds():
-    # spec §4.1 step 10: 0.31% polynomial error (+ quantization), 1/17 linear reciprocal, ≤0.35% after Newton
+    # docs/algorithms.md §5.1 step 10: 0.31% polynomial error (+ quantization), 1/17 linear reciprocal, ≤0.35% after Newton
     assert exp_error(12, 15) < 0.0035
     assert abs(recip_error(15, 0) - 1 / 17) < 1e-3
     assert recip_error(15, 1) < 0.0036 and recip_error(15, 2) < 1e-4

@@ -1,4 +1,4 @@
-"""PENNI decomposition (ALGORITHMS.md §5.1-§5.3, §5.5): exactness, best rank-d fit, training rules, bad input."""
+"""PENNI decomposition (docs/algorithms.md §6.1–6.3, §6.5): exactness, best rank-d fit, training rules, bad input."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""ESCALATE (ALGORITHMS.md §5.6): 8-bit basis / ternary coefficients stored at those widths, and the
+"""ESCALATE (docs/algorithms.md §7): 8-bit basis / ternary coefficients stored at those widths, and the
 reorganised order (ternary input combinations first) equal to PENNI's order."""
 
 import math

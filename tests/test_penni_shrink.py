@@ -1,4 +1,4 @@
-"""PENNI shrinking (ALGORITHMS.md §5.4) on a net with BatchNorm, a residual add, a concatenation and a
+"""PENNI shrinking (docs/algorithms.md §6.4) on a net with BatchNorm, a residual add, a concatenation and a
 flatten into a Linear: dead channels/bases go, the function stays, the result saves and reloads."""
 
 import tempfile

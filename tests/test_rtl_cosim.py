@@ -30,7 +30,7 @@ def test_unit_bit_exact(unit, preset, over):
 
 
 def test_trunc_split_bit_exact():
-    # the alternative split of spec §1.3, on both sides
+    # the alternative split of docs/algorithms.md §1.2, on both sides
     res = cosim("pe", 200, seed=6, head_dim=8, split="trunc")
     assert res.vectors == 200 and res.mismatches == 0
 

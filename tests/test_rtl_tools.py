@@ -20,7 +20,7 @@ def test_params_from_presets_and_errors():
     server = load_params("hdp-server")
     assert (server.cores, server.pe_rows, server.pe_cols, server.lane_kind) == (8, 2, 4, "pe")
     assert load_params("systolic-32-os").pe_rows == 16
-    assert load_params(head_dim=64).acc_bits == 2 * 8 + 6  # spec §1.2: 2*n_b + ceil(log2 D_h)
+    assert load_params(head_dim=64).acc_bits == 2 * 8 + 6  # docs/algorithms.md §1.1: 2*n_b + ceil(log2 D_h)
     with pytest.raises(SparsaError, match="unknown preset"):
         load_params("no-such-preset")
     with pytest.raises(SparsaError, match="2..16 bits"):

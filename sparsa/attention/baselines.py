@@ -1,4 +1,4 @@
-"""Baselines in HDP's harness (spec §4.2): dense, Top-K, Energon two-round filtering, SpAtten heads.
+"""Baselines in HDP's harness (docs/algorithms.md §5.4): dense, Top-K, Energon two-round filtering, SpAtten heads.
 
 Every method decides a kept-element mask (and a head mask), then shares HDP's arithmetic for the
 kept scores (`hdp.attention_from_mask`), so a comparison isolates *which* positions are pruned.
@@ -80,7 +80,7 @@ def dense_attention(q, k, v, valid=None, bias=None):
 
 
 def topk_attention(q, k, v, ratio: float, cfg: HDPConfig | None = None, valid=None, bias=None, granularity="block"):
-    """Top-K (spec §4.2): per block-row keep K = max(1, ceil((1 − ratio)·n)) blocks of largest θ
+    """Top-K (docs/algorithms.md §5.4): per block-row keep K = max(1, ceil((1 − ratio)·n)) blocks of largest θ
     (HDP's step-5 importance, `cfg.importance`; ties → lower column index), or with
     granularity="element" per query row the K largest exact scores. Then HDP steps 8–11."""
     check_fraction("topk ratio", ratio)
@@ -126,7 +126,7 @@ def _sym_quant_per_head(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 def energon_attention(q, k, v, ratio: float, cfg: HDPConfig | None = None, valid=None, bias=None,
                       bits=(2, 4), alphas=None):
-    """Energon-style two-round filtering (spec §4.2), element granularity.
+    """Energon-style two-round filtering (docs/algorithms.md §5.4), element granularity.
 
     Round t quantizes Q, K symmetrically per (item, head) to bits[t], computes the integer scores of
     the still-alive pairs, and per query row applies the bit-exact step-7 rule (`row_keep_mask`
@@ -154,7 +154,7 @@ def energon_attention(q, k, v, ratio: float, cfg: HDPConfig | None = None, valid
 
 
 class SpAttenState:
-    """Cascade head pruning state across the layers of one forward (spec §4.2).
+    """Cascade head pruning state across the layers of one forward (docs/algorithms.md §5.4).
 
     s [B,H] accumulated Σ|O_h|; pruned [B,H] bool. Layer 0 prunes nothing; before layer l ≥ 1 the
     heads with the smallest s are added until floor(p·H) are pruned; pruned stays pruned."""

@@ -1,4 +1,4 @@
-"""Head-pruning calibration: τ_H for a requested head-pruning ratio (spec §4.1 step 6, CHOICE).
+"""Head-pruning calibration: τ_H for a requested head-pruning ratio (docs/algorithms.md §5.1 step 6, CHOICE).
 
 The seed gives τ_H as an absolute integer threshold on θ_H = Σ|A| of a head. An absolute number
 means nothing to a user, so sparsa calibrates it: run the model with head pruning off over a

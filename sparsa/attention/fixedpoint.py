@@ -1,4 +1,4 @@
-"""Signed fixed point (spec §1.2–1.3): the integer arithmetic the HDP golden model and the RTL share.
+"""Signed fixed point (docs/algorithms.md §1.1–1.2): the integer arithmetic the HDP golden model and the RTL share.
 
 Every function here is pure, vectorised over `torch.int64` tensors and deterministic. Integer codes
 are always `torch.int64`; a Qm.f word has `total_bits = 1 + m + f` bits in two's complement and the
@@ -11,7 +11,7 @@ Exact semantics (what hardware must reproduce bit for bit):
 * arithmetic right shift (`ashr`): `floor(v / 2^s)` (what `>>` does on two's complement).
   A negative shift is a left shift (`v · 2^-s`).
 * saturation (`saturate`): clamp to `[-2^(n-1), 2^(n-1) - 1]`.
-* int/frac split (`split_int_frac`), mode `"floor"` (default, spec §1.3): `I = q >> f`,
+* int/frac split (`split_int_frac`), mode `"floor"` (default, docs/algorithms.md §1.2): `I = q >> f`,
   `F = q & (2^f - 1)` ∈ [0, 2^f); mode `"trunc"`: `I = sign(q)·(|q| >> f)`, `F = q - I·2^f`
   (F carries the sign of q); mode `"round"`: `I = (q + 2^(f-1)) >> f`, `F = q - I·2^f` ∈ [-2^(f-1), 2^(f-1)).
   All give `q == I·2^f + F` exactly.
@@ -77,7 +77,7 @@ def ashr(v: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
 def split_int_frac(q: torch.Tensor, frac_bits: int, mode: str = "floor") -> tuple[torch.Tensor, torch.Tensor]:
     """Split Qm.f codes into integer part I and fractional part F with `q == I·2^f + F`.
 
-    floor (spec default): I = q >> f (= floor(x̂)), F = q & (2^f − 1) ∈ [0, 2^f).
+    floor (default): I = q >> f (= floor(x̂)), F = q & (2^f − 1) ∈ [0, 2^f).
     trunc: I = sign(q)·(|q| >> f) (toward zero), F = q − I·2^f ∈ (−2^f, 2^f), sign of q.
     round (sparsa variant): I = (q + 2^(f−1)) >> f (nearest, halves up), F = q − I·2^f ∈ [−2^(f−1), 2^(f−1)).
     """

@@ -1,20 +1,20 @@
-"""HDP attention (spec §4.1) as an integer golden model, and its pieces.
+"""HDP attention (docs/algorithms.md §5.1) as an integer golden model, and its pieces.
 
 Shapes: q, k, v are `[B, H, N, D_h]` float (before the 1/√D_h scale); `valid` is `[B, N]` bool
 (True = a real token; padding keys/queries are excluded from every statistic and masked out).
 All integer tensors are `torch.int64`. Everything is pure and deterministic: the same inputs give
 bit-identical outputs whatever the batch split (no cross-batch or cross-head reduction anywhere).
 
-Per head, in order (the RTL implements exactly these integer steps; the float formulas in the spec
+Per head, in order (the RTL implements exactly these integer steps; the float formulas in docs/algorithms.md
 are documentation):
 
 1. `qQ = to_fixed(Q, f, n)`, `qK = to_fixed(K, f, n)`                      (round half even, saturate)
-2. `I_Q, F_Q = split_int_frac(qQ, f, split)`, same for K                   (spec §1.3)
+2. `I_Q, F_Q = split_int_frac(qQ, f, split)`, same for K                   (docs/algorithms.md §1.2)
 3. `A = I_Q · I_Kᵀ`                                                        (exact integer)
 4. pad N up to a multiple of the block size b with invalid rows/columns
 5. `θ = block_importance(A, b, valid_elem, variant)`                      (see its docstring)
 6. `θ_H = Σ |A|` over valid elements; `head_keep(θ_H, τ, n_valid, mode)`
-7. `M = row_keep_mask(θ, valid_block, ρq)`                                 (bit-exact spec rule)
+7. `M = row_keep_mask(θ, valid_block, ρq)`                                 (bit-exact row rule)
 8. `T = 2^f·A + F_Q·I_Kᵀ + I_Q·F_Kᵀ` at `fT = f` fractional bits (`approx=True`), or
    `T = qQ·qKᵀ` at `fT = 2f` (`approx=False`)                            (`approx_scores_int`)
 9. `x = (T · C) >> (fT + 16 − S)` with `C = round(2^16 / √D_h)`: the scaled score in Q·.S
@@ -44,7 +44,7 @@ PRUNED_MODES = ("drop", "mean")
 # excluded ("not attendable"): never kept, never counted as valid or pruned, out of every row statistic.
 MASK_BIAS = -50.0
 
-# softmax constants (spec §4.1 step 10, I-BERT polynomial, linear reciprocal)
+# softmax constants (docs/algorithms.md §5.1 step 10, I-BERT polynomial, linear reciprocal)
 EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344
 SCALE_BITS = 16  # C = round(2^16/√D_h)
 RECIP_MAGIC = 61681  # round(2^20/17): (num·61681) >> 17 ≈ 8·num/17
@@ -140,7 +140,7 @@ class HDPStats:
     block_mask [B,H,NB,NB] bool (True = kept; computed for every head, pruned heads included: the
     integer pass always runs), head_mask [B,H] bool (True = kept), kept_blocks_per_row [B,H,NB],
     valid_blocks [B,NB,NB] bool, valid_len [B], seq_len (before padding), padded (rows added to reach a
-    multiple of the block), ops: dict of MAC / element counts per spec §4.1 cost accounting.
+    multiple of the block), ops: dict of MAC / element counts per docs/algorithms.md §5.3.
     output_int: the integer output codes (Q·.v_frac_bits) when v_mode="fixed", else None.
     """
 
@@ -229,7 +229,7 @@ def block_importance(A_int: torch.Tensor, block: int, valid: torch.Tensor, varia
 
 
 def row_keep_mask(theta: torch.Tensor, valid: torch.Tensor, rho_q: int) -> torch.Tensor:
-    """Bit-exact row-balanced threshold (spec §4.1 step 7). Returns bool `[..., NB, NB]`, True = keep.
+    """Bit-exact row-balanced threshold (docs/algorithms.md §5.1 step 7). Returns bool `[..., NB, NB]`, True = keep.
 
     theta: int64 `[..., NB, NB]`; valid: bool broadcastable to theta (True = a valid block; invalid
     blocks are excluded from n, Σ, max, min and are never kept); rho_q = round(256·ρ_B) ∈ [−256, 256].
@@ -282,7 +282,7 @@ def rowmax_gap_mask(A_int: torch.Tensor, valid: torch.Tensor, block: int, gap_in
 
 
 def head_importance(A_int: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """θ_H = Σ |A| over valid elements, int64 `[...]` (spec §4.1 step 6)."""
+    """θ_H = Σ |A| over valid elements, int64 `[...]` (docs/algorithms.md §5.1 step 6)."""
     return torch.where(valid.expand_as(A_int), A_int.abs(), 0).sum((-1, -2))
 
 
@@ -299,7 +299,7 @@ def head_keep(theta_h: torch.Tensor, tau_h: float | None, n_valid: torch.Tensor,
 
 
 def approx_scores_int(I_Q, F_Q, I_K, F_K, frac_bits: int, approx: bool = True, A_int=None) -> tuple[torch.Tensor, int]:
-    """Integer scores for kept blocks (spec §4.1 step 8); returns (T, fT), value T · 2^-fT.
+    """Integer scores for kept blocks (docs/algorithms.md §5.1 step 8); returns (T, fT), value T · 2^-fT.
 
     approx=True:  T = 2^f·A + F_Q·I_Kᵀ + I_Q·F_Kᵀ, fT = f (F_Q·F_Kᵀ dropped; under the floor split the
                   dropped term 2^-2f·F_Q·F_Kᵀ lies in [0, D_h·(1 − 2^-f)²]).

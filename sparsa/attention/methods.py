@@ -6,7 +6,7 @@ A runner is `runner(q, k, v, valid, bias, state) -> (output, HDPStats)` on `[B,H
 Methods
   dense      float softmax attention, nothing pruned (reference)
   int        HDP arithmetic with nothing pruned (fixed-point cost alone)
-  hdp-seed   spec §4.1 exactly: Σ|A| block importance, row rule with ρ_B
+  hdp-seed   docs/algorithms.md §5.1 exactly: Σ|A| block importance, row rule with ρ_B
   hdp        sparsa's default: the best variant the benches found (see HDP_DEFAULTS and
              HDP_FAMILY_DEFAULTS, docs/attention.md); its rule can depend on the model family
   topk       Top-K blocks per block-row (`ratio` = fraction pruned); topk-element: per query row
@@ -28,7 +28,7 @@ from sparsa.errors import SparsaError
 
 METHODS = ("hdp", "hdp-seed", "topk", "topk-element", "energon", "spatten", "dense", "int")
 
-# the seed's exact rule (spec §4.1); accuracy studies keep V in float (spec step 11)
+# the seed's exact rule (docs/algorithms.md §5.1); accuracy studies keep V in float (step 11)
 SEED_DEFAULTS = dict(importance="abs", threshold="rho", rho_b=-0.5, block=2, newton_steps=0, v_mode="float")
 # sparsa's `hdp`: chosen from bench/attention_quality.py (docs/attention.md, "Choice of the default")
 HDP_DEFAULTS = dict(importance="rowmax", threshold="gap", gap=15.0, split="round", imp_bits=0, block=1,

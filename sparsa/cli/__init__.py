@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
+import sparsa.decompose  # noqa: F401  registers the PENNI / ESCALATE layer kinds a model folder may hold
 from sparsa.cli.app import app, err_console
 from sparsa.errors import SparsaError
 
-# command modules; each one imports `app` from sparsa.cli.app and adds its commands
-_COMMAND_MODULES = [
-    "sparsa.cli.model_cmds",  # info, prune, eval
-    "sparsa.cli.train_cmds",  # train (fixtures)
-    "sparsa.cli.quant_cmds",  # quantize
-    "sparsa.cli.decompose_cmds",  # decompose
-    "sparsa.cli.sim_cmds",  # sim
-    "sparsa.cli.rtl_cmds",  # rtl export|cosim|synth
-    "sparsa.cli.pipeline_cmds",  # run, sweep
-]
-
-for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(_name)
-    except ModuleNotFoundError as e:  # a command group not present in this build
-        if e.name != _name:
-            raise
+# command modules: each one imports `app` from sparsa.cli.app and adds its commands on import
+from sparsa.cli import (  # noqa: E402,F401  (in this order: the order of `sparsa --help`)
+    model_cmds,  # info, prune, eval
+    train_cmds,  # train (fixtures)
+    quant_cmds,  # quantize
+    decompose_cmds,  # decompose
+    sim_cmds,  # sim
+    rtl_cmds,  # rtl export|cosim|synth
+    pipeline_cmds,  # run, sweep
+)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from sparsa.decompose.penni import (
 )
 from sparsa.decompose.groups import group_penalty, prune_channels
 from sparsa.decompose.shrink import remove_dead_bases, shrink
+from sparsa.decompose import escalate as _escalate  # noqa: E402,F401  registers the hybrid layer kinds for loading
 
 __all__ = [
     "PenniConv", "PenniLinear", "set_impl", "PenniConfig", "accuracy", "coefficient_sparsity", "decompose",

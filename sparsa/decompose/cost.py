@@ -1,4 +1,4 @@
-"""MACs of convolution / Linear layers, counted the way PENNI counts them (ALGORITHMS.md §5.5, §5.7).
+"""MACs of convolution / Linear layers, counted the way PENNI counts them (docs/algorithms.md §6.5–6.6).
 
 For a decomposed conv with output map H'·W' (input map H·W):
   penni      basis stage C_in·d·K·H'W'  +  combination nnz(C)·H'W'   (PENNI's FLOPs metric, halved)

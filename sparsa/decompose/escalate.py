@@ -1,6 +1,6 @@
-"""ESCALATE's hybrid quantization of a PENNI model (ALGORITHMS.md §5.6), stored at its real widths.
+"""ESCALATE's hybrid quantization of a PENNI model (docs/algorithms.md §7), stored at its real widths.
 
-Per decomposed layer and basis b (CHOICE, §5.6):
+Per decomposed layer and basis b (CHOICE, docs/algorithms.md §7):
     α_b = mean |C[:, :, b]| over the non-zero coefficients        (sparsa.quant.primitives.ternarize)
     T = sign(C) ∈ {-1, 0, +1}                                      2-bit codes, 4 per byte
     basis_b ← α_b · basis_b, then symmetric 8-bit, max clipping    int8 codes + one float scale
@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparsa.decompose.layers import PenniConv, PenniLinear
+from sparsa.decompose.layers import PenniConv, PenniLinear, hybrid_values  # noqa: F401  (hybrid_values: re-exported)
 from sparsa.errors import SparsaError
-from sparsa.quant.primitives import choose_qparams, fake_quant, quantize, ternarize
+from sparsa.models.layer_kinds import register_layer_kind
+from sparsa.models.resize import set_submodule
+from sparsa.quant.primitives import choose_qparams, quantize, ternarize
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -56,17 +58,6 @@ def unpack_ternary(packed: Tensor, numel: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- the rule
-
-
-def hybrid_values(coefs: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
-    """The float values the hybrid layer computes with, differentiable straight-through (STE):
-    coefficients sign(C), basis dequant(quant_int8(α_b·basis_b)). `hybridize` stores exactly these."""
-    with torch.no_grad():
-        _, alpha = ternarize(coefs.detach(), axis=2)
-    c_eff = coefs + (torch.sign(coefs) - coefs).detach()
-    folded = alpha.to(basis.dtype).view(-1, 1) * basis
-    qp = choose_qparams(folded.detach(), bits=8, scheme="sym", clip="max")
-    return c_eff, fake_quant(folded, qp)
 
 
 def hybrid_finetune(model: nn.Module, train, *, epochs: int = 3, lr: float = 0.001, batch_size: int = 64,
@@ -125,7 +116,7 @@ class EscalateConv(PenniConv):
     @classmethod
     @torch.no_grad()
     def from_penni(cls, m: PenniConv) -> tuple["EscalateConv", dict]:
-        """§5.6: α_b folded into the basis, basis to symmetric int8 (max clipping), coefficients to sign(C)."""
+        """docs/algorithms.md §7: α_b folded into the basis, basis to symmetric int8 (max clipping), coefficients to sign(C)."""
         codes, alpha = ternarize(m.coefs.detach(), axis=2)  # alpha: one per basis kernel
         folded = alpha.view(-1, 1) * m.basis.detach().float()
         qp = choose_qparams(folded, bits=8, scheme="sym", clip="max")
@@ -201,6 +192,10 @@ def build_from_spec(spec: dict) -> nn.Module:
                      pad if isinstance(pad, str) else tuple(pad), tuple(spec["dilation"]), spec["groups"])
 
 
+register_layer_kind("EscalateConv", build_from_spec)
+register_layer_kind("Int8Layer", build_from_spec)
+
+
 # ---------------------------------------------------------------------------------------------- model level
 
 
@@ -211,8 +206,6 @@ def hybridize(model: nn.Module, *, others: str = "int8") -> dict:
     "float" leaves them float32. Returns a record (per layer α, scale, coefficient sparsity)."""
     if others not in ("int8", "float"):
         raise SparsaError(f"others={others!r}", hint="use 'int8' or 'float'")
-    from sparsa.decompose.penni import set_submodule
-
     rec = {"layers": {}, "others": others, "skipped": {}}
     for name, m in list(model.named_modules()):
         if isinstance(m, EscalateConv | Int8Layer):

@@ -1,4 +1,4 @@
-"""PENNI's decomposed layers (ALGORITHMS.md §5.1, §5.5, §5.6).
+"""PENNI's decomposed layers (docs/algorithms.md §6.1, §6.5, §7).
 
 A decomposed layer keeps `d` shared basis kernels `basis [d, K]` (K = kernel volume) and one
 coefficient per (output, input, basis): `coefs [C_out, C_in, d]`, so that
@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparsa.errors import SparsaError
+from sparsa.models.layer_kinds import register_layer_kind
+from sparsa.models.resize import set_submodule
+from sparsa.quant.primitives import choose_qparams, fake_quant, ternarize
 
 IMPLS = ("dense", "penni", "escalate")
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -33,6 +36,17 @@ def _check_impl(impl: str) -> str:
     if impl not in IMPLS:
         raise SparsaError(f"unknown PENNI execution order {impl!r}", hint=f"use one of {', '.join(IMPLS)}")
     return impl
+
+
+def hybrid_values(coefs: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
+    """The float values the hybrid layer computes with, differentiable straight-through (STE):
+    coefficients sign(C), basis dequant(quant_int8(α_b·basis_b)). `hybridize` stores exactly these."""
+    with torch.no_grad():
+        _, alpha = ternarize(coefs.detach(), axis=2)
+    c_eff = coefs + (torch.sign(coefs) - coefs).detach()
+    folded = alpha.to(basis.dtype).view(-1, 1) * basis
+    qp = choose_qparams(folded.detach(), bits=8, scheme="sym", clip="max")
+    return c_eff, fake_quant(folded, qp)
 
 
 class PenniConv(nn.Module):
@@ -68,16 +82,12 @@ class PenniConv(nn.Module):
     def basis_kernels(self) -> Tensor:
         """[d, K] float basis (subclasses holding integer codes dequantize here)."""
         if self.hybrid_qat:
-            from sparsa.decompose.escalate import hybrid_values
-
             return hybrid_values(self.coefs, self.basis)[1]
         return self.basis
 
     def coefficients(self) -> Tensor:
         """[C_out, C_in, d] float coefficients."""
         if self.hybrid_qat:
-            from sparsa.decompose.escalate import hybrid_values
-
             return hybrid_values(self.coefs, self.basis)[0]
         return self.coefs
 
@@ -138,7 +148,7 @@ class PenniConv(nn.Module):
 
 
 class PenniLinear(nn.Module):
-    """A Linear whose rows are cut into segments of `group` inputs; the segments are the kernels (§5.5).
+    """A Linear whose rows are cut into segments of `group` inputs; the segments are the kernels (docs/algorithms.md §6.5).
 
     y_o = Σ_s Σ_b C[o,s,b]·(basis_b · x_s).  group = in_features gives the low-rank mode W ≈ C·basis.
     """
@@ -196,13 +206,36 @@ def build_from_spec(spec: dict) -> nn.Module:
         return PenniConv(spec["in"], spec["out"], tuple(spec["kernel_size"]), spec["basis"], tuple(spec["stride"]),
                          pad if isinstance(pad, str) else tuple(pad), tuple(spec["dilation"]), spec["bias"],
                          spec.get("impl", "dense"))
-    if spec.get("type") in ("EscalateConv", "Int8Layer"):
-        from sparsa.decompose.escalate import build_from_spec as _build_quant
-
-        return _build_quant(spec)
     if spec.get("type") == "PenniLinear":
         return PenniLinear(spec["in"], spec["out"], spec["group"], spec["basis"], spec["bias"], spec.get("impl", "dense"))
     raise SparsaError(f"unknown decomposed-layer spec {spec!r}", hint="the model record was written by another version")
+
+
+register_layer_kind("PenniConv", build_from_spec)
+register_layer_kind("PenniLinear", build_from_spec)
+
+
+def merge_to_dense(model: nn.Module) -> list[str]:
+    """Fold every decomposed layer back into one ordinary Conv/Linear (W = C·basis): same function,
+    the fastest CPU form once shrinking has removed the dead channels. Returns the merged layer names."""
+    merged = []
+    for name, m in list(model.named_modules()):
+        if isinstance(m, PenniConv):
+            cls = nn.Conv2d if m.dims == 2 else nn.Conv3d
+            new = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                      bias=m.bias is not None)
+        elif isinstance(m, PenniLinear):
+            new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+        else:
+            continue
+        new = new.to(m.basis.device, m.basis.dtype)
+        with torch.no_grad():
+            new.weight.copy_(m.dense_weight())
+            if m.bias is not None:
+                new.bias.copy_(m.bias)
+        set_submodule(model, name, new)
+        merged.append(name)
+    return merged
 
 
 def set_impl(model: nn.Module, impl: str) -> nn.Module:

@@ -1,12 +1,12 @@
-"""PENNI kernel decomposition (ALGORITHMS.md §5.1-§5.5).
+"""PENNI kernel decomposition (docs/algorithms.md §6).
 
 The four steps, each a function you can call on its own:
 
-    rec = decompose(model, basis=5)                   # §5.1 SVD: conv -> basis kernels + coefficients
-    retrain(model, train_set, epochs=20, lam=...)     # §5.2 task loss + λ·Σ|C|, basis/coefficients alternate
-    masks = prune_coefficients(model, s=1.0)          # §5.3 C[|C| < s·std(C)] = 0 (and 1×1 conv weights)
+    rec = decompose(model, basis=5)                   # docs/algorithms.md §6.1 SVD: conv -> basis kernels + coefficients
+    retrain(model, train_set, epochs=20, lam=...)     # docs/algorithms.md §6.2 task loss + λ·Σ|C|, basis/coefficients alternate
+    masks = prune_coefficients(model, s=1.0)          # docs/algorithms.md §6.3 C[|C| < s·std(C)] = 0 (and 1×1 conv weights)
     finetune(model, train_set, epochs=10, masks=masks)  #      pruned entries held at exactly zero
-    shrink(model, example_input)                      # §5.4 drop dead channels and bases (sparsa.decompose.shrink)
+    shrink(model, example_input)                      # docs/algorithms.md §6.4 drop dead channels and bases (sparsa.decompose.shrink)
 
 `penni(model, train_set, ...)` runs them in order and returns one record.
 Every function changes the model in place and returns plain data (a record, masks).
@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from sparsa.decompose.layers import PENNI_LAYERS, PenniConv, PenniLinear
+from sparsa.decompose.layers import PENNI_LAYERS, PenniConv, PenniLinear, merge_to_dense  # noqa: F401  (re-exported)
 from sparsa.errors import SparsaError, check_fraction
 
 DEFAULT_BASIS = 5  # ref: d = 5 for 3×3 kernels; used when the kernel volume is larger than 5
-DEFAULT_LINEAR_GROUP = 16  # §5.5: segments of 16 inputs play the role of kernels
+DEFAULT_LINEAR_GROUP = 16  # docs/algorithms.md §6.5: segments of 16 inputs play the role of kernels
 DEFAULT_LINEAR_BASIS = 4
 
 
@@ -33,7 +33,7 @@ DEFAULT_LINEAR_BASIS = 4
 
 
 def svd_basis(kernels: Tensor, d: int) -> tuple[Tensor, Tensor]:
-    """Best rank-d fit of the kernels (rows of `kernels [N, K]`): uncentered SVD (§5.1 CHOICE).
+    """Best rank-d fit of the kernels (rows of `kernels [N, K]`): uncentered SVD (docs/algorithms.md §6.1 CHOICE).
 
     Returns basis [d, K] (the top right-singular vectors) and coefficients [N, d] = kernels·basisᵀ.
     d = K reproduces the kernels exactly (the basis is then a full orthonormal basis).
@@ -199,7 +199,7 @@ def coefficient_tensors(model: nn.Module) -> dict[str, Tensor]:
 
 
 def l1_penalty(model: nn.Module) -> Tensor:
-    """Σ_layers Σ|C| (plain sum, §5.2)."""
+    """Σ_layers Σ|C| (plain sum, docs/algorithms.md §6.2)."""
     ts = list(coefficient_tensors(model).values())
     if not ts:
         raise SparsaError("the model has no decomposed layers or 1×1 convolutions to regularise",
@@ -208,7 +208,7 @@ def l1_penalty(model: nn.Module) -> Tensor:
 
 
 def prune_coefficients(model: nn.Module, s: float = 1.0) -> dict[str, Tensor]:
-    """Per layer, zero every coefficient with |C| < s·std(C) (population std, strict, §5.3).
+    """Per layer, zero every coefficient with |C| < s·std(C) (population std, strict, docs/algorithms.md §6.3).
 
     Returns {parameter name: bool keep-mask}; the masks hold pruned entries at zero during finetune().
     """
@@ -241,7 +241,7 @@ def coefficient_sparsity(model: nn.Module) -> dict:
 
 def retrain(model: nn.Module, train, *, epochs: int = 20, lam: float = 1e-4, lr: float = 0.01,
             batch_size: int = 64, alternate: bool = True, seed: int = 0, log=None, penalty: str = "l1") -> list[dict]:
-    """Task loss + λ·Σ|C| (§5.2), SGD (momentum 0.9, Nesterov, weight decay 1e-4), lr ×0.1 at 50% and 75%.
+    """Task loss + λ·Σ|C| (docs/algorithms.md §6.2), SGD (momentum 0.9, Nesterov, weight decay 1e-4), lr ×0.1 at 50% and 75%.
 
     alternate: ref's schedule: epoch 0 trains the coefficients (basis frozen), then the roles swap at the
     start of every epoch e with (e+1) mod 2 = 0 (epochs 1-2 basis, 3-4 coefficients, ...). The other
@@ -381,7 +381,7 @@ class PenniConfig:
     finetune_epochs: int = 10
     finetune_lr: float = 0.01
     batch_size: int = 64
-    shrink: str = "safe"  # "safe" | "ref" (§5.4)
+    shrink: str = "safe"  # "safe" | "ref" (docs/algorithms.md §6.4)
     hybrid_epochs: int = 0  # fine-tuning epochs that see the 8-bit/ternary values (before hybridize)
     fold_bn: bool = False  # fold BatchNorm into the convs first, so the L1 penalty can kill channels
     penalty: str = "l1"  # "l1": the seed's rule; "group": group lasso + channel pruning (docs/penni.md)
@@ -442,29 +442,6 @@ def penni(model: nn.Module, train, example_input: Tensor | dict, config: PenniCo
 def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
-
-
-def merge_to_dense(model: nn.Module) -> list[str]:
-    """Fold every decomposed layer back into one ordinary Conv/Linear (W = C·basis): same function,
-    the fastest CPU form once shrinking has removed the dead channels. Returns the merged layer names."""
-    merged = []
-    for name, m in list(model.named_modules()):
-        if isinstance(m, PenniConv):
-            cls = nn.Conv2d if m.dims == 2 else nn.Conv3d
-            new = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                      bias=m.bias is not None)
-        elif isinstance(m, PenniLinear):
-            new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-        else:
-            continue
-        new = new.to(m.basis.device, m.basis.dtype)
-        with torch.no_grad():
-            new.weight.copy_(m.dense_weight())
-            if m.bias is not None:
-                new.bias.copy_(m.bias)
-        set_submodule(model, name, new)
-        merged.append(name)
-    return merged
 
 
 def _join(prefix: str, leaf: str) -> str:

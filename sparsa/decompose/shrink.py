@@ -1,4 +1,4 @@
-"""PENNI model shrinking (ALGORITHMS.md §5.4): remove dead channels and dead basis kernels.
+"""PENNI model shrinking (docs/algorithms.md §6.4): remove dead channels and dead basis kernels.
 
 With the coefficients viewed as C[C_out, C_in, d]:
   input channel i is dead when C[:, i, :] = 0, output channel o when C[o, :, :] = 0, basis b when
@@ -23,7 +23,7 @@ import inspect
 import torch
 from torch import Tensor, nn
 
-from sparsa.decompose.layers import PENNI_LAYERS, PenniConv, PenniLinear
+from sparsa.decompose.layers import PENNI_LAYERS, PenniConv, PenniLinear, merge_to_dense
 from sparsa.errors import SparsaError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -83,8 +83,6 @@ def remove_dead_bases(model: nn.Module) -> dict:
 def _dense_proxy(model: nn.Module) -> nn.Module:
     """A copy with every decomposed layer folded to its dense form: same channel structure, and a
     module the graph analysis knows."""
-    from sparsa.decompose.penni import merge_to_dense
-
     proxy = copy.deepcopy(model)
     merge_to_dense(proxy)
     return proxy.eval()

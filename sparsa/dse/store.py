@@ -21,6 +21,7 @@ from sparsa.io import _json_default, atomic_write_json
 class SweepStore:
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
+        self._lock_fd: int | None = None  # see clean_stale_temp_files; set first: release() runs on failure too
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError, PermissionError) as e:
@@ -31,7 +32,6 @@ class SweepStore:
                               hint="give --out a folder path (new or existing) that you can write to") from None
         self.path = self.dir / "store.jsonl"
         self.points_dir = self.dir / "points"
-        self._lock_fd: int | None = None  # see clean_stale_temp_files
 
     # ------------------------------------------------------------ reading
 

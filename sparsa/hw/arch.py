@@ -43,7 +43,7 @@ class ArrayCfg(_Strict):
     rows: int = Field(gt=0, le=4096)
     cols: int = Field(gt=0, le=4096)
     dataflow: Literal["os", "ws", "is"] = "os"
-    # HDP-style PEs: a PE holds a block x block output block (spec §4.3); pe grid = rows/block x cols/block
+    # HDP-style PEs: a PE holds a block x block output block (docs/algorithms.md §5.5); pe grid = rows/block x cols/block
     pe_rows: int | None = Field(default=None, gt=0, le=4096)
     pe_cols: int | None = Field(default=None, gt=0, le=4096)
 
@@ -81,7 +81,7 @@ class DramCfg(_Strict):
 
 
 class SparsityEngineCfg(_Strict):
-    """HDP's sparsity engine (spec §4.3): block importance, row threshold, head skip, fetch-upon-mask."""
+    """HDP's sparsity engine (docs/algorithms.md §5.5): block importance, row threshold, head skip, fetch-upon-mask."""
 
     present: bool = False
     block: int = Field(default=2, gt=0, le=4096)
@@ -96,7 +96,7 @@ class SparsityEngineCfg(_Strict):
 class SoftmaxUnitCfg(_Strict):
     present: bool = False
     elems_per_cycle: int = Field(default=8, gt=0, le=MAX_COUNT)
-    row_latency: int = Field(default=4, ge=0, le=MAX_COUNT)  # reciprocal at row end (spec §4.1 step 10)
+    row_latency: int = Field(default=4, ge=0, le=MAX_COUNT)  # reciprocal at row end (docs/algorithms.md §5.1 step 10)
 
 
 class VectorUnitCfg(_Strict):

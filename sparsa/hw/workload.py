@@ -7,7 +7,7 @@ Linear shapes, so pruned models come out smaller) or from a plain shape descript
 (`from_shapes`, e.g. BERT-base without loading any weights).
 
 With HDP masks (the output of `sparsa.attention.collect_masks`), attention per layer and head is
-(spec §4.1, "cost accounting"): the integer pass I_Q.I_K^T over all blocks (always), the sparsity
+(docs/algorithms.md §5.3, §8): the integer pass I_Q.I_K^T over all blocks (always), the sparsity
 engine (block importances, row thresholds, head skip), the fractional pass (F_Q.I_K^T + I_Q.F_K^T,
 inner dimension 2*D_h) over kept blocks of surviving heads, softmax over kept elements, and P.V
 reading only the V rows of kept key blocks (fetch-upon-mask).
@@ -136,13 +136,13 @@ def _attention_ops(i: int, s: LayerShape, seq: int, batch: int, masks: dict | No
     nb = bm.shape[2]
     seq_m = nb * b  # the padded length the masks were computed on
     kept = (bm & hm[:, :, None, None]).reshape(g, nb, nb)
-    # Q3.4 (spec §4.1): integer parts I = q >> f have 1 + m = 4 bits, fractional parts F have f = 4 bits
+    # Q3.4 (docs/algorithms.md §5.1): integer parts I = q >> f have 1 + m = 4 bits, fractional parts F have f = 4 bits
     int_bits = int(masks.get("int_bits", 4))
     frac_bits = int(masks.get("frac_bits", 4))
     kept_elems = int(kept.sum()) * b * b
     live_rows = int(hm.sum()) * seq_m
     return [
-        # integer pass over every block of every head (decides the masks): spec §4.1 step 3
+        # integer pass over every block of every head (decides the masks): docs/algorithms.md §5.1 step 3
         Op(f"L{i}.qk_int", "gemm", i, seq_m, s.head_dim, seq_m, count=g, operand_bits=int_bits),
         Op(f"L{i}.sparsity_engine", "sparsity_engine", i, blocks=g * nb * nb, block_rows=g * nb, heads=g, block=b),
         # fractional pass F_Q.I_K^T + I_Q.F_K^T on kept blocks of kept heads: inner dim 2*D_h

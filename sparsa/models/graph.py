@@ -7,7 +7,7 @@ added together join their spaces into one coupled group (residual adds); BatchNo
 depthwise convs become per-channel members; Conv/Linear readers become consumers.
 
 Anything the walk does not understand blocks the spaces it touches (never pruned), as do
-the model's outputs (ALGORITHMS.md §2.3 rule 7). Opaque sub-modules (e.g. a transformer
+the model's outputs (docs/algorithms.md §2.3 rule 7). Opaque sub-modules (e.g. a transformer
 block, whose residual width is never pruned, rule 6) are traced as leaves and block their
 inputs the same way.
 """

@@ -5,11 +5,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
 from sparsa.models.families import FamilyAdapter
+
+# the model-folder writer: `sparsa.models.store` (which builds on this class) installs `save_model` here,
+# so that this module does not import it back; importing any sparsa.models module imports store first
+_folder_writer: Callable | None = None
 
 
 @dataclass
@@ -34,9 +38,7 @@ class LoadedModel:
     def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
         """Save weights (safetensors), config, tokenizer and record as a whole folder (an existing
         non-empty one only with `overwrite`, which replaces it); `sparsa.models.load` reloads it."""
-        from sparsa.models.store import save_model
-
-        return save_model(self, directory, overwrite=overwrite)
+        return _folder_writer(self, directory, overwrite=overwrite)
 
     def clone(self) -> "LoadedModel":
         """A deep copy whose model can be changed without touching this one."""

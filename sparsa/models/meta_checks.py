@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsa.errors import SparsaError
-from sparsa.models.resize import SPARSA_LAYERS
+from sparsa.models.resize import is_technique_layer
 
 _HINT = "re-create the model folder (e.g. re-run `sparsa prune`), or fix the field by hand"
 
@@ -83,9 +83,9 @@ def check_paths_exist(model, meta: dict, path: Path) -> None:
     module already has (a new attribute would change nothing, silently)."""
     shapes = meta.get("shapes", {})
     # sparsa's decomposed layers replace what the constructor built there, children included
-    made = [m for m, spec in shapes.items() if spec["type"] in SPARSA_LAYERS]
+    made = [m for m, spec in shapes.items() if is_technique_layer(spec["type"])]
     for mod, spec in shapes.items():
-        if spec["type"] in SPARSA_LAYERS or any(mod.startswith(f"{m}.") or not m for m in made):
+        if is_technique_layer(spec["type"]) or any(mod.startswith(f"{m}.") or not m for m in made):
             continue
         try:
             target = model.get_submodule(mod)

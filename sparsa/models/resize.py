@@ -10,9 +10,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sparsa.models.layer_kinds import build_layer, is_layer_kind
+
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-SPARSA_LAYERS = ("PenniConv", "PenniLinear", "EscalateConv", "Int8Layer")  # built by sparsa.decompose.layers
+_RESIZABLE = {c.__name__ for c in (nn.Linear, *_CONV, *_BN)}
+
+
+def is_technique_layer(kind: str) -> bool:
+    """A layer a technique built (rebuilt whole from the registry), not a torch layer resized in place."""
+    return is_layer_kind(kind) or kind not in _RESIZABLE
 
 
 def set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -102,10 +109,8 @@ def apply_shapes(model: nn.Module, shapes: dict[str, dict], attrs: dict[str, dic
     """Rebuild a model at recorded shapes (loader side): modules, attributes, raw parameters."""
     for path, shape in shapes.items():
         old = model.get_submodule(path)
-        if shape["type"] in SPARSA_LAYERS:  # layers sparsa.decompose made
-            from sparsa.decompose.layers import build_from_spec
-
-            set_submodule(model, path, build_from_spec(shape))
+        if is_layer_kind(shape["type"]) or shape["type"] not in _RESIZABLE:  # a technique's own layer
+            set_submodule(model, path, build_layer(path, shape))
             continue
         if type(old).__name__ != shape["type"]:
             raise ValueError(f"{path}: recorded {shape['type']}, model has {type(old).__name__}")

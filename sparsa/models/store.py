@@ -28,6 +28,7 @@ from sparsa.errors import SparsaError
 from sparsa.io import atomic_save_safetensors, atomic_write_json, atomic_write_text, staged_folder
 from sparsa.models.families import FAMILIES, Family, family_for_model_type, family_for_module
 from sparsa.models.bounds import build_skeleton, check_fits, check_layer_counts
+from sparsa.models import loaded as _loaded_module
 from sparsa.models.loaded import LoadedModel
 from sparsa.models.meta_checks import check_init_kwargs, check_paths_exist, check_sparsa_meta
 from sparsa.models.resize import apply_shapes, module_shape
@@ -371,3 +372,6 @@ def from_module(model: nn.Module, *, tokenizer=None, config=None, source: str | 
     model.eval()
     return LoadedModel(model, fam.name, fam.adapter(model, cfg if hasattr(cfg, "model_type") else None), tokenizer,
                        cfg, {"source": source, "stages": []})
+
+
+_loaded_module._folder_writer = save_model  # LoadedModel.save writes through this module

@@ -1,6 +1,6 @@
 """What a family adapter reports: the prunable units of a model and the weights each one owns.
 
-Three kinds of unit (ALGORITHMS.md §2.3-2.4):
+Three kinds of unit (docs/algorithms.md §2.3–2.4):
   HeadGroup     one attention layer; unit h = rows R_h of Q, K, V (+ bias), columns R_h of O,
                 and entry h of any per-head tensor (e.g. Swin's relative-position-bias table)
   FFNGroup      one feed-forward block; unit j = row j of fc1 (+ bias), column j of fc2

@@ -17,7 +17,7 @@ from sparsa.models.graph import register_opaque_module
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Q, K, V, O projections; head count may shrink (head_dim stays, ALGORITHMS.md §2.4)."""
+    """Q, K, V, O projections; head count may shrink (head_dim stays, docs/algorithms.md §2.4)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -49,7 +49,7 @@ class FeedForward(nn.Module):
 
 @register_opaque_module
 class TransformerBlock(nn.Module):
-    """Pre-norm block; its residual width is never pruned (LayerNorm couples it, §2.3 rule 6)."""
+    """Pre-norm block; its residual width is never pruned (LayerNorm couples it, docs/algorithms.md §2.3 rule 6)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sparsa.errors import SparsaError
 from sparsa.io import check_out_dir, staged_folder
-from sparsa.pipeline.state import PipelineState, require
+from sparsa.pipeline.state import PipelineState
 from sparsa.recipe import LoadedRecipe, default_recipe_path
 
 __all__ = ["run_recipe", "recreate_command", "PipelineState"]
@@ -141,7 +142,8 @@ def _run(loaded, state, results, out, shown, html, quiet, console, t_start, t_cp
             results["timing"]["simulate_s"] = t.elapsed
         else:
             with steps.step("load model") as t:
-                models = require("sparsa.models", "loading the model")
+                from sparsa import decompose, models  # noqa: F401  decompose registers its layer kinds for load
+
                 state.loaded = models.load(loaded.resolve_path(recipe.model))
                 state.reference = state.loaded.clone()
             results["timing"]["load_s"] = t.elapsed

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from sparsa.pipeline.state import PipelineState, require
+from sparsa.pipeline.state import PipelineState
 from sparsa.recipe import HardwareSpec
 
 
@@ -22,12 +22,12 @@ def flat_params(params: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def load_arch(spec: HardwareSpec, resolve=lambda s: s):
-    arch_mod = require("sparsa.hw.arch", "the hardware simulation")
+    from sparsa.hw import arch as arch_mod
     return arch_mod.load_arch(resolve(spec.arch), **flat_params(spec.params))
 
 
 def simulate_gemm_only(spec: HardwareSpec, resolve=lambda s: s) -> dict:
-    sim = require("sparsa.hw.sim", "the hardware simulation")
+    from sparsa.hw import sim
     arch = load_arch(spec, resolve)
     m, k, n = spec.gemm
     res = sim.simulate_gemm(int(m), int(k), int(n), arch)
@@ -37,15 +37,15 @@ def simulate_gemm_only(spec: HardwareSpec, resolve=lambda s: s) -> dict:
 
 def simulate(state: PipelineState) -> dict:
     spec = state.recipe.hardware
-    sim = require("sparsa.hw.sim", "the hardware simulation")
-    workload = require("sparsa.hw.workload", "the hardware simulation")
+    from sparsa.hw import sim
+    from sparsa.hw import workload
     arch = load_arch(spec, state.recipe.resolve_path)
     text = state.loaded.modality == "text"
     seq_len = spec.seq_len or (state.recipe.evaluation.seq_len if text else None)  # vision: from the config
     inputs = hw_inputs(state, seq_len or state.recipe.evaluation.seq_len)
     masks = None
     if state.attention is not None:
-        attention = require("sparsa.attention.install", "the attention stage")
+        from sparsa.attention import install as attention
         masks = attention.collect_masks(state.loaded, inputs, state.attention["method"], **state.attention["options"])
     wl = workload.from_model(state.loaded, seq_len, masks=masks)
     res = sim.simulate(wl, arch)

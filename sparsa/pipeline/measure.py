@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from sparsa.pipeline.state import PipelineState, require
+from sparsa.pipeline.state import PipelineState
 
 
 @contextlib.contextmanager
@@ -21,7 +21,7 @@ def attention_removed(state: PipelineState):
     if att is None:
         yield
         return
-    attention = require("sparsa.attention.install", "the attention stage")
+    from sparsa.attention import install as attention
     attention.uninstall(model)
     try:
         yield
@@ -35,7 +35,7 @@ def example_inputs(state: PipelineState, loaded=None, batch: int = 1) -> dict:
 
 
 def size_and_compute(state: PipelineState, loaded=None) -> dict:
-    metrics = require("sparsa.metrics", "measuring size and compute")
+    from sparsa import metrics
     loaded = loaded or state.loaded
     ctx = attention_removed(state) if loaded is state.loaded else contextlib.nullcontext()
     with ctx, torch.no_grad():
@@ -88,7 +88,7 @@ def _input_desc(state: PipelineState, loaded) -> str:
 
 def quality(state: PipelineState, loaded=None) -> dict:
     """Fidelity vs the dense model (text encoders) or accuracy on held-out data (classifiers)."""
-    metrics = require("sparsa.metrics", "measuring quality")
+    from sparsa import metrics
     loaded = loaded or state.loaded
     data = state.eval_data()
     if data is None:
@@ -162,7 +162,7 @@ def latency(state: PipelineState) -> dict:
     spec = state.recipe.evaluation.latency
     if spec is None:
         return {}
-    metrics = require("sparsa.metrics", "measuring latency")
+    from sparsa import metrics
     inputs = example_inputs(state, batch=spec.batch)
     out: dict[str, Any] = {"threads": spec.threads, "batch": spec.batch, "input": _input_desc(state, state.loaded)}
     if spec.torch:
@@ -194,7 +194,7 @@ def _ort_latency(state: PipelineState, inputs: dict, spec) -> dict:
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     names = {i.name for i in sess.get_inputs()}
     feed = {k: v.numpy() for k, v in inputs.items() if k in names}
-    metrics = require("sparsa.metrics", "measuring latency")
+    from sparsa import metrics
     res = dict(metrics.measure_latency(lambda: sess.run(None, feed), warmup=spec.warmup, runs=spec.runs,
                                        threads=spec.threads))
     res["model"] = "fp32 export of the compressed model" if exported_here else "integer ONNX from the quantize stage"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from sparsa.pipeline.state import PipelineState, require
+from sparsa.pipeline.state import PipelineState
 from sparsa.recipe import AttentionStage, DecomposeStage, PruneStage, QuantizeStage, TolerancePruneStage
 
 
@@ -26,7 +26,7 @@ def _plain(obj: Any) -> Any:
 
 
 def run_prune(st: PruneStage, state: PipelineState) -> dict:
-    prune = require("sparsa.prune", "the prune stage")
+    from sparsa import prune
     calib = state.calib_data(st.calib) if st.importance in ("activation", "taylor") else None
     if calib is not None and len(calib) > st.calib_samples:
         calib = calib.subset(st.calib_samples)
@@ -37,7 +37,7 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
     rec = dict(state.loaded.record.get("stages", [{}])[-1])
     rec.pop("kept", None)  # kept indices per group: in the saved model's record, too long for a report
     if st.refit_samples:
-        recover = require("sparsa.prune.recover", "the prune stage's refit")
+        from sparsa.prune import recover
         t0 = time.process_time()
         # seq 64: sentences are short, and XᵀX per projection costs tokens × width²
         report = recover.lstsq_refit(state.loaded, dense, state.calib_data(st.calib), n_samples=st.refit_samples,
@@ -50,8 +50,8 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
 
 
 def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
-    schedule = require("sparsa.prune.schedule", "the tolerance-prune stage")
-    models = require("sparsa.models", "the tolerance-prune stage")
+    from sparsa.prune import schedule
+    from sparsa import models
     data = state.recipe.resolve_path(st.data or state.recipe.recipe.data.train or state.default_data())
     work = state.workdir() / "tolerance_prune"
     opts = dict(granularity=st.granularity, kinds=tuple(st.kinds), scope=st.scope, rounds_max=st.max_rounds,
@@ -63,15 +63,15 @@ def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
 
 
 def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
-    quant = require("sparsa.quant", "the quantize stage")
-    fn = require("sparsa.quant", "the quantize stage", "quantize_loaded")
+    from sparsa import quant
+    from sparsa.quant import quantize_loaded as fn
     needs = st.activations not in (False, "none") or st.clip == "search" or st.smooth is not None
     calib = state.calib_data(st.calib) if needs and st.mode == "standard" else None
     if calib is not None and len(calib) > st.calib_samples and st.smooth_budget is None:  # trimming scores on more
         calib = calib.subset(st.calib_samples)
     if st.mode == "hybrid":
         # ESCALATE: 8-bit basis kernels, ternary coefficients, on the decompose stage's PENNI layers
-        escalate = require("sparsa.decompose.escalate", "quantize mode 'hybrid'")
+        from sparsa.decompose import escalate
         record = {"mode": "hybrid", "layers": _plain(escalate.hybridize(state.loaded.model)),
                   "storage": _plain(escalate.storage_bytes(state.loaded.model))}
         if isinstance(record["storage"], dict) and record["storage"].get("total") is not None:
@@ -98,7 +98,7 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
         state.size_bytes = int(record["bytes"])
     state.quant = record
     if st.onnx:
-        export = require("sparsa.quant.export", "onnx: true", "export_onnx")
+        from sparsa.quant.export import export_onnx as export
         from pathlib import Path
 
         d = state.workdir()
@@ -115,11 +115,11 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
 
 
 def run_attention(st: AttentionStage, state: PipelineState) -> dict:
-    attention = require("sparsa.attention.install", "the attention stage")
+    from sparsa.attention import install as attention
     options = st.options()
     record: dict[str, Any] = {"method": st.method}
     if st.sparsity is not None:
-        calibrate = require("sparsa.attention.evaluate", "attention with a target sparsity", "calibrate")
+        from sparsa.attention.evaluate import calibrate
         options = dict(calibrate(state.loaded, st.method, st.sparsity, _forward_on_calib(state), **options))
         record["target_sparsity"] = st.sparsity
     attention.install(state.loaded.model, st.method, **options)
@@ -148,8 +148,8 @@ def _forward_on_calib(state: PipelineState, n: int = 32):
 
 
 def run_decompose(st: DecomposeStage, state: PipelineState) -> dict:
-    flow = require("sparsa.decompose.flow", "the decompose stage")
-    penni = require("sparsa.decompose.penni", "the decompose stage")
+    from sparsa.decompose import flow
+    from sparsa.decompose import penni
     kw = {"basis": st.basis, "linear": st.linear, "s": st.prune_std, "shrink": st.shrink, "seed": state.recipe.seed,
           "penalty": st.penalty, "channel_fraction": st.channel_fraction}
     if st.penalty == "group" and "prune_std" not in st.model_fields_set:

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sparsa.errors import SparsaError
 from sparsa.recipe import LoadedRecipe
-
-
-def require(module: str, what: str, attr: str | None = None):
-    """Import a sparsa module a stage needs; a clear error (never fake numbers) when it is missing."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            raise SparsaError(
-                f"{what} needs {module}, which this build of sparsa does not have",
-                hint="remove that stage from the recipe, or install a sparsa build that ships it",
-            ) from None
-        raise
-    if attr is None:
-        return mod
-    obj = getattr(mod, attr, None)
-    if obj is None:
-        raise SparsaError(f"{what} needs {module}.{attr}, which this build of sparsa does not have")
-    return obj
 
 
 @dataclass
@@ -61,7 +41,7 @@ class PipelineState:
             return None
         key = (name, split)
         if key not in self._data:
-            load_dataset = require("sparsa.data", "loading data", "load_dataset")
+            from sparsa.data import load_dataset
             ds = load_dataset(self.recipe.resolve_path(name), split=split, seed=self.recipe.data.seed)
             modality = getattr(self.loaded, "modality", None) if self.loaded is not None else None
             if modality is not None and (ds.kind == "text") != (modality == "text"):

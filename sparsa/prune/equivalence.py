@@ -1,4 +1,4 @@
-"""The reference a pruned model must match (ALGORITHMS.md §2.3 rule 8).
+"""The reference a pruned model must match (docs/algorithms.md §2.3 rule 8).
 
 `zeroed_consumers(lm, keep)` runs the *unpruned* model with the consumers' inputs at the
 removed indices forced to 0 (hooks; weights untouched). The pruned model must give the same

@@ -1,6 +1,6 @@
 """Importance of every prunable unit: one score tensor per group (higher = more important).
 
-Criteria (ALGORITHMS.md §2.4):
+Criteria (docs/algorithms.md §2.4):
   l1_group          sum of |w| over every weight slice removed with the unit (default)
   l1_mean_producer  mean |w| of the producer rows only (seed 000 exactly)
   l2                Euclidean norm over the same slices as l1_group

@@ -51,5 +51,5 @@ class PrunePlan:
 
 
 def n_keep(n: int, r: float) -> int:
-    """Units a layer of n keeps at ratio r: max(1, floor((1 - r) n)) (ALGORITHMS.md §2.3 rule 7)."""
+    """Units a layer of n keeps at ratio r: max(1, floor((1 - r) n)) (docs/algorithms.md §2.3 rule 7)."""
     return max(1, math.floor((1.0 - r) * n + 1e-9))

@@ -1,4 +1,4 @@
-"""Adaptive iterative pruning driven by an accuracy tolerance (ALGORITHMS.md §3.2).
+"""Adaptive iterative pruning driven by an accuracy tolerance (docs/algorithms.md §3).
 
     from sparsa.prune.schedule import tolerance_prune
     result = tolerance_prune(load("tiny-swin"), 0.02, "digits", "out/swin-2pct")
@@ -24,7 +24,7 @@ With the bound and logit-KD recovery the test loss stayed within 5 / 2 / 1% (BEN
 
 Granularity:
   "unstructured"  the seed's rule: magnitude masks on every attention/MLP Linear weight, one slot
-                  per Linear (spec defaults: δ0 0.05, fine-tune 1 epoch at lr 1e-5, masks fixed)
+                  per Linear (the defaults of docs/algorithms.md §3: δ0 0.05, fine-tune 1 epoch at lr 1e-5, masks fixed)
   "structured"    removes whole units with sparsa.prune (heads / FFN neurons / conv channels):
                   scope "layer" = one slot per group (per-layer sensitivity), "global" = one slot
                   per unit kind ranked across layers.
@@ -102,7 +102,7 @@ class ScheduleConfig:
     rollback: bool = True  # False: return the first state beyond tolerance (mimics the seed's Table 1)
     trial_recovery_steps: int = 0  # KD steps after each trial, before its check
     round_recovery_epochs: float = 1.0  # fine-tuning after each round
-    recovery_lr: float | None = None  # None: 1e-5 unstructured (spec §3.2), 1e-4 structured (KD)
+    recovery_lr: float | None = None  # None: 1e-5 unstructured (docs/algorithms.md §3), 1e-4 structured (KD)
     recovery_batch: int = 64
     kd: str = "logits"  # "none" | "logits" | "hidden" | "logits+hidden"
     check_split: str = "calib"

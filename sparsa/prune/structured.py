@@ -1,6 +1,6 @@
 """Structured pruning that removes units: smaller Linear/Conv/BatchNorm modules, updated attributes.
 
-ALGORITHMS.md §2.3: pruning producer unit j removes its rows, every consumer's input columns,
+docs/algorithms.md §2.3: pruning producer unit j removes its rows, every consumer's input columns,
 and every per-channel entry in between; indices are sorted so channel order is kept, and
 modules are replaced by dotted path after the walk (not while iterating named_modules).
 """

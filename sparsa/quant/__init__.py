@@ -15,7 +15,8 @@ from sparsa.quant.primitives import (  # noqa: F401
 from sparsa.quant.config import QuantConfig  # noqa: E402,F401
 from sparsa.quant.modules import QuantLinear  # noqa: E402,F401
 from sparsa.quant.api import (  # noqa: E402,F401
-    dequantize_model_, float_storage, half_float_storage_, quant_layers, quant_size, quantize_, quantize_loaded,
+    dequantize_model_, float_storage, half_float_storage_, quant_layers, quant_size, quantize_,
 )
+from sparsa.quant.stage import quantize_loaded  # noqa: E402,F401
 from sparsa.quant.store import load_quantized, save_quantized  # noqa: E402,F401
 from sparsa.quant.export import export_onnx  # noqa: E402,F401

@@ -176,56 +176,6 @@ def quant_size(model) -> dict:
     }
 
 
-def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: str = "sym", clip: str = "search",
-                    per_channel: bool = True, activations: bool | str = False, calib=None, calib_samples: int = 32,
-                    smooth: float | None = None, smooth_ffn_out: float | None = None,
-                    smooth_budget: float | None = None, float_storage: str = "float32", progress=None, **extra):
-    """Pipeline entry point (the recipe's quantize stage): returns (loaded, record).
-
-    activations: "none" | "dynamic" | "static" (True / False: static / none). smooth / smooth_ffn_out:
-    SmoothQuant laid out by `sparsa.quant.smooth.smoothing_fields`; smooth_budget: keep only the
-    smoothing Muls that pay (`trim_smoothing_on` the calibration sentences); float_storage "float16":
-    `half_float_storage_`."""
-    if mode == "hybrid":
-        return _hybrid(loaded, calib)
-    if mode != "standard":
-        raise SparsaError(f"quantize mode {mode!r} is unknown", hint="use 'standard' or 'hybrid'")
-    from sparsa.quant.smooth import smoothing_fields
-
-    if float_storage not in ("float32", "float16"):
-        raise SparsaError(f"float_storage {float_storage!r} is not a storage type", hint="use float32 or float16")
-    act = ("static" if activations else "none") if isinstance(activations, bool) else activations
-    cfg = QuantConfig(bits=bits, scheme=scheme, clip=clip, per_channel=per_channel, activations=act,
-                      act_scheme="asym" if act == "dynamic" else None,
-                      **smoothing_fields(loaded, smooth, smooth_ffn_out), **extra)
-    trim = None
-    if smooth_budget is not None:
-        from sparsa.quant.sensitivity import trim_smoothing_on, trim_summary
-
-        cfg, trim = trim_smoothing_on(loaded, cfg, getattr(calib, "texts", calib), calib_samples, smooth_budget,
-                                      progress=progress)
-    quantize_(loaded, cfg, calib=calib, calib_samples=calib_samples)
-    if float_storage == "float16":
-        half_float_storage_(loaded)
-    record = loaded.record["stages"][-1]
-    if trim is not None:
-        record["smooth_trim"] = trim_summary(trim)
-    return loaded, record
-
-
-def _hybrid(loaded, calib):
-    """ESCALATE (§5.6): 8-bit basis kernels, ternary coefficients; lives with the decomposition code."""
-    try:
-        from sparsa.decompose.escalate import hybridize
-    except ImportError as e:
-        raise SparsaError("hybrid (ESCALATE) quantization needs sparsa.decompose.escalate, which this build lacks",
-                          hint="use mode 'standard'") from e
-    record = hybridize(loaded.model)
-    record = {"stage": "quantize", "mode": "hybrid", **record}
-    loaded.record.setdefault("stages", []).append(record)
-    return loaded, record
-
-
 @torch.no_grad()
 def dequantize_model_(model, smooth_mul: bool = True) -> nn.Module:
     """Replace every QuantLinear by a float nn.Linear holding its dequantized weight (for float export).

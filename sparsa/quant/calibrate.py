@@ -1,7 +1,7 @@
 """Calibration: run the float model on calibration inputs and keep what each Linear layer sees.
 
 Per layer we keep the exact min/max of its input and a fixed-seed subsample of its values
-(at most 2^20, §3.3) for static activation ranges, and up to `max_rows` input rows (tokens /
+(at most 2^20, docs/algorithms.md §4) for static activation ranges, and up to `max_rows` input rows (tokens /
 patches) for the output-error clipping search.
 """
 

@@ -29,7 +29,7 @@ class QuantConfig:
 
     bits: weight bits 2..8, or "ternary" (ESCALATE codes {-1,0,+1} with one scale per channel).
     scheme: "sym" (no zero point, narrow range) or "asym" (zero point).
-    clip: weight clipping, "max" | "percentile" | "search" (§3.3 alpha grid).
+    clip: weight clipping, "max" | "percentile" | "search" (docs/algorithms.md §4 alpha grid).
     per_channel: one weight scale per output channel (else one per tensor).
     objective: what "search" minimises: the weight's own error ("weight") or the layer's output
         error on calibration inputs ("output"; needs calibration data).

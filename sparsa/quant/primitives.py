@@ -1,4 +1,4 @@
-"""Pure quantization functions on tensors (ALGORITHMS.md §3.3, §5.6).
+"""Pure quantization functions on tensors (docs/algorithms.md §4, §7).
 
 Everything here is stateless: `choose_qparams` picks scale (and zero point) for a tensor,
 `quantize` / `dequantize` map between float and integer codes, `fake_quant` does both,
@@ -26,7 +26,7 @@ from sparsa.errors import SparsaError
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8)
 VALID_SCHEMES = ("sym", "asym")
 VALID_CLIPS = ("max", "percentile", "search")
-# §3.3: alpha grid 0.30, 0.31, ..., 1.00 (71 values), searched from the top so ties go to the larger alpha
+# docs/algorithms.md §4: alpha grid 0.30, 0.31, ..., 1.00 (71 values), searched from the top so ties go to the larger alpha
 SEARCH_ALPHAS = tuple(round(1.00 - 0.01 * i, 2) for i in range(71))
 DEFAULT_PERCENTILE = 99.99
 # beyond this many values, percentile/search statistics are taken on a fixed-seed subsample (+ exact extremes)
@@ -149,7 +149,7 @@ def _subsample(rows: Tensor) -> Tensor:
 
 
 def _params_from_range(lo: Tensor, hi: Tensor, bits: int, scheme: str) -> tuple[Tensor, Tensor | None]:
-    """Scale (and zero point) from the clipping range, exactly as §3.3 writes it."""
+    """Scale (and zero point) from the clipping range, exactly as docs/algorithms.md §4 writes it."""
     qmin, qmax = qrange(bits, scheme)
     if scheme == "sym":
         c = torch.maximum(hi.abs(), lo.abs())
@@ -319,7 +319,7 @@ def fake_quant(x: Tensor, qp: QParams) -> Tensor:
     return x + (xq - x).detach() if x.requires_grad else xq
 
 
-# --------------------------------------------------------------------------- ternary (ESCALATE §5.6)
+# --------------------------------------------------------------------------- ternary (ESCALATE docs/algorithms.md §7)
 
 
 def ternary_scale(x: Tensor, axis: int | None = None) -> tuple[Tensor, int | None]:

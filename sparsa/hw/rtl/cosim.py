@@ -11,26 +11,17 @@ output bit for bit.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from sparsa.errors import SparsaError
-from sparsa.hw.rtl.params import RtlParams, load_params
+from sparsa.hw.rtl.params import load_params
 from sparsa.hw.rtl.trace import run_amaranth
+from sparsa.hw.rtl.unit_spec import Batch, UnitSpec
 
 BACKENDS = ("amaranth", "verilator")
-
-
-@dataclass
-class Batch:
-    """A trace and what must come out of it."""
-
-    trace: list[dict[str, int]]
-    expect: dict[int, dict[str, int]]  # cycle -> output port -> value
-    vectors: int
-    kinds: dict[str, int] = field(default_factory=dict)  # vector kind -> count
 
 
 @dataclass
@@ -84,17 +75,6 @@ def compare(results: list[dict[str, int] | None], batch: Batch) -> tuple[int, in
 
 
 # -- registry -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UnitSpec:
-    name: str
-    description: str
-    build: Callable[..., Any]  # (params, **mutation) -> Component
-    make_batch: Callable[[RtlParams, torch.Generator, int], Batch]
-    strobe: str | None
-    default_overrides: dict = field(default_factory=dict)  # sizes that keep a cosim quick
-    default_preset: str | None = None
 
 
 def unit_specs() -> dict[str, UnitSpec]:

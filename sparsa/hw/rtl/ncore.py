@@ -1,4 +1,4 @@
-"""N-core parallel wrapper, generalised from seed 000's `parallel_compute` (spec §2.5).
+"""N-core parallel wrapper, generalised from seed 000's `parallel_compute` (docs/algorithms.md §2.5).
 
 The seed's block has 4 identical lanes: each registers an 8-bit input on one clock edge and a
 16-bit result (its placeholder operation: input + 10) on the next, with an asynchronous active-low

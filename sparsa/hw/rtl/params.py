@@ -18,12 +18,12 @@ SPLITS = ("floor", "trunc")
 
 @dataclass(frozen=True)
 class RtlParams:
-    """Everything an RTL unit is sized by. Defaults = spec §4.1/§4.3 CHOICEs (Q3.4, 2x2 blocks, 2x4 PEs)."""
+    """Everything an RTL unit is sized by. Defaults = docs/algorithms.md §5.1, §5.5 CHOICEs (Q3.4, 2x2 blocks, 2x4 PEs)."""
 
-    total_bits: int = 8  # n_b of the Qm.f operand codes (spec §1.2)
+    total_bits: int = 8  # n_b of the Qm.f operand codes (docs/algorithms.md §1.1)
     frac_bits: int = 4  # f
     head_dim: int = 64  # D_h: the longest dot product a PE accumulates
-    split: str = "floor"  # integer/fractional split of a code (spec §1.3)
+    split: str = "floor"  # integer/fractional split of a code (docs/algorithms.md §1.2)
     block: int = 2  # block size b (a PE holds one b x b output block)
     pe_rows: int = 2  # PEs per array column
     pe_cols: int = 4  # PEs per array row
@@ -50,7 +50,7 @@ class RtlParams:
 
     @property
     def acc_bits(self) -> int:
-        """Spec §1.2: 2*n_b + ceil(log2 D_h) bits never overflow for a length-D_h dot product."""
+        """docs/algorithms.md §1.1: 2*n_b + ceil(log2 D_h) bits never overflow for a length-D_h dot product."""
         return 2 * self.total_bits + max(1, math.ceil(math.log2(self.head_dim)))
 
     @property
@@ -78,7 +78,7 @@ class RtlParams:
             raise SparsaError(f"head_dim={self.head_dim} is out of range", hint="give D_h in 1..4096")
         if self.block != 2:
             raise SparsaError(
-                f"block={self.block}: the PE and sparsity engine are built for 2x2 blocks (spec §4.3 CHOICE)",
+                f"block={self.block}: the PE and sparsity engine are built for 2x2 blocks (docs/algorithms.md §5.5 CHOICE)",
                 hint="use block=2",
             )
         for name in ("pe_rows", "pe_cols", "cores"):
@@ -117,7 +117,7 @@ class RtlParams:
         )
 
 
-# Built-in presets. `hdp-edge`/`hdp-server` are the spec's §4.3 placeholder sizes (not paper figures).
+# Built-in presets. `hdp-edge`/`hdp-server` are the docs/algorithms.md §5.5 placeholder sizes (not paper figures).
 BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
     "hdp-edge": dict(cores=1, pe_rows=2, pe_cols=4),
     "hdp-server": dict(cores=8, pe_rows=2, pe_cols=4),

@@ -1,4 +1,4 @@
-"""Processing element: one 2x2 output block, output-stationary integer MAC (spec §4.3).
+"""Processing element: one 2x2 output block, output-stationary integer MAC (docs/algorithms.md §5.5).
 
 Each cycle with `valid` the PE takes element k of two Q rows (`q0`, `q1`) and of two K rows (`k0`, `k1`)
 as Qm.f codes and adds, for every (i, j) of its block,
@@ -7,7 +7,7 @@ as Qm.f codes and adds, for every (i, j) of its block,
 to accumulator (i, j). `first` starts a new block (the accumulator takes the term instead of adding it);
 `last` marks the final element of the dot product: one cycle later `out_valid` is high, the four
 accumulators hold the block, and `importance` = sum |acc| (the block importance theta of the integer pass).
-The split of a code into I and F is wiring (floor split) or a small correction (trunc split), spec §1.3.
+The split of a code into I and F is wiring (floor split) or a small correction (trunc split), docs/algorithms.md §1.2.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MODE_APPROX = 1
 
 
 def split_code(m: Module, q, p: RtlParams, split: str, name: str):
-    """Integer and fractional part of code `q` as signals (spec §1.3)."""
+    """Integer and fractional part of code `q` as signals (docs/algorithms.md §1.2)."""
     f = p.frac_bits
     i_part = Signal(signed(p.int_bits + 1), name=f"{name}_i")
     f_part = Signal(signed(f + 1), name=f"{name}_f")

@@ -1,4 +1,4 @@
-"""PE array: rows x cols PEs, output-stationary, one 2x2 output block per PE (spec §4.3 CHOICE).
+"""PE array: rows x cols PEs, output-stationary, one 2x2 output block per PE (docs/algorithms.md §5.5 CHOICE).
 
 Each cycle the array takes element k of 2*rows Q rows (`q_0` ...) and of 2*cols K rows (`k_0` ...);
 Q element r goes to every PE of PE-row r//2 and K element c to every PE of PE-column c//2 (broadcast,

@@ -1,4 +1,4 @@
-"""Softmax unit: the golden model's integer softmax (`hdp.int_softmax`), bit-exact (spec §4.1 step 10).
+"""Softmax unit: the golden model's integer softmax (`hdp.int_softmax`), bit-exact (docs/algorithms.md §5.1 step 10).
 
 Streaming, one row at a time, one element per cycle per phase:
   IN     x (Q.S score) and its keep bit arrive (`x_valid`, `end_r` on the last); the row is buffered

@@ -1,4 +1,4 @@
-"""Sparsity engine (spec §4.1 steps 6-7, §4.3 SE): row thresholds, keep-mask, END_R / END_H, head skip.
+"""Sparsity engine (docs/algorithms.md §5.1 steps 6–7, §5.5): row thresholds, keep-mask, END_R / END_H, head skip.
 
 Input: one block importance theta per cycle (`theta_valid`), with `block_valid` (False for padding
 blocks, which are excluded from every statistic and never kept), `end_r` on the last block of a

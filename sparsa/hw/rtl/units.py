@@ -10,7 +10,7 @@ import torch
 from sparsa.attention import fixedpoint as fx
 from sparsa.attention import hdp
 from sparsa.errors import SparsaError
-from sparsa.hw.rtl.cosim import Batch, UnitSpec
+from sparsa.hw.rtl.unit_spec import Batch, UnitSpec
 from sparsa.hw.rtl.params import RtlParams
 from sparsa.hw.rtl.vectors import CODE_KINDS, codes, rand, randint
 
@@ -21,7 +21,7 @@ from sparsa.hw.rtl.vectors import CODE_KINDS, codes, rand, randint
 def golden_tile(qQ: torch.Tensor, qK: torch.Tensor, p: RtlParams, approx: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Accumulators and 2x2 block importances of one output tile, from the golden model.
 
-    qQ [R, L], qK [C, L] codes. Integer pass: A = I_Q I_K^T; approximation pass: T (spec §4.1 step 8)."""
+    qQ [R, L], qK [C, L] codes. Integer pass: A = I_Q I_K^T; approximation pass: T (docs/algorithms.md §5.1 step 8)."""
     IQ, FQ = fx.split_int_frac(qQ, p.frac_bits, p.split)
     IK, FK = fx.split_int_frac(qK, p.frac_bits, p.split)
     A = fx.int_matmul(IQ, IK.T)
@@ -314,7 +314,7 @@ register(
 
 
 def seed_lane_model(inputs: list[int], resets: list[bool], p: RtlParams) -> list[int]:
-    """Seed 000's `parallel_compute` lane (spec §2.5), cycle by cycle: data_reg <= data_in;
+    """Seed 000's `parallel_compute` lane (docs/algorithms.md §2.5), cycle by cycle: data_reg <= data_in;
     result_out <= data_reg + addend (mod 2^out_bits); an asserted active-low reset holds both at 0.
     This is the seed's own placeholder operation, which the HDP golden model does not contain."""
     data_reg = result = 0
