@@ -45,8 +45,8 @@ def simulate(state: PipelineState) -> dict:
     inputs = hw_inputs(state, seq_len or state.recipe.evaluation.seq_len)
     masks = None
     if state.attention is not None:
-        from sparsa.attention import install as attention
-        masks = attention.collect_masks(state.loaded, inputs, state.attention["method"], **state.attention["options"])
+        from sparsa.attention import collect_masks
+        masks = collect_masks(state.loaded, inputs, state.attention["method"], **state.attention["options"])
     wl = workload.from_model(state.loaded, seq_len, masks=masks)
     res = sim.simulate(wl, arch)
     out: dict[str, Any] = {
