@@ -140,14 +140,14 @@ def sim(
         loaded = load(target)
         seq = seq_len or 128
         masks = None
+        inputs = loaded.example_inputs(batch=batch, seq_len=seq) if loaded.modality == "text" else loaded.example_inputs(batch=batch)
         if attention != "dense":
             from sparsa.attention import collect_masks
 
             log.print(f"recording {attention} masks on {target} (seq {seq}, batch {batch}) ...")
-            inputs = loaded.example_inputs(batch=batch, seq_len=seq) if loaded.modality == "text" else loaded.example_inputs(batch=batch)
             masks = collect_masks(loaded, inputs, attention, **opts)
-        wl = from_model(loaded, seq_len=seq if loaded.modality == "text" else seq_len, masks=masks, batch=batch)
-        dense_wl = from_model(loaded, seq_len=wl.seq_len, batch=wl.batch) if masks is not None else None
+        wl = from_model(loaded, masks=masks, inputs=inputs)
+        dense_wl = from_model(loaded, inputs=inputs) if masks is not None else None
     res = simulate(wl, a)
     dense_res = simulate(dense_wl, a) if dense_wl is not None else None
     out = res.to_dict(per_op=per_op)
