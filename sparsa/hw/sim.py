@@ -87,7 +87,9 @@ class SimResult:
         return int(sum(o.stall_cycles for o in self.ops))
 
     def utilisation(self, macs_per_cycle: int) -> float:
-        return self.macs / max(1, self.cycles * macs_per_cycle)
+        """Busy fraction of the array: full-width MAC slots used over slots available. A split
+        multiplier's narrow products fill one slot together, so they count as the slots they take."""
+        return self.counts["mac"] / max(1, self.cycles * macs_per_cycle)
 
     def per_layer(self) -> list[dict[str, Any]]:
         layers: dict[int, dict[str, Any]] = {}
@@ -420,7 +422,7 @@ def simulate(workload: Workload, arch: "Arch | str") -> SimResult:
         res.energy_pj = float(sum(res.counts[k] * table[k] for k in ENERGY_KEYS))
         res.area_mm2 = _unit_area(op.kind, arch, area)
         if op.kind == "gemm":
-            res.utilisation = res.macs / max(1, res.cycles * macs_per_cycle)
+            res.utilisation = res.counts["mac"] / max(1, res.cycles * macs_per_cycle)  # slots, not narrow products
         for k in ENERGY_KEYS:
             totals[k] += res.counts[k]
         results.append(res)
