@@ -166,3 +166,32 @@ def test_a_failing_forward_names_the_input_it_tried():
         from_model(lm, inputs={"pixel_values": torch.randn(1, 3, 7, 7)})
     with pytest.raises(SparsaError, match="text models"):
         from_model(lm, seq_len=64)
+
+
+def _quantized_bert(bits: int, activations: str):
+    from sparsa.quant.api import quantize_
+    from sparsa.quant.config import QuantConfig
+
+    lm = tiny_model("bert")
+    quantize_(lm, QuantConfig(bits=bits, clip="max", activations=activations, act_bits=bits))
+    return from_model(lm, seq_len=32)
+
+
+def test_quantized_layers_carry_their_bits_to_the_simulator():
+    w8, w4 = _quantized_bert(8, "none"), _quantized_bert(4, "none")
+    linears = [o for o in w4.ops if o.kind == "gemm" and o.role == ""]
+    assert linears and all(o.weight_bits == 4 and o.operand_bits is None for o in linears)
+    assert w4.dense_macs == w8.dense_macs  # the weights' dequantization is the GEMM's datapath, not extra work
+    arch = load_arch("systolic-32-os")
+    r8, r4 = simulate(w8, arch), simulate(w4, arch)
+    assert r4.dram_bytes < r8.dram_bytes
+    assert sum(o.compute_cycles for o in r4.ops) == sum(o.compute_cycles for o in r8.ops)  # no narrow lanes
+
+
+def test_narrow_operands_run_faster_only_on_split_multipliers():
+    a8, a4 = _quantized_bert(8, "dynamic"), _quantized_bert(4, "dynamic")
+    assert all(o.operand_bits == 4 for o in a4.ops if o.kind == "gemm" and o.weight_bits)
+    split, plain = load_arch("hdp-edge"), load_arch("systolic-32-os")
+    assert split.bits.split_multipliers and not plain.bits.split_multipliers
+    assert simulate(a4, split).cycles < simulate(a8, split).cycles
+    assert sum(o.compute_cycles for o in simulate(a4, plain).ops) == sum(o.compute_cycles for o in simulate(a8, plain).ops)

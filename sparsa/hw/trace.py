@@ -15,7 +15,10 @@ construction:
 - anything else is listed in `not_simulated` by name with its share of the flop counter's MACs.
 
 Each op carries the module that ran it and the transformer layer (block) it belongs to, so recorded
-dynamic-attention masks attach to the attention call they were computed on.
+dynamic-attention masks attach to the attention call they were computed on. A GEMM run by a sparsa
+quantized layer (`QuantLinear`) carries its weights' bits (`Op.weight_bits`) and, when it quantizes
+its input, the activations' bits (`Op.operand_bits`); the layer's own (de)quantization steps are
+its datapath, not extra vector work.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ class _Tracer:
         self.attention_modules = set(attention_modules)
         self.blocks = blocks
         self.layer_of: dict[str, int | None] = {}
-        self.stack: list[tuple[int, str]] = []
+        self.stack: list[tuple[int, str, dict | None]] = []  # (id, name, hardware annotation)
         self.frames: list[dict] = []  # open eager attention calls
         self.ops: list[Op] = []
         self.used: dict[str, int] = {}
@@ -146,7 +149,7 @@ class _Tracer:
         name = self.names.get(id(module))
         if name is None:
             return
-        self.stack.append((id(module), name))
+        self.stack.append((id(module), name, _annotation(module)))
         if name in self.attention_modules:
             self.frames.append({"module": name, "layer": self._layer(name), "qk": None, "softmax": None, "pv": None,
                                 "done": False})
@@ -154,7 +157,7 @@ class _Tracer:
     def post(self, module, args, output):
         if not self.stack or self.stack[-1][0] != id(module):
             return
-        _, name = self.stack.pop()
+        name = self.stack.pop()[1]
         if self.frames and self.frames[-1]["module"] == name:
             f = self.frames.pop()
             if not f["done"] and f["qk"] is not None and f["pv"] is not None:
@@ -183,7 +186,7 @@ class _Tracer:
 
     def record(self, packet, args, out, flops: int) -> None:
         short = str(packet).rsplit(".", 1)[-1]
-        path = self.stack[-1][1] if self.stack else ""
+        path, ann = (self.stack[-1][1], self.stack[-1][2]) if self.stack else ("", None)
         layer = self._layer(path)
         self.total_flops += flops
         if flops or short in _SDPA:
@@ -197,11 +200,11 @@ class _Tracer:
             _, m, k, n, c = gemms[0]
             role = self._eager_role(short)
             idx = self._add(Op(self._name(path, layer, role or short), "gemm", layer, int(m), int(k), int(n),
-                               count=int(c), module=path, role=role))
+                               count=int(c), module=path, role=role, **(ann or {})))
             if role:
                 self.frames[-1][role] = idx
             return
-        if short in _FREE:
+        if short in _FREE or ann is not None:  # a quantized layer's (de)quantization is its GEMM's datapath
             return
         o = _tensor(out)
         if short in _SOFTMAX and o is not None:
@@ -257,6 +260,16 @@ class _Tracer:
         d = self.unplaced.setdefault(name, {"name": name, "op": op, "calls": 0, "macs": 0})
         d["calls"] += 1
         d["macs"] += int(macs)
+
+
+def _annotation(module) -> dict | None:
+    """What a sparsa quantized layer tells the hardware: its weights' bits, and its activations'
+    bits when it quantizes them (None: the architecture's operand width)."""
+    bits = getattr(module, "bits", None)
+    if not hasattr(module, "qweight") or not isinstance(bits, int):
+        return None
+    act = getattr(module, "act_bits", None) if getattr(module, "activations", "none") != "none" else None
+    return {"weight_bits": bits, "operand_bits": act}
 
 
 _POINTWISE: dict[Any, bool] = {}

@@ -43,6 +43,7 @@ class Op:
     inner_mask: np.ndarray | None = None
     block: int = 1
     operand_bits: int | None = None  # None: the architecture's operand width
+    weight_bits: int | None = None  # B is a stored weight this narrow (a quantized layer); None: operand_bits
     # softmax / elementwise: elements processed, rows (softmax), ops per element (elementwise)
     elems: int = 0
     rows: int = 0
