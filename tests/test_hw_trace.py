@@ -195,3 +195,25 @@ def test_narrow_operands_run_faster_only_on_split_multipliers():
     assert split.bits.split_multipliers and not plain.bits.split_multipliers
     assert simulate(a4, split).cycles < simulate(a8, split).cycles
     assert sum(o.compute_cycles for o in simulate(a4, plain).ops) == sum(o.compute_cycles for o in simulate(a8, plain).ops)
+
+
+def test_installed_dynamic_attention_is_traced_as_the_attention_it_stands_for():
+    from sparsa.attention import collect_masks
+    from sparsa.attention.install import install, uninstall
+
+    lm = tiny_model("bert")
+    inputs = lm.example_inputs(batch=1, seq_len=32)
+    plain = from_model(lm, inputs=inputs)
+    ctrl = install(lm.model, "hdp")
+    try:
+        with torch.no_grad():
+            lm.model(**inputs)
+        stats = list(ctrl.layer_stats)
+        traced = from_model(lm, inputs=inputs)  # not HDP's fixed-point emulation ops
+        assert [(o.name, o.m, o.k, o.n, o.count) for o in traced.ops] == [(o.name, o.m, o.k, o.n, o.count)
+                                                                       for o in plain.ops]
+        assert ctrl.layer_stats == stats and lm.model.config._attn_implementation == "sparsa"
+        masked = from_model(lm, masks=collect_masks(lm, inputs, "hdp"), inputs=inputs)
+        assert sum(o.role == "qk_frac" for o in masked.ops) == 2
+    finally:
+        uninstall(lm.model)

@@ -17,6 +17,7 @@ reading only the V rows of kept key blocks (fetch-upon-mask).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -270,7 +271,8 @@ def from_model(loaded, seq_len: int | None = None, masks: list[dict] | None = No
         inputs = _trace_inputs(loaded, seq_len, masks, batch)
     attn, blocks = _blocks(loaded)
     name = str(loaded.record.get("source", loaded.family)) if isinstance(loaded.record, dict) else loaded.family
-    tr = trace_model(loaded.model, inputs, attention_modules=attn, blocks=blocks, what=name)
+    with _plain_attention(loaded.model):
+        tr = trace_model(loaded.model, inputs, attention_modules=attn, blocks=blocks, what=name)
     ops = tr.ops
     if masks is not None:
         ops = _attach_masks(tr, masks)
@@ -294,6 +296,26 @@ def from_model(loaded, seq_len: int | None = None, masks: list[dict] | None = No
     except SparsaError:  # no attention layers (a CNN): the trace still has every op
         pass
     return Workload(name, ops, seq, batch, meta)
+
+
+@contextmanager
+def _plain_attention(model):
+    """With dynamic attention installed the model runs sparsa's software emulation of it (fixed-point
+    parts, importances, thresholds): trace the attention it stands for instead; the recorded masks
+    say what the hardware skips. The controller's statistics are left as they were."""
+    ctrl = getattr(model, "_sparsa_ctrl", None)
+    if ctrl is None:
+        yield
+        return
+    from sparsa.attention.install import IMPL_NAME, _set_impl
+
+    kept = (ctrl.layer_stats, ctrl.last_stats, list(ctrl.history))
+    _set_impl(model, ctrl.prev_impl or "sdpa")
+    try:
+        yield
+    finally:
+        _set_impl(model, IMPL_NAME)
+        ctrl.layer_stats, ctrl.last_stats, ctrl.history = kept
 
 
 def _heads_of(loaded, module: str) -> int | None:
