@@ -217,3 +217,8 @@ def test_installed_dynamic_attention_is_traced_as_the_attention_it_stands_for():
         assert sum(o.role == "qk_frac" for o in masked.ops) == 2
     finally:
         uninstall(lm.model)
+
+
+def test_cli_names_what_it_cannot_simulate():
+    res = runner.invoke(app, ["sim", "tiny-vit", "--arch", "hdp-edge", "--seq-len", "64"])
+    assert isinstance(res.exception, SparsaError) and "--seq-len applies to text models" in res.exception.message

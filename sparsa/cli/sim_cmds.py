@@ -140,11 +140,16 @@ def sim(
         loaded = load(target)
         seq = seq_len or 128
         masks = None
+        if seq_len is not None and loaded.modality != "text":
+            raise SparsaError(f"--seq-len applies to text models; {target} takes {loaded.modality} input of the "
+                              "size in its config", hint="leave --seq-len out")
         inputs = loaded.example_inputs(batch=batch, seq_len=seq) if loaded.modality == "text" else loaded.example_inputs(batch=batch)
         if attention != "dense":
             from sparsa.attention import collect_masks
 
-            log.print(f"recording {attention} masks on {target} (seq {seq}, batch {batch}) ...")
+            from sparsa.hw.trace import describe_inputs
+
+            log.print(f"recording {attention} masks on {target} ({describe_inputs(inputs)}) ...")
             masks = collect_masks(loaded, inputs, attention, **opts)
         wl = from_model(loaded, masks=masks, inputs=inputs)
         dense_wl = from_model(loaded, inputs=inputs) if masks is not None else None
@@ -182,3 +187,6 @@ def sim(
     console.print(summary)
     if a.placeholder:
         console.print(f"[yellow]note:[/] {a.name}'s sizes are placeholders ({a.reference})")
+    for d in wl.meta.get("not_simulated") or []:  # ops the tracer could not place: never silently dropped
+        console.print(f"[yellow]not simulated:[/] {d['name']} ({d['op']}, {d['calls']} call(s), "
+                      f"{100 * d['share']:.2f}% of the flop counter's MACs)")

@@ -254,8 +254,8 @@ def _trace_inputs(loaded, seq_len: int | None, masks: list[dict] | None, batch: 
             batch = int(np.asarray(masks[0]["head_mask"]).shape[0])
         return loaded.example_inputs(batch=batch, seq_len=seq_len)
     if seq_len is not None:
-        raise SparsaError(f"seq_len={seq_len} applies to text models; a {loaded.family} model's input size comes "
-                          "from its config", hint="leave --seq-len out for image and video models")
+        raise SparsaError(f"seq_len={seq_len} applies to text models; {loaded.family} takes {loaded.modality} input of the "
+                          "size in its config", hint="leave --seq-len out for image and video models")
     return loaded.example_inputs(batch=batch)
 
 
