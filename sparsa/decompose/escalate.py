@@ -114,8 +114,8 @@ class EscalateConv(PenniConv):
     def hw_annotation(self) -> tuple[HwAnnotation, ...] | None:
         """8-bit basis, 2-bit ternary coefficient codes (zero codes: pruned); unpacking and the basis
         scale are the datapath."""
-        return penni_annotations(self.impl, self.codes(), basis={"weight_bits": 8, "fused_datapath": True},
-                                 coefs={"weight_bits": 2, "fused_datapath": True})
+        return penni_annotations(self.impl, self.codes(), basis_extra={"weight_bits": 8, "fused_datapath": True},
+                                 coefs_extra={"weight_bits": 2, "fused_datapath": True})
 
     def sparsa_shape(self) -> dict:
         return {**super().sparsa_shape(), "type": "EscalateConv"}

@@ -50,15 +50,15 @@ def hybrid_values(coefs: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
     return c_eff, fake_quant(folded, qp)
 
 
-def penni_annotations(impl: str, coefs: Tensor, **basis_and_coef_extra) -> tuple[HwAnnotation, ...] | None:
+def penni_annotations(impl: str, coef_values: Tensor, basis_extra: dict | None = None,
+                      coefs_extra: dict | None = None) -> tuple[HwAnnotation, ...] | None:
     """One annotation per GEMM the decomposed forward runs, in its order: "penni" runs the basis
     stage then the combination; "escalate" the combination first. "dense" rebuilds W and runs it as
-    an ordinary layer: nothing to annotate."""
+    an ordinary layer: nothing to annotate. `*_extra`: more fields (bits) for either stage."""
     if impl == "dense":
         return None
-    basis = HwAnnotation(storage="penni_basis", **basis_and_coef_extra.get("basis", {}))
-    comb = HwAnnotation(weight_density=density(coefs), storage="penni_coefficients",
-                        **basis_and_coef_extra.get("coefs", {}))
+    basis = HwAnnotation(storage="penni_basis", **(basis_extra or {}))
+    comb = HwAnnotation(weight_density=density(coef_values), storage="penni_coefficients", **(coefs_extra or {}))
     return (basis, comb) if impl == "penni" else (comb, basis)
 
 
