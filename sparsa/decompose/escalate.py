@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparsa.decompose.layers import PenniConv, PenniLinear, hybrid_values  # noqa: F401  (hybrid_values: re-exported)
+from sparsa.decompose.layers import PenniConv, PenniLinear, hybrid_values, penni_annotations  # noqa: F401  (hybrid_values: re-exported)
 from sparsa.errors import SparsaError
+from sparsa.models.hw_annotation import HwAnnotation, density
 from sparsa.models.layer_kinds import register_layer_kind
 from sparsa.models.resize import set_submodule
 from sparsa.quant.primitives import choose_qparams, quantize, ternarize
@@ -110,6 +111,12 @@ class EscalateConv(PenniConv):
     def coefficients(self) -> Tensor:
         return self.codes().float()
 
+    def hw_annotation(self) -> tuple[HwAnnotation, ...] | None:
+        """8-bit basis, 2-bit ternary coefficient codes (zero codes: pruned); unpacking and the basis
+        scale are the datapath."""
+        return penni_annotations(self.impl, self.codes(), basis_extra={"weight_bits": 8, "fused_datapath": True},
+                                 coefs_extra={"weight_bits": 2, "fused_datapath": True})
+
     def sparsa_shape(self) -> dict:
         return {**super().sparsa_shape(), "type": "EscalateConv"}
 
@@ -147,6 +154,12 @@ class Int8Layer(nn.Module):
 
     def weight(self) -> Tensor:
         return self.weight_q.float() * self.weight_scale.view(-1, *([1] * (len(self.weight_shape) - 1)))
+
+    def hw_annotation(self) -> HwAnnotation:
+        """int8 weights (per-channel scales are the datapath), as sparse as their codes."""
+        d = density(self.weight_q)
+        return HwAnnotation(weight_bits=8, weight_density=d, storage="unstructured" if d < 1.0 else "dense",
+                            fused_datapath=True)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.op == "linear":

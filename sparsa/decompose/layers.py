@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparsa.errors import SparsaError
+from sparsa.models.hw_annotation import HwAnnotation, density
 from sparsa.models.layer_kinds import register_layer_kind
 from sparsa.models.resize import set_submodule
 from sparsa.quant.primitives import choose_qparams, fake_quant, ternarize
@@ -47,6 +48,18 @@ def hybrid_values(coefs: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
     folded = alpha.to(basis.dtype).view(-1, 1) * basis
     qp = choose_qparams(folded.detach(), bits=8, scheme="sym", clip="max")
     return c_eff, fake_quant(folded, qp)
+
+
+def penni_annotations(impl: str, coef_values: Tensor, basis_extra: dict | None = None,
+                      coefs_extra: dict | None = None) -> tuple[HwAnnotation, ...] | None:
+    """One annotation per GEMM the decomposed forward runs, in its order: "penni" runs the basis
+    stage then the combination; "escalate" the combination first. "dense" rebuilds W and runs it as
+    an ordinary layer: nothing to annotate. `*_extra`: more fields (bits) for either stage."""
+    if impl == "dense":
+        return None
+    basis = HwAnnotation(storage="penni_basis", **(basis_extra or {}))
+    comb = HwAnnotation(weight_density=density(coef_values), storage="penni_coefficients", **(coefs_extra or {}))
+    return (basis, comb) if impl == "penni" else (comb, basis)
 
 
 class PenniConv(nn.Module):
@@ -135,6 +148,10 @@ class PenniConv(nn.Module):
             y = y + self.bias.view(1, -1, *([1] * self.dims))
         return y
 
+    def hw_annotation(self) -> tuple[HwAnnotation, ...] | None:
+        """Basis stage dense, combination stage as sparse as the coefficients (pruned ones are zero)."""
+        return penni_annotations(self.impl, self.coefficients().detach())
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, basis={self.num_basis}, "
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, impl={self.impl!r}")
@@ -186,6 +203,9 @@ class PenniLinear(nn.Module):
             u = torch.einsum("osb,...sg->...obg", self.coefs, xs)  # input combinations first
             y = torch.einsum("...obg,bg->...o", u, self.basis)
         return y if self.bias is None else y + self.bias
+
+    def hw_annotation(self) -> tuple[HwAnnotation, ...] | None:
+        return penni_annotations(self.impl, self.coefs.detach())
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, group={self.group}, basis={self.num_basis}, "

@@ -93,6 +93,22 @@ class SparsityEngineCfg(_Strict):
     overlapped: bool = True  # SE work hidden under the next GEMM tile (only its tail shows)
 
 
+class ExploitsCfg(_Strict):
+    """What the machine makes of a layer's weight annotation (sparsa.models.hw_annotation). Narrow
+    operand lanes are `bits.split_multipliers`; attention block skipping is `sparsity_engine.present`."""
+
+    # zero weights are skipped: a GEMM's inner dimension shrinks to its non-zeros, times
+    # (1 + zero_skip_overhead) for the lanes' load imbalance (the fullest lane sets a tile's pace)
+    weight_zero_skipping: bool = False
+    zero_skip_overhead: float = Field(default=0.1, ge=0, le=10)
+    # only non-zero weights are stored and fetched, plus their index: "bitmap" (1 bit per weight)
+    # or "csr" (one `index_bits` column index per non-zero); a matrix dense enough that the index
+    # costs more than the zeros is fetched dense
+    compressed_weight_storage: bool = False
+    index_format: Literal["bitmap", "csr"] = "bitmap"
+    index_bits: int = Field(default=16, ge=1, le=64)
+
+
 class SoftmaxUnitCfg(_Strict):
     present: bool = False
     elems_per_cycle: int = Field(default=8, gt=0, le=MAX_COUNT)
@@ -143,6 +159,7 @@ class Arch(_Strict):
     buffers: BufferCfg
     dram: DramCfg = DramCfg()
     sparsity_engine: SparsityEngineCfg = SparsityEngineCfg()
+    exploits: ExploitsCfg = ExploitsCfg()
     softmax_unit: SoftmaxUnitCfg = SoftmaxUnitCfg()
     vector_unit: VectorUnitCfg = VectorUnitCfg()
     energy_pj: EnergyCfg = EnergyCfg()
@@ -189,6 +206,13 @@ class Arch(_Strict):
     @property
     def macs(self) -> int:
         return self.array.rows * self.array.cols * self.cores
+
+    def exploit_summary(self) -> dict[str, bool]:
+        """Which compression the machine turns into fewer cycles or bytes (and from which field)."""
+        return {"weight_zero_skipping": self.exploits.weight_zero_skipping,
+                "compressed_weight_storage": self.exploits.compressed_weight_storage,
+                "narrow_operand_lanes": self.bits.split_multipliers,
+                "attention_block_skipping": self.sparsity_engine.present}
 
     def total_area(self) -> dict[str, float]:
         """Area per unit and in total (all cores)."""

@@ -29,6 +29,10 @@ class Op:
     block: int = 1
     operand_bits: int | None = None  # None: the architecture's operand width
     weight_bits: int | None = None  # B is a stored weight this narrow (a quantized layer); None: operand_bits
+    # B is a stored weight with this non-zero fraction, kept as `weight_storage` says (the layer's
+    # `HwAnnotation`, sparsa.models.hw_annotation); what the architecture makes of it is its `exploits`
+    weight_density: float = 1.0
+    weight_storage: str = "dense"
     # softmax / elementwise: elements processed, rows (softmax), ops per element (elementwise)
     elems: int = 0
     rows: int = 0
@@ -52,6 +56,8 @@ class Op:
             d["role"] = self.role
         if self.kind == "gemm":
             d.update(m=self.m, k=self.k, n=self.n, count=self.count, masked=self.out_mask is not None or self.inner_mask is not None)
+            if self.weight_storage != "dense" or self.weight_density < 1.0:
+                d.update(weight_density=self.weight_density, weight_storage=self.weight_storage)
         elif self.kind == "sparsity_engine":
             d.update(blocks=self.blocks, block_rows=self.block_rows, heads=self.heads)
         else:

@@ -52,6 +52,10 @@ class OpResult:
     area_mm2: float = 0.0
     utilisation: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
+    # what of the op's compression (its layer's annotation, its masks) the architecture turned into
+    # fewer cycles or bytes, and what it did not, each with the reason
+    exploited: list[str] = field(default_factory=list)
+    not_exploited: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +68,7 @@ class SimResult:
     energy_table_pj: dict[str, float]
     area_mm2: dict[str, float]
     placeholder_arch: bool
+    exploits: dict[str, bool] = field(default_factory=dict)  # Arch.exploit_summary()
 
     @property
     def cycles(self) -> int:
@@ -126,6 +131,7 @@ class SimResult:
             "cycles": self.cycles, "stall_cycles": self.stall_cycles, "latency_s": self.latency_s,
             "macs": self.macs, "dram_bytes": self.dram_bytes, "energy_pj": self.energy_pj,
             "counts": dict(self.counts), "energy_table_pj": dict(self.energy_table_pj), "area_mm2": dict(self.area_mm2),
+            "exploits": dict(self.exploits),
         }
         if per_op:
             d["ops"] = [asdict(o) for o in self.ops]
@@ -176,16 +182,45 @@ def _packing(op: Op, arch: Arch) -> int:
     return (arch.bits.operand_bits // bits) ** 2
 
 
+def _skips_zeros(op: Op, arch: Arch) -> bool:
+    return arch.exploits.weight_zero_skipping and op.weight_density < 1.0 and op.inner_mask is None
+
+
+def _run_k(op: Op, arch: Arch) -> int:
+    """The inner dimension the array really steps through: the non-zero weights' share of K (times
+    the lanes' imbalance) when zeros are skipped, then `pack` narrow products per MAC per step."""
+    k = op.k
+    if _skips_zeros(op, arch):
+        k = max(1, math.ceil(k * min(1.0, op.weight_density * (1 + arch.exploits.zero_skip_overhead))))
+    return -(-k // _packing(op, arch))
+
+
+def _stored_weight_bytes(op: Op, arch: Arch, wword: float) -> float:
+    """Bytes fetched per weight element: dense, or (compressed storage) the non-zeros plus their index."""
+    if not arch.exploits.compressed_weight_storage or op.weight_density >= 1.0:
+        return wword
+    ex = arch.exploits
+    index = 1 / 8 if ex.index_format == "bitmap" else op.weight_density * ex.index_bits / 8
+    return min(wword, wword * op.weight_density + index)
+
+
 def _gemm_folds(op: Op, arch: Arch) -> tuple[Folds, int, float]:
     """The folds run (all copies; a histogram of per-fold cycles), MACs performed, and kept fraction
     of operand traffic."""
-    r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
-    pack = _packing(op, arch)
-    if pack > 1:  # the inner dimension advances `pack` products per cycle
-        k_eff = -(-op.k // pack)
-        folds, macs, kept = _gemm_folds(Op(op.name, op.kind, op.layer, op.m, k_eff, op.n, count=op.count,
+    k_run = _run_k(op, arch)
+    if k_run != op.k:  # narrow products packed and/or zero weights skipped: the array steps k_run
+        folds, macs, kept = _gemm_folds(Op(op.name, op.kind, op.layer, op.m, k_run, op.n, count=op.count,
                                            out_mask=op.out_mask, block=op.block), arch)
-        return folds, macs // k_eff * op.k if k_eff else 0, kept
+        macs = macs // k_run * op.k
+    else:
+        folds, macs, kept = _gemm_folds_dense_k(op, arch)
+    if _skips_zeros(op, arch):  # products with a zero weight are not performed
+        macs = round(macs * op.weight_density)
+    return folds, macs, kept
+
+
+def _gemm_folds_dense_k(op: Op, arch: Arch) -> tuple[Folds, int, float]:
+    r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
     g = fold_geometry(op.m, op.k, op.n, r, c, df)
     b = op.block
     se = arch.sparsity_engine
@@ -312,14 +347,16 @@ def _check_counters(op: Op, what: str, value: int) -> None:
 def _gemm(op: Op, arch: Arch) -> OpResult:
     r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
     pack = _packing(op, arch)
-    g = fold_geometry(op.m, -(-op.k // pack), op.n, r, c, df)
+    k_run = _run_k(op, arch)
+    g = fold_geometry(op.m, k_run, op.n, r, c, df)
     # bounds before work: every count below is at most its dense value
     _check_counters(op, "MACs", op.m * op.k * op.n * op.count)
     _check_counters(op, "compute cycles", g.row_folds * g.col_folds * op.count * g.per_fold)
     folds, macs, kept_frac = _gemm_folds(op, arch)
     compute = folds.split_cores(arch.cores)
     word = (op.operand_bits or arch.bits.operand_bits) / 8
-    wword = (op.weight_bits or op.operand_bits or arch.bits.operand_bits) / 8  # stored weights may be narrower
+    wword_dense = (op.weight_bits or op.operand_bits or arch.bits.operand_bits) / 8  # stored weights may be narrower
+    wword = _stored_weight_bytes(op, arch, wword_dense)
     out_word = arch.bits.output_bits / 8
     memory = _memory_scalesim if arch.dram.memory_model == "scalesim" else _memory_tiles
     traffic, n_writes, stall, mem_detail = memory(op, arch, g, compute, word, out_word, kept_frac, wword)
@@ -341,10 +378,52 @@ def _gemm(op: Op, arch: Arch) -> OpResult:
         dram_bytes=counts["dram_byte"], sram_read_bytes=sram_reads, sram_write_bytes=counts["sram_write_byte"],
         counts=counts, detail=detail,
     )
+    res.exploited, res.not_exploited = _exploit_notes(op, arch, pack, k_run, wword_dense, wword)
     _check_counters(op, "cycles with DRAM stalls", res.cycles)
     # SCALE-Sim reports the index of the last cycle: folds * per_fold - 1 (+ stalls)
     res.detail["scalesim_total_cycles"] = res.cycles - 1 if res.cycles else 0
     return res
+
+
+def _exploit_notes(op: Op, arch: Arch, pack: int, k_run: int, wword_dense: float,
+                   wword: float) -> tuple[list[str], list[str]]:
+    """Per GEMM: which of its compression the architecture exploited, which not, and why."""
+    yes, no = [], []
+    full = arch.bits.operand_bits
+    wb, ab = op.weight_bits, op.operand_bits
+    if wb is not None and wb < full:
+        yes.append(f"weight_bits={wb}: weights stored and fetched at {wb} bits")
+    narrow = max(ab or full, wb or ab or full)
+    if pack > 1:
+        yes.append(f"{narrow}-bit operands: {pack} products per MAC (narrow operand lanes)")
+    elif (wb is not None and wb < full) or (ab is not None and ab < full):
+        if not arch.bits.split_multipliers:
+            why = "preset has no narrow operand lanes (bits.split_multipliers)"
+        elif narrow * 2 > full:
+            why = f"a split multiplier needs both operands at most {full // 2} bits, the widest here is {narrow}"
+        else:
+            why = "inner-dimension masks index K itself"
+        no.append(f"weight_bits={wb}, act_bits={ab}: not packed ({why})")
+    if op.weight_density < 1.0:
+        d = f"weight_density={op.weight_density:.3f} ({op.weight_storage})"
+        if _skips_zeros(op, arch):
+            yes.append(f"{d}: zero weights skipped, inner dimension {op.k} -> {k_run * pack} "
+                       f"(+{arch.exploits.zero_skip_overhead:.0%} lane imbalance)")
+        else:
+            no.append(f"{d}: compute not reduced (preset has no weight zero-skipping)")
+        if wword < wword_dense:
+            yes.append(f"{d}: only non-zeros stored ({arch.exploits.index_format} index), {wword:.3g} bytes "
+                       f"per weight instead of {wword_dense:.3g}")
+        elif arch.exploits.compressed_weight_storage:
+            no.append(f"{d}: stored dense (the {arch.exploits.index_format} index would cost more than the zeros)")
+        else:
+            no.append(f"{d}: weight bytes not reduced (preset stores weights dense)")
+    if op.out_mask is not None or op.inner_mask is not None:
+        if arch.sparsity_engine.present:
+            yes.append(f"attention masks: pruned blocks skipped (sparsity engine, skip={arch.sparsity_engine.skip})")
+        else:
+            no.append("attention masks: computed dense (preset has no sparsity engine)")
+    return yes, no
 
 
 # ---- other units ------------------------------------------------------------------------------
@@ -427,7 +506,8 @@ def simulate(workload: Workload, arch: "Arch | str") -> SimResult:
         for k in ENERGY_KEYS:
             totals[k] += res.counts[k]
         results.append(res)
-    return SimResult(arch.name, workload.name, arch.clock_hz, results, totals, table, area, arch.placeholder)
+    return SimResult(arch.name, workload.name, arch.clock_hz, results, totals, table, area, arch.placeholder,
+                     arch.exploit_summary())
 
 
 def simulate_gemm(m: int, k: int, n: int, arch: "Arch | str", *, count: int = 1) -> OpResult:

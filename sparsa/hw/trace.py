@@ -15,10 +15,12 @@ construction:
 - anything else is listed in `not_simulated` by name with its share of the flop counter's MACs.
 
 Each op carries the module that ran it and the transformer layer (block) it belongs to, so recorded
-dynamic-attention masks attach to the attention call they were computed on. A GEMM run by a sparsa
-quantized layer (`QuantLinear`) carries its weights' bits (`Op.weight_bits`) and, when it quantizes
-its input, the activations' bits (`Op.operand_bits`); the layer's own (de)quantization steps are
-its datapath, not extra vector work.
+dynamic-attention masks attach to the attention call they were computed on. A GEMM run by a
+compressed layer carries what the layer's `hw_annotation()` says (sparsa.models.hw_annotation):
+weight bits (`Op.weight_bits`), activation bits (`Op.operand_bits`), weight density and storage
+(`Op.weight_density`, `Op.weight_storage`; PENNI: per stage). A plain Linear/Conv with zeros in
+its weight is annotated with its measured density. A quantized layer's own (de)quantization steps
+are its datapath, not extra vector work.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sparsa.errors import SparsaError
 from sparsa.hw.ops import Op
+from sparsa.models.hw_annotation import HwAnnotation, annotations_of
 
 aten = torch.ops.aten
 
@@ -133,10 +136,12 @@ class _Recorder(FlopCounterMode):
 class _Tracer:
     def __init__(self, model: torch.nn.Module, attention_modules: list[str], blocks: list[str]):
         self.names = {id(m): n for n, m in model.named_modules()}
+        # read before the forward pass: counting a weight's zeros inside it would be traced as work
+        self.annotations = {id(m): annotations_of(m) for m in model.modules()}
         self.attention_modules = set(attention_modules)
         self.blocks = blocks
         self.layer_of: dict[str, int | None] = {}
-        self.stack: list[tuple[int, str, dict | None]] = []  # (id, name, hardware annotation)
+        self.stack: list[list] = []  # [id, name, hardware annotation(s), GEMMs run so far]
         self.frames: list[dict] = []  # open eager attention calls
         self.ops: list[Op] = []
         self.used: dict[str, int] = {}
@@ -149,7 +154,7 @@ class _Tracer:
         name = self.names.get(id(module))
         if name is None:
             return
-        self.stack.append((id(module), name, _annotation(module)))
+        self.stack.append([id(module), name, self.annotations.get(id(module)), 0])  # 0: GEMMs it has run so far
         if name in self.attention_modules:
             self.frames.append({"module": name, "layer": self._layer(name), "qk": None, "softmax": None, "pv": None,
                                 "done": False})
@@ -186,7 +191,8 @@ class _Tracer:
 
     def record(self, packet, args, out, flops: int) -> None:
         short = str(packet).rsplit(".", 1)[-1]
-        path, ann = (self.stack[-1][1], self.stack[-1][2]) if self.stack else ("", None)
+        frame = self.stack[-1] if self.stack else None
+        path, ann = (frame[1], frame[2]) if frame else ("", None)
         layer = self._layer(path)
         self.total_flops += flops
         if flops or short in _SDPA:
@@ -199,12 +205,15 @@ class _Tracer:
                 return
             _, m, k, n, c = gemms[0]
             role = self._eager_role(short)
+            if frame is not None:
+                ann = ann[frame[3]] if isinstance(ann, tuple) and frame[3] < len(ann) else ann
+                frame[3] += 1
             idx = self._add(Op(self._name(path, layer, role or short), "gemm", layer, int(m), int(k), int(n),
-                               count=int(c), module=path, role=role, **(ann or {})))
+                               count=int(c), module=path, role=role, **_op_fields(ann)))
             if role:
                 self.frames[-1][role] = idx
             return
-        if short in _FREE or ann is not None:  # a quantized layer's (de)quantization is its GEMM's datapath
+        if short in _FREE or _fused(ann):  # a quantized layer's (de)quantization is its GEMM's datapath
             return
         o = _tensor(out)
         if short in _SOFTMAX and o is not None:
@@ -262,14 +271,17 @@ class _Tracer:
         d["macs"] += int(macs)
 
 
-def _annotation(module) -> dict | None:
-    """What a sparsa quantized layer tells the hardware: its weights' bits, and its activations'
-    bits when it quantizes them (None: the architecture's operand width)."""
-    bits = getattr(module, "bits", None)
-    if not hasattr(module, "qweight") or not isinstance(bits, int):
-        return None
-    act = getattr(module, "act_bits", None) if getattr(module, "activations", "none") != "none" else None
-    return {"weight_bits": bits, "operand_bits": act}
+def _op_fields(ann: "HwAnnotation | tuple | None") -> dict:
+    """The Op fields a layer's hardware annotation sets (a tuple past its GEMMs: none)."""
+    if not isinstance(ann, HwAnnotation):
+        return {}
+    return {"weight_bits": ann.weight_bits, "operand_bits": ann.act_bits, "weight_density": ann.weight_density,
+            "weight_storage": ann.storage}
+
+
+def _fused(ann) -> bool:
+    anns = ann if isinstance(ann, tuple) else (ann,)
+    return any(a is not None and a.fused_datapath for a in anns)
 
 
 _POINTWISE: dict[Any, bool] = {}

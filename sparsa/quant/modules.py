@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from sparsa.models.hw_annotation import HwAnnotation, density
 from sparsa.quant.primitives import QParams, choose_qparams, dequantize, quantize, qrange
 
 
@@ -128,6 +129,15 @@ class QuantLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)
+
+    # --- what the hardware sees ------------------------------------------------------------
+    def hw_annotation(self) -> HwAnnotation:
+        """Weights stored at `bits` (zero codes of a pruned sym layer, or the zero point of an asym one,
+        are its zeros); the activation operand's bits when the layer quantizes its input."""
+        zp = 0 if self.w_zero_point is None else self.w_zero_point.view(-1, *([1] * (self.qweight.dim() - 1)))
+        d = density(self.qweight, zp)
+        return HwAnnotation(weight_bits=self.bits, act_bits=self.act_bits if self.activations != "none" else None,
+                            weight_density=d, storage="unstructured" if d < 1.0 else "dense", fused_datapath=True)
 
     # --- size -----------------------------------------------------------------------------
     def weight_format(self) -> str:
