@@ -452,7 +452,7 @@ def prune_section(tolerance=0.01, budget_s=900.0, work=None, accept="point", gmp
         res = json.loads(done.read_text()) if done.is_file() else tolerance_prune(lm, tolerance, "digits", out,
                                                                                   progress=False, **opts)
         log(f"tolerance_prune: {res['stop_reason']} after {time.time() - t0:.0f}s, compression {res['compression']:.3f}")
-        pruned = load(out / "model")
+        pruned = load(out)  # the run's folder is the pruned model
         nz = nonzero(pruned)
         rows.append([f"tolerance_prune {100 * tolerance:g}%, FP32", f"{fp / 1e3:.1f} kB", "100%",
                      f"{100 * accuracy(pruned, test):.2f}%", pts(accuracy(pruned, test), accuracy(pruned, calib)),

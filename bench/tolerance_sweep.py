@@ -57,7 +57,7 @@ def one_shot_like(lm, pruned, slots: list[str]):
 def _finished(out: Path) -> dict | None:
     """The result of a finished run in `out` (tolerance_prune resumes unfinished ones, refuses finished ones)."""
     p = out / "result.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    return {**json.loads(p.read_text()), "model": str(out)} if p.is_file() else None  # the folder is the model
 
 
 def recovery_epochs(out: Path) -> int:

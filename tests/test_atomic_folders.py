@@ -266,7 +266,7 @@ def test_prune_refuses_an_existing_out_and_overwrite_replaces_it(tmp_path):
     assert snapshot(out) == {**first, "tokenizer.json": b"{}"}, "refused: nothing touched"
     rc, _, err = _sparsa("prune", "tiny-cnn", "--channels", "0.25", "--out", str(out), "--overwrite", "--json")
     assert rc == 0, err
-    assert sorted(snapshot(out)) == ["config.json", "model.safetensors", "sparsa.json"], "replaced, never merged"
+    assert sorted(snapshot(out)) == ["config.json", "model.safetensors", "result.json", "sparsa.json"], "replaced, never merged"
     assert load(out).describe()["channel_groups"]["conv1"] == 12  # 16 channels, a quarter pruned
 
 

@@ -38,7 +38,8 @@ def test_quantize_cli_writes_folder_and_onnx(tiny_folder, tmp_path):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["bits"] == 4 and res["layers"] == 7  # 6 encoder Linears + pooler
     assert res["bytes"] < res["fp32_bytes"] and res["zero_point_bytes"] == 0
-    assert (out / "quant.safetensors").is_file() and (out / "model_int8.onnx").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "model_int8.onnx").is_file()
+    assert json.loads((out / "result.json").read_text())["layers"] == 7
     assert res["onnx_bytes"]["int_bytes"] > 0
     from sparsa.quant import QuantLinear, load_quantized
 
@@ -123,6 +124,6 @@ def test_quantize_cli_float16_storage(tiny_folder, tmp_path):
     a, b = runs["float32"], runs["float16"]
     assert b["float_storage"] == "float16" and b["int_weight_bytes"] == a["int_weight_bytes"]
     assert b["float_bytes"] * 2 == a["float_bytes"] and b["bytes"] < a["bytes"]
-    assert (tmp_path / "float16" / "quant.safetensors").stat().st_size < (tmp_path / "float32" / "quant.safetensors").stat().st_size
+    assert (tmp_path / "float16" / "model.safetensors").stat().st_size < (tmp_path / "float32" / "model.safetensors").stat().st_size
     r = _invoke(["quantize", str(tiny_folder), "--float-storage", "bf16", "--out", str(tmp_path / "x")])
     assert isinstance(r.exception, SparsaError) and "float16" in str(r.exception)

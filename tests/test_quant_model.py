@@ -234,10 +234,10 @@ def test_float16_storage_halves_the_float_bytes_and_round_trips_exactly(tmp_path
     assert after["fp32_bytes"] == before["fp32_bytes"]
     with torch.no_grad():
         y = lm.model(**x).logits
-    save_quantized(lm, tmp_path / "q", source="tiny")
-    t = load_file(str(tmp_path / "q" / "quant.safetensors"))
+    save_quantized(lm, tmp_path / "q")  # a LoadedModel: a model folder
+    t = load_file(str(tmp_path / "q" / "model.safetensors"))
     assert {v.dtype for v in t.values() if v.is_floating_point()} == {torch.float16}
-    back = load_quantized(tmp_path / "q", base=tiny_model("swin", seed=3))
+    back = load_quantized(tmp_path / "q")
     assert float_storage(back) == "float16" and quant_size(back)["bytes"] == after["bytes"]
     with torch.no_grad():  # the in-memory model already computed with the float16 values: bit-exact
         assert torch.equal(back.model(**x).logits, y)

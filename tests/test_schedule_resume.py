@@ -71,7 +71,7 @@ def test_killed_run_resumes_from_last_accepted_step(tmp_path, opts):
     kill_step = trace_full[len(trace_full) // 2]["step"]
     with pytest.raises(Killed):
         _run(lm, tolerance, data, out, opts, callback=_kill_at(kill_step))
-    state = json.loads((out / "state.json").read_text())
+    state = json.loads((out / ".run" / "state.json").read_text())
     assert 0 < state["step"] < kill_step and not state["done"]
     # what survived is exactly the uninterrupted run's prefix up to the last committed step
     before = _trace(out)
@@ -82,7 +82,8 @@ def test_killed_run_resumes_from_last_accepted_step(tmp_path, opts):
     assert _trace(out) == trace_full
     for k in ("compression", "accuracy", "check_accuracy", "nonzero_params", "params", "trials", "rounds"):
         assert r_resumed[k] == r_full[k], k
-    a, b = load(ref / "model").model.state_dict(), load(out / "model").model.state_dict()
+    a, b = load(ref).model.state_dict(), load(out).model.state_dict()  # --out is the model folder
+    assert not (out / ".run").exists() and json.loads((out / "result.json").read_text())["trials"] == r_full["trials"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert r_full["compression"] > 0.05
     assert r_full["dense_check_accuracy"] - r_full["check_accuracy"] <= tolerance + 1e-9

@@ -27,7 +27,7 @@ def test_videomae_tolerance_pruning_saves_and_reloads(tmp_path):
                         round_recovery_epochs=0, progress=False)
     assert r["compression"] > 0 and r["params"] < r["params_dense"]
     assert r["dense_check_accuracy"] - r["check_accuracy"] <= 0.05 + 1e-9
-    back = load(tmp_path / "v" / "model")
+    back = load(tmp_path / "v")
     assert count_params(back.model) == r["params"]
     assert back.model.config.sparsa_heads_per_layer != [dense.model.config.num_attention_heads] * 3 or \
         back.model.config.sparsa_ffn_per_layer != [dense.model.config.intermediate_size] * 3

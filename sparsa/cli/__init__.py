@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import sparsa.decompose  # noqa: F401  registers the PENNI / ESCALATE layer kinds a model folder may hold
+import sparsa.quant  # noqa: F401  registers the integer-quantized layer kind (QuantLinear)
 from sparsa.cli.app import app, err_console
 from sparsa.errors import SparsaError
 

@@ -43,3 +43,34 @@ positive = in_range(1)  # counts: runs, threads, samples, sequence lengths
 non_negative = in_range(0)  # epochs, weights of penalties
 fraction = in_range(0, 1, hi_open=True)
 seed = in_range(0, 2**32 - 1)
+
+
+# what a folder holds, by the layer kinds techniques add (their `sparsa_shape()["type"]`)
+_KIND_WORDS = {"QuantLinear": "integer-quantized", "Int8Layer": "hybrid-quantized (ESCALATE)",
+               "EscalateConv": "hybrid-quantized (ESCALATE)", "PenniConv": "PENNI-decomposed",
+               "PenniLinear": "PENNI-decomposed"}
+
+
+def technique_layers(lm) -> dict[str, int]:
+    """Layer kind -> count of the layers a technique put into the model (quantized, decomposed, ...)."""
+    counts: dict[str, int] = {}
+    for _, m in lm.model.named_modules():
+        if callable(getattr(m, "sparsa_shape", None)):
+            kind = m.sparsa_shape()["type"]
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+QUANTIZED_KINDS = ("QuantLinear", "Int8Layer", "EscalateConv")
+
+
+def require_float_layers(lm, name: str, command: str, hint: str, refused: tuple[str, ...] | None = None) -> None:
+    """Refuse, naming what the folder holds, a model whose layers `command` cannot work on (chaining
+    commands in a wrong order: quantizing a quantized model, pruning a decomposed one). `refused`:
+    the layer kinds refused (default: every kind a technique adds)."""
+    kinds = {k: n for k, n in technique_layers(lm).items() if refused is None or k in refused}
+    if kinds:
+        what = ", ".join(sorted({_KIND_WORDS.get(k, k) for k in kinds}))
+        layers = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        raise SparsaError(f"{name} holds a {what} model ({layers} layers); {command} needs a model with float "
+                          "Linear/Conv layers", hint=hint)

@@ -10,7 +10,7 @@ import typer
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
-from sparsa.io import check_out_dir
+from sparsa.io import atomic_write_json, check_out_dir, staged_folder
 
 
 @app.command()
@@ -55,6 +55,8 @@ def decompose(
     torch.set_num_threads(1)  # training on shared cores: a second thread mostly spins
     con = status_console(json_)
     lm = load(model)
+    checks.require_float_layers(lm, model, "sparsa decompose", "decompose the float model it came from (PENNI then "
+                                "works on its convolutions; to quantize too, use --hybrid-quant)")
     if s is None:  # the group penalty leaves the coefficients dense: the std rule would cut at random
         s = 0.0 if penalty == "group" else 1.0
     cfg = PenniConfig(basis=basis, linear=linear, fold_bn=fold_bn, retrain_epochs=epochs, lam=lam, s=s,
@@ -72,7 +74,6 @@ def decompose(
     con.print(f"PENNI on {model}: {epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")
     work, res = run_penni(lm, cfg, sets, tolerance=tolerance, merge=merge, hybrid=hybrid_quant,
                           log=lambda row: con.print(f"  epoch {row['epoch']} {row.get('phase', '')} loss {row['loss']:.4f}"))
-    work.save(out, overwrite=overwrite)
     o, p = res["original"], res.get("merged", res["penni"])
     result = {
         "model": model, "method": method, "out": str(out),
@@ -90,6 +91,12 @@ def decompose(
     }
     if hybrid_quant:
         h = res["hybrid"]
-        result.update(accuracy_hybrid=h["accuracy"], bytes_hybrid=h["bytes"]["total"], bytes_original=h["original_bytes"],
-                      file_bytes=(out / "model.safetensors").stat().st_size)
+        result.update(accuracy_hybrid=h["accuracy"], bytes_hybrid=h["bytes"]["total"], bytes_original=h["original_bytes"])
+    from sparsa.models.store import RESULT_FILE, write_model_files
+
+    with staged_folder(out, overwrite=overwrite) as d:  # the model and its result.json appear together
+        write_model_files(work, d)
+        if hybrid_quant:
+            result["file_bytes"] = (d / "model.safetensors").stat().st_size
+        atomic_write_json(d / RESULT_FILE, {k: v for k, v in result.items() if k != "out"})
     emit(result, json_, title="sparsa decompose (PENNI)")

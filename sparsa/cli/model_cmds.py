@@ -51,7 +51,7 @@ def info(
 @app.command()
 def prune(
     model: str = typer.Argument(..., help="built-in name or model folder"),
-    out: str = typer.Option(..., "--out", help="folder to write the pruned model to"),
+    out: str = typer.Option(..., "--out", help="the pruned model folder (+ result.json)"),
     heads: float = typer.Option(0.0, "--heads", callback=checks.fraction, help="fraction of attention heads to remove per layer, [0, 1)"),
     ffn: float = typer.Option(0.0, "--ffn", callback=checks.fraction, help="fraction of FFN neurons to remove per layer, [0, 1)"),
     channels: float = typer.Option(0.0, "--channels", callback=checks.fraction, help="fraction of conv/linear channels to remove, [0, 1)"),
@@ -78,10 +78,13 @@ def prune(
                               hint="e.g. --tolerance 0.02 --data digits")
         from sparsa.prune.schedule import tolerance_prune
 
+        lm = load(model)
+        checks.require_float_layers(lm, model, "sparsa prune", _PRUNE_ORDER_HINT)
+
         # the tolerance-driven mode: kinds with a non-zero --heads/--ffn/--channels are pruned
         # (all the model has when none is given); the fractions themselves are the one-shot mode's
         kinds = tuple(k for k, v in (("heads", heads), ("ffn", ffn), ("channels", channels)) if v > 0) or None
-        result = tolerance_prune(load(model), tolerance=tolerance, data=data, out=out, importance=importance,
+        result = tolerance_prune(lm, tolerance=tolerance, data=data, out=out, importance=importance,
                                  scope=scope, seed=seed, kinds=kinds, console=status_console(json_),
                                  overwrite=overwrite)
         emit(result if isinstance(result, dict) else {"out": out, "result": str(result)}, json_)
@@ -90,6 +93,7 @@ def prune(
     check_out_dir(out, overwrite=overwrite)  # before any work
     log = status_console(json_)
     lm = load(model)
+    checks.require_float_layers(lm, model, "sparsa prune", _PRUNE_ORDER_HINT)
     calib_data = None
     if plan.importance in ("taylor", "activation"):
         from sparsa.data import load_dataset
@@ -100,7 +104,6 @@ def prune(
     before = cost_summary(lm)
     small = do_prune(lm, plan, data=calib_data)
     after = cost_summary(small)
-    small.save(out, overwrite=overwrite)
     d = small.describe()
     result = {
         "out": str(out), "family": lm.family, "plan": plan.to_dict(),
@@ -112,7 +115,12 @@ def prune(
     }
     if "channel_groups" in d:
         result["channel_groups"] = d["channel_groups"]
+    small.save(out, overwrite=overwrite, result={k: v for k, v in result.items() if k != "out"})
     emit(result, json_, title=f"pruned {model} -> {out}")
+
+
+_PRUNE_ORDER_HINT = ("prune the float model it came from, then quantize / decompose the pruned folder "
+                     "(a PENNI model merged with --merge holds plain convolutions and can be pruned)")
 
 
 @app.command("eval")

@@ -10,7 +10,8 @@ import typer
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
-from sparsa.io import check_out_dir, staged_folder
+from sparsa.cli.checks import QUANTIZED_KINDS, require_float_layers
+from sparsa.io import atomic_write_json, check_out_dir, staged_folder
 
 
 @app.command()
@@ -37,7 +38,8 @@ def quantize(
                                       "norms, embeddings, scales) are stored: float32 | float16 (rounded in place)"),
     split_layernorm: bool = typer.Option(False, "--split-layernorm", help="ONNX: keep Add + LayerNormalization "
                                          "instead of ORT's fused SkipLayerNormalization (faster on AVX2 CPUs)"),
-    out: Path = typer.Option(..., "--out", help="output folder (quant.safetensors + quant.json [+ model_int8.onnx])"),
+    out: Path = typer.Option(..., "--out", help="the quantized model folder (loads like any model; + result.json "
+                             "[+ model_int8.onnx])"),
     onnx: bool = typer.Option(False, "--onnx", help="also export an integer ONNX model"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="example sequence length for export (text models; "
                                           "default 128, or the model's position limit if shorter)"),
@@ -46,7 +48,8 @@ def quantize(
 ):
     """Quantize MODEL's Linear layers to integers; save them (and an ONNX model on integer kernels)."""
     from sparsa.models import load
-    from sparsa.quant import QuantConfig, quantize_, save_quantized
+    from sparsa.models.store import RESULT_FILE, write_model_files
+    from sparsa.quant import QuantConfig, quantize_
     from sparsa.quant.smooth import smoothing_fields
 
     bits_v: int | str = bits if bits == "ternary" else _int(bits)
@@ -59,6 +62,8 @@ def quantize(
         _check_glob(pattern)
     console = status_console(json_)
     lm = load(model)
+    require_float_layers(lm, model, "sparsa quantize", "quantize the float model it came from (to prune too: "
+                         "prune first, then quantize)", refused=QUANTIZED_KINDS)
     _check_keep_float_matches(lm, keep_float or [])
     if smooth_ffn_out is not None and smooth is None:
         raise SparsaError("--smooth-ffn-out sets the FFN-out strength of a smoothed model", hint="give --smooth too")
@@ -83,14 +88,6 @@ def quantize(
 
         half_float_storage_(lm)  # also updates the quantize record's sizes
     rec = lm.record["stages"][-1]
-    src = str(Path(model).resolve()) if Path(model).exists() else model
-    with staged_folder(out, overwrite=overwrite) as work:  # the model and its ONNX export appear together
-        save_quantized(lm, work, source=src)
-        if onnx:
-            from sparsa.quant.export import export_onnx
-
-            export_onnx(lm, work / "model_int8.onnx", seq_len=seq_len,
-                        **({"skip_layernorm": False} if split_layernorm else {}))
     result = {"model": model, "out": str(out), "bits": bits_v, "scheme": scheme, "clip": clip,
               "per_channel": per_channel, "activations": activations, "smooth": smooth, "smooth_ffn_out": smooth_ffn_out,
               "float_storage": float_storage,
@@ -102,13 +99,19 @@ def quantize(
         from sparsa.quant.sensitivity import trim_summary
 
         result["smooth_trim"] = trim_summary(trim)
-    if onnx:
-        from sparsa.quant.export import integer_initializer_bytes, zero_points_in
+    with staged_folder(out, overwrite=overwrite) as work:  # the model, its ONNX export and result.json appear together
+        write_model_files(lm, work)
+        if onnx:
+            from sparsa.quant.export import export_onnx, integer_initializer_bytes, zero_points_in
 
-        path = Path(out) / "model_int8.onnx"
-        result["onnx"] = str(path)
-        result["onnx_bytes"] = integer_initializer_bytes(path)
-        result["onnx_zero_points"] = len(zero_points_in(path))
+            export_onnx(lm, work / "model_int8.onnx", seq_len=seq_len,
+                        **({"skip_layernorm": False} if split_layernorm else {}))
+            result["onnx"] = str(Path(out) / "model_int8.onnx")
+            result["onnx_bytes"] = integer_initializer_bytes(work / "model_int8.onnx")
+            result["onnx_zero_points"] = len(zero_points_in(work / "model_int8.onnx"))
+        # inside the folder, paths are the folder's own names: it can be moved
+        atomic_write_json(work / RESULT_FILE, {k: v for k, v in result.items() if k != "out"}
+                          | ({"onnx": "model_int8.onnx"} if onnx else {}))
     emit(result, json_, title=f"sparsa quantize {model}")
 
 

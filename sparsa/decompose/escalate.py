@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from sparsa.decompose.layers import PenniConv, PenniLinear, hybrid_values, penni_annotations  # noqa: F401  (hybrid_values: re-exported)
 from sparsa.errors import SparsaError
+from sparsa.models.graph import register_opaque_module
 from sparsa.models.hw_annotation import HwAnnotation, density
 from sparsa.models.layer_kinds import register_layer_kind
 from sparsa.models.resize import set_submodule
@@ -207,6 +208,9 @@ def build_from_spec(spec: dict) -> nn.Module:
 
 register_layer_kind("EscalateConv", build_from_spec)
 register_layer_kind("Int8Layer", build_from_spec)
+# their integer arithmetic branches on tensor values, which torch.fx cannot trace; nothing in them is pruned
+register_opaque_module(EscalateConv)
+register_opaque_module(Int8Layer)
 
 
 # ---------------------------------------------------------------------------------------------- model level

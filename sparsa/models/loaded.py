@@ -35,10 +35,11 @@ class LoadedModel:
         tokens (default 128, or the model's position limit if shorter)."""
         return self.adapter.example_inputs(batch=batch, seq_len=seq_len)
 
-    def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+    def save(self, directory: str | Path, *, overwrite: bool = False, result: dict | None = None) -> Path:
         """Save weights (safetensors), config, tokenizer and record as a whole folder (an existing
-        non-empty one only with `overwrite`, which replaces it); `sparsa.models.load` reloads it."""
-        return _folder_writer(self, directory, overwrite=overwrite)
+        non-empty one only with `overwrite`, which replaces it); `sparsa.models.load` reloads it.
+        `result`: what the command measured, written inside as result.json."""
+        return _folder_writer(self, directory, overwrite=overwrite, result=result)
 
     def clone(self) -> "LoadedModel":
         """A deep copy whose model can be changed without touching this one."""

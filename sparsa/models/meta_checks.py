@@ -68,6 +68,12 @@ def check_sparsa_meta(meta: dict, path: Path) -> None:
                 raise _fail(path, f"an attribute name in attrs[{mod!r}]", "a Python identifier", name)
             if not (_is_int(v) and v >= 0):
                 raise _fail(path, f"attrs[{mod!r}].{name}", "a non-negative integer", v)
+    attrs = meta.get("model_attrs", {})
+    if not isinstance(attrs, dict):
+        raise _fail(path, "model_attrs", "a JSON object", attrs)
+    for name in attrs:  # only sparsa's own marker attributes are set on the rebuilt model
+        if not (isinstance(name, str) and name.startswith("_sparsa_") and name.isidentifier()):
+            raise _fail(path, "a key of model_attrs", "an attribute name starting with _sparsa_", name)
     for p, shape in meta.get("params", {}).items():
         if not _module_path(p) or not p:
             raise _fail(path, "a key of params", "a parameter path", p)

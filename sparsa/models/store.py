@@ -8,6 +8,12 @@ A sparsa model folder holds:
                       resizable module and the head-count attributes (to rebuild a pruned
                       model at its recorded shapes), tied-weight aliases, and the record
   tokenizer files     text models
+  result.json         what the command that wrote the folder measured (optional; `RESULT_FILE`)
+
+Every command that writes a model writes this one folder at its --out, with nothing in it that
+names a path outside it, so a folder can be moved and still loads. Layers a technique added
+(PENNI, ESCALATE, integer-quantized) are rebuilt through `sparsa.models.layer_kinds`; kinds that
+store their tensors in their own encoding (packed integer codes) pack and unpack them there.
 
 Classes built on load are allow-listed: `transformers` classes whose name starts with one of
 the family's `hf_class_prefixes`, classes defined in the `sparsa` package, and classes added
@@ -31,10 +37,14 @@ from sparsa.models.bounds import build_skeleton, check_fits, check_layer_counts
 from sparsa.models import loaded as _loaded_module
 from sparsa.models.loaded import LoadedModel
 from sparsa.models.meta_checks import check_init_kwargs, check_paths_exist, check_sparsa_meta
+from sparsa.models.layer_kinds import packed_kind
 from sparsa.models.resize import apply_shapes, module_shape
 
 FORMAT = "sparsa-model"
-VERSION = 1
+VERSION = 2  # 2: packed layer kinds, float16 storage, model_attrs
+RESULT_FILE = "result.json"  # the one name every command's measurements have inside its model folder
+# root-module attributes a technique leaves on the model (JSON values) are saved when named so
+MODEL_ATTR_PREFIX = "_sparsa_"
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BUILTIN = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
 
@@ -89,6 +99,8 @@ def load(name_or_path: str | Path) -> LoadedModel:
     folder, source = resolve(name_or_path)
     if (folder / "sparsa.json").is_file():
         lm = _load_sparsa(folder)
+    elif (folder / "quant.json").is_file():
+        raise _older_quant_folder(folder)
     elif (folder / "config.json").is_file():
         lm = _load_hf(folder, source)
     else:
@@ -99,6 +111,19 @@ def load(name_or_path: str | Path) -> LoadedModel:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def _older_quant_folder(folder: Path) -> SparsaError:
+    """quant.json + quant.safetensors: the quantized layout before quantized folders were model folders."""
+    try:
+        source = json.loads((folder / "quant.json").read_text()).get("source")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        source = None
+    src = source if isinstance(source, str) and source else "MODEL"
+    return SparsaError(f"{folder} is a quantized model in the older layout (quant.json + quant.safetensors, "
+                       "which names its float source instead of holding it)",
+                       hint=f"re-create it with `sparsa quantize {src} --out NEW_DIR` and the same options "
+                            f"(sparsa.quant.load_quantized still reads it while {src} exists)")
 
 
 def _read_json(path: Path) -> dict:
@@ -163,9 +188,13 @@ def _weights_header(folder: Path) -> dict[str, list[int]]:
         raise SparsaError(f"{path} is corrupt or truncated: {e}", hint="re-create the model folder") from e
 
 
-def _check_against_header(skeleton: nn.Module, header: dict[str, list[int]], tied: dict, path: Path) -> None:
-    """The shapes sparsa.json builds must be the shapes model.safetensors holds (which its size bounds)."""
+def _check_against_header(skeleton: nn.Module, header: dict[str, list[int]], tied: dict, path: Path,
+                          packed: tuple[str, ...] = ()) -> None:
+    """The shapes sparsa.json builds must be the shapes model.safetensors holds (which its size bounds).
+    Layers of a packed kind (`packed`: their name prefixes) store another encoding; their unpack checks it."""
     for name, t in skeleton.state_dict().items():
+        if name.startswith(packed):
+            continue
         stored = header.get(tied.get(name, name))
         if stored is not None and list(t.shape) != stored:
             raise SparsaError(f"{path}: sparsa.json builds {name} as {list(t.shape)}, but model.safetensors holds "
@@ -266,10 +295,12 @@ def _load_sparsa(folder: Path) -> LoadedModel:
     if meta["kind"] == "hf":
         check_layer_counts(_read_json(folder / "config.json"), str(folder / "config.json"))
     header = _weights_header(folder)
+    packed = {n: packed_kind(s["type"]) for n, s in meta.get("shapes", {}).items() if packed_kind(s["type"])}
+    prefixes = tuple(n + "." for n in packed)
     try:
         # sizes first, on the meta device: what sparsa.json declares must fit the machine and the weights file
         skeleton, _ = build_skeleton(lambda: _build_sparsa(folder, meta, fam), str(meta_path))
-        _check_against_header(skeleton, header, meta.get("tied", {}), meta_path)
+        _check_against_header(skeleton, header, meta.get("tied", {}), meta_path, prefixes)
         check_fits(skeleton, str(meta_path))
         del skeleton
         weights = _read_weights(folder)
@@ -279,8 +310,12 @@ def _load_sparsa(folder: Path) -> LoadedModel:
                 raise SparsaError(f"{meta_path}: tied[{alias!r}] names {target!r}, which model.safetensors lacks",
                                   hint="re-create the model folder")
             weights[alias] = weights[target]
+        for name, kind in packed.items():  # longest names first would matter only for nested packed layers
+            own = {k[len(name) + 1:]: weights.pop(k) for k in [k for k in weights if k.startswith(name + ".")]}
+            kind.unpack(model.get_submodule(name), own, f"{folder / 'model.safetensors'}: {name}")
         # persistent buffers the saver skipped (none today) would show up as missing keys
         missing, unexpected = model.load_state_dict(weights, strict=False)
+        missing = [k for k in missing if not k.startswith(prefixes)]
         if missing or unexpected:
             raise ValueError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     except SparsaError:
@@ -288,6 +323,8 @@ def _load_sparsa(folder: Path) -> LoadedModel:
     except Exception as e:
         raise SparsaError(f"cannot rebuild the model saved in {folder}: {e}",
                           hint="the folder is corrupt or was written by another sparsa version; re-create it") from e
+    for name, value in meta.get("model_attrs", {}).items():
+        setattr(model, name, value)
     model.eval()
     adapter = fam.adapter(model, config if meta["kind"] == "hf" else None)
     tok = _tokenizer(folder)
@@ -307,21 +344,55 @@ def _tied(state: dict[str, torch.Tensor]) -> dict[str, str]:
     return tied
 
 
-def save_model(lm: LoadedModel, directory: str | Path, *, overwrite: bool = False) -> Path:
+def save_model(lm: LoadedModel, directory: str | Path, *, overwrite: bool = False, result: dict | None = None) -> Path:
     """Write `lm` to `directory` (see the module docstring) as a whole: built beside it and put in
     place in one step (`sparsa.io.staged_folder`), so a crash leaves the old folder or the new one.
-    An existing non-empty folder is refused unless `overwrite`, which replaces it. Returns the folder."""
+    An existing non-empty folder is refused unless `overwrite`, which replaces it. `result` (what the
+    command measured) goes in `RESULT_FILE` inside it. Returns the folder."""
     with staged_folder(directory, overwrite=overwrite) as d:
         write_model_files(lm, d)
+        if result is not None:
+            atomic_write_json(d / RESULT_FILE, result)
     return Path(directory)
+
+
+def _packed_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(the state dict without the tensors of packed-kind layers, those layers' stored tensors)."""
+    state = model.state_dict()
+    stored: dict[str, torch.Tensor] = {}
+    for name, m in model.named_modules():
+        shape = module_shape(m) if name else None
+        kind = packed_kind(shape["type"]) if shape else None
+        if kind is None:
+            continue
+        state = {k: v for k, v in state.items() if not k.startswith(name + ".")}
+        stored.update({f"{name}.{k}": v for k, v in kind.pack(m).items()})
+    return state, stored
+
+
+def _model_attrs(model: nn.Module) -> dict:
+    """Root attributes named `_sparsa_*` holding JSON values (e.g. a quantized model's config)."""
+    out = {}
+    for k, v in vars(model).items():
+        if k.startswith(MODEL_ATTR_PREFIX) and k.isidentifier():
+            try:
+                json.dumps(v)
+            except (TypeError, ValueError):
+                continue
+            out[k] = v
+    return out
 
 
 def write_model_files(lm: LoadedModel, out: Path) -> None:
     """The files of a saved model, written into the existing folder `out`."""
     model = lm.model
-    state = model.state_dict()
+    state, stored = _packed_state(model)
     tied = _tied(state)
     weights = {k: v for k, v in state.items() if k not in tied}
+    weights.update(stored)
+    attrs_root = _model_attrs(model)
+    if attrs_root.get("_sparsa_float_storage") == "float16":  # the values were rounded to float16 in place: lossless
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     is_hf = hasattr(getattr(model, "config", None), "model_type")
     meta: dict = {"format": FORMAT, "version": VERSION, "family": lm.family, "kind": "hf" if is_hf else "module"}
     adapter = lm.adapter
@@ -356,6 +427,8 @@ def write_model_files(lm: LoadedModel, out: Path) -> None:
     meta["attrs"] = attrs
     meta["params"] = params
     meta["tied"] = tied
+    if attrs_root:
+        meta["model_attrs"] = attrs_root
     meta["record"] = lm.record
     atomic_save_safetensors(out / "model.safetensors", weights, metadata={"format": "pt"})
     if lm.tokenizer is not None:

@@ -135,7 +135,7 @@ def _run(loaded, state, results, out, shown, html, quiet, console, t_start, t_cp
             results["timing"]["simulate_s"] = t.elapsed
         else:
             with steps.step("load model") as t:
-                from sparsa import decompose, models  # noqa: F401  decompose registers its layer kinds for load
+                from sparsa import decompose, models, quant  # noqa: F401  techniques register their layer kinds for load
 
                 state.loaded = models.load(loaded.resolve_path(recipe.model))
                 state.reference = state.loaded.clone()

@@ -29,12 +29,13 @@ Granularity:
                   scope "layer" = one slot per group (per-layer sensitivity), "global" = one slot
                   per unit kind ranked across layers.
 
-Every trial and round is appended to <out>/log.jsonl (rate, params, MACs, accuracy); after every
-accepted step the model is checkpointed (<out>/ckpt-NNNN, each folder written whole, committed by
-an atomic write of <out>/state.json). Running again with the same `out` resumes from the last
-accepted step; <out>/model (written whole) and then <out>/result.json mark a finished run, which
-like a run with another configuration or a folder of something else is only replaced with
-`overwrite=True` (`--overwrite`).
+`out` becomes the pruned model's folder (like every command's --out). While the run works, every
+trial and round is appended to <out>/log.jsonl (rate, params, MACs, accuracy), and its working
+state lives in <out>/.run: after every accepted step the model is checkpointed (.run/ckpt-NNNN, each
+folder written whole, committed by an atomic write of .run/state.json). Running again with the same
+`out` resumes from the last accepted step. At the end the model folder (with result.json and
+log.jsonl, without .run) replaces <out> in one step; a finished run, like a run with another
+configuration or a folder of something else, is only replaced with `overwrite=True` (`--overwrite`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from sparsa.io import (OVERWRITE_HINT, atomic_save_safetensors, atomic_write_jso
                        is_leftover, staged_folder)
 
 STATE_VERSION = 1
+WORK_DIR = ".run"  # the working state inside the output folder until the run is finished
 ACCEPT_RULES = ("upper_bound", "point")
 # options added after the first runs were written: a saved run without them used these values
 _LEGACY_OPTS = {"accept": "point", "confidence": 0.95}
@@ -401,8 +403,8 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
 
     `data`: a built-in name/path for `sparsa.data.load_dataset` (its check/report/train splits are
     loaded by name), a labelled Dataset (used for all three), or a dict of Datasets with the keys
-    check, report and train. Writes <out>/model (the result, reloadable
-    with sparsa.models.load), <out>/log.jsonl, <out>/result.json; resumes from <out>/state.json.
+    check, report and train. `out` ends as the pruned model's folder (reloadable with
+    sparsa.models.load) holding result.json and log.jsonl; resumes from <out>/.run/state.json.
     `callback(entry)` sees every log entry (raise in it to stop the run). An unfinished run of
     the same configuration in `out` is resumed; anything else there is refused unless `overwrite`,
     which starts over in an emptied folder.
@@ -419,19 +421,20 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
     if start_over:  # only now: a call that fails on its input leaves the folder as it was
         with staged_folder(out, overwrite=True):
             pass
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_inside(out)  # checkpoint folders a kill left half-built
+    work = out / WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    clean_stale_inside(work)  # checkpoint folders a kill left half-built
     t_start = time.perf_counter()
 
-    state_path = out / "state.json"
+    state_path = work / "state.json"
     resumed = state_path.is_file()
     if resumed:
         saved = _saved_state(out, cfg, opts)
         st = _State(**{k: v for k, v in saved.items() if k in _State.__dataclass_fields__})
         from sparsa.models import load as load_model
 
-        dense = load_model(out / "dense")
-        lm, masks = _load_ckpt(out, st.current)
+        dense = load_model(work / "dense")
+        lm, masks = _load_ckpt(work, st.current)
     else:
         dense = loaded
         st = _State()
@@ -447,18 +450,18 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
 
     dense_correct = meter.correct(dense)
     if not resumed:
-        dense.save(out / "dense", overwrite=True)
+        dense.save(work / "dense", overwrite=True)
         st.a0 = float(dense_correct.float().mean())
         st.s = {s: 0.0 for s in op.slots}
         st.s_round_start = dict(st.s)
         st.delta = {s: cfg.delta0 for s in op.slots}
         st.current = st.round_start = "ckpt-0000"
-        _save_ckpt(out, st.current, lm, masks)
-        _commit(out, st, cfg)
+        _save_ckpt(work, st.current, lm, masks)
+        _commit(work, st, cfg)
         log({"event": "start", "step": 0, "check_accuracy": st.a0, **meter.size(lm, masks), "config": _cfg_dict(cfg)})
     else:
         say(f"resuming {out} at round {st.round}, slot {st.slot_index}/{len(op.slots)} (step {st.step})")
-        snapshot_lm, snapshot_masks = _load_ckpt(out, st.round_start)
+        snapshot_lm, snapshot_masks = _load_ckpt(work, st.round_start)
 
     elapsed0 = st.elapsed_s
     snapshot = (lm.clone(), _copy(masks)) if not resumed else (snapshot_lm, snapshot_masks)
@@ -467,11 +470,11 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
         st.elapsed_s = elapsed0 + time.perf_counter() - t_start
         name = f"ckpt-{st.step:04d}"
         if name != st.current:
-            _save_ckpt(out, name, lm, masks)
+            _save_ckpt(work, name, lm, masks)
         st.current = name
         if round_start:
             st.round_start = name
-        _commit(out, st, cfg)  # the commit point: state.json names the checkpoint
+        _commit(work, st, cfg)  # the commit point: state.json names the checkpoint
 
     while not st.done:
         if st.round > cfg.rounds_max:
@@ -550,8 +553,8 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
     return _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct)
 
 
-# what a run leaves in its folder before its first commit (state.json)
-_RUN_FILES = ("dense", "log.jsonl")
+# what a run leaves in its folder before its first commit (.run/state.json)
+_RUN_FILES = (WORK_DIR, "log.jsonl")
 
 
 def _resumable(out: Path, cfg: ScheduleConfig, opts: dict, overwrite: bool) -> bool:
@@ -560,36 +563,62 @@ def _resumable(out: Path, cfg: ScheduleConfig, opts: dict, overwrite: bool) -> b
         return False
     if overwrite:
         return True
-    if (out / "state.json").is_file():
+    if (out / WORK_DIR / "state.json").is_file():
         _saved_state(out, cfg, opts)  # refuses another configuration
-        if (out / "result.json").is_file():
-            raise SparsaError(f"{out} holds a finished tolerance-pruning run", hint=OVERWRITE_HINT)
         return False
-    started = all(p.name in _RUN_FILES or p.name.startswith("ckpt-") or is_leftover(p.name) for p in out.iterdir())
+    finished = _finished_config(out)
+    if finished is not None:
+        _same_config(finished, cfg, opts, out)  # refuses another configuration
+        raise SparsaError(f"{out} holds a finished tolerance-pruning run", hint=OVERWRITE_HINT)
+    if (out / "state.json").is_file():
+        raise SparsaError(f"{out} holds a tolerance-pruning run in the older layout (state.json at the top, the "
+                          f"model in {out / 'model'})", hint="its model loads from model/; pass --overwrite to run "
+                          "again in the current layout (the folder is the model), or choose another --out")
+    started = all(p.name in _RUN_FILES or is_leftover(p.name) for p in out.iterdir())
     if started:  # a run killed before its first commit
         return True
     raise SparsaError(f"the output folder {out} already exists and is not empty (and holds no tolerance-pruning run)",
                       hint=OVERWRITE_HINT)
 
 
-def _saved_state(out: Path, cfg: ScheduleConfig, opts: dict) -> dict:
-    """state.json of the run in `out`, if it has `cfg`'s configuration (which it may update for
-    options the saved run predates)."""
+def _finished_config(out: Path) -> dict | None:
+    """The configuration a finished run recorded in its model folder's result.json, else None."""
+    from sparsa.models.store import RESULT_FILE
+
+    if not ((out / RESULT_FILE).is_file() and (out / "sparsa.json").is_file()):
+        return None
     try:
-        saved = json.loads((out / "state.json").read_text())
+        res = json.loads((out / RESULT_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    cfg = res.get("config") if isinstance(res, dict) and res.get("stage") == "tolerance_prune" else None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _saved_state(out: Path, cfg: ScheduleConfig, opts: dict) -> dict:
+    """.run/state.json of the run in `out`, if it has `cfg`'s configuration (which it may update for
+    options the saved run predates)."""
+    path = out / WORK_DIR / "state.json"
+    try:
+        saved = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SparsaError(f"{out / 'state.json'} is corrupt: {e}", hint=OVERWRITE_HINT) from e
-    saved_cfg = dict(saved.get("config") or {})
+        raise SparsaError(f"{path} is corrupt: {e}", hint=OVERWRITE_HINT) from e
+    saved["config"] = _same_config(saved.get("config"), cfg, opts, out)
+    return saved
+
+
+def _same_config(saved: dict | None, cfg: ScheduleConfig, opts: dict, out: Path) -> dict:
+    """Refuse a saved configuration other than `cfg`'s; returns it completed with legacy defaults."""
+    saved_cfg = dict(saved or {})
     for k, legacy in _LEGACY_OPTS.items():  # a run saved before option k existed keeps its rule
         if k not in saved_cfg:
             saved_cfg[k] = legacy
             if getattr(cfg, k) == getattr(ScheduleConfig, k) and k not in opts:
                 setattr(cfg, k, legacy)
-    saved["config"] = saved_cfg
     if saved_cfg != _cfg_dict(cfg):
         raise SparsaError(f"{out} holds a run with a different configuration",
                           hint="use a new --out folder, or pass --overwrite to start over (the run there is deleted)")
-    return saved
+    return saved_cfg
 
 
 def _copy(masks):
@@ -602,12 +631,10 @@ def _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct) -> dict:
     final_check, verdict = meter.judge(dense_correct, lm, cfg)
     dense_check = st.a0
     dense_test, final_test = meter.acc(dense, "report"), meter.acc(lm, "report")
-    model_dir = out / "model"
     lm.record.setdefault("stages", []).append({"stage": "tolerance_prune", "config": _cfg_dict(cfg),
                                                "sparsity": st.s, "stop_reason": st.stop_reason})
-    lm.save(model_dir, overwrite=True)  # whole; result.json, written after it, marks the run finished
     result = {
-        "model": str(model_dir), "granularity": cfg.granularity, "scope": cfg.scope, "kinds": list(cfg.kinds),
+        "stage": "tolerance_prune", "config": _cfg_dict(cfg), "granularity": cfg.granularity, "scope": cfg.scope, "kinds": list(cfg.kinds),
         "tolerance": cfg.tolerance, "rollback": cfg.rollback, "stop_reason": st.stop_reason,
         "rounds": st.round - 1, "trials": st.step,
         "dense_check_accuracy": dense_check, "check_accuracy": final_check,
@@ -616,9 +643,16 @@ def _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct) -> dict:
         "compression": size["compression"], "macs_dense": size0["macs"], "macs": size["macs"],
         "check_split": cfg.check_split, "report_split": cfg.report_split, "accept": cfg.accept,
         "confidence": cfg.confidence, "check_loss_upper": verdict["upper"],
-        "elapsed_s": round(st.elapsed_s, 1), "log": str(out / "log.jsonl"),
+        "elapsed_s": round(st.elapsed_s, 1), "log": "log.jsonl",
     }
-    atomic_write_json(out / "result.json", result)
+    from sparsa.models.store import RESULT_FILE, write_model_files
+
+    # the model folder replaces the working folder in one step: a kill leaves the run (resumable) or the result
+    with staged_folder(out, overwrite=True) as d:
+        write_model_files(lm, d)
+        shutil.copyfile(out / "log.jsonl", d / "log.jsonl")
+        atomic_write_json(d / RESULT_FILE, result)
+    result = {**result, "model": str(out), "log": str(out / "log.jsonl")}
     say(f"done ({st.stop_reason}): compression {size['compression']:.3f}, "
         f"accuracy {final_test:.4f} (dense {dense_test:.4f})")
     return result

@@ -18,5 +18,5 @@ from sparsa.quant.api import (  # noqa: E402,F401
     dequantize_model_, float_storage, half_float_storage_, quant_layers, quant_size, quantize_,
 )
 from sparsa.quant.stage import quantize_loaded  # noqa: E402,F401
-from sparsa.quant.store import load_quantized, save_quantized  # noqa: E402,F401
+from sparsa.quant.store import load_quantized, save_quantized  # noqa: E402,F401  registers QuantLinear for loading
 from sparsa.quant.export import export_onnx  # noqa: E402,F401

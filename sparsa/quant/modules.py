@@ -139,6 +139,27 @@ class QuantLinear(nn.Module):
         return HwAnnotation(weight_bits=self.bits, act_bits=self.act_bits if self.activations != "none" else None,
                             weight_density=d, storage="unstructured" if d < 1.0 else "dense", fused_datapath=True)
 
+    def sparsa_shape(self) -> dict:
+        """What a model folder records to rebuild this layer (`sparsa.models.layer_kinds`)."""
+        return {"type": "QuantLinear", "in": self.in_features, "out": self.out_features, "bits": self.bits,
+                "scheme": self.scheme, "per_channel": self.per_channel, "has_bias": self.bias is not None,
+                "activations": self.activations, "act_bits": self.act_bits, "act_scheme": self.act_scheme,
+                "smooth": self.smooth_inv is not None}
+
+    @classmethod
+    def from_shape(cls, spec: dict) -> "QuantLinear":
+        """An empty layer of the recorded `sparsa_shape()`; its codes and scales are loaded afterwards."""
+        ok = (spec.get("bits") in range(2, 9) and spec.get("scheme") in ("sym", "asym")
+              and spec.get("activations") in ("none", "dynamic", "static") and spec.get("act_bits") in range(2, 9)
+              and spec.get("act_scheme") in ("sym", "asym") and all(type(spec.get(k)) is int for k in ("in", "out")))
+        if not ok:
+            from sparsa.errors import SparsaError
+
+            raise SparsaError(f"a QuantLinear record is malformed: {spec}", hint="the model folder is corrupt; re-create it")
+        return cls(spec["in"], spec["out"], bits=spec["bits"], scheme=spec["scheme"], per_channel=spec["per_channel"],
+                   has_bias=spec["has_bias"], activations=spec["activations"], act_bits=spec["act_bits"],
+                   act_scheme=spec["act_scheme"], smooth=spec.get("smooth", False))
+
     # --- size -----------------------------------------------------------------------------
     def weight_format(self) -> str:
         """How `save_quantized` stores the codes: "dense" (every code packed at `bits` bits) or
