@@ -37,6 +37,8 @@ def quantize(
                                       "norms, embeddings, scales) are stored: float32 | float16 (rounded in place)"),
     split_layernorm: bool = typer.Option(False, "--split-layernorm", help="ONNX: keep Add + LayerNormalization "
                                          "instead of ORT's fused SkipLayerNormalization (faster on AVX2 CPUs)"),
+    embeddings: str = typer.Option("int8", "--embeddings", help="ONNX: how the embedding tables are stored: int8 (per-row "
+                                   "scales, gathered and dequantized in the graph) | int4 (packed, two per byte) | float"),
     out: Path = typer.Option(..., "--out", help="output folder (quant.safetensors + quant.json [+ model_int8.onnx])"),
     onnx: bool = typer.Option(False, "--onnx", help="also export an integer ONNX model"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="example sequence length for export (text models; "
@@ -50,6 +52,9 @@ def quantize(
     from sparsa.quant.smooth import smoothing_fields
 
     bits_v: int | str = bits if bits == "ternary" else _int(bits)
+    from sparsa.quant.embeddings import check_storage
+
+    check_storage(embeddings)
     if float_storage not in ("float32", "float16"):
         raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     if smooth_budget is not None and not 0.0 <= smooth_budget < 1.0:
@@ -89,7 +94,7 @@ def quantize(
         if onnx:
             from sparsa.quant.export import export_onnx
 
-            export_onnx(lm, work / "model_int8.onnx", seq_len=seq_len,
+            export_onnx(lm, work / "model_int8.onnx", seq_len=seq_len, embeddings=embeddings,
                         **({"skip_layernorm": False} if split_layernorm else {}))
     result = {"model": model, "out": str(out), "bits": bits_v, "scheme": scheme, "clip": clip,
               "per_channel": per_channel, "activations": activations, "smooth": smooth, "smooth_ffn_out": smooth_ffn_out,
@@ -103,12 +108,18 @@ def quantize(
 
         result["smooth_trim"] = trim_summary(trim)
     if onnx:
-        from sparsa.quant.export import integer_initializer_bytes, zero_points_in
+        from sparsa.quant.export import export_info, integer_initializer_bytes, zero_points_in
 
         path = Path(out) / "model_int8.onnx"
+        info = export_info(path)
         result["onnx"] = str(path)
         result["onnx_bytes"] = integer_initializer_bytes(path)
         result["onnx_zero_points"] = len(zero_points_in(path))
+        result["embeddings"], result["embedding_tables"] = info["embeddings"], info["embedding_tables"]
+        result["float_layers"] = info["float_layers"]  # layers the integer path did not take: never silent
+        result["cpu"], result["cpu_isa"] = info["cpu"], info["cpu_isa"]
+        if info["float_layers"]:
+            console.print(f"[yellow]left in float in the ONNX graph:[/] {', '.join(info['float_layers'])}")
     emit(result, json_, title=f"sparsa quantize {model}")
 
 
