@@ -4,6 +4,7 @@
 
 MiniLM, sparsa W8 (u8×u8, exact GELU) and W7 (u8×s8, FastGelu), both fused (QAttention), each with
 its embedding tables stored float32 / int8 / int4 (per-row scales, `export_onnx(embeddings=...)`),
+and W7 + SmoothQuant (the most faithful model of bench/quantization.py --section ort) float / int8,
 against ONNX Runtime's `quantize_dynamic` per-channel (QInt8 weights; it also quantizes the
 embedding Gathers, per tensor) from the plain export and from ORT's BERT optimizer, built in the
 same run. Cosine: mean over the built-in held-out sentences of the mean-pooled embedding against
@@ -67,6 +68,21 @@ def build(work: Path, clip: str) -> dict:
             label = f"sparsa W{bits} (sym-{clip}, fused, {'FastGelu' if gelu else 'exact GELU'}), embeddings {emb}"
             p = export_onnx(q, work / f"sparsa_w{bits}_{emb}.onnx", seq_len=128, fast_gelu=gelu, embeddings=emb)
             models[label] = (p, emb)
+    # the most faithful model of bench/quantization.py --section ort (SmoothQuant α=0.5 on Q/K/V, attention-out
+    # folded into V, FFN-in; FFN-out α=0.7; Add+LayerNorm), statistics from the first 32 calibration sentences
+    from sparsa.data import load_dataset
+    from sparsa.quant import QuantConfig as QC
+
+    stats = load_dataset("corpus", split="calib").texts[:32]
+    cfg = QC(bits=7, scheme="sym", clip=clip, per_channel=True, activations="dynamic", act_scheme="asym", smooth=0.5,
+             smooth_fold=True, overrides={f"encoder.layer.{i}.output.dense": {"smooth": 0.7}
+                                          for i in range(lm.config.num_hidden_layers)})
+    qs = quantize_(lm.clone(), cfg, calib=stats, calib_samples=len(stats))
+    for emb in ("float", "int8"):
+        label = f"sparsa W7 + SmoothQuant α=0.5, FFN-out 0.7 (sym-{clip}, FastGelu, Add+LayerNorm), embeddings {emb}"
+        p = export_onnx(qs, work / f"sparsa_w7_smooth_{emb}.onnx", seq_len=128, fast_gelu=True, skip_layernorm=False,
+                        embeddings=emb)
+        models[label] = (p, emb)
     out = {}
     for label, (p, emb) in models.items():
         c = _cos(_ort_embed(onnx_session(p, threads=2), tok, EVAL_SENTENCES), ref)
@@ -85,7 +101,7 @@ def time_models(built: dict, rounds: int) -> dict:
     feed = load("minilm").example_inputs(batch=1, seq_len=128)
     fns = {}
     for k, m in built.items():
-        s = onnx_session(m["path"], threads=2, spinning=True)
+        s = onnx_session(m["path"], threads=2, spinning=True)  # (the file's own optimizer hints)
         f = {i.name: feed[i.name].numpy() for i in s.get_inputs()}
         fns[k] = lambda s=s, f=f: s.run(None, f)
     times = measure_latency_blocks(fns, rounds=rounds)
