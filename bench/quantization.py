@@ -16,7 +16,9 @@ Sections
   strength chosen on calibration sentences), all-integer; the most faithful of those also with
   SkipLayerNormalization unfused (`export_onnx(skip_layernorm=False)`), the same with only the
   smoothing Muls that pay on calibration data (`trim_smoothing`), sparsa W7 unsmoothed in that
-  layout, and the optimized quantize_dynamic per-channel file with the same change. Cosine of each ORT model
+  layout, and the optimized quantize_dynamic per-channel file with the same change. sparsa's files store
+  the embedding tables as int8 rows (export_onnx's default; bench/embedding_quant.py compares the
+  storages). Cosine of each ORT model
   on the held-out sentences. Latency in blocks of back-to-back runs per model (`sparsa.metrics.measure_latency_blocks`).
   `--stage build` (niced) exports and scores, `--stage time` (under the timing lock) times.
 - prune: tiny-swin tolerance-prune (1%, unstructured, KD recovery; `--no-tolerance` skips it) and
@@ -520,8 +522,10 @@ def main():
                       smooth_alpha=args.smooth_alpha, smooth_ffn_out=args.smooth_ffn_out, smooth_budget=args.smooth_budget)
         if args.stage in ("all", "time"):
             rows, info = ort_time(work, rounds=args.rounds, only=args.only)
+            from sparsa.metrics.cpu import cpu_line
+
             print("\n### MiniLM on ONNX Runtime: batch 1, seq 128, 2 threads (blocks of 15 runs per model, "
-                  f"{args.rounds} rounds, ORT threads spinning)\n")
+                  f"{args.rounds} rounds, ORT threads spinning)\n\n{cpu_line()}\n")
             print(md_table(["model", "median ms", "p10–p90 ms", "speed-up vs PyTorch FP32", "cosine vs FP32", "file"],
                            rows))
             print(f"\n{info}")

@@ -138,3 +138,17 @@ def test_latency_blocks_cycle_over_the_fns_on_a_fake_clock(monkeypatch):
     assert order == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     assert pauses == [0.2] * 4
 
+
+
+def test_cpu_info_reads_model_and_isa_features(tmp_path):
+    """Parsed from a given /proc/cpuinfo text (x86 and arm64 layouts), so the test holds on any CPU."""
+    from sparsa.metrics.cpu import cpu_info
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_int8\n")
+    info = cpu_info(x86)
+    assert info["model"] == "Test CPU 9000" and info["isa"] == ["avx2", "avx512f", "avx512_vnni", "amx_int8"]
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
+    assert cpu_info(arm)["isa"] == ["asimd", "asimddp", "i8mm"]
+    assert cpu_info(tmp_path / "missing")["isa"] == []

@@ -41,14 +41,26 @@ def test_quantize_cli_writes_folder_and_onnx(tiny_folder, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "model_int8.onnx").is_file()
     assert json.loads((out / "result.json").read_text())["layers"] == 7
     assert res["onnx_bytes"]["int_bytes"] > 0
+    assert res["embeddings"] == "int8" and "embeddings.word_embeddings" in res["embedding_tables"]
+    assert res["float_layers"] == [] and isinstance(res["cpu_isa"], list)
     from sparsa.quant import QuantLinear, load_quantized
 
     back = load_quantized(out)
     assert isinstance(back.model.encoder.layer[0].output.dense, QuantLinear)
 
 
+def test_quantize_cli_names_layers_left_float_and_takes_embedding_storage(tiny_folder, tmp_path):
+    out = tmp_path / "kf"
+    r = _invoke(["quantize", str(tiny_folder), "--keep-float", "encoder.layer.0.output.dense", "--embeddings", "float",
+                 "--out", str(out), "--onnx", "--seq-len", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["float_layers"] == ["encoder.layer.0.output.dense"]
+    assert res["embeddings"] == "float" and res["embedding_tables"] == []
+
+
 @pytest.mark.parametrize("args, words", [(["--bits", "9"], "2..8"), (["--bits", "eight"], "not a bit width"),
-                                         (["--scheme", "affine"], "sym, asym")])
+                                         (["--scheme", "affine"], "sym, asym"), (["--embeddings", "int3"], "int8")])
 def test_quantize_cli_bad_input(tiny_folder, tmp_path, args, words):
     r = _invoke(["quantize", str(tiny_folder), "--out", str(tmp_path / "x"), *args])
     assert isinstance(r.exception, SparsaError) and words in str(r.exception)

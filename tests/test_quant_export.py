@@ -19,7 +19,8 @@ from onnx import numpy_helper
 
 from sparsa.quant import QuantConfig, quantize_
 from sparsa.quant.api import quant_layers
-from sparsa.quant.export import export_onnx, onnx_session, zero_points_in
+from sparsa.quant.embeddings import dequantize_rows, quantize_rows, with_quantized_embeddings
+from sparsa.quant.export import export_info, export_onnx, onnx_session, zero_points_in
 from sparsa.quant.primitives import choose_qparams, quantize
 
 
@@ -143,10 +144,12 @@ def _assert_integer_path_exact(q, path, inputs) -> int:
 
 
 def _compare(q, float_model, path, seq=12):
-    """Both checks on `path`; returns the number of integer GEMMs checked exactly."""
+    """Both checks on `path`; returns the number of integer GEMMs checked exactly. The simulation
+    stores the embedding tables as the file does (integer rows by default, see export_info)."""
     inputs = q.example_inputs(batch=2, seq_len=seq)
     checked = _assert_integer_path_exact(q, path, inputs)
-    _assert_close_to_simulation(_run(path, inputs), _output(q, inputs), _output(float_model, inputs))
+    sim = with_quantized_embeddings(q, export_info(path)["embeddings"])
+    _assert_close_to_simulation(_run(path, inputs), _output(sim, inputs), _output(float_model, inputs))
     return checked
 
 
@@ -254,11 +257,12 @@ def test_unfused_layernorm_export_matches_and_asks_sessions_to_keep_it(tiny_bert
     fused = export_onnx(q, tmp_path / "fused.onnx", seq_len=12, fuse=True)
     plain = export_onnx(q, tmp_path / "plain.onnx", seq_len=12, fuse=True, skip_layernorm=False)
     ops = [n.op_type for n in onnx.load(str(plain)).graph.node]
-    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 4
+    # 4 unfused, + the embeddings' own (integer tables: no EmbedLayerNormalization)
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 5
     assert session_hints(plain) == ["SkipLayerNormFusion"] and session_hints(fused) == []
     # plain and fused differ only in float rounding: each stays within the simulation's bound
     inputs = q.example_inputs(batch=2, seq_len=12)
-    y_sim, y_float = _output(q, inputs), _output(tiny_bert, inputs)
+    y_sim, y_float = _output(with_quantized_embeddings(q, "int8"), inputs), _output(tiny_bert, inputs)  # the default tables
     _assert_close_to_simulation(_run(fused, inputs), y_sim, y_float)
     assert _compare(q, tiny_bert, plain) == 6
     seen, real = [], ort.InferenceSession  # onnx_session passes the file's hint on to ORT
@@ -303,3 +307,79 @@ def test_head_pruned_bert_still_fuses_into_qattention(tmp_path):
     ops = _integer_ops(p)
     assert ops.count("QAttention") == 2 and ops.count("MatMulInteger") == 6
     assert _compare(q, pruned, p) == 6
+
+
+# ------------------------------------------------------------------------ embedding tables as integers
+
+
+def _gathered_embeddings(path, inputs) -> dict:
+    """{table tag: the dequantized rows the graph gathered}, from a session with every optimisation off."""
+    import onnxruntime as ort
+
+    proto = onnx.load(str(path))
+    outs = [n.output[0] for n in proto.graph.node if n.name.endswith("_dequantize")]
+    proto.graph.output.extend(onnx.ValueInfoProto(name=o) for o in outs)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    vals = dict(zip([o.name for o in s.get_outputs()], s.run(None, _feed(s, inputs))))
+    return {n.name.split("_dequantize")[0]: vals[n.output[0]] for n in proto.graph.node if n.name.endswith("_dequantize")}
+
+
+@pytest.mark.parametrize("storage, fuse", [("int8", False), ("int8", True), ("int4", False), ("int4", True)])
+def test_integer_embeddings_gather_sparsas_rows_exactly(tiny_bert, tmp_path, storage, fuse):
+    """The word table is stored as sparsa's per-row codes (int8, or two 4-bit codes + 8 per byte), the
+    float table is gone, the file is smaller than with float tables, the gathered rows are exactly
+    sparsa's per-row dequantization (integer codes, one float32 multiply: the same on every ISA),
+    and the whole model stays within the simulation bound of the other exports."""
+    q = tiny_bert.clone()
+    quantize_(q, QuantConfig(bits=8, activations="dynamic", act_scheme="asym"))
+    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=fuse, embeddings=storage)
+    p_float = export_onnx(q, tmp_path / "f.onnx", seq_len=12, fuse=fuse, embeddings="float")
+    assert p.stat().st_size < p_float.stat().st_size
+    info = export_info(p)
+    assert info["embeddings"] == storage and "embeddings.word_embeddings" in info["embedding_tables"]
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer}
+    assert "model.embeddings.word_embeddings.weight" not in inits
+    table = q.model.embeddings.word_embeddings.weight
+    codes, scale = quantize_rows(table, 8 if storage == "int8" else 4)
+    stored = inits["emb_embeddings_word_embeddings_q"]
+    if storage == "int8":
+        assert stored.dtype == np.int8 and np.array_equal(stored, codes.numpy())
+    else:
+        assert stored.dtype == np.uint8 and stored.shape == (table.shape[0], table.shape[1] // 2)
+        unpacked = np.stack([stored & 15, stored >> 4], axis=-1).reshape(table.shape).astype(np.int16) - 8
+        assert np.array_equal(unpacked, codes.numpy()) and np.abs(unpacked).max() <= 7
+    inputs = q.example_inputs(batch=2, seq_len=12)
+    rows = _gathered_embeddings(p, inputs)
+    word = next(v for k, v in rows.items() if k.startswith("emb_embeddings_word_embeddings"))
+    want = dequantize_rows(codes, scale)[inputs["input_ids"]].numpy()
+    assert word.dtype == np.float32 and np.array_equal(word, want)
+    assert _compare(q, tiny_bert, p) == _integer_ops(p).count("MatMulInteger") > 0
+
+
+def test_embedding_storage_is_checked(tiny_bert, tmp_path):
+    from sparsa.errors import SparsaError
+
+    q = tiny_bert.clone()
+    quantize_(q, QuantConfig(bits=8, activations="dynamic", act_scheme="asym"))
+    with pytest.raises(SparsaError, match="int8"):
+        export_onnx(q, tmp_path / "m.onnx", seq_len=12, embeddings="int3")
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_layers_left_in_float_are_named_in_the_file(tiny_bert, tmp_path, fuse):
+    """A layer the integer path does not take is recorded, never silent: kept float by the config, and
+    with ORT's fusion also the K and V that share its fused Attention (which then stays float)."""
+    from sparsa.metrics.cpu import ISA_FEATURES, cpu_info
+
+    q = tiny_bert.clone()
+    quantize_(q, QuantConfig(bits=8, activations="dynamic", act_scheme="asym",
+                             overrides={"encoder.layer.1.attention.self.query": None}))
+    info = export_info(export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=fuse))
+    qkv = [f"encoder.layer.1.attention.self.{n}" for n in ("query", "key", "value")]
+    assert info["float_layers"] == (qkv if fuse else qkv[:1])
+    assert info["cpu_isa"] == cpu_info()["isa"] and set(info["cpu_isa"]) <= set(ISA_FEATURES)
+    all_int = tiny_bert.clone()
+    quantize_(all_int, QuantConfig(bits=8, activations="dynamic", act_scheme="asym"))
+    assert export_info(export_onnx(all_int, tmp_path / "i.onnx", seq_len=12, fuse=fuse))["float_layers"] == []

@@ -9,6 +9,7 @@ from sparsa.errors import SparsaError
 from sparsa.quant import QuantConfig, quantize_
 from sparsa.quant.api import _SmoothedLinear, _set_submodule
 from sparsa.quant.calibrate import collect
+from sparsa.quant.embeddings import with_quantized_embeddings
 from sparsa.quant.export import export_onnx, onnx_session
 from sparsa.quant.primitives import choose_qparams, dequantize, quantize
 from sparsa.quant.smooth import bert_layer_prefixes, plan_bert_smoothing, smooth_scale
@@ -129,8 +130,9 @@ def test_fused_export_of_bert_smoothing_matches_simulation(tiny_bert, tmp_path):
     inputs = q.example_inputs(batch=1, seq_len=12)
     s = onnx_session(p, threads=1)
     y = s.run(None, {k: v.numpy() for k, v in inputs.items() if k in {i.name for i in s.get_inputs()}})[0]
+    sim = with_quantized_embeddings(q, "int8")  # the file's (default) integer embedding tables
     with torch.no_grad():
-        y_sim = q.model(**inputs).last_hidden_state.numpy()
+        y_sim = sim.model(**inputs).last_hidden_state.numpy()
     assert np.abs(y - y_sim).max() / np.abs(y_sim).max() < 1e-4
 
 

@@ -38,6 +38,8 @@ def quantize(
                                       "norms, embeddings, scales) are stored: float32 | float16 (rounded in place)"),
     split_layernorm: bool = typer.Option(False, "--split-layernorm", help="ONNX: keep Add + LayerNormalization "
                                          "instead of ORT's fused SkipLayerNormalization (faster on AVX2 CPUs)"),
+    embeddings: str = typer.Option("int8", "--embeddings", help="ONNX: how the embedding tables are stored: int8 (per-row "
+                                   "scales, gathered and dequantized in the graph) | int4 (packed, two per byte) | float"),
     out: Path = typer.Option(..., "--out", help="the quantized model folder (loads like any model; + result.json "
                              "[+ model_int8.onnx])"),
     onnx: bool = typer.Option(False, "--onnx", help="also export an integer ONNX model"),
@@ -53,6 +55,9 @@ def quantize(
     from sparsa.quant.smooth import smoothing_fields
 
     bits_v: int | str = bits if bits == "ternary" else _int(bits)
+    from sparsa.quant.embeddings import check_storage
+
+    check_storage(embeddings)
     if float_storage not in ("float32", "float16"):
         raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     if smooth_budget is not None and not 0.0 <= smooth_budget < 1.0:
@@ -102,13 +107,20 @@ def quantize(
     with staged_folder(out, overwrite=overwrite) as work:  # the model, its ONNX export and result.json appear together
         write_model_files(lm, work)
         if onnx:
-            from sparsa.quant.export import export_onnx, integer_initializer_bytes, zero_points_in
+            from sparsa.quant.export import export_info, export_onnx, integer_initializer_bytes, zero_points_in
 
-            export_onnx(lm, work / "model_int8.onnx", seq_len=seq_len,
+            path = work / "model_int8.onnx"
+            export_onnx(lm, path, seq_len=seq_len, embeddings=embeddings,
                         **({"skip_layernorm": False} if split_layernorm else {}))
+            info = export_info(path)
             result["onnx"] = str(Path(out) / "model_int8.onnx")
-            result["onnx_bytes"] = integer_initializer_bytes(work / "model_int8.onnx")
-            result["onnx_zero_points"] = len(zero_points_in(work / "model_int8.onnx"))
+            result["onnx_bytes"] = integer_initializer_bytes(path)
+            result["onnx_zero_points"] = len(zero_points_in(path))
+            result["embeddings"], result["embedding_tables"] = info["embeddings"], info["embedding_tables"]
+            result["float_layers"] = info["float_layers"]  # layers the integer path did not take: never silent
+            result["cpu"], result["cpu_isa"] = info["cpu"], info["cpu_isa"]
+            if info["float_layers"]:
+                console.print(f"[yellow]left in float in the ONNX graph:[/] {', '.join(info['float_layers'])}")
         # inside the folder, paths are the folder's own names: it can be moved
         atomic_write_json(work / RESULT_FILE, {k: v for k, v in result.items() if k != "out"}
                           | ({"onnx": "model_int8.onnx"} if onnx else {}))

@@ -34,7 +34,9 @@ import torch
 from torch import nn
 
 from sparsa.errors import SparsaError
+from sparsa.metrics.cpu import cpu_info
 from sparsa.quant.api import dequantize_model_, quant_layers
+from sparsa.quant.embeddings import check_storage, rewrite_gathers
 from sparsa.quant.modules import QuantLinear
 
 OPSET = 21
@@ -65,7 +67,7 @@ class PositionalWrapper(nn.Module):
 
 def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None = None, mode: str = "auto",
                 weight_dtype: str | None = None, fuse: bool | str = "auto", fast_gelu: bool = False,
-                skip_layernorm: bool = True) -> Path:
+                skip_layernorm: bool = True, embeddings: str = "int8") -> Path:
     """Export a quantized model (LoadedModel or nn.Module with QuantLinear layers) to integer ONNX.
 
     inputs: example inputs (default: `loaded.example_inputs(1, seq_len)`); batch and sequence
@@ -81,7 +83,13 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
       and the file asks `onnx_session` to keep ORT from re-fusing them (model metadata
       `sparsa.ort.disabled_optimizers`): on the AVX2 test machine ORT 1.32's SkipLayerNormalization
       took ~1.3 ms more per MiniLM run (12.8 vs 11.5 ms). Same values either way.
-    Returns the path written.
+    embeddings: how the embedding tables are stored, "int8" (default), "int4" or "float": integer
+      rows with one scale per row, gathered and dequantized in the graph (`sparsa.quant.embeddings`;
+      `with_quantized_embeddings` is sparsa's simulation of them). MiniLM: a 21.4 MB file instead of
+      58.5 MB at a held-out cosine cost of 0.0000-0.0001 (BENCHMARKS.md). With fuse, ORT's
+      EmbedLayerNormalization fusion is left off (it reads float tables).
+    The file's metadata records the embedding storage, the layers left in float (`export_info`) and
+    the exporting CPU's model and ISA features. Returns the path written.
     """
     path = Path(path)
     loaded = model if hasattr(model, "adapter") else None
@@ -110,6 +118,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
         raise SparsaError(f"weight_dtype {weight_dtype!r} is unknown", hint="use 'int8' or 'uint8'")
     if mode == "static" and weight_dtype == "uint8" and any(q.act_scheme == "sym" for q in qls.values()):
         raise SparsaError("symmetric static export stores weights as int8 (no zero point)", hint="use weight_dtype='int8'")
+    check_storage(embeddings)
     if inputs is None:
         if loaded is None:
             raise SparsaError("export_onnx needs example inputs for a plain nn.Module", hint="pass inputs={name: tensor}")
@@ -141,7 +150,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
                               input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}},
                               opset_version=17, dynamo=False)
         if fuse:
-            fpath = _ort_fuse(fpath, loaded, fast_gelu)
+            fpath = _ort_fuse(fpath, loaded, fast_gelu, embed_layer_norm=embeddings == "float")
         proto = onnx.load(str(fpath))
     proto = _upgrade_opset(proto)
     done: set[str] = set()
@@ -156,6 +165,13 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
                           hint="report this model; export without smoothing meanwhile")
     if not skip_layernorm:
         _unfuse_skip_layernorm(proto)
+    tables = rewrite_gathers(proto, module, embeddings)
+    _set_meta(proto, _EMBEDDINGS_KEY, embeddings if tables else "float")
+    _set_meta(proto, _TABLES_KEY, ",".join(tables))
+    _set_meta(proto, _FLOAT_LAYERS_KEY, ",".join(_float_layers(proto, module)))
+    cpu = cpu_info()
+    _set_meta(proto, _CPU_KEY, cpu["model"])
+    _set_meta(proto, _ISA_KEY, ",".join(cpu["isa"]))
     if n_rewritten == 0:  # layers outside the exported output (e.g. an unused pooler) are simply absent
         raise SparsaError("none of the quantized layers was found in the exported graph",
                           hint="a layer's weight was transformed on export; report this model")
@@ -169,7 +185,7 @@ def _is_sequence(t: torch.Tensor) -> bool:
     return t.dtype in (torch.int64, torch.int32) or t.dim() == 3
 
 
-def _ort_fuse(fpath: Path, loaded, fast_gelu: bool = False) -> Path:
+def _ort_fuse(fpath: Path, loaded, fast_gelu: bool = False, embed_layer_norm: bool = True) -> Path:
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
@@ -179,6 +195,7 @@ def _ort_fuse(fpath: Path, loaded, fast_gelu: bool = False) -> Path:
         raise SparsaError("fuse=True needs the same number of heads in every layer", hint="export without fuse")
     opts = FusionOptions("bert")
     opts.enable_gelu_approximation = fast_gelu
+    opts.enable_embed_layer_norm = embed_layer_norm  # off for integer tables: EmbedLayerNormalization reads float ones
     n_heads = heads[0] if heads else cfg.num_attention_heads
     head_dim = cfg.hidden_size // cfg.num_attention_heads  # head pruning keeps the head size
     # hidden_size is the attention's width (heads x head size): the model width only while no head is pruned.
@@ -404,6 +421,53 @@ def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, 
 
 
 _HINT_KEY = "sparsa.ort.disabled_optimizers"  # model metadata: ORT optimizers the file wants off
+_EMBEDDINGS_KEY = "sparsa.embeddings"  # float | int8 | int4
+_TABLES_KEY = "sparsa.embeddings.tables"  # the tables stored as integers, comma-separated
+_FLOAT_LAYERS_KEY = "sparsa.float_layers"  # Linear/Conv layers whose float weights are still in the graph
+_CPU_KEY, _ISA_KEY = "sparsa.cpu", "sparsa.cpu.isa"  # where the file was exported
+
+
+def _float_layers(proto, module) -> list[str]:
+    """The Linear / Conv layers of `module` that run in float in the exported graph: kept float by the
+    quantization config, or quantized but not recognised as integer ops by the export (their
+    dequantized weight is still an initializer, alone or as a slice of a fused Q/K/V weight).
+    Layers absent from the graph (e.g. an unused pooler) are not listed."""
+    from onnx import numpy_helper
+
+    seen = set()
+    for i in proto.graph.initializer:
+        a = numpy_helper.to_array(i)
+        if a.dtype != np.float32 or a.ndim < 2:
+            continue
+        seen.add(a.tobytes())
+        if a.ndim == 2 and a.shape[1] % 3 == 0:  # a fused Attention's [Wq | Wk | Wv]
+            seen.update(np.ascontiguousarray(p).tobytes() for p in np.split(a, 3, axis=1))
+    out = []
+    for name, m in module.named_modules():
+        if isinstance(m, QuantLinear):
+            w = m.dequantized_weight().detach().float().numpy()
+        elif isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            w = m.weight.detach().float().numpy()
+        else:
+            continue
+        forms = (w, np.ascontiguousarray(w.T)) if w.ndim == 2 else (w,)
+        if any(np.ascontiguousarray(f).tobytes() in seen for f in forms):
+            out.append(name)
+    return out
+
+
+def export_info(path) -> dict:
+    """What a sparsa export recorded in its metadata: {"embeddings", "embedding_tables", "float_layers",
+    "cpu", "cpu_isa"} (strings / lists; files from before these keys read as float embeddings)."""
+    import onnx
+
+    meta = {m.key: m.value for m in onnx.load(str(path), load_external_data=False).metadata_props}
+
+    def items(key):
+        return [x for x in meta.get(key, "").split(",") if x]
+
+    return {"embeddings": meta.get(_EMBEDDINGS_KEY, "float"), "embedding_tables": items(_TABLES_KEY),
+            "float_layers": items(_FLOAT_LAYERS_KEY), "cpu": meta.get(_CPU_KEY, ""), "cpu_isa": items(_ISA_KEY)}
 
 
 def _unfuse_skip_layernorm(proto) -> None:
