@@ -23,8 +23,6 @@ seed's compression (54.9% unstructured magnitude pruning + 8-bit symmetric weigh
 from __future__ import annotations
 
 import argparse
-import collections
-import re
 import sys
 import tempfile
 import time
@@ -80,19 +78,8 @@ def variant(base, rows, cols, df, clock, vec):
                               "dram.bandwidth_bytes_per_cycle": DRAM_BYTES_PER_S / clock})
 
 
-def reasons(res) -> collections.Counter:
-    """Per-op reasons with the numbers taken out (one line per kind of reason), counted over GEMMs."""
-    c = collections.Counter()
-    for o in res.ops:
-        for tag, lst in (("exploited", o.exploited), ("not exploited", o.not_exploited)):
-            for r in lst:
-                r = re.sub(r"=\d+\.\d+", "=d", r)
-                r = re.sub(r"dimension \d+ -> \d+", "dimension K -> K'", r)
-                c[(tag, re.sub(r"\d+\.\d+ bytes", "x bytes", r))] += 1
-    return c
-
-
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer mapping points")
     args = ap.parse_args()
@@ -101,7 +88,7 @@ def main() -> None:
     from sim_macs import cpu_line
 
     from sparsa.hw.arch import load_arch
-    from sparsa.hw.sim import simulate
+    from sparsa.hw.sim import reason_counts, simulate
     from sparsa.hw.workload import from_model
 
     print(cpu_line())
@@ -185,8 +172,9 @@ def main() -> None:
         what = c
     for label, res in (("swin-fpga", last), ("what-if", what)):
         print(f"\nper-op reasons, compressed Swin-T on {label} (count of ops):\n")
-        for (tag, text), n in sorted(reasons(res).items()):
-            print(f"- {tag} x{n}: {text}")
+        for key, counts in reason_counts(res.ops).items():
+            for text, n in sorted(counts.items()):
+                print(f"- {key.replace('_', ' ')} x{n}: {text}")
 
 
 def compress(lm):
