@@ -47,6 +47,33 @@ def test_seed_recipe_runs_end_to_end(name, tmp_path):
     if loaded.recipe.hardware is not None:
         assert res["hardware"]["compressed"]["cycles"] > 0
     assert (tmp_path / name / "report.html").exists()
+    if name == "seed001_tolerance_quant":
+        _check_seed001_hardware(tmp_path / name)
+
+
+def _check_seed001_hardware(out):
+    """The pruned, 8-bit Swin simulated next to the dense one on swin-fpga, with per-op reasons: the
+    preset has no zero-skipping or compressed weight storage and computes at 8 bits, so neither the
+    zeros nor the 8-bit codes save anything, and every quantized GEMM says why."""
+    import json
+
+    hw = json.loads((out / "results.json").read_text())["hardware"]
+    assert hw["arch"] == "swin-fpga"
+    for which in ("dense", "compressed"):
+        assert hw[which]["latency_s"] > 0 and hw[which]["energy_pj"] > 0
+    assert hw["compressed"]["cycles"] == hw["dense"]["cycles"]  # nothing exploitable on this preset
+    assert hw["exploits"]["weight_zero_skipping"] is False
+    quantized = [op for op in hw["ops"] if any(r.startswith("weight_bits=8") for r in op["not_exploited"])]
+    assert quantized and all(op["kind"] == "gemm" for op in quantized)
+    sparse = [op for op in hw["ops"] if any("weight_density=" in r and "no weight zero-skipping" in r
+                                            for r in op["not_exploited"])]
+    assert sparse  # the tolerance schedule's zeros reach the simulator, and it says it did not use them
+    not_exp = hw["reasons"]["compressed"]["not_exploited"]
+    assert sum(n for r, n in not_exp.items() if r.startswith("weight_bits=8")) == len(quantized)
+    assert sum(n for r, n in not_exp.items() if "no weight zero-skipping" in r) == len(sparse)
+    assert not hw["reasons"]["compressed"]["exploited"]
+    html = (out / "report.html").read_text()
+    assert "What the preset exploits" in html and "no weight zero-skipping" in html
 
 
 @pytest.mark.slow

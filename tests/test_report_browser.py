@@ -80,6 +80,16 @@ def test_results_json_names_recipe_and_command(run):
     assert hw["arch"] == "hdp-edge" and hw["compressed"]["cycles"] < hw["dense"]["cycles"]
     assert len(hw["attention_layers"]) == 2
     assert saved["latency"]["torch"]["runs"] == 3
+    # per op, what of the compression the preset used and what not, with why; and the counts of each reason
+    qk = [op for op in hw["ops"] if op["name"].endswith("qk_frac")]
+    assert qk and all(any("pruned blocks skipped" in r for r in op["exploited"]) for op in qk)
+    lin = [op for op in hw["ops"] if any(r.startswith("weight_bits=8") for r in op["not_exploited"])]
+    assert lin  # 8-bit weights on an 8-bit preset: nothing narrower to exploit, and it says so
+    comp, dense = hw["reasons"]["compressed"], hw["reasons"]["dense"]
+    assert sum(comp["exploited"].values()) >= len(qk) and not dense["exploited"] and not dense["not_exploited"]
+    assert sum(n for r, n in comp["not_exploited"].items() if r.startswith("weight_bits=8")) == len(lin)
+    html = (out / "report.html").read_text()
+    assert "What the preset exploits" in html and "pruned blocks skipped" in html
 
 
 def test_every_table_and_figure_names_the_recipe_and_command(run):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -393,6 +394,8 @@ def _exploit_notes(op: Op, arch: Arch, pack: int, k_run: int, wword_dense: float
     wb, ab = op.weight_bits, op.operand_bits
     if wb is not None and wb < full:
         yes.append(f"weight_bits={wb}: weights stored and fetched at {wb} bits")
+    elif wb is not None:  # say so: quantizing to the preset's width saves nothing the dense run did not
+        no.append(f"weight_bits={wb}: the preset's own {full}-bit operands (the dense model is simulated at {full} bits too)")
     narrow = max(ab or full, wb or ab or full)
     if pack > 1:
         yes.append(f"{narrow}-bit operands: {pack} products per MAC (narrow operand lanes)")
@@ -424,6 +427,20 @@ def _exploit_notes(op: Op, arch: Arch, pack: int, k_run: int, wword_dense: float
         else:
             no.append("attention masks: computed dense (preset has no sparsity engine)")
     return yes, no
+
+
+def reason_counts(ops: "list[OpResult]") -> dict[str, dict[str, int]]:
+    """The ops' exploited / not-exploited reasons, each kind once with how many ops gave it: the
+    per-op figures (densities, inner dimensions, bytes) become N, so one reason reads as one row."""
+    out: dict[str, dict[str, int]] = {"exploited": {}, "not_exploited": {}}
+    for o in ops:
+        for key in out:
+            for r in getattr(o, key):
+                r = re.sub(r"=\d+\.\d+", "=N", r)
+                r = re.sub(r"\d+ -> \d+", "N -> N", r)
+                r = re.sub(r"\d+(\.\d+)? bytes per weight instead of \d+(\.\d+)?", "N bytes per weight instead of N", r)
+                out[key][r] = out[key].get(r, 0) + 1
+    return out
 
 
 # ---- other units ------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ def simulate(state: PipelineState) -> dict:
         "compressed": _summary(res, arch),
         "ops": _ops(res),
         "layers": _layers(res),
+        "exploits": dict(res.exploits),  # what the preset can turn into fewer cycles or bytes
+        "reasons": {"compressed": sim.reason_counts(res.ops)},
     }
     if masks is not None:
         out["attention_layers"] = _attention_layers(masks)
@@ -65,6 +67,7 @@ def simulate(state: PipelineState) -> dict:
         dense = sim.simulate(workload.from_model(state.reference, inputs=inputs), arch)
         out["dense"] = _summary(dense, arch)
         out["dense_ops"] = _ops(dense)
+        out["reasons"]["dense"] = sim.reason_counts(dense.ops)
         c, d = out["compressed"], out["dense"]
         if c.get("cycles") and d.get("cycles"):
             out["speedup"] = d["cycles"] / c["cycles"]
@@ -109,9 +112,14 @@ def _summary(res, arch) -> dict:
     return out
 
 
+REASON_FIELDS = ("exploited", "not_exploited")  # per GEMM: what of its compression the preset used, and why not
+
+
 def _ops(res) -> list[dict]:
+    """Per-op rows: the scalar fields, and the exploited / not-exploited reasons (lists of text)."""
     ops = res.ops if hasattr(res, "ops") else [res]
-    return [{k: v for k, v in asdict(op).items() if not isinstance(v, (dict, list))} for op in ops]
+    return [{k: v for k, v in asdict(op).items() if not isinstance(v, (dict, list)) or k in REASON_FIELDS}
+            for op in ops]
 
 
 def _layers(res) -> list[dict]:

@@ -22,6 +22,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 figure{margin:.8em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:.8em;color:#555}
 .note{background:#fff8e0;border-left:4px solid #e0b000;padding:.4em .8em;font-size:.9em}
 .err{color:#a00}
+table.reasons td:nth-child(2),table.ops td:nth-last-child(-n+2){text-align:left}
 table.points td:last-child{font-family:monospace;font-size:.72em;text-align:left;word-break:break-all;max-width:32em}
 """
 
@@ -137,14 +138,34 @@ def render_run(results: dict) -> str:
                 rows.append([k, "", hw[k]])
         parts.append(table(["total", "dense", "compressed"], rows, prov))
         parts.append(figure(plots.ops_plot(hw, prov.get("command")), "utilisation and energy per op", prov))
+        parts.append(_reasons_table(hw, prov))
         ops = hw.get("ops") or []
         if ops:
-            cols = [c for c in ("name", "kind", "cycles", "utilisation", "dram_bytes", "energy_pj", "bound")
-                    if any(c in op for op in ops)]
-            parts.append("<details><summary>per-op table</summary>"
-                         + table(cols, [[op.get(c, "") for c in cols] for op in ops], prov) + "</details>")
+            cols = [c for c in ("name", "kind", "cycles", "utilisation", "dram_bytes", "energy_pj", "bound",
+                                "exploited", "not_exploited") if any(c in op for op in ops)]
+            rows = [["; ".join(v) if isinstance(v := op.get(c, ""), list) else v for c in cols] for op in ops]
+            parts.append("<details><summary>per-op table (compressed model)</summary>"
+                         + table(cols, rows, prov, cls="ops") + "</details>")
     parts.append(f"<h2>Recipe</h2><pre>{esc(_short_json(rec.get('content'), 100000))}</pre>")
     return page(f"sparsa report: {rec.get('name')}", "\n".join(parts))
+
+
+def _reasons_table(hw: dict, prov: dict) -> str:
+    """What of the compression the preset turned into fewer cycles or bytes, and what not (with
+    why), as the number of ops giving each reason, dense model next to the compressed one."""
+    reasons = hw.get("reasons") or {}
+    comp, dense = reasons.get("compressed") or {}, reasons.get("dense") or {}
+    rows = []
+    for key, label in (("exploited", "exploited"), ("not_exploited", "not exploited")):
+        texts = list(dict.fromkeys([*(comp.get(key) or {}), *(dense.get(key) or {})]))
+        rows += [[label, t, (dense.get(key) or {}).get(t, 0), (comp.get(key) or {}).get(t, 0)] for t in texts]
+    exploits = hw.get("exploits") or {}
+    can = ", ".join(k for k, v in exploits.items() if v) or "none"
+    head = (f"<h3>What the preset exploits</h3><p>{esc(hw.get('arch'))} exploits: {esc(can)}"
+            + (f" (not: {esc(', '.join(k for k, v in exploits.items() if not v))})" if exploits else "") + "</p>")
+    if not rows:
+        return head + "<p>No op carries compression the simulator could exploit (dense weights, native bits, no masks).</p>"
+    return head + table(["", "reason", "ops (dense)", "ops (compressed)"], rows, prov, cls="reasons")
 
 
 def _layer_attention(results: dict) -> list[float] | None:
