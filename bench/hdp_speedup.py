@@ -43,7 +43,7 @@ def minilm_inputs(loaded):
 def attention_part(res):
     from sparsa.hw.sim import ATTENTION_OPS
 
-    ops = [o for o in res.ops if o.name.split(".", 1)[1] in ATTENTION_OPS]
+    ops = [o for o in res.ops if o.name.rsplit(".", 1)[-1] in ATTENTION_OPS]
     return sum(o.cycles for o in ops), sum(o.energy_pj for o in ops)
 
 
@@ -92,7 +92,7 @@ def main() -> None:
                 total += bm.size
                 heads_kept += int(hm.sum())
                 heads += hm.size
-            wl = from_model(loaded, masks=masks)
+            wl = from_model(loaded, masks=masks, inputs=inp)
             for a in archs:
                 r = simulate(wl, a)
                 ac, ae = attention_part(r)

@@ -47,9 +47,11 @@ def test_pruned_layers_shrink_the_workload():
 
 def test_from_model_reads_real_shapes(tiny_bert):
     w = from_model(tiny_bert, seq_len=32)
-    q = next(o for o in w.ops if o.name == "L1.q")
-    ffn1 = next(o for o in w.ops if o.name == "L1.ffn1")
-    assert (q.m, q.k, q.n) == (32, 64, 64) and ffn1.n == 128
+    q = next(o for o in w.ops if o.module == "encoder.layer.1.attention.self.query")
+    ffn1 = next(o for o in w.ops if o.module == "encoder.layer.1.intermediate.dense")
+    assert (q.m, q.k, q.n) == (32, 64, 64) and ffn1.n == 128 and q.layer == ffn1.layer == 1
+    qk = next(o for o in w.ops if o.role == "qk" and o.layer == 1)
+    assert (qk.m, qk.k, qk.n, qk.count) == (32, 16, 32, 4)  # per head: 32x16 . 16x32, 4 heads
     assert w.meta["heads_per_layer"] == [4, 4]
 
 
@@ -63,14 +65,14 @@ def test_hdp_masks_drive_the_sparse_ops(tiny_bert):
     for i, mk in enumerate(masks):
         kept = (np.asarray(mk["block_mask"]) & np.asarray(mk["head_mask"])[:, :, None, None]).sum()
         b = mk["block_size"]
-        frac = next(o for o in w.ops if o.name == f"L{i}.qk_frac")
-        soft = next(o for o in w.ops if o.name == f"L{i}.softmax")
+        frac = next(o for o in w.ops if o.role == "qk_frac" and o.layer == i)
+        soft = next(o for o in w.ops if o.role == "softmax" and o.layer == i)
         assert frac.out_mask.sum() == kept and soft.elems == kept * b * b
     r = simulate(w, "hdp-edge")
     r_dense = simulate(from_model(tiny_bert, seq_len=w.seq_len), "hdp-edge")
     frac_macs = sum(o.macs for o in r.ops if o.name.endswith("qk_frac"))
     b = masks[0]["block_size"]
-    assert frac_macs == sum(o.out_mask.sum() for o in w.ops if o.name.endswith("qk_frac")) * b * b * 2 * 16
+    assert frac_macs == sum(o.out_mask.sum() for o in w.ops if o.role == "qk_frac") * b * b * 2 * 16
     assert r.cycles > 0 and r_dense.cycles > 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -145,20 +146,25 @@ def sim(
         else:
             seq = None
         masks = None
+        inputs = loaded.example_inputs(batch=batch, seq_len=seq) if loaded.modality == "text" else loaded.example_inputs(batch=batch)
         if attention != "dense":
             from sparsa.attention import collect_masks
             from sparsa.hw.mask_budget import collect_masks_chunked, plan
-            from sparsa.hw.workload import layer_shapes
+            from sparsa.hw.trace import describe_inputs
 
-            shapes = layer_shapes(loaded)
-            tokens = seq if text else from_model(loaded, batch=1).seq_len
-            # block 1 (the finest masks any method records) bounds the estimate from above
-            budget = plan(batch=batch, heads=max(s.heads for s in shapes), tokens=tokens, layers=len(shapes))
-            log.print(f"recording {attention} masks on {target} (seq {tokens}, batch {batch}) ...")
-            inputs = loaded.example_inputs(batch=batch, seq_len=seq) if text else loaded.example_inputs(batch=batch)
+            dense_wl = from_model(loaded, inputs=inputs)
+            # the score matrices of the largest attention call bound what recording the masks holds
+            qk = [op for op in dense_wl.ops if op.role == "qk"]
+            if not qk:
+                raise SparsaError(f"{target} runs no attention product the simulator can attach {attention} masks to",
+                                  hint="simulate it with --attention dense")
+            per_input = max(op.m * op.n * op.count for op in qk) // batch
+            budget = plan(batch=batch, heads=1, tokens=max(1, math.isqrt(per_input)), layers=len(qk))
+            log.print(f"recording {attention} masks on {target} ({describe_inputs(inputs)}) ...")
             masks = collect_masks_chunked(collect_masks, loaded, inputs, attention, budget.chunk, **opts)
-        wl = from_model(loaded, seq_len=seq, masks=masks, batch=batch)
-        dense_wl = from_model(loaded, seq_len=wl.seq_len, batch=wl.batch) if masks is not None else None
+            wl = from_model(loaded, masks=masks, inputs=inputs)
+        else:
+            wl, dense_wl = from_model(loaded, inputs=inputs), None
     res = simulate(wl, a)
     dense_res = simulate(dense_wl, a) if dense_wl is not None else None
     out = res.to_dict(per_op=per_op)
@@ -193,3 +199,6 @@ def sim(
     console.print(summary)
     if a.placeholder:
         console.print(f"[yellow]note:[/] {a.name}'s sizes are placeholders ({a.reference})")
+    for d in wl.meta.get("not_simulated") or []:  # ops the tracer could not place: never silently dropped
+        console.print(f"[yellow]not simulated:[/] {d['name']} ({d['op']}, {d['calls']} call(s), "
+                      f"{100 * d['share']:.2f}% of the flop counter's MACs)")

@@ -90,7 +90,9 @@ class SimResult:
         return int(sum(o.stall_cycles for o in self.ops))
 
     def utilisation(self, macs_per_cycle: int) -> float:
-        return self.macs / max(1, self.cycles * macs_per_cycle)
+        """Busy fraction of the array: full-width MAC slots used over slots available. A split
+        multiplier's narrow products fill one slot together, so they count as the slots they take."""
+        return self.counts["mac"] / max(1, self.cycles * macs_per_cycle)
 
     def per_layer(self) -> list[dict[str, Any]]:
         layers: dict[int, dict[str, Any]] = {}
@@ -168,6 +170,7 @@ def _split_axis(m: np.ndarray, axis: int, per: int) -> np.ndarray:
 def _packing(op: Op, arch: Arch) -> int:
     """Narrow products one MAC computes per cycle (split multipliers), 1 otherwise."""
     bits = op.operand_bits or arch.bits.operand_bits
+    bits = max(bits, op.weight_bits or bits)  # both operands must be narrow to share a multiplier
     if not arch.bits.split_multipliers or bits * 2 > arch.bits.operand_bits or op.inner_mask is not None:
         return 1  # (an inner-dimension mask indexes K itself: those products are not packed)
     return (arch.bits.operand_bits // bits) ** 2
@@ -225,13 +228,16 @@ def _gemm_folds(op: Op, arch: Arch) -> tuple[Folds, int, float]:
     return Folds.uniform(g.per_fold, int(tiles.sum())), macs, float(tiles.mean())
 
 
-def _memory_scalesim(op: Op, arch: Arch, g, compute: int, word: float, out_word: float, kept_frac: float):
-    """SCALE-Sim's double-buffered scratchpads (window of sets; see gemm_model)."""
+def _memory_scalesim(op: Op, arch: Arch, g, compute: int, word: float, out_word: float, kept_frac: float,
+                     wword: float | None = None):
+    """SCALE-Sim's double-buffered scratchpads (window of sets; see gemm_model). `wword`: bytes per
+    filter (weight) element when weights are stored narrower than the activations."""
+    wword = wword or word
     r, c, df = arch.array.rows, arch.array.cols, arch.array.dataflow
     ifs, fls, writes = operand_streams(g, op.m, op.k, op.n, r, c, df)
     bufs = arch.buffers
     rb_i = ReadBufferModel(int(bufs.ifmap_kb * 1024 // word), bufs.active_fraction)
-    rb_f = ReadBufferModel(int(bufs.filter_kb * 1024 // word), bufs.active_fraction)
+    rb_f = ReadBufferModel(int(bufs.filter_kb * 1024 // wword), bufs.active_fraction)
     bw = arch.dram.bandwidth_bytes_per_cycle
     if bw is not None:  # the exact window walk only matters when DRAM time can stall the array
         ev_i = rb_i.events(ifs, window_points(g, op.m, op.k, op.n, r, c, df, "ifmap", rb_i.max_walk_points))
@@ -241,7 +247,7 @@ def _memory_scalesim(op: Op, arch: Arch, g, compute: int, word: float, out_word:
     n_writes = writes * op.count * (kept_frac if op.out_mask is not None else 1.0)
     traffic = {
         "ifmap": rb_i.dram_elems(ifs, ev_i) * word * op.count * kept_frac,
-        "filter": rb_f.dram_elems(fls, ev_f) * word * op.count * kept_frac,
+        "filter": rb_f.dram_elems(fls, ev_f) * wword * op.count * kept_frac,
         "ofmap": n_writes * out_word,
     }
     detail: dict[str, Any] = {"prefetches": {"ifmap": ev_i, "filter": ev_f}}
@@ -249,7 +255,7 @@ def _memory_scalesim(op: Op, arch: Arch, g, compute: int, word: float, out_word:
         return traffic, n_writes, 0, detail
     words_bw = bw / word
     t_i = rb_i.dram_cycles(ev_i, words_bw) * op.count * kept_frac
-    t_f = rb_f.dram_cycles(ev_f, words_bw) * op.count * kept_frac
+    t_f = rb_f.dram_cycles(ev_f, bw / wword) * op.count * kept_frac
     ofmap_elems = int(bufs.ofmap_kb * 1024 // out_word)
     t_o = n_writes / (bw / out_word) if n_writes > ofmap_elems else 0.0
     t_mem = max(t_i, t_f, t_o) if arch.dram.per_interface else t_i + t_f + t_o
@@ -257,14 +263,15 @@ def _memory_scalesim(op: Op, arch: Arch, g, compute: int, word: float, out_word:
     return traffic, n_writes, max(0, int(math.ceil(t_mem - compute))), detail
 
 
-def _memory_tiles(op: Op, arch: Arch, g, compute: int, word: float, out_word: float, kept_frac: float):
+def _memory_tiles(op: Op, arch: Arch, g, compute: int, word: float, out_word: float, kept_frac: float,
+                  wword: float | None = None):
     """Double-buffered tiles: a fold's operand slices are prefetched during the previous fold; a
     slice is fetched again only when the operand does not fit on chip. The cheaper loop order wins."""
     df, bufs = arch.array.dataflow, arch.buffers
     cap_i = bufs.ifmap_kb * 1024 * bufs.active_fraction
     cap_f = bufs.filter_kb * 1024 * bufs.active_fraction
     cap_o = bufs.ofmap_kb * 1024
-    a_bytes, b_bytes = op.m * op.k * word, op.k * op.n * word
+    a_bytes, b_bytes = op.m * op.k * word, op.k * op.n * (wword or word)
     out = op.m * op.n * out_word
     if df == "os":
         order1 = (a_bytes if a_bytes <= cap_i else a_bytes * g.col_folds, b_bytes)  # for col fold: for row fold
@@ -312,9 +319,10 @@ def _gemm(op: Op, arch: Arch) -> OpResult:
     folds, macs, kept_frac = _gemm_folds(op, arch)
     compute = folds.split_cores(arch.cores)
     word = (op.operand_bits or arch.bits.operand_bits) / 8
+    wword = (op.weight_bits or op.operand_bits or arch.bits.operand_bits) / 8  # stored weights may be narrower
     out_word = arch.bits.output_bits / 8
     memory = _memory_scalesim if arch.dram.memory_model == "scalesim" else _memory_tiles
-    traffic, n_writes, stall, mem_detail = memory(op, arch, g, compute, word, out_word, kept_frac)
+    traffic, n_writes, stall, mem_detail = memory(op, arch, g, compute, word, out_word, kept_frac, wword)
     detail: dict[str, Any] = {"m": op.m, "k": op.k, "n": op.n, "count": op.count, "row_folds": g.row_folds,
                               "col_folds": g.col_folds, "per_fold_cycles": g.per_fold, "kept_fraction": kept_frac,
                               "dram_traffic": traffic, **mem_detail}
@@ -415,7 +423,7 @@ def simulate(workload: Workload, arch: "Arch | str") -> SimResult:
         res.energy_pj = float(sum(res.counts[k] * table[k] for k in ENERGY_KEYS))
         res.area_mm2 = _unit_area(op.kind, arch, area)
         if op.kind == "gemm":
-            res.utilisation = res.macs / max(1, res.cycles * macs_per_cycle)
+            res.utilisation = res.counts["mac"] / max(1, res.cycles * macs_per_cycle)  # slots, not narrow products
         for k in ENERGY_KEYS:
             totals[k] += res.counts[k]
         results.append(res)

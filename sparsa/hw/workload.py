@@ -2,8 +2,9 @@
 
 A `Workload` is a list of `Op`s: GEMMs (with optional per-block masks: HDP's kept score blocks,
 and pruned heads folded into them), softmax, elementwise work and the sparsity engine's own
-steps. Build it from a loaded model (`from_model`, reads the real per-layer head counts and
-Linear shapes, so pruned models come out smaller) or from a plain shape description
+steps. Build it from a loaded model (`from_model`: the ops its forward pass really runs, traced
+by `sparsa.hw.trace`, so pruned models come out smaller and every family is simulated at its real
+size, Swin's windows and patch merging included) or from a plain shape description
 (`from_shapes`, e.g. BERT-base without loading any weights).
 
 With HDP masks (the output of `sparsa.attention.collect_masks`), attention per layer and head is
@@ -16,71 +17,15 @@ reading only the V rows of kept key blocks (fetch-upon-mask).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from sparsa.errors import SparsaError
 
-OpKind = Literal["gemm", "softmax", "elementwise", "sparsity_engine"]
-
-
-@dataclass
-class Op:
-    name: str
-    kind: OpKind
-    layer: int | None = None
-    # gemm: C[m,n] = A[m,k] . B[k,n], `count` independent copies (batch x heads)
-    m: int = 0
-    k: int = 0
-    n: int = 0
-    count: int = 1
-    # kept output blocks [count, ceil(m/block), ceil(n/block)] (True = computed), or None = dense
-    out_mask: np.ndarray | None = None
-    # kept inner blocks per output row block [count, ceil(m/block), ceil(k/block)] (P.V: key blocks)
-    inner_mask: np.ndarray | None = None
-    block: int = 1
-    operand_bits: int | None = None  # None: the architecture's operand width
-    # softmax / elementwise: elements processed, rows (softmax), ops per element (elementwise)
-    elems: int = 0
-    rows: int = 0
-    ops_per_elem: int = 1
-    # sparsity engine: block importances evaluated, block-rows thresholded, heads decided
-    blocks: int = 0
-    block_rows: int = 0
-    heads: int = 0
-
-    @property
-    def dense_macs(self) -> int:
-        return self.m * self.k * self.n * self.count if self.kind == "gemm" else 0
-
-    def describe(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "layer": self.layer}
-        if self.kind == "gemm":
-            d.update(m=self.m, k=self.k, n=self.n, count=self.count, masked=self.out_mask is not None or self.inner_mask is not None)
-        elif self.kind == "sparsity_engine":
-            d.update(blocks=self.blocks, block_rows=self.block_rows, heads=self.heads)
-        else:
-            d.update(elems=self.elems, rows=self.rows)
-        return d
-
-
-@dataclass
-class Workload:
-    name: str
-    ops: list[Op]
-    seq_len: int
-    batch: int = 1
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def dense_macs(self) -> int:
-        return sum(op.dense_macs for op in self.ops)
-
-    def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "seq_len": self.seq_len, "batch": self.batch, "ops": len(self.ops),
-                "gemm_macs_dense": self.dense_macs, **self.meta}
+from sparsa.hw.ops import Op, OpKind, Workload  # noqa: F401  (OpKind re-exported: the workload API)
 
 
 @dataclass(frozen=True)
@@ -116,23 +61,37 @@ def _attention_ops(i: int, s: LayerShape, seq: int, batch: int, masks: dict | No
     g = batch * s.heads
     if masks is None:
         return [
-            Op(f"L{i}.qk", "gemm", i, seq, s.head_dim, seq, count=g),
-            Op(f"L{i}.softmax", "softmax", i, elems=g * seq * seq, rows=g * seq),
-            Op(f"L{i}.pv", "gemm", i, seq, seq, s.head_dim, count=g),
+            Op(f"L{i}.qk", "gemm", i, seq, s.head_dim, seq, count=g, role="qk"),
+            Op(f"L{i}.softmax", "softmax", i, elems=g * seq * seq, rows=g * seq, role="softmax"),
+            Op(f"L{i}.pv", "gemm", i, seq, seq, s.head_dim, count=g, role="pv"),
         ]
-    bm, hm, b = masks["block_mask"], masks["head_mask"], int(masks["block_size"])
-    bm = np.asarray(bm, dtype=bool)
-    hm = np.asarray(hm, dtype=bool)
-    if bm.ndim != 4 or hm.ndim != 2 or bm.shape[:2] != hm.shape:
+    heads = _mask_arrays(i, masks)[1].shape[1]
+    if heads != s.heads:
         raise SparsaError(
-            f"layer {i}: masks have shapes block_mask {bm.shape}, head_mask {hm.shape}",
-            hint="expected block_mask [B,H,NB,NB] and head_mask [B,H] as returned by sparsa.attention.collect_masks",
-        )
-    if bm.shape[1] != s.heads:
-        raise SparsaError(
-            f"layer {i}: masks cover {bm.shape[1]} heads but the model has {s.heads}",
+            f"layer {i}: masks cover {heads} heads but the model has {s.heads}",
             hint="collect the masks on the same (pruned) model that is simulated",
         )
+    return masked_attention_ops(f"L{i}", i, s.head_dim, s.head_dim, masks)
+
+
+def _mask_arrays(layer, masks: dict) -> tuple[np.ndarray, np.ndarray]:
+    bm = np.asarray(masks["block_mask"], dtype=bool)
+    hm = np.asarray(masks["head_mask"], dtype=bool)
+    if bm.ndim != 4 or hm.ndim != 2 or bm.shape[:2] != hm.shape:
+        raise SparsaError(
+            f"layer {layer}: masks have shapes block_mask {bm.shape}, head_mask {hm.shape}",
+            hint="expected block_mask [B,H,NB,NB] and head_mask [B,H] as returned by sparsa.attention.collect_masks",
+        )
+    return bm, hm
+
+
+def masked_attention_ops(prefix: str, layer: int | None, head_dim: int, v_dim: int, masks: dict,
+                         module: str = "") -> list[Op]:
+    """One attention call under recorded block/head masks (B x H score matrices of NB x NB blocks;
+    for Swin B is batch x windows): integer pass, sparsity engine, fractional pass, softmax, P.V."""
+    bm, hm = _mask_arrays(layer, masks)
+    b = int(masks["block_size"])
+    g = bm.shape[0] * bm.shape[1]
     nb = bm.shape[2]
     seq_m = nb * b  # the padded length the masks were computed on
     kept = (bm & hm[:, :, None, None]).reshape(g, nb, nb)
@@ -143,14 +102,17 @@ def _attention_ops(i: int, s: LayerShape, seq: int, batch: int, masks: dict | No
     live_rows = int(hm.sum()) * seq_m
     return [
         # integer pass over every block of every head (decides the masks): docs/algorithms.md §5.1 step 3
-        Op(f"L{i}.qk_int", "gemm", i, seq_m, s.head_dim, seq_m, count=g, operand_bits=int_bits),
-        Op(f"L{i}.sparsity_engine", "sparsity_engine", i, blocks=g * nb * nb, block_rows=g * nb, heads=g, block=b),
+        Op(f"{prefix}.qk_int", "gemm", layer, seq_m, head_dim, seq_m, count=g, operand_bits=int_bits,
+           module=module, role="qk_int"),
+        Op(f"{prefix}.sparsity_engine", "sparsity_engine", layer, blocks=g * nb * nb, block_rows=g * nb, heads=g,
+           block=b, module=module, role="sparsity_engine"),
         # fractional pass F_Q.I_K^T + I_Q.F_K^T on kept blocks of kept heads: inner dim 2*D_h
-        Op(f"L{i}.qk_frac", "gemm", i, seq_m, 2 * s.head_dim, seq_m, count=g, out_mask=kept, block=b,
-           operand_bits=max(int_bits, frac_bits)),
-        Op(f"L{i}.softmax", "softmax", i, elems=kept_elems, rows=live_rows),
+        Op(f"{prefix}.qk_frac", "gemm", layer, seq_m, 2 * head_dim, seq_m, count=g, out_mask=kept, block=b,
+           operand_bits=max(int_bits, frac_bits), module=module, role="qk_frac"),
+        Op(f"{prefix}.softmax", "softmax", layer, elems=kept_elems, rows=live_rows, module=module, role="softmax"),
         # P.V: only V rows of kept key blocks are fetched and multiplied (fetch-upon-mask)
-        Op(f"L{i}.pv", "gemm", i, seq_m, seq_m, s.head_dim, count=g, inner_mask=kept, block=b),
+        Op(f"{prefix}.pv", "gemm", layer, seq_m, seq_m, v_dim, count=g, inner_mask=kept, block=b, module=module,
+           role="pv"),
     ]
 
 
@@ -208,44 +170,127 @@ def layer_shapes(loaded) -> list[LayerShape]:
     return out
 
 
-def _tokens_for(loaded, seq_len: int | None) -> int:
+def _blocks(loaded) -> tuple[list[str], list[str]]:
+    """The attention modules and the transformer layers (blocks) holding them, as module names."""
+    adapter = loaded.adapter
+    try:
+        hgroups, fgroups = adapter.head_groups(), adapter.ffn_groups()
+    except (AttributeError, NotImplementedError):
+        return [], []
+    attn = [g.name for g in hgroups]
+    if len(fgroups) == len(hgroups):  # an FFN group is named by its layer
+        return attn, [g.name for g in fgroups]
+    return attn, [g.name.rsplit(".", 1)[0] for g in hgroups]
+
+
+def _trace_inputs(loaded, seq_len: int | None, masks: list[dict] | None, batch: int) -> dict:
+    if loaded.modality == "text":
+        if masks and seq_len is None:  # the length and batch the masks were recorded at
+            seq_len = int(np.asarray(masks[0]["valid_len"]).max()) if "valid_len" in masks[0] else int(masks[0]["seq_len"])
+            batch = int(np.asarray(masks[0]["head_mask"]).shape[0])
+        return loaded.example_inputs(batch=batch, seq_len=seq_len)
     if seq_len is not None:
-        return int(seq_len)
-    if loaded.modality == "text":  # 128, or the model's position limit if shorter
-        return loaded.adapter.default_seq_len()
-    inputs = loaded.example_inputs(batch=1)
-    cfg = loaded.config
-    image = getattr(cfg, "image_size", None)
-    patch = getattr(cfg, "patch_size", None)
-    if image and patch:
-        img = image if isinstance(image, int) else image[0]
-        pt = patch if isinstance(patch, int) else patch[0]
-        frames = getattr(cfg, "num_frames", 1) // getattr(cfg, "tubelet_size", 1)
-        patches = max(1, frames) * (img // pt) ** 2
-        if loaded.family != "vit":
-            return patches
-        # ViT adds [CLS], DeiT [CLS] + distillation: the learned position table has one row per token
-        pos = next((p for n, p in loaded.model.named_parameters() if n.endswith("embeddings.position_embeddings")), None)
-        return int(pos.shape[1]) if pos is not None and pos.dim() == 3 and pos.shape[1] > patches else patches + 1
-    raise SparsaError(
-        f"cannot infer the token count of a {loaded.family!r} model (inputs {sorted(inputs)})",
-        hint="pass seq_len explicitly (--seq-len)",
-    )
+        raise SparsaError(f"seq_len={seq_len} applies to text models; {loaded.family} takes {loaded.modality} input of the "
+                          "size in its config", hint="leave --seq-len out for image and video models")
+    return loaded.example_inputs(batch=batch)
 
 
-def from_model(loaded, seq_len: int | None = None, masks: list[dict] | None = None, batch: int = 1) -> Workload:
-    """The workload of a loaded model at `seq_len` tokens, with optional per-layer attention masks."""
-    shapes = layer_shapes(loaded)
-    if masks is not None:
-        seq_from_masks = int(masks[0].get("seq_len", 0)) if masks else 0
-        batch = int(np.asarray(masks[0]["head_mask"]).shape[0]) if masks else batch
-        seq_len = seq_len or seq_from_masks or None
-    seq = _tokens_for(loaded, seq_len)
+def from_model(loaded, seq_len: int | None = None, masks: list[dict] | None = None, batch: int = 1,
+               inputs: dict | None = None) -> Workload:
+    """The workload a loaded model runs on `inputs` (default: its example inputs at `seq_len` tokens
+    for text, its configured image/video size otherwise, `batch` inputs), traced from its forward
+    pass (`sparsa.hw.trace`); with `masks` (`sparsa.attention.collect_masks` on the same inputs) each
+    attention call runs under its recorded block and head masks."""
+    from sparsa.hw.trace import trace_model
+
+    if inputs is None:
+        inputs = _trace_inputs(loaded, seq_len, masks, batch)
+    attn, blocks = _blocks(loaded)
     name = str(loaded.record.get("source", loaded.family)) if isinstance(loaded.record, dict) else loaded.family
-    w = from_shapes(shapes, seq_len=seq, batch=batch, masks=masks, name=name)
-    w.meta.update(family=loaded.family, heads_per_layer=[s.heads for s in shapes],
-                  ffn_per_layer=[s.ffn for s in shapes])
-    return w
+    with _plain_attention(loaded.model):
+        tr = trace_model(loaded.model, inputs, attention_modules=attn, blocks=blocks, what=name)
+    ops = tr.ops
+    if masks is not None:
+        ops = _attach_masks(tr, masks)
+    first = next(iter(inputs.values()))
+    batch = int(first.shape[0]) if hasattr(first, "shape") and first.dim() else 1
+    if loaded.modality == "text":
+        seq = int(masks[0]["seq_len"]) if masks else int(first.shape[-1])
+    elif tr.attention:  # tokens entering the first attention layer (Swin: all windows)
+        qk = tr.ops[tr.attention[0]["qk"]]
+        heads = _heads_of(loaded, tr.attention[0]["module"])
+        seq = qk.m * qk.count // (batch * heads) if heads and qk.count % (batch * heads) == 0 else qk.m
+    else:
+        seq = 0
+    meta: dict[str, Any] = {"family": loaded.family, "traced": True, "input": tr.meta["input"],
+                            "layers": len(blocks), "attention": "dense" if masks is None else "masked",
+                            "attention_calls": len(tr.attention), "flop_counter_macs": tr.flop_counter_macs,
+                            "not_simulated": tr.not_simulated}
+    try:
+        shapes = layer_shapes(loaded)
+        meta.update(heads_per_layer=[s.heads for s in shapes], ffn_per_layer=[s.ffn for s in shapes])
+    except SparsaError:  # no attention layers (a CNN): the trace still has every op
+        pass
+    return Workload(name, ops, seq, batch, meta)
+
+
+@contextmanager
+def _plain_attention(model):
+    """With dynamic attention installed the model runs sparsa's software emulation of it (fixed-point
+    parts, importances, thresholds): trace the attention it stands for instead; the recorded masks
+    say what the hardware skips. The controller's statistics are left as they were."""
+    ctrl = getattr(model, "_sparsa_ctrl", None)
+    if ctrl is None:
+        yield
+        return
+    from sparsa.attention.install import IMPL_NAME, _set_impl
+
+    kept = (ctrl.layer_stats, ctrl.last_stats, list(ctrl.history))
+    _set_impl(model, ctrl.prev_impl or "sdpa")
+    try:
+        yield
+    finally:
+        _set_impl(model, IMPL_NAME)
+        ctrl.layer_stats, ctrl.last_stats, ctrl.history = kept
+
+
+def _heads_of(loaded, module: str) -> int | None:
+    try:
+        return next((g.num_heads for g in loaded.adapter.head_groups() if g.name == module), None)
+    except (AttributeError, NotImplementedError):
+        return None
+
+
+def _attach_masks(tr, masks: list[dict]) -> list[Op]:
+    """Replace each traced attention call's Q.K^T, softmax, P.V by the masked ops of its masks."""
+    if len(masks) != len(tr.attention):
+        raise SparsaError(
+            f"{len(masks)} mask entries for the {len(tr.attention)} attention calls the model makes",
+            hint="collect the masks (sparsa.attention.collect_masks) on the same model and input that is simulated",
+        )
+    replace: dict[int, list[Op]] = {}
+    drop: set[int] = set()
+    for i, (call, mk) in enumerate(zip(tr.attention, masks)):
+        qk, pv = tr.ops[call["qk"]], tr.ops[call["pv"]]
+        bm, _ = _mask_arrays(call["layer"], mk)
+        g = bm.shape[0] * bm.shape[1]
+        padded = bm.shape[2] * int(mk["block_size"])
+        if g != qk.count or qk.m != qk.n or not qk.m <= padded < qk.m + int(mk["block_size"]):
+            raise SparsaError(
+                f"attention call {i} ({call['module']}): masks cover {bm.shape[0]}x{bm.shape[1]} score matrices of "
+                f"{padded} tokens, the model computes {qk.count} of {qk.m}x{qk.n}",
+                hint="collect the masks on the same (pruned) model and input that is simulated",
+            )
+        prefix = qk.name.rsplit(".", 1)[0]
+        replace[call["qk"]] = masked_attention_ops(prefix, qk.layer, qk.k, pv.n, mk, module=call["module"])
+        drop.update(j for j in (call["softmax"], call["pv"]) if j is not None)
+    out: list[Op] = []
+    for j, op in enumerate(tr.ops):
+        if j in replace:
+            out += replace[j]
+        elif j not in drop:
+            out.append(op)
+    return out
 
 
 def synthetic_masks(

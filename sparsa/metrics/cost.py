@@ -43,6 +43,15 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
+def flop_mapping() -> dict:
+    """The ops sparsa counts on top of torch's flop table (the simulator's tracer uses the same)."""
+    mapping = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        mapping[op] = _sdpa_cpu_flops
+    return mapping
+
+
 def count_macs(model, inputs: dict) -> int:
     """MACs of one forward pass on `inputs` (FLOPs / 2, as torch's flop counter counts 2 per MAC).
 
@@ -52,10 +61,6 @@ def count_macs(model, inputs: dict) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     m = _model(model)
-    mapping = {}
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is not None:
-        mapping[op] = _sdpa_cpu_flops
-    with FlopCounterMode(display=False, custom_mapping=mapping) as fc, torch.no_grad():
+    with FlopCounterMode(display=False, custom_mapping=flop_mapping()) as fc, torch.no_grad():
         m(**inputs)
     return int(fc.get_total_flops() // 2)

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sparsa.errors import SparsaError
 from sparsa.io import check_out_dir, staged_folder
 from sparsa.pipeline.state import PipelineState
 from sparsa.recipe import LoadedRecipe, default_recipe_path
@@ -65,16 +64,10 @@ def run_recipe(
     """Run the recipe; with `out_dir`, its results are built in a hidden sibling and put in place
     whole at the end (`sparsa.io.staged_folder`): an existing non-empty folder is refused unless
     `overwrite`, which replaces it, and a failed or killed run leaves no half-written folder."""
-    from sparsa.pipeline import hardware
-    from sparsa.pipeline.progress import Steps
-
     recipe = loaded.recipe
     threads = threads or (recipe.evaluation.latency.threads if recipe.evaluation.latency else 2)
     if recipe.model is not None:  # simulator-only recipes never import torch (fast sweep points)
         import torch
-
-        from sparsa.pipeline import measure
-        from sparsa.pipeline.stages import RUNNERS
 
         torch.set_num_threads(threads)
         torch.manual_seed(recipe.seed)

@@ -45,9 +45,9 @@ def simulate(state: PipelineState) -> dict:
     inputs = hw_inputs(state, seq_len or state.recipe.evaluation.seq_len)
     masks = None
     if state.attention is not None:
-        from sparsa.attention import install as attention
-        masks = attention.collect_masks(state.loaded, inputs, state.attention["method"], **state.attention["options"])
-    wl = workload.from_model(state.loaded, seq_len, masks=masks)
+        from sparsa.attention import collect_masks
+        masks = collect_masks(state.loaded, inputs, state.attention["method"], **state.attention["options"])
+    wl = workload.from_model(state.loaded, masks=masks, inputs=inputs)
     res = sim.simulate(wl, arch)
     out: dict[str, Any] = {
         "arch": arch.name,
@@ -62,7 +62,7 @@ def simulate(state: PipelineState) -> dict:
     if masks is not None:
         out["attention_layers"] = _attention_layers(masks)
     if spec.dense_baseline:
-        dense = sim.simulate(workload.from_model(state.reference, seq_len, masks=None), arch)
+        dense = sim.simulate(workload.from_model(state.reference, inputs=inputs), arch)
         out["dense"] = _summary(dense, arch)
         out["dense_ops"] = _ops(dense)
         c, d = out["compressed"], out["dense"]

@@ -21,12 +21,12 @@ def attention_removed(state: PipelineState):
     if att is None:
         yield
         return
-    from sparsa.attention import install as attention
-    attention.uninstall(model)
+    from sparsa.attention import install, uninstall
+    uninstall(model)
     try:
         yield
     finally:  # back onto the current model (a stage may have replaced it)
-        attention.install(state.loaded.model, att["method"], **att["options"])
+        install(state.loaded.model, att["method"], **att["options"])
 
 
 def example_inputs(state: PipelineState, loaded=None, batch: int = 1) -> dict:

@@ -115,14 +115,14 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
 
 
 def run_attention(st: AttentionStage, state: PipelineState) -> dict:
-    from sparsa.attention import install as attention
+    from sparsa.attention import install
     options = st.options()
     record: dict[str, Any] = {"method": st.method}
     if st.sparsity is not None:
         from sparsa.attention.evaluate import calibrate
         options = dict(calibrate(state.loaded, st.method, st.sparsity, _forward_on_calib(state), **options))
         record["target_sparsity"] = st.sparsity
-    attention.install(state.loaded.model, st.method, **options)
+    install(state.loaded.model, st.method, **options)
     state.attention = {"method": st.method, "options": options}
     record["options"] = _plain(options)
     return record
@@ -149,7 +149,7 @@ def _forward_on_calib(state: PipelineState, n: int = 32):
 
 def run_decompose(st: DecomposeStage, state: PipelineState) -> dict:
     from sparsa.decompose import flow
-    from sparsa.decompose import penni
+    from sparsa.decompose.penni import PenniConfig
     kw = {"basis": st.basis, "linear": st.linear, "s": st.prune_std, "shrink": st.shrink, "seed": state.recipe.seed,
           "penalty": st.penalty, "channel_fraction": st.channel_fraction}
     if st.penalty == "group" and "prune_std" not in st.model_fields_set:
@@ -161,7 +161,7 @@ def run_decompose(st: DecomposeStage, state: PipelineState) -> dict:
     data = st.data or state.recipe.recipe.data.train
     sets = flow.load_splits(state.loaded, state.recipe.resolve_path(data) if data else None, seed=state.recipe.data.seed)
     tolerance_points = None if st.tolerance is None else 100.0 * st.tolerance
-    state.loaded, res = flow.run_penni(state.loaded, penni.PenniConfig(**kw), sets, tolerance=tolerance_points)
+    state.loaded, res = flow.run_penni(state.loaded, PenniConfig(**kw), sets, tolerance=tolerance_points)
     return _plain(res)
 
 
