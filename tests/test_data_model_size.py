@@ -162,3 +162,16 @@ def test_a_split_too_big_for_memory_is_refused_before_work():
 def test_one_channel_models_get_grey_data():
     x = load_dataset("digits", "calib", channels=1, image_size=(8, 12)).x
     assert tuple(x.shape[1:]) == (1, 8, 12)
+
+
+def test_clips_at_another_size_and_length_show_the_same_motion():
+    from sparsa.data.video import CLASSES
+
+    d = load_dataset("clips", "calib", frames=12, image_size=64)
+    assert tuple(d.x.shape[1:]) == (12, 3, 64, 64)
+    x = (d.x * 0.5 + 0.5).mean(2)  # [N, T, H, W] in [0, 1]
+    w = (x - x.mean((2, 3), keepdim=True)).clamp(min=0)  # the shape's mass above the background
+    cx = (w * torch.arange(64.0)).sum((2, 3)) / w.sum((2, 3))
+    shift = {name: float((cx[d.y == c, -1] - cx[d.y == c, 0]).mean()) for c, name in enumerate(CLASSES)}
+    # at 32 px / 8 frames a shape travels 1.5-2.8 px a frame, 10-20 px in all; scaled x2 here
+    assert 20 < shift["right"] < 40 and -40 < shift["left"] < -20 and abs(shift["down"]) < 3
