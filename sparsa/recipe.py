@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sparsa.data.model_input import MAX_FRAMES, MAX_IMAGE_SIZE
 from sparsa.errors import SparsaError
 from sparsa.safe_yaml import compose_and_load, read_yaml_text
 
@@ -168,6 +169,9 @@ class DataSpec(_Strict):
     calib: str | None = None  # calibration (quantization ranges, activation importance)
     eval: str | None = None  # held-out evaluation; for text models the fidelity sentences
     seed: Seed = 0
+    # images / clips come at the model's input size; these override it (like --image-size / --frames)
+    image_size: int | None = Field(None, ge=1, le=MAX_IMAGE_SIZE)
+    frames: int | None = Field(None, ge=1, le=MAX_FRAMES)
 
 
 class LatencySpec(_Strict):

@@ -41,7 +41,7 @@ def _batches(loaded, data, batch_size: int):
             data = _calib_texts()
         else:
             name = data or ("clips" if modality == "video" else "digits")
-            ds = load_dataset(name, split="calib")
+            ds = load_dataset(name, split="calib", model=loaded)
             data = list(ds.texts) if ds.kind == "text" else ds.x
     if isinstance(data, (list, tuple)):
         tok = getattr(loaded, "tokenizer", None)

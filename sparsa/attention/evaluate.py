@@ -48,7 +48,7 @@ def _image_data(loaded, data, split):
     from sparsa.data import load_dataset
 
     name = data or ("clips" if loaded.adapter.modality == "video" else "digits")
-    ds = load_dataset(name, split=split)
+    ds = load_dataset(name, split=split, model=loaded)
     if ds.kind == "text":
         raise SparsaError(f"data set {name!r} is text, but {loaded.family} takes images/video",
                           hint="use digits/clips or an image folder")

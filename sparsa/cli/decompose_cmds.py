@@ -9,6 +9,7 @@ import typer
 
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
+from sparsa.cli.data_size import frames_option, image_size_option, set_data_size
 from sparsa.errors import SparsaError
 from sparsa.io import atomic_write_json, check_out_dir, staged_folder
 
@@ -33,6 +34,8 @@ def decompose(
     penalty: str = typer.Option("l1", "--penalty", help="l1: the seed's rule (L1 on coefficients) | group: group lasso on per-channel coefficient slices + BatchNorm γ, whole channels pruned (CPU speed; docs/penni.md)"),
     channel_s: float = typer.Option(0.5, "--channel-s", callback=checks.non_negative, help="with --penalty group: drop channels scoring below this × their group's mean"),
     channel_fraction: Optional[float] = typer.Option(None, "--channel-fraction", callback=checks.in_range(0, 1, lo_open=True, hi_open=True), help="with --penalty group: instead drop this fraction of every channel group (lowest scores)"),
+    image_size: Optional[int] = image_size_option(),
+    frames: Optional[int] = frames_option(),
     limit: Optional[int] = typer.Option(None, "--limit", callback=checks.positive, help="use only the first N examples of each split (quick runs)"),
     linear: bool = typer.Option(False, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
     seed: int = typer.Option(0, "--seed", callback=checks.seed),
@@ -57,6 +60,7 @@ def decompose(
     lm = load(model)
     checks.require_float_layers(lm, model, "sparsa decompose", "decompose the float model it came from (PENNI then "
                                 "works on its convolutions; to quantize too, use --hybrid-quant)")
+    set_data_size(lm, image_size, frames)
     if s is None:  # the group penalty leaves the coefficients dense: the std rule would cut at random
         s = 0.0 if penalty == "group" else 1.0
     cfg = PenniConfig(basis=basis, linear=linear, fold_bn=fold_bn, retrain_epochs=epochs, lam=lam, s=s,

@@ -8,6 +8,7 @@ import typer
 
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
+from sparsa.cli.data_size import frames_option, image_size_option, set_data_size
 from sparsa.errors import SparsaError, check_fraction
 from sparsa.io import check_out_dir
 
@@ -64,6 +65,8 @@ def prune(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint='a quality loss as a fraction, e.g. 0.02'),
                                               help="prune as far as the quality loss stays within this (needs --data)"),
     data: Optional[str] = typer.Option(None, "--data", help="evaluation data for --tolerance"),
+    image_size: Optional[int] = image_size_option(),
+    frames: Optional[int] = frames_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder (else refused)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
@@ -84,6 +87,7 @@ def prune(
         # the tolerance-driven mode: kinds with a non-zero --heads/--ffn/--channels are pruned
         # (all the model has when none is given); the fractions themselves are the one-shot mode's
         kinds = tuple(k for k, v in (("heads", heads), ("ffn", ffn), ("channels", channels)) if v > 0) or None
+        set_data_size(lm, image_size, frames)
         result = tolerance_prune(lm, tolerance=tolerance, data=data, out=out, importance=importance,
                                  scope=scope, seed=seed, kinds=kinds, console=status_console(json_),
                                  overwrite=overwrite)
@@ -94,13 +98,14 @@ def prune(
     log = status_console(json_)
     lm = load(model)
     checks.require_float_layers(lm, model, "sparsa prune", _PRUNE_ORDER_HINT)
+    set_data_size(lm, image_size, frames)
     calib_data = None
     if plan.importance in ("taylor", "activation"):
         from sparsa.data import load_dataset
         from sparsa.prune.calib import default_calibration
 
         log.print(f"loading calibration data ({calib or 'built-in'}) ...")
-        calib_data = load_dataset(calib, split="calib", seed=seed) if calib else default_calibration(lm)
+        calib_data = load_dataset(calib, split="calib", seed=seed, model=lm) if calib else default_calibration(lm)
     before = cost_summary(lm)
     small = do_prune(lm, plan, data=calib_data)
     after = cost_summary(small)
@@ -142,6 +147,8 @@ def eval_cmd(
     threads: int = typer.Option(2, "--threads", callback=checks.in_range(1, 256), help="CPU threads for latency"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="sequence length for latency (text models; "
                                           "default 128, or the model's position limit if shorter)"),
+    image_size: Optional[int] = image_size_option(),
+    frames: Optional[int] = frames_option(),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Fidelity (text) or accuracy (classifiers) against a reference, and measured latency."""
@@ -155,6 +162,7 @@ def eval_cmd(
             raise SparsaError("give either --tau-h (an absolute threshold) or --head-ratio (a share of heads), not both")
         check_fraction("--head-ratio", head_ratio)
     lm = load(model)
+    set_data_size(lm, image_size, frames)
     if attention is not None:
         from sparsa.attention.evaluate import evaluate_attention
 
@@ -223,11 +231,14 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
         from sparsa.data import load_dataset
 
         name = data or {"image": "digits", "video": "clips"}[lm.modality]
-        ds = load_dataset(name, split="test")
+        ds = load_dataset(name, split="test", model=lm)
         if ds.kind == "text":
             raise SparsaError(f"--data {name!r} is text, but the model classifies {lm.modality} inputs",
                               hint="give labelled images (a class_name/*.png folder, digits) or clips")
         result["data"] = name
+        result["data_shape"] = list(ds.x.shape[1:])  # the model's input size (or --image-size / --frames)
+        if ds.info.get("resized_from"):  # a folder's images of other sizes, resized
+            result["data_resized_from"] = ds.info["resized_from"]
         result["accuracy"] = accuracy(lm, ds)
         if ref is not None:
             result["reference"] = ref_name

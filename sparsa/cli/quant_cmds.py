@@ -9,6 +9,7 @@ import typer
 
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
+from sparsa.cli.data_size import frames_option, image_size_option, set_data_size
 from sparsa.errors import SparsaError
 from sparsa.cli.checks import QUANTIZED_KINDS, require_float_layers
 from sparsa.io import atomic_write_json, check_out_dir, staged_folder
@@ -25,6 +26,8 @@ def quantize(
                                     help="none (weight-only) | dynamic (run-time range) | static (calibrated)"),
     objective: str = typer.Option("weight", "--objective", help="search minimises the weight error or the layer 'output' error"),
     calib: Optional[str] = typer.Option(None, "--calib", help="calibration data: corpus, digits, clips, or a path"),
+    image_size: Optional[int] = image_size_option(),
+    frames: Optional[int] = frames_option(),
     calib_samples: int = typer.Option(32, "--calib-samples", callback=checks.in_range(1, 100_000), help="calibration samples used"),
     keep_float: Optional[list[str]] = typer.Option(None, "--keep-float", help="module-name pattern kept in float (repeatable)"),
     smooth: Optional[float] = typer.Option(None, "--smooth", callback=checks.in_range(0, 1), help="SmoothQuant strength α in [0, 1] for the layers' inputs "
@@ -69,6 +72,7 @@ def quantize(
     lm = load(model)
     require_float_layers(lm, model, "sparsa quantize", "quantize the float model it came from (to prune too: "
                          "prune first, then quantize)", refused=QUANTIZED_KINDS)
+    set_data_size(lm, image_size, frames)
     _check_keep_float_matches(lm, keep_float or [])
     if smooth_ffn_out is not None and smooth is None:
         raise SparsaError("--smooth-ffn-out sets the FFN-out strength of a smoothed model", hint="give --smooth too")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from sparsa.data.dataset import Dataset
-from sparsa.data.images import IMAGE_SIZE, _to_model_input
+from sparsa.data.model_input import InputFormat
 from sparsa.data.splits import check_split, stratified_indices
 from sparsa.errors import SparsaError
 
@@ -24,7 +24,7 @@ def is_hf_disk(path: Path) -> bool:
     return path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
 
 
-def load_hf_disk(path: Path, split: str, seed: int = 0, image_size: int = IMAGE_SIZE) -> Dataset:
+def load_hf_disk(path: Path, split: str, seed: int = 0, fmt: InputFormat = InputFormat()) -> Dataset:
     check_split(split)
     try:
         import datasets as hfds
@@ -51,12 +51,12 @@ def load_hf_disk(path: Path, split: str, seed: int = 0, image_size: int = IMAGE_
                               hint=f"add one of the columns {_LABEL_COLUMNS}")
         labels = np.asarray(ds[label_col], dtype=np.int64)
         idx = np.arange(len(labels)) if presplit else stratified_indices(labels, split, seed)
-        xs = [_image_tensor(ds[int(i)][image_col]) for i in idx]
-        x = torch.stack([_to_model_input(t.unsqueeze(0), image_size)[0] for t in xs])
+        fmt.check_bytes(len(idx), str(path))
+        x = torch.stack([fmt.to_model(_image_tensor(ds[int(i)][image_col]).unsqueeze(0))[0] for i in idx])
         feat = ds.features.get(label_col)
         names = list(getattr(feat, "names", None) or [str(i) for i in range(int(labels.max()) + 1)])
         return Dataset(kind="image", name=str(path), split=split, x=x, y=torch.from_numpy(labels[idx]),
-                       class_names=names, info={"source": "hf_save_to_disk", "seed": seed, "presplit": presplit})
+                       class_names=names, info={"source": "hf_save_to_disk", "seed": seed, "presplit": presplit, **fmt.info()})
     if text_col is not None:
         texts = [str(t) for t in ds[text_col]]
         if not presplit:

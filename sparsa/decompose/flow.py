@@ -48,7 +48,7 @@ def load_splits(lm, data: str | None, seed: int = 0):
     if not name:
         raise SparsaError(f"PENNI retraining needs labelled data, and a {lm.modality} model has no built-in set",
                           hint="pass --data (an image folder or a saved data set)")
-    sets = {s: load_dataset(name, split=s, seed=seed) for s in ("train", "calib", "test")}
+    sets = {s: load_dataset(name, split=s, seed=seed, model=lm) for s in ("train", "calib", "test")}
     if sets["train"].kind not in ("image", "video"):
         raise SparsaError(f"data set {name!r} is {sets['train'].kind}, PENNI retraining needs labelled images or clips",
                           hint="use digits / clips or an image folder")

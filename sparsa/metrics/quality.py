@@ -68,8 +68,12 @@ def shape_mismatch_error(loaded, x: torch.Tensor, cause: Exception | None = None
     if got == want:
         return None
     detail = f" ({cause})" if cause is not None else ""
+    video = len(want) == 4
+    fix = ("--image-size / --frames (a recipe's data: image_size / frames)" if video
+           else "--image-size (a recipe's data: image_size)")
     return SparsaError(f"the data's samples have shape {got} but the model takes {want}{detail}",
-                       hint="use data of the model's input size, or a model trained at the data's size")
+                       hint=f"sparsa prepares data at the model's input size unless {fix} says otherwise: drop "
+                            "that option or give the model's size; tensors you pass yourself must have its shape")
 
 
 @torch.no_grad()

@@ -25,6 +25,8 @@ class LoadedModel:
     config: Any = None  # HF config, or a dict for plain modules
     # what was done to the model: {"source": name/path of the dense original, "stages": [...]}
     record: dict = field(default_factory=dict)
+    # the user's data-size override (--image-size / --frames): how data is prepared, never saved
+    data_size: dict = field(default_factory=dict)
 
     @property
     def modality(self) -> str:
@@ -34,6 +36,17 @@ class LoadedModel:
         """Keyword arguments for `model(**inputs)` (deterministic, seed 0). Text models: `seq_len`
         tokens (default 128, or the model's position limit if shorter)."""
         return self.adapter.example_inputs(batch=batch, seq_len=seq_len)
+
+    def data_options(self) -> dict:
+        """The input format data must come in, as options for `sparsa.data.load_dataset`: the model's
+        image size, channels, frames and tubelet, its image processor's normalisation, then `data_size`."""
+        from sparsa.models.input_spec import config_input_options
+
+        cfg = self.config if hasattr(self.config, "model_type") else None
+        opts = config_input_options(cfg, getattr(self.model, "input_shape", None), self.modality)
+        opts.update((self.record or {}).get("preprocess") or {})
+        opts.update({k: v for k, v in self.data_size.items() if v is not None})
+        return opts
 
     def save(self, directory: str | Path, *, overwrite: bool = False, result: dict | None = None) -> Path:
         """Save weights (safetensors), config, tokenizer and record as a whole folder (an existing
@@ -47,7 +60,8 @@ class LoadedModel:
         # an HF model carries its config: keep the copy's config the copy's own
         config = model.config if hasattr(getattr(model, "config", None), "model_type") else copy.deepcopy(self.config)
         adapter = type(self.adapter)(model, config)
-        return LoadedModel(model, self.family, adapter, self.tokenizer, config, copy.deepcopy(self.record))
+        return LoadedModel(model, self.family, adapter, self.tokenizer, config, copy.deepcopy(self.record),
+                           dict(self.data_size))
 
     def describe(self) -> dict:
         return {"family": self.family, "modality": self.modality, **self.adapter.describe()}

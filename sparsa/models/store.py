@@ -35,6 +35,7 @@ from sparsa.io import atomic_save_safetensors, atomic_write_json, atomic_write_t
 from sparsa.models.families import FAMILIES, Family, family_for_model_type, family_for_module
 from sparsa.models.bounds import build_skeleton, check_fits, check_layer_counts
 from sparsa.models import loaded as _loaded_module
+from sparsa.models.input_spec import read_preprocessor
 from sparsa.models.loaded import LoadedModel
 from sparsa.models.meta_checks import check_init_kwargs, check_paths_exist, check_sparsa_meta
 from sparsa.models.layer_kinds import packed_kind
@@ -107,6 +108,9 @@ def load(name_or_path: str | Path) -> LoadedModel:
         raise SparsaError(f"{folder} is not a model folder: it has neither sparsa.json nor config.json",
                           hint="save models with `sparsa prune --out` / LoadedModel.save, or HF save_pretrained")
     lm.model.eval()
+    norm = read_preprocessor(folder)  # the image processor's normalisation, kept in the record when saved
+    if norm:
+        lm.record["preprocess"] = norm
     return lm
 
 

@@ -103,7 +103,7 @@ def quality(state: PipelineState, loaded=None) -> dict:
             out["metric"] = "cosine_mean"
             out["value"] = out.get("cosine_mean")
         else:
-            acc = float(metrics.accuracy(loaded.model, data))
+            acc = float(metrics.accuracy(loaded, data))  # the LoadedModel: a size mismatch reads as bad input
             out = {"accuracy": acc, "metric": "accuracy", "value": acc}
     out["data"] = f"{data.name}:{data.split} ({len(data)} items)"
     return out

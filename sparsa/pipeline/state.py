@@ -42,7 +42,9 @@ class PipelineState:
         key = (name, split)
         if key not in self._data:
             from sparsa.data import load_dataset
-            ds = load_dataset(self.recipe.resolve_path(name), split=split, seed=self.recipe.data.seed)
+            spec = self.recipe.data
+            ds = load_dataset(self.recipe.resolve_path(name), split=split, seed=spec.seed, model=self.loaded,
+                              image_size=spec.image_size, frames=spec.frames)
             modality = getattr(self.loaded, "modality", None) if self.loaded is not None else None
             if modality is not None and (ds.kind == "text") != (modality == "text"):
                 raise SparsaError(f"data {name!r} ({split} split) is {ds.kind}, but the model takes {modality} inputs",

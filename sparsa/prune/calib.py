@@ -14,7 +14,7 @@ def default_calibration(lm):
     from sparsa.data import load_dataset
 
     name = {"text": "corpus", "image": "digits", "video": "clips"}[lm.modality]
-    return load_dataset(name, split="calib", seed=0)
+    return load_dataset(name, split="calib", seed=0, model=lm)
 
 
 def _input_name(lm) -> str:

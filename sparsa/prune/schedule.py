@@ -415,7 +415,7 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
     out = check_out_dir(out, overwrite=None)
     cfg.resolve_kinds(loaded)
     start_over = _resumable(out, cfg, opts, overwrite)
-    splits = _load_splits(data, cfg)
+    splits = _load_splits(data, cfg, loaded)
     check_ds, report_ds, train_ds = splits
     _check_classifier(loaded, check_ds)
     if start_over:  # only now: a call that fails on its input leaves the folder as it was
@@ -658,7 +658,7 @@ def _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct) -> dict:
     return result
 
 
-def _load_splits(data, cfg):
+def _load_splits(data, cfg, lm=None):
     from sparsa.data import load_dataset
 
     if data is None:
@@ -673,8 +673,7 @@ def _load_splits(data, cfg):
                               hint="give {'check': ds, 'report': ds, 'train': ds} (labelled Datasets)")
         ds = [data["check"], data["report"], data["train"]]
     else:
-        ds = [load_dataset(data, cfg.check_split, seed=cfg.seed), load_dataset(data, cfg.report_split, seed=cfg.seed),
-              load_dataset(data, "train", seed=cfg.seed)]
+        ds = [load_dataset(data, s, seed=cfg.seed, model=lm) for s in (cfg.check_split, cfg.report_split, "train")]
     if ds[0].kind == "text":
         raise SparsaError(f"{getattr(ds[0], 'name', data)} is a text set without labels; tolerance pruning measures "
                           "top-1 accuracy", hint="use a labelled set (digits, clips, an image folder)")

@@ -108,7 +108,7 @@ def calib_batches(loaded, data, *, n: int = 32, seq_len: int | None = None, batc
     if isinstance(data, str):
         from sparsa.data import load_dataset
 
-        data = load_dataset(data, split="calib")
+        data = load_dataset(data, split="calib", model=loaded)
     if isinstance(data, list) and data and isinstance(data[0], dict):
         return data
     modality = getattr(loaded, "modality", "text" if getattr(loaded, "tokenizer", None) is not None else "image")
