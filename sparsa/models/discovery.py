@@ -324,6 +324,7 @@ class DiscoveredAdapter(FamilyAdapter):
 
     def describe(self) -> dict:
         d = super().describe()
+        d["layers"] = len({b.layer for b in self.layout.attention})  # TimeSformer: two attentions per layer
         d["model_type"] = getattr(self.config, "model_type", None)
         fixed = self.fixed_heads()
         if fixed:
