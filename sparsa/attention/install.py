@@ -20,7 +20,8 @@ from sparsa.errors import SparsaError
 
 IMPL_NAME = "sparsa"
 # sparsa families whose self-attention modules call transformers' attention interface
-SUPPORTED_FAMILIES = ("bert", "distilbert", "vit", "swin", "videomae")
+# ("discovered": any other HF encoder whose attention modules call the interface; checked per model)
+SUPPORTED_FAMILIES = ("bert", "distilbert", "vit", "swin", "videomae", "discovered")
 _registered = False
 
 
@@ -154,8 +155,26 @@ def attention_modules(model) -> list:
     return [model.get_submodule(g.name) for g in FAMILIES[fam].adapter(model).head_groups()]
 
 
+def _interface_problem(model) -> str | None:
+    """Why a discovered model's attention cannot be routed through the interface (None: it can)."""
+    from sparsa.models.families import FAMILIES
+
+    adapter = FAMILIES["discovered"].adapter(model)
+    own = [n for n, calls in adapter.attention_modules_calling_interface().items() if not calls]
+    if not own:
+        return None
+    cls = type(model.get_submodule(own[0])).__name__
+    return (f"{own[0]} ({cls}) computes its attention scores itself instead of calling transformers' "
+            f"attention interface, which is where sparsa's dynamic attention hooks in")
+
+
 def _family(model) -> str:
     fam = _family_of(model)
+    if fam == "discovered" and (why := _interface_problem(model)):
+        mt = getattr(getattr(model, "config", None), "model_type", None)
+        raise SparsaError(f"attention pruning cannot attach to this {mt!r} model: {why}",
+                          hint="prune, quantize and simulate it without --attention, or register a family "
+                               "whose attention module calls ALL_ATTENTION_FUNCTIONS")
     if fam not in SUPPORTED_FAMILIES or not attention_modules(model):
         mt = getattr(getattr(model, "config", None), "model_type", None)
         raise SparsaError(

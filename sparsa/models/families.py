@@ -121,10 +121,18 @@ def unknown_family(what: str) -> SparsaError:
     )
 
 
+# the family used for any model_type no registered family names (sparsa.models.discovery)
+FALLBACK = "discovered"
+
+
 def family_for_model_type(model_type: str) -> Family:
+    """The registered family naming `model_type`; else structural discovery (its adapter raises a
+    clear error when it cannot find the model's attention)."""
     for fam in FAMILIES.values():
         if model_type in fam.hf_model_types:
             return fam
+    if FALLBACK in FAMILIES:
+        return FAMILIES[FALLBACK]
     raise unknown_family(f"Hugging Face model_type {model_type!r}")
 
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from sparsa.errors import SparsaError
 from sparsa.io import atomic_save_safetensors, atomic_write_json, atomic_write_text, staged_folder
-from sparsa.models.families import FAMILIES, Family, family_for_model_type, family_for_module
+from sparsa.models.families import FALLBACK, FAMILIES, Family, family_for_model_type, family_for_module, unknown_family
 from sparsa.models.bounds import build_skeleton, check_fits, check_layer_counts
 from sparsa.models import loaded as _loaded_module
 from sparsa.models.input_spec import read_preprocessor
@@ -161,10 +161,15 @@ def _hf_class(fam: Family, name: str | None):
 
     if name and name.startswith(fam.hf_class_prefixes) and hasattr(transformers, name):
         return getattr(transformers, name)
+    if name and fam.name == FALLBACK:  # discovery: any transformers model class, nothing else
+        cls = getattr(transformers, name, None) if name.isidentifier() else None
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+            return cls
     if name:
+        allowed = "transformers model classes" if fam.name == FALLBACK else \
+            f"transformers classes starting with {', '.join(fam.hf_class_prefixes)}"
         raise SparsaError(
-            f"class {name!r} is not allowed for family {fam.name!r} (allowed: transformers classes starting with "
-            f"{', '.join(fam.hf_class_prefixes)})",
+            f"class {name!r} is not allowed for family {fam.name!r} (allowed: {allowed})",
             hint="register a family whose hf_class_prefixes cover it (sparsa.models.register_family)",
         )
     return transformers.AutoModel
@@ -217,6 +222,8 @@ def _load_hf(folder: Path, source: str) -> LoadedModel:
     fam = family_for_model_type(mt)
     archs = cfg_json.get("architectures") or [None]
     cls = _hf_class(fam, archs[0])
+    if fam.name == FALLBACK:
+        _check_discoverable(folder, cls, mt)
     if not (folder / "model.safetensors").is_file():
         _read_weights(folder)  # raises the clear error
     from transformers.utils import logging as hf_logging
@@ -234,6 +241,26 @@ def _load_hf(folder: Path, source: str) -> LoadedModel:
                           hint="check that config.json and model.safetensors belong together") from e
     adapter = fam.adapter(model, model.config)
     return LoadedModel(model, fam.name, adapter, _tokenizer(folder), model.config, {"source": source, "stages": []})
+
+
+def _check_discoverable(folder: Path, cls, model_type: str) -> None:
+    """A model_type no family names must show its layout to discovery, checked on a meta-device build."""
+    from transformers import AutoConfig
+
+    from sparsa.models.discovery import discover
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        skeleton = build_skeleton(lambda: _hf_build(cls, copy.deepcopy(config)), str(folder / "config.json"))
+    except SparsaError:
+        raise
+    except Exception as e:
+        raise SparsaError(f"cannot build the Hugging Face model in {folder}: {e}",
+                          hint="check that config.json names a model transformers knows") from e
+    try:
+        discover(skeleton, config)
+    except SparsaError as e:
+        raise unknown_family(f"Hugging Face model_type {model_type!r} ({e.message})") from e
 
 
 def _module_class(path: str) -> type:

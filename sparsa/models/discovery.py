@@ -1,0 +1,337 @@
+"""Structural discovery: heads and FFN neurons of any Hugging Face encoder, found in its module tree.
+
+Used for every `config.model_type` that no hand-written family names (those stay as overrides).
+What it looks for, per module:
+
+  attention  a module with child Linears named like query/key/value (`query`, `q`, `q_proj`, `q_lin`,
+             `query_proj`, ...), or one fused `qkv` Linear three times as wide as its input; its output
+             projection is a child named like `o_proj`/`out_proj`/`dense`, or else the one Linear beside
+             it (under its parent) that maps the heads' width back to the model width (BERT's
+             `attention.output.dense`); the head count is the module's `num_attention_heads` /
+             `num_heads` / `n_heads`, else the config's `num_attention_heads`
+  FFN        in the layer (the ModuleList entry) holding an attention module: the one Linear that widens
+             the model width to some I and the one that maps I back (two Linears around an activation)
+
+Heads are offered for pruning only where removing them is known to be safe: separate Q/K/V, a
+fixed head width stored on the module (`attention_head_size` / `head_dim`; a forward that derives the
+width from the hidden size breaks once heads go), and no per-head tensor shared across layers.
+Otherwise the group is still listed (the simulator and attention methods read it) with `fixed`
+saying why its heads stay. Decoders (causal attention) are refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sparsa.errors import SparsaError
+from sparsa.models.families import FALLBACK, REGISTER_HINT, FamilyAdapter, register_family
+from sparsa.models.units import FFNGroup, HeadGroup
+
+DISCOVERED = FALLBACK  # the family name of models found by discovery
+
+Q_NAMES = ("query", "q", "q_proj", "q_lin", "query_proj", "wq")
+K_NAMES = ("key", "k", "k_proj", "k_lin", "key_proj", "wk")
+V_NAMES = ("value", "v", "v_proj", "v_lin", "value_proj", "wv")
+O_NAMES = ("o_proj", "o", "out_proj", "out_lin", "wo", "dense")
+FUSED_NAMES = ("qkv", "in_proj", "query_key_value", "qkv_proj", "wqkv")
+HEADS_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head")
+WIDTH_ATTRS = ("all_head_size", "inner_dim")
+HEAD_DIM_ATTRS = ("attention_head_size", "head_dim", "head_size")
+# parameters holding one entry per head (relative-position bias tables) are recognised by name
+PER_HEAD_WORDS = ("relative", "position_bias", "bias_table")
+
+
+def _linear(m) -> bool:
+    # nn.Linear, or a replacement with the same shape attributes (sparsa.quant's QuantLinear)
+    return isinstance(m, nn.Linear) or (hasattr(m, "in_features") and hasattr(m, "out_features"))
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _parent(path: str) -> str:
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+@dataclass
+class AttentionBlock:
+    name: str  # the module holding Q/K/V (its head-count attributes get updated)
+    q: str
+    k: str
+    v: str
+    o: str
+    layer: str
+    fused: bool = False
+    per_head: list[tuple[str, int]] = field(default_factory=list)
+    fixed: str = ""  # why the heads may not be removed ("" = they may)
+
+
+@dataclass
+class Layout:
+    attention: list[AttentionBlock]
+    ffn: list[FFNGroup]  # sizes are read live by the adapter
+    notes: list[str] = field(default_factory=list)
+
+
+def _children_linears(m: nn.Module) -> dict[str, nn.Module]:
+    return {n: c for n, c in m.named_children() if _linear(c)}
+
+
+def _pick(names: tuple[str, ...], lins: dict[str, nn.Module]) -> str | None:
+    low = {n.lower(): n for n in lins}
+    return next((low[n] for n in names if n in low), None)
+
+
+def _layer_of(model: nn.Module, path: str) -> str:
+    """The entry of a ModuleList that holds `path` (the transformer layer), else its grandparent."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if isinstance(model.get_submodule(".".join(parts[:i - 1]) if i > 1 else ""), nn.ModuleList) and parts[i - 1].isdigit():
+            return ".".join(parts[:i])
+    return _parent(_parent(path))
+
+
+def _heads(model: nn.Module, attn: nn.Module, config) -> int | None:
+    for a in HEADS_ATTRS:
+        v = getattr(attn, a, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    v = getattr(config, "num_attention_heads", None)
+    return v if isinstance(v, int) and v > 0 else None
+
+
+def _is_causal(attn: nn.Module, config) -> bool:
+    return bool(getattr(attn, "is_causal", False)) or bool(getattr(config, "is_decoder", False))
+
+
+def _find_o(model: nn.Module, name: str, attn: nn.Module, lins: dict, taken: set, width: int, hidden: int) -> str | None:
+    own = {n: m for n, m in lins.items() if n not in taken and m.in_features == width and m.out_features == hidden}
+    pick = _pick(O_NAMES, own)
+    if pick:
+        return _join(name, pick)
+    parent = _parent(name)
+    if not name:
+        return None
+    found = [n for n, m in model.get_submodule(parent).named_modules()
+             if _linear(m) and m.in_features == width and m.out_features == hidden
+             and not _join(parent, n).startswith(name + ".") and _join(parent, n) != name]
+    return _join(parent, found[0]) if len(found) == 1 else None
+
+
+def _per_head_params(model: nn.Module, heads: int, layer: str, layers: list[str]) -> tuple[list, list]:
+    """(per-head params inside `layer` as (path, axis), per-head params outside every layer: shared)."""
+    inside, outside = [], []
+    for pname, p in model.named_parameters():
+        low = pname.lower()
+        if not any(w in low for w in PER_HEAD_WORDS) or heads not in p.shape:
+            continue
+        axis = max(i for i, s in enumerate(p.shape) if s == heads)
+        if pname.startswith(layer + "."):
+            inside.append((pname, axis))
+        elif not any(pname.startswith(other + ".") for other in layers):
+            outside.append(pname)
+    return inside, outside
+
+
+def discover(model: nn.Module, config=None) -> Layout:
+    """The attention blocks and FFNs of `model` (see the module docstring). Raises SparsaError when it
+    finds no encoder attention."""
+    config = config if config is not None else getattr(model, "config", None)
+    blocks: list[AttentionBlock] = []
+    skipped: list[str] = []
+    for name, m in model.named_modules():
+        lins = _children_linears(m)
+        if not lins:
+            continue
+        q, k, v = _pick(Q_NAMES, lins), _pick(K_NAMES, lins), _pick(V_NAMES, lins)
+        fused = None
+        if not (q and k and v):
+            f = _pick(FUSED_NAMES, lins)
+            if f and lins[f].out_features == 3 * lins[f].in_features:
+                fused = f
+            else:
+                continue
+        if _is_causal(m, config):
+            skipped.append(f"{name or '(root)'} ({type(m).__name__}) is causal (decoder) attention")
+            continue
+        if fused:
+            width, hidden = lins[fused].out_features // 3, lins[fused].in_features
+            taken = {fused}
+        else:
+            width, hidden = lins[q].out_features, lins[q].in_features
+            if lins[k].out_features != width or lins[v].out_features != width:
+                skipped.append(f"{name} ({type(m).__name__}): query/key/value widths differ")
+                continue
+            taken = {q, k, v}
+        o = _find_o(model, name, m, lins, taken, width, hidden)
+        if o is None:
+            skipped.append(f"{name} ({type(m).__name__}): no single output projection ({width} -> {hidden}) found")
+            continue
+        heads = _heads(model, m, config)
+        if heads is None or width % heads:
+            skipped.append(f"{name} ({type(m).__name__}): no head count (num_attention_heads) dividing width {width}")
+            continue
+        qp, kp, vp = (_join(name, fused),) * 3 if fused else (_join(name, q), _join(name, k), _join(name, v))
+        blk = AttentionBlock(name, qp, kp, vp, o, _layer_of(model, qp), fused=bool(fused))
+        if fused:
+            blk.fixed = f"{name} projects Q, K and V with one fused Linear ({fused})"
+        elif not any(isinstance(getattr(m, a, None), int) for a in HEAD_DIM_ATTRS):
+            blk.fixed = (f"{name} ({type(m).__name__}) stores no fixed head width "
+                         f"({'/'.join(HEAD_DIM_ATTRS)}), so its forward may derive it from the hidden size")
+        blocks.append(blk)
+    if not blocks:
+        cls = type(model).__name__
+        why = "; ".join(skipped) if skipped else "no module has query/key/value (or fused qkv) Linears"
+        raise SparsaError(f"discovery found no encoder attention in {cls}: {why}", hint=REGISTER_HINT)
+    per_layer: dict[str, list[AttentionBlock]] = {}
+    for b in blocks:
+        per_layer.setdefault(b.layer, []).append(b)
+    for layer, bs in per_layer.items():
+        for b in bs:
+            heads = _heads(model, model.get_submodule(b.name), config)
+            inside, outside = _per_head_params(model, heads, layer, list(per_layer))
+            if outside and not b.fixed:
+                b.fixed = f"heads share {outside[0]} across layers"
+            b.per_head = [(p, ax) for p, ax in inside if p.startswith(b.name + ".") or len(bs) == 1]
+    ffn = [g for layer, bs in per_layer.items() if (g := _ffn_in_layer(model, layer, bs)) is not None]
+    return Layout(blocks, ffn, skipped)
+
+
+def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) -> FFNGroup | None:
+    attn_paths = {p for b in blocks for p in (b.q, b.k, b.v, b.o)}
+    hidden = model.get_submodule(blocks[0].q).in_features
+    lins = {_join(layer, n): m for n, m in model.get_submodule(layer).named_modules()
+            if _linear(m) and _join(layer, n) not in attn_paths}
+    widen = [p for p, m in lins.items() if m.in_features == hidden and m.out_features != hidden]
+    if len(widen) != 1:
+        return None
+    inner = lins[widen[0]].out_features
+    narrow = [p for p, m in lins.items() if m.in_features == inner and m.out_features == hidden]
+    if len(narrow) != 1:
+        return None
+    return FFNGroup(name=layer, fc1=widen[0], fc2=narrow[0], size=inner)
+
+
+# ------------------------------------------------------------------------------ the adapter
+
+_CACHE: dict = {}
+
+
+def _layout_for(model: nn.Module, config) -> Layout:
+    # the layout depends on the class and the module tree's names/types, not on unit counts
+    key = (type(model), tuple((n, type(m).__name__) for n, m in model.named_modules()))
+    if key not in _CACHE:
+        if len(_CACHE) > 32:
+            _CACHE.clear()
+        _CACHE[key] = discover(model, config)
+    return _CACHE[key]
+
+
+def _modality(config) -> str:
+    if getattr(config, "num_frames", None):
+        return "video"
+    if getattr(config, "image_size", None) is not None:
+        return "image"
+    return "text"
+
+
+class DiscoveredAdapter(FamilyAdapter):
+    """Any Hugging Face encoder no hand-written adapter names (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, config=None):
+        super().__init__(model, config)
+        self.modality = _modality(self.config)
+        self.layout = _layout_for(model, self.config)
+
+    def head_groups(self) -> list[HeadGroup]:
+        out = []
+        for b in self.layout.attention:
+            attn = self.model.get_submodule(b.name)
+            heads = _heads(self.model, attn, self.config)
+            width = self.model.get_submodule(b.o).in_features
+            head_dim = next((v for a in HEAD_DIM_ATTRS if isinstance(v := getattr(attn, a, None), int)), None)
+            attrs = {a: "heads" for a in HEADS_ATTRS if isinstance(getattr(attn, a, None), int)}
+            attrs.update({a: "all_head_size" for a in WIDTH_ATTRS if isinstance(getattr(attn, a, None), int)})
+            out.append(HeadGroup(name=b.name, q=b.q, k=b.k, v=b.v, o=b.o, num_heads=heads,
+                                 head_dim=head_dim or width // heads, attrs=attrs, per_head=list(b.per_head)))
+        return out
+
+    def fixed_heads(self) -> dict[str, str]:
+        """{attention module: why its heads may not be removed}."""
+        return {b.name: b.fixed for b in self.layout.attention if b.fixed}
+
+    def groups(self, kind: str) -> list:
+        if kind == "heads":  # only the prunable ones: the rest keep every head
+            fixed = self.fixed_heads()
+            return [g for g in self.head_groups() if g.name not in fixed]
+        return super().groups(kind)
+
+    def ffn_groups(self) -> list[FFNGroup]:
+        return [FFNGroup(name=g.name, fc1=g.fc1, fc2=g.fc2, size=self.model.get_submodule(g.fc1).out_features)
+                for g in self.layout.ffn]
+
+    def attention_modules_calling_interface(self) -> dict[str, bool]:
+        """{attention module: whether its forward calls transformers' attention interface} (where
+        sparsa's dynamic attention hooks in)."""
+        out = {}
+        for b in self.layout.attention:
+            try:
+                src = inspect.getsource(type(self.model.get_submodule(b.name)).forward)
+            except (OSError, TypeError):
+                src = ""
+            out[b.name] = "ALL_ATTENTION_FUNCTIONS" in src
+        return out
+
+    def max_seq_len(self) -> int | None:
+        n = getattr(self.config, "max_position_embeddings", None)
+        if not isinstance(n, int):
+            return None
+        for name, m in self.model.named_modules():  # RoBERTa-style positions start after the padding index
+            if name.endswith("position_embeddings") and isinstance(m, nn.Embedding) and m.padding_idx is not None:
+                return n - (m.padding_idx + 1)
+        return n
+
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
+        cfg = self.config
+        g = torch.Generator().manual_seed(0)
+        if self.modality != "text":
+            s = cfg.image_size
+            h, w = (s, s) if isinstance(s, int) else tuple(s)[:2]
+            c = int(getattr(cfg, "num_channels", 3) or 3)
+            shape = (batch, int(cfg.num_frames), c, h, w) if self.modality == "video" else (batch, c, h, w)
+            return {"pixel_values": torch.randn(*shape, generator=g)}
+        limit = self.max_seq_len()
+        if seq_len is None:
+            seq_len = self.default_seq_len()
+        elif limit and seq_len > limit:
+            raise SparsaError(f"sequence length {seq_len} is longer than this model's {limit} positions "
+                              "(max_position_embeddings)", hint=f"use --seq-len {limit} or less")
+        vocab = int(cfg.vocab_size)
+        lo = 1000 if vocab > 1000 else min(5, vocab - 1)
+        ids = torch.randint(lo, vocab, (batch, seq_len), generator=g)
+        params = inspect.signature(self.model.forward).parameters
+        inputs = {"input_ids": ids}
+        if "attention_mask" in params:
+            inputs["attention_mask"] = torch.ones(batch, seq_len, dtype=torch.long)
+        if "token_type_ids" in params and (getattr(cfg, "type_vocab_size", 0) or 0) > 0:
+            inputs["token_type_ids"] = torch.zeros(batch, seq_len, dtype=torch.long)
+        return inputs
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d["layers"] = len({b.layer for b in self.layout.attention})  # TimeSformer: two attentions per layer
+        d["model_type"] = getattr(self.config, "model_type", None)
+        fixed = self.fixed_heads()
+        if fixed:
+            d["heads_fixed"] = fixed
+        return d
+
+
+register_family(DISCOVERED, DiscoveredAdapter,
+                notes="any Hugging Face encoder no other family names: attention, FFN and layers found in the "
+                      "module tree (sparsa.models.discovery)")

@@ -1,0 +1,171 @@
+"""Structural discovery: HF encoders that no hand-written family names (ViViT, TimeSformer, DINOv2, YOLOS,
+BEiT with relative-position bias, DeBERTa-v2, ERNIE, MPNet) prune, save/reload, quantize, take dynamic
+attention where their attention calls transformers' interface, and simulate; tiny random configs.
+
+Float comparisons: pruning nothing and save/reload must be bit-exact (same ops on the same weights);
+dense attention through sparsa's path differs from transformers' SDPA only by float32 summation order
+(|diff| <= 1e-5 on activations of order 1)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sparsa.attention import collect_masks, install, uninstall
+from sparsa.attention.install import attention_modules
+from sparsa.errors import SparsaError
+from sparsa.hw.sim import simulate
+from sparsa.hw.workload import from_model
+from sparsa.metrics import count_macs
+from sparsa.models import FAMILIES, from_module, load
+from sparsa.prune import PrunePlan, prune
+from sparsa.quant.stage import quantize_loaded
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+def _build(name: str):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if name == "vivit":
+        return tf.VivitForVideoClassification(tf.VivitConfig(image_size=16, num_frames=4, tubelet_size=[2, 8, 8],
+                                                             num_labels=3, **SMALL))
+    if name == "timesformer":
+        return tf.TimesformerForVideoClassification(tf.TimesformerConfig(image_size=16, patch_size=8, num_frames=2,
+                                                                         num_labels=3, **SMALL))
+    if name == "dinov2":
+        return tf.Dinov2Model(tf.Dinov2Config(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                              num_attention_heads=2, mlp_ratio=2))
+    if name == "yolos":
+        return tf.YolosModel(tf.YolosConfig(image_size=[16, 16], patch_size=8, num_detection_tokens=2, **SMALL))
+    if name == "beit":  # a per-layer relative-position-bias table: one column per head
+        return tf.BeitForImageClassification(tf.BeitConfig(image_size=16, patch_size=8, num_labels=3,
+                                                           use_relative_position_bias=True, **SMALL))
+    if name == "deberta-v2":
+        return tf.DebertaV2Model(tf.DebertaV2Config(vocab_size=100, max_position_embeddings=40, **SMALL))
+    if name == "ernie":
+        return tf.ErnieModel(tf.ErnieConfig(vocab_size=100, max_position_embeddings=40, **SMALL))
+    if name == "mpnet":  # one relative-attention-bias table shared by every layer
+        return tf.MPNetModel(tf.MPNetConfig(vocab_size=100, max_position_embeddings=40, **SMALL))
+    raise ValueError(name)
+
+
+FAMS = ("vivit", "timesformer", "dinov2", "yolos", "beit", "deberta-v2", "ernie", "mpnet")
+HEADS_FIXED = {"timesformer": "fused Linear (qkv)", "mpnet": "share encoder.relative_attention_bias"}
+NO_INTERFACE = {"timesformer": "TimesformerSelfAttention", "deberta-v2": "DisentangledSelfAttention",
+                "mpnet": "MPNetSelfAttention"}
+
+
+def _lm(name):
+    return from_module(_build(name), source=f"tiny-{name}")
+
+
+def _out(lm, x):
+    with torch.no_grad():
+        y = lm.model(**x)
+    return y.logits if hasattr(y, "logits") else y.last_hidden_state
+
+
+@pytest.mark.parametrize("name", FAMS)
+def test_discovered_family_prunes_exactly_and_reloads(name, tmp_path):
+    lm = _lm(name)
+    mt = lm.config.model_type
+    assert lm.family == "discovered" and not any(mt in f.hf_model_types for f in FAMILIES.values())
+    d = lm.describe()
+    assert d["layers"] == 2 and d["ffn_per_layer"] == [64, 64] and all(h == 2 for h in d["heads_per_layer"])
+    x = lm.example_inputs(batch=2, seq_len=12)
+    y = _out(lm, x)
+    assert torch.equal(_out(prune(lm, PrunePlan(heads=0.0, ffn=0.0)), x), y)
+    fixed = name in HEADS_FIXED
+    if fixed:  # the heads stay, and pruning them says why
+        assert HEADS_FIXED[name] in next(iter(d["heads_fixed"].values()))
+        with pytest.raises(SparsaError, match="no prunable heads") as e:
+            prune(lm, PrunePlan(heads=0.5))
+        assert HEADS_FIXED[name] in e.value.message
+    small = prune(lm, PrunePlan(heads=0.0 if fixed else 0.5, ffn=0.5))
+    sd = small.describe()
+    assert sd["ffn_per_layer"] == [32, 32]
+    assert sd["heads_per_layer"] == d["heads_per_layer"] if fixed else all(h == 1 for h in sd["heads_per_layer"])
+    ys = _out(small, x)
+    back = load(small.save(tmp_path / "pruned"))
+    assert back.family == "discovered" and back.describe() == sd
+    assert torch.equal(_out(back, x), ys)
+
+
+@pytest.mark.parametrize("name", ["vivit", "timesformer", "ernie"])
+def test_save_pretrained_folder_loads_by_discovery(name, tmp_path):
+    model = _build(name).eval()
+    model.save_pretrained(tmp_path / "hf")
+    lm = load(tmp_path / "hf")
+    assert lm.family == "discovered"
+    x = lm.example_inputs(batch=1, seq_len=8)
+    with torch.no_grad():
+        ref = model(**x)
+    ref = ref.logits if hasattr(ref, "logits") else ref.last_hidden_state
+    assert torch.equal(_out(lm, x), ref)
+
+
+@pytest.mark.parametrize("name", ["vivit", "timesformer", "dinov2", "deberta-v2"])
+def test_discovered_family_quantizes_and_reloads(name, tmp_path):
+    lm = _lm(name)
+    x = lm.example_inputs(batch=2, seq_len=12)
+    y = _out(lm, x)
+    q, _ = quantize_loaded(lm.clone())
+    yq = _out(q, x)
+    # INT8 weights on a 2-layer random model: the output direction barely moves (measured >= 0.999)
+    assert torch.nn.functional.cosine_similarity(yq.flatten(), y.flatten(), dim=0) > 0.99
+    assert torch.equal(_out(load(q.save(tmp_path / "q")), x), yq)
+
+
+@pytest.mark.parametrize("name", [n for n in FAMS if n not in NO_INTERFACE])
+def test_discovered_family_takes_hdp(name):
+    lm = _lm(name)
+    x = lm.example_inputs(batch=2, seq_len=12)
+    y = _out(lm, x)
+    ctrl = install(lm.model, "dense")
+    assert torch.allclose(_out(lm, x), y, atol=1e-5)
+    assert len(ctrl.layer_stats) == len(attention_modules(lm.model)) == 2
+    uninstall(lm.model)
+    masks = collect_masks(lm, x, "hdp")
+    assert len(masks) == 2 and masks[0]["head_mask"].shape == (2, 2)
+    assert torch.equal(_out(lm, x), y)  # left as it was
+
+
+@pytest.mark.parametrize("name", sorted(NO_INTERFACE))
+def test_attention_computed_in_the_module_is_refused_clearly(name):
+    lm = _lm(name)
+    with pytest.raises(SparsaError, match="computes its attention scores itself") as e:
+        install(lm.model, "hdp")
+    assert NO_INTERFACE[name] in e.value.message
+    assert getattr(lm.model, "_sparsa_ctrl", None) is None
+
+
+@pytest.mark.parametrize("name", FAMS)
+def test_discovered_family_simulates(name):
+    lm = _lm(name)
+    w = from_model(lm)
+    assert w.dense_macs == count_macs(lm.model, lm.example_inputs(batch=1)) == w.meta["flop_counter_macs"]
+    assert simulate(w, "systolic-32-os").macs == w.dense_macs
+
+
+def test_decoder_and_unknown_layouts_are_clear_errors(tmp_path):
+    import transformers as tf
+
+    with pytest.raises(SparsaError, match="discovery found no encoder attention in GPT2Model") as e:
+        from_module(tf.GPT2Model(tf.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100)))
+    assert "register_family" in e.value.hint
+    folder = tmp_path / "gpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2}))
+    with pytest.raises(SparsaError, match="unknown model family: .*gpt2.*discovery found no encoder attention"):
+        load(folder)
+    hf = tmp_path / "vivit"
+    _build("vivit").save_pretrained(hf)
+    cfg = json.loads((hf / "config.json").read_text())
+    cfg["architectures"] = ["Trainer"]  # not a transformers model class: never built
+    (hf / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SparsaError, match="not allowed for family 'discovered'"):
+        load(hf)
