@@ -49,6 +49,9 @@ CASES = {
     "activation-static": (["--importance", "activation"], {"importance": "activation"},
                           ["--bits", "6", "--scheme", "asym", "--activations", "static"],
                           {"bits": 6, "scheme": "asym", "activations": "static"}),
+    # the least-squares refit (the bundled default recipe's prune stage has one) is a flag on the CLI too
+    "refit": (["--importance", "activation", "--refit-samples", "32"], {"importance": "activation", "refit_samples": 32},
+              ["--bits", "8"], {"bits": 8}),
 }
 
 
