@@ -51,7 +51,9 @@ class PruneStage(_Strict):
     ffn: Fraction = 0.0
     channels: Fraction = 0.0
     # l1 = l1_group (docs/algorithms.md §2.4 default); l1_mean_producer (alias seed) reproduces seed 000 exactly
-    importance: Literal["l1", "l1_group", "l1_mean_producer", "seed", "l2", "taylor", "activation", "random"] = "l1"
+    # every name `sparsa.prune.plan` accepts (CRITERIA and ALIASES; tests/test_cli_recipe_names.py checks)
+    importance: Literal["l1", "l1_group", "magnitude", "l1_mean_producer", "seed", "l2", "taylor", "activation",
+                        "random"] = "l1"
     scope: Literal["layer", "global"] = "layer"
     calib: str | None = None  # data for activation/taylor importance; default: the recipe's calib set
     calib_samples: int = Field(64, ge=1, le=100_000)
@@ -94,9 +96,11 @@ class QuantizeStage(_Strict):
     scheme: Literal["sym", "asym"] = "sym"
     clip: Literal["max", "percentile", "search"] = "search"
     per_channel: bool = True
+    objective: Literal["weight", "output"] = "weight"  # the clipping search minimises the weight or layer-output error
+    keep_float: list[str] = Field(default_factory=list)  # module-name patterns (fnmatch) left in float
     # none | dynamic (run-time per-tensor range, as ORT's integer kernels compute) | static (calibrated);
     # true / false are the older spellings of static / none
-    activations: bool | Literal["none", "dynamic", "static"] = False
+    activations: bool | Literal["none", "dynamic", "static"] = "none"
     calib: str | None = None
     calib_samples: int = Field(32, ge=1, le=100_000)
     smooth: float | None = Field(None, ge=0.0, le=1.0)  # SmoothQuant strength (BERT family: the fused layout)
@@ -104,6 +108,7 @@ class QuantizeStage(_Strict):
     smooth_budget: float | None = Field(None, ge=0.0, lt=1.0)  # keep only the smoothing Muls that pay (text models)
     float_storage: Literal["float32", "float16"] = "float32"  # how what stays float is stored
     onnx: bool = False  # also export an integer ONNX model (ORT latency is measured on it)
+    embeddings: Literal["int8", "int4", "float"] = "int8"  # ONNX: how the embedding tables are stored
     onnx_fuse: bool = False  # BERT only: ORT's transformer fusions before integer export (faster)
     split_layernorm: bool = False  # with onnx_fuse: Add + LayerNormalization instead of ORT's slower SkipLayerNorm
 

@@ -61,6 +61,11 @@ def prune(
     scope: str = typer.Option("layer", "--scope", help="layer (uniform ratio) | global"),
     calib: Optional[str] = typer.Option(None, "--calib",
                                         help="calibration data for taylor/activation (default: corpus / digits / clips)"),
+    calib_samples: int = typer.Option(64, "--calib-samples", callback=checks.in_range(1, 100_000),
+                                      help="calibration samples the activation / taylor importance is measured on"),
+    refit_samples: int = typer.Option(0, "--refit-samples", callback=checks.in_range(0, 100_000),
+                                      help="after pruning, refit the attention-out / FFN-out projections by least "
+                                           "squares to the dense model on this many calibration samples (0: off)"),
     seed: int = typer.Option(0, "--seed", callback=checks.seed, help="seed for random importance and calibration order"),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint='a quality loss as a fraction, e.g. 0.02'),
                                               help="prune as far as the quality loss stays within this (needs --data)"),
@@ -73,7 +78,7 @@ def prune(
     """Remove heads, FFN neurons and channels; the saved model is smaller and reloads on its own."""
     from sparsa.models import load
     from sparsa.prune import PrunePlan
-    from sparsa.prune import prune as do_prune
+    from sparsa.prune.oneshot import needs_calibration, prune_oneshot
 
     if tolerance is not None:
         if data is None:
@@ -100,14 +105,14 @@ def prune(
     checks.require_float_layers(lm, model, "sparsa prune", _PRUNE_ORDER_HINT)
     set_data_size(lm, image_size, frames)
     calib_data = None
-    if plan.importance in ("taylor", "activation"):
+    if needs_calibration(plan) or refit_samples:
         from sparsa.data import load_dataset
         from sparsa.prune.calib import default_calibration
 
         log.print(f"loading calibration data ({calib or 'built-in'}) ...")
         calib_data = load_dataset(calib, split="calib", seed=seed, model=lm) if calib else default_calibration(lm)
     before = cost_summary(lm)
-    small = do_prune(lm, plan, data=calib_data)
+    small, refit = prune_oneshot(lm, plan, calib_data, calib_samples=calib_samples, refit_samples=refit_samples)
     after = cost_summary(small)
     d = small.describe()
     result = {
@@ -120,6 +125,8 @@ def prune(
     }
     if "channel_groups" in d:
         result["channel_groups"] = d["channel_groups"]
+    if refit is not None:
+        result["refit"] = refit
     small.save(out, overwrite=overwrite, result={k: v for k, v in result.items() if k != "out"})
     emit(result, json_, title=f"pruned {model} -> {out}")
 

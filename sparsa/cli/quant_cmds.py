@@ -54,8 +54,7 @@ def quantize(
     """Quantize MODEL's Linear layers to integers; save them (and an ONNX model on integer kernels)."""
     from sparsa.models import load
     from sparsa.models.store import RESULT_FILE, write_model_files
-    from sparsa.quant import QuantConfig, quantize_
-    from sparsa.quant.smooth import smoothing_fields
+    from sparsa.quant import quantize_loaded
 
     bits_v: int | str = bits if bits == "ternary" else _int(bits)
     from sparsa.quant.embeddings import check_storage
@@ -76,27 +75,25 @@ def quantize(
     _check_keep_float_matches(lm, keep_float or [])
     if smooth_ffn_out is not None and smooth is None:
         raise SparsaError("--smooth-ffn-out sets the FFN-out strength of a smoothed model", hint="give --smooth too")
-    sm = smoothing_fields(lm, smooth, smooth_ffn_out)
-    overrides = sm.pop("overrides", {}) | {p: None for p in keep_float or []}
-    cfg = QuantConfig(bits=bits_v, scheme=scheme, clip=clip, per_channel=per_channel, activations=activations,
-                      act_scheme="asym" if activations == "dynamic" else None, objective=objective,
-                      overrides=overrides, **sm)
-    if cfg.needs_calibration() and calib is None:
+    needs_calib = (activations == "static" or smooth is not None or (clip == "search" and objective == "output"))
+    if needs_calib and calib is None:
         calib = "corpus" if lm.modality == "text" else None
         if calib is None:
             raise SparsaError("static activations / output-error search need calibration data",
                               hint="pass --calib digits (or clips, or a folder)")
-    trim = _trim_smoothing(lm, cfg, smooth_budget, calib, calib_samples, console) if smooth_budget is not None else None
-    if trim is not None:
-        cfg, trim = trim
+    calib_data = None
+    if calib is not None:
+        from sparsa.data import load_dataset
+
+        calib_data = load_dataset(calib, split="calib", model=lm)
     console.print(f"[bold]sparsa quantize[/] {model}: {bits}-bit {scheme} {clip} "
                   f"{'per-channel' if per_channel else 'per-tensor'}, activations {activations}")
-    quantize_(lm, cfg, calib=calib, calib_samples=calib_samples, seq_len=seq_len)
-    if float_storage == "float16":
-        from sparsa.quant import half_float_storage_
-
-        half_float_storage_(lm)  # also updates the quantize record's sizes
-    rec = lm.record["stages"][-1]
+    # the same verb as the recipe's quantize stage
+    _, rec = quantize_loaded(lm, bits=bits_v, scheme=scheme, clip=clip, per_channel=per_channel,
+                             activations=activations, calib=calib_data, calib_samples=calib_samples, smooth=smooth,
+                             smooth_ffn_out=smooth_ffn_out, smooth_budget=smooth_budget, float_storage=float_storage,
+                             objective=objective, keep_float=keep_float or [], seq_len=seq_len,
+                             progress=console.print)
     result = {"model": model, "out": str(out), "bits": bits_v, "scheme": scheme, "clip": clip,
               "per_channel": per_channel, "activations": activations, "smooth": smooth, "smooth_ffn_out": smooth_ffn_out,
               "float_storage": float_storage,
@@ -104,10 +101,8 @@ def quantize(
               "bytes": rec["bytes"], "fp32_bytes": rec["fp32_bytes"], "size_ratio": rec["ratio"],
               "int_weight_bytes": rec["int_weight_bytes"], "scale_bytes": rec["scale_bytes"],
               "zero_point_bytes": rec["zero_point_bytes"], "float_bytes": rec["float_bytes"]}
-    if trim is not None:
-        from sparsa.quant.sensitivity import trim_summary
-
-        result["smooth_trim"] = trim_summary(trim)
+    if "smooth_trim" in rec:
+        result["smooth_trim"] = rec["smooth_trim"]
     with staged_folder(out, overwrite=overwrite) as work:  # the model, its ONNX export and result.json appear together
         write_model_files(lm, work)
         if onnx:
@@ -129,16 +124,6 @@ def quantize(
         atomic_write_json(work / RESULT_FILE, {k: v for k, v in result.items() if k != "out"}
                           | ({"onnx": "model_int8.onnx"} if onnx else {}))
     emit(result, json_, title=f"sparsa quantize {model}")
-
-
-def _trim_smoothing(lm, cfg, budget: float, calib, calib_samples: int, console):
-    """`sparsa.quant.sensitivity.trim_smoothing_on` the calibration sentences."""
-    from sparsa.data import load_dataset
-    from sparsa.quant.sensitivity import check_trimmable, trim_smoothing_on
-
-    check_trimmable(lm, cfg)  # before loading any data
-    texts = load_dataset(calib or "corpus", split="calib").texts
-    return trim_smoothing_on(lm, cfg, texts, calib_samples, budget, progress=console.print)
 
 
 def _int(v: str) -> int:

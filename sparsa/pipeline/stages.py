@@ -6,7 +6,6 @@ stage's package and returns what it did as JSON-able data. No runner reaches int
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 from sparsa.pipeline.state import PipelineState
@@ -27,25 +26,16 @@ def _plain(obj: Any) -> Any:
 
 def run_prune(st: PruneStage, state: PipelineState) -> dict:
     from sparsa import prune
-    calib = state.calib_data(st.calib) if st.importance in ("activation", "taylor") else None
-    if calib is not None and len(calib) > st.calib_samples:
-        calib = calib.subset(st.calib_samples)
+    from sparsa.prune.oneshot import needs_calibration, prune_oneshot
     plan = prune.PrunePlan(heads=st.heads, ffn=st.ffn, channels=st.channels, importance=st.importance,
                            scope=st.scope, seed=state.recipe.seed)
-    dense = state.loaded
-    state.loaded = prune.prune(dense, plan, data=calib)
+    calib = state.calib_data(st.calib) if needs_calibration(plan) or st.refit_samples else None
+    state.loaded, refit = prune_oneshot(state.loaded, plan, calib, calib_samples=st.calib_samples,
+                                        refit_samples=st.refit_samples)
     rec = dict(state.loaded.record.get("stages", [{}])[-1])
     rec.pop("kept", None)  # kept indices per group: in the saved model's record, too long for a report
-    if st.refit_samples:
-        from sparsa.prune import recover
-        t0 = time.process_time()
-        # seq 64: sentences are short, and XᵀX per projection costs tokens × width²
-        report = recover.lstsq_refit(state.loaded, dense, state.calib_data(st.calib), n_samples=st.refit_samples,
-                                     seq_len=64)
-        errs = report["layers"]
-        rec["refit"] = {"samples": st.refit_samples, "cpu_s": round(time.process_time() - t0, 1),
-                        "rel_err_before": sum(e["rel_err_before"] for e in errs) / len(errs),
-                        "rel_err_after": sum(e["rel_err_after"] for e in errs) / len(errs)}
+    if refit is not None:
+        rec["refit"] = refit
     return _plain(rec)
 
 
@@ -65,7 +55,8 @@ def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
 def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
     from sparsa import quant
     from sparsa.quant import quantize_loaded as fn
-    needs = st.activations not in (False, "none") or st.clip == "search" or st.smooth is not None
+    needs = (st.activations not in (False, "none") or st.clip == "search" or st.smooth is not None
+             or st.objective == "output")
     calib = state.calib_data(st.calib) if needs and st.mode == "standard" else None
     if calib is not None and len(calib) > st.calib_samples and st.smooth_budget is None:  # trimming scores on more
         calib = calib.subset(st.calib_samples)
@@ -86,7 +77,7 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
         out = fn(state.loaded, mode=st.mode, bits=st.bits, scheme=st.scheme, clip=st.clip,
                  per_channel=st.per_channel, activations=st.activations, calib=calib, calib_samples=st.calib_samples,
                  smooth=st.smooth, smooth_ffn_out=st.smooth_ffn_out, smooth_budget=st.smooth_budget,
-                 float_storage=st.float_storage)
+                 float_storage=st.float_storage, objective=st.objective, keep_float=st.keep_float)
     state.loaded, record = _split_result(out, state.loaded)
     record = _plain(record)
     record = record if isinstance(record, dict) else {"record": record}
@@ -103,7 +94,7 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
 
         d = state.workdir()
         # explicit: ORT's BERT fusion needs the same head count in every layer
-        kw = {"fuse": bool(st.onnx_fuse), "skip_layernorm": not st.split_layernorm}
+        kw = {"fuse": bool(st.onnx_fuse), "skip_layernorm": not st.split_layernorm, "embeddings": st.embeddings}
         import warnings
 
         with attention_removed(state), warnings.catch_warnings():

@@ -11,15 +11,17 @@ from sparsa.quant.config import QuantConfig
 
 
 def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: str = "sym", clip: str = "search",
-                    per_channel: bool = True, activations: bool | str = False, calib=None, calib_samples: int = 32,
+                    per_channel: bool = True, activations: bool | str = "none", calib=None, calib_samples: int = 32,
                     smooth: float | None = None, smooth_ffn_out: float | None = None,
-                    smooth_budget: float | None = None, float_storage: str = "float32", progress=None, **extra):
-    """Pipeline entry point (the recipe's quantize stage): returns (loaded, record).
+                    smooth_budget: float | None = None, float_storage: str = "float32", objective: str = "weight",
+                    keep_float: list[str] | tuple[str, ...] = (), seq_len: int | None = None, progress=None, **extra):
+    """The quantize verb of `sparsa quantize` and the recipe's quantize stage: returns (loaded, record).
 
     activations: "none" | "dynamic" | "static" (True / False: static / none). smooth / smooth_ffn_out:
     SmoothQuant laid out by `sparsa.quant.smooth.smoothing_fields`; smooth_budget: keep only the
     smoothing Muls that pay (`trim_smoothing_on` the calibration sentences); float_storage "float16":
-    `half_float_storage_`."""
+    `half_float_storage_`. objective: the clipping search minimises the "weight" or the layer "output"
+    error. keep_float: module-name patterns left in float."""
     if mode != "standard":  # hybrid (ESCALATE) quantization is sparsa.decompose.escalate.hybridize
         raise SparsaError(f"quantize mode {mode!r} is not handled here",
                           hint="use 'standard'; hybrid quantization is sparsa.decompose.escalate.hybridize")
@@ -28,16 +30,18 @@ def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: st
     if float_storage not in ("float32", "float16"):
         raise SparsaError(f"float_storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     act = ("static" if activations else "none") if isinstance(activations, bool) else activations
+    sm = smoothing_fields(loaded, smooth, smooth_ffn_out)
+    overrides = sm.pop("overrides", {}) | {p: None for p in keep_float}
     cfg = QuantConfig(bits=bits, scheme=scheme, clip=clip, per_channel=per_channel, activations=act,
-                      act_scheme="asym" if act == "dynamic" else None,
-                      **smoothing_fields(loaded, smooth, smooth_ffn_out), **extra)
+                      act_scheme="asym" if act == "dynamic" else None, objective=objective, overrides=overrides,
+                      **sm, **extra)
     trim = None
     if smooth_budget is not None:
         from sparsa.quant.sensitivity import trim_smoothing_on, trim_summary
 
         cfg, trim = trim_smoothing_on(loaded, cfg, getattr(calib, "texts", calib), calib_samples, smooth_budget,
                                       progress=progress)
-    quantize_(loaded, cfg, calib=calib, calib_samples=calib_samples)
+    quantize_(loaded, cfg, calib=calib, calib_samples=calib_samples, seq_len=seq_len)
     if float_storage == "float16":
         half_float_storage_(loaded)
     record = loaded.record["stages"][-1]
