@@ -158,7 +158,7 @@ def layer_shapes(loaded) -> list[LayerShape]:
     if not hgroups:
         raise SparsaError(
             f"model family {loaded.family!r} has no attention layers the simulator can read",
-            hint="the simulator models transformer encoders (bert, vit, videomae); use sparsa.hw.sim.simulate_gemm for other layers",
+            hint="layer shapes are read from transformer encoders only; from_model traces any model sparsa loads",
         )
     model = loaded.model
     out = []
