@@ -1,7 +1,9 @@
 """MiniLM with the HDP masks it actually produces vs dense, on the hdp-edge / hdp-server presets;
-plus the sweep-speed check: BERT-base, 12 layers, seq 512, per-head block masks, simulated in < 1 s.
+plus the sweep-speed check: BERT-base, 12 layers, seq 512, per-head block masks, simulated in < 1 s
+(the shape workload, and the workload traced from a random-init BERT-base: trace and simulation timed apart).
 
-    .venv/bin/python bench/hdp_speedup.py
+    .venv/bin/python bench/hdp_speedup.py                # MiniLM table + sweep speed
+    .venv/bin/python bench/hdp_speedup.py --speed-only   # sweep speed only
 
 Masks: `sparsa.attention.collect_masks` on the real MiniLM (all-MiniLM-L6-v2) for text from the
 built-in `sentences` set, joined and cut into inputs of SEQ tokens (no padding, batch 1), with
@@ -65,10 +67,58 @@ def bert_base_sweep_timing():
     return statistics.median(times), res.cycles, tiles, len(w.ops)
 
 
+def bert_base_traced_timing():
+    """The same masks on the workload traced from a random-init BERT-base at 512 tokens: the trace
+    (one forward pass, once per model and input) and the simulation (once per mask set) timed apart."""
+    import tempfile
+
+    import torch
+    import transformers as tf
+
+    from sparsa.hw.arch import load_arch
+    from sparsa.hw.sim import simulate
+    from sparsa.hw.workload import from_model, synthetic_masks, trace_loaded
+    from sparsa.models import load
+
+    arch = load_arch("hdp-edge")
+    masks = synthetic_masks(12, 12, 512, block_keep=0.3, head_keep=0.85, seed=0)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.BertModel(tf.BertConfig()).eval().save_pretrained(tmp)
+        loaded = load(tmp)
+    inputs = loaded.example_inputs(batch=1, seq_len=512)
+    t0 = time.perf_counter()
+    tr = trace_loaded(loaded, inputs)
+    t_trace = time.perf_counter() - t0
+    times, res = [], None
+    for _ in range(5):
+        t0 = time.perf_counter()
+        w = from_model(loaded, masks=masks, inputs=inputs, trace=tr)
+        res = simulate(w, arch)
+        times.append(time.perf_counter() - t0)
+    return t_trace, statistics.median(times), res.cycles, len(w.ops)
+
+
+def speed_lines() -> None:
+    med, cyc, tiles, nops = bert_base_sweep_timing()
+    print(f"BERT-base, 12 layers, seq 512, per-head 2x2 block masks (30% kept, 85% heads) on hdp-edge: "
+          f"{nops} ops, {tiles:,} array tiles, {cyc:,} cycles simulated in {1000 * med:.0f} ms "
+          f"(median of 5, one process, torch threads 1; load average {os.getloadavg()[0]:.2f}) -> "
+          f"{'PASS' if med < 1.0 else 'FAIL'} (< 1 s)")
+    t_trace, t_sim, cyc, nops = bert_base_traced_timing()
+    print(f"traced random-init BERT-base, seq 512, the same masks on hdp-edge: {nops} ops, {cyc:,} cycles; "
+          f"trace {t_trace:.2f} s (one forward pass, once per model and input), simulate {1000 * t_sim:.0f} ms "
+          f"(attach masks + simulate, median of 5) -> {'PASS' if t_sim < 1.0 else 'FAIL'} (simulation < 1 s); "
+          f"load average {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    if "--speed-only" in sys.argv[1:]:
+        speed_lines()
+        return
     from sparsa.attention import collect_masks
     from sparsa.hw.arch import load_arch
     from sparsa.hw.sim import simulate
@@ -125,12 +175,8 @@ def main() -> None:
     print("Seed 002 (HDP) reports no speedup or energy figure (it says HDP beats SpAtten and Energon); its sparsity")
     print("figures, BERT-Base: 75% combined sparsity on SST-2, 65% on CoLA; block pruning holds accuracy at 70%;")
     print("13-17% of heads pruned for ~1% loss. hdp-edge/hdp-server sizes are docs/algorithms.md §5.5 placeholders.")
-    med, cyc, tiles, nops = bert_base_sweep_timing()
     print()
-    print(f"BERT-base, 12 layers, seq 512, per-head 2x2 block masks (30% kept, 85% heads) on hdp-edge: "
-          f"{nops} ops, {tiles:,} array tiles, {cyc:,} cycles simulated in {1000 * med:.0f} ms "
-          f"(median of 5, one process, torch threads 1; load average {os.getloadavg()[0]:.2f}) -> "
-          f"{'PASS' if med < 1.0 else 'FAIL'} (< 1 s)")
+    speed_lines()
 
 
 if __name__ == "__main__":

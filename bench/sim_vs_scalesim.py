@@ -1,6 +1,6 @@
 """sparsa's simulator vs SCALE-Sim v3.0.0 on dense GEMMs: cycle error per GEMM and wall-time ratio.
 
-    .venv/bin/python bench/sim_vs_scalesim.py            # full set (SCALE-Sim results cached)
+    .venv/bin/python bench/sim_vs_scalesim.py            # default set: 44 dense + 5 memory-limited GEMMs (cached)
     .venv/bin/python bench/sim_vs_scalesim.py --quick    # a few GEMMs only
     .venv/bin/python bench/sim_vs_scalesim.py --full     # + two memory-limited GEMMs SCALE-Sim needs ~1 h for
 

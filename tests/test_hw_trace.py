@@ -112,6 +112,25 @@ def test_masks_from_another_input_are_refused():
         from_model(lm, masks=masks, inputs=lm.example_inputs(batch=1, seq_len=48))
 
 
+def test_one_trace_serves_the_dense_and_the_masked_workload():
+    """`sparsa sim --attention` traces once and reuses it after recording masks: the workloads built
+    from the shared trace equal those traced afresh."""
+    from sparsa.attention import collect_masks
+    from sparsa.hw.workload import trace_loaded
+
+    lm = _swin_shifted()
+    inputs = lm.example_inputs(batch=1)
+    tr = trace_loaded(lm, inputs)
+    masks = collect_masks(lm, inputs, "hdp")
+    for mk in (None, masks):
+        shared, fresh = from_model(lm, masks=mk, inputs=inputs, trace=tr), from_model(lm, masks=mk, inputs=inputs)
+        assert shared.summary() == fresh.summary()
+        assert [(o.name, o.m, o.k, o.n, o.count) for o in shared.ops] == [(o.name, o.m, o.k, o.n, o.count) for o in fresh.ops]
+        assert simulate(shared, "hdp-edge").cycles == simulate(fresh, "hdp-edge").cycles
+    with pytest.raises(SparsaError, match="needs the inputs"):
+        from_model(lm, trace=tr)
+
+
 def _presets():
     return sorted(p.stem for p in Path(PRESET_DIR).glob("*.yaml"))
 

@@ -151,8 +151,11 @@ def sim(
             from sparsa.attention import collect_masks
             from sparsa.hw.mask_budget import collect_masks_chunked, plan
             from sparsa.hw.trace import describe_inputs
+            from sparsa.hw.workload import trace_loaded
 
-            dense_wl = from_model(loaded, inputs=inputs)
+            # one trace serves both workloads: recording masks does not change the ops the model runs
+            tr = trace_loaded(loaded, inputs)
+            dense_wl = from_model(loaded, inputs=inputs, trace=tr)
             # the score matrices of the largest attention call bound what recording the masks holds
             qk = [op for op in dense_wl.ops if op.role == "qk"]
             if not qk:
@@ -162,7 +165,7 @@ def sim(
             budget = plan(batch=batch, heads=1, tokens=max(1, math.isqrt(per_input)), layers=len(qk))
             log.print(f"recording {attention} masks on {target} ({describe_inputs(inputs)}) ...")
             masks = collect_masks_chunked(collect_masks, loaded, inputs, attention, budget.chunk, **opts)
-            wl = from_model(loaded, masks=masks, inputs=inputs)
+            wl = from_model(loaded, masks=masks, inputs=inputs, trace=tr)
         else:
             wl, dense_wl = from_model(loaded, inputs=inputs), None
     res = simulate(wl, a)

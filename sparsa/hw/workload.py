@@ -158,7 +158,7 @@ def layer_shapes(loaded) -> list[LayerShape]:
     if not hgroups:
         raise SparsaError(
             f"model family {loaded.family!r} has no attention layers the simulator can read",
-            hint="the simulator models transformer encoders (bert, vit, videomae); use sparsa.hw.sim.simulate_gemm for other layers",
+            hint="layer shapes are read from transformer encoders only; from_model traces any model sparsa loads",
         )
     model = loaded.model
     out = []
@@ -195,20 +195,35 @@ def _trace_inputs(loaded, seq_len: int | None, masks: list[dict] | None, batch: 
     return loaded.example_inputs(batch=batch)
 
 
+def _name(loaded) -> str:
+    return str(loaded.record.get("source", loaded.family)) if isinstance(loaded.record, dict) else loaded.family
+
+
+def trace_loaded(loaded, inputs: dict):
+    """One traced forward pass of a loaded model on `inputs` (`sparsa.hw.trace.Trace`): pass it to
+    `from_model(..., trace=)` to build the dense and the masked workload without tracing twice."""
+    from sparsa.hw.trace import trace_model
+
+    attn, blocks = _blocks(loaded)
+    with _plain_attention(loaded.model):
+        return trace_model(loaded.model, inputs, attention_modules=attn, blocks=blocks, what=_name(loaded))
+
+
 def from_model(loaded, seq_len: int | None = None, masks: list[dict] | None = None, batch: int = 1,
-               inputs: dict | None = None) -> Workload:
+               inputs: dict | None = None, trace=None) -> Workload:
     """The workload a loaded model runs on `inputs` (default: its example inputs at `seq_len` tokens
     for text, its configured image/video size otherwise, `batch` inputs), traced from its forward
     pass (`sparsa.hw.trace`); with `masks` (`sparsa.attention.collect_masks` on the same inputs) each
-    attention call runs under its recorded block and head masks."""
-    from sparsa.hw.trace import trace_model
-
+    attention call runs under its recorded block and head masks. `trace`: a `trace_loaded(loaded,
+    inputs)` of the same model and inputs to reuse (tracing costs far more than simulating)."""
+    if trace is not None and inputs is None:
+        raise SparsaError("from_model(trace=...) needs the inputs the trace was made on",
+                          hint="pass inputs=, the same dict given to trace_loaded")
     if inputs is None:
         inputs = _trace_inputs(loaded, seq_len, masks, batch)
-    attn, blocks = _blocks(loaded)
-    name = str(loaded.record.get("source", loaded.family)) if isinstance(loaded.record, dict) else loaded.family
-    with _plain_attention(loaded.model):
-        tr = trace_model(loaded.model, inputs, attention_modules=attn, blocks=blocks, what=name)
+    _, blocks = _blocks(loaded)
+    name = _name(loaded)
+    tr = trace if trace is not None else trace_loaded(loaded, inputs)
     ops = tr.ops
     if masks is not None:
         ops = _attach_masks(tr, masks)
