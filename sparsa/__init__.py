@@ -9,6 +9,21 @@ Subpackages (see ARCHITECTURE.md):
   hw         accelerator presets, workloads, cycle-level simulator, Amaranth RTL
   dse        design-space sweeps (process pool or Ray) with a resumable store
   report     JSON + HTML reports
+
+`sparsa.load(path)` loads any model folder a sparsa command wrote (see docs/models.md).
 """
 
 __version__ = "0.1.0"
+
+
+def load(name_or_path):
+    """Load any model folder (or built-in name) from Python: `sparsa.load("out/q")` -> LoadedModel.
+
+    `sparsa.models.load` rebuilds only the layer kinds whose technique has been imported (models/
+    imports no technique); this imports them all first, so PENNI, hybrid and quantized folders load
+    too. The imports happen here, not at `import sparsa`, which stays light (no torch)."""
+    import sparsa.decompose  # noqa: F401  registers the PENNI / ESCALATE layer kinds
+    import sparsa.quant  # noqa: F401  registers QuantLinear
+    from sparsa.models import load as load_model
+
+    return load_model(name_or_path)

@@ -151,7 +151,7 @@ def test_sparsa_json_fields_are_named(cnn_folder, tmp_path, edit, message):
 
 def test_loading_still_builds_only_allowed_classes(cnn_folder, tmp_path):
     folder = _copy(cnn_folder, tmp_path / "m", lambda m: m.update({"class": "os.system"}), "sparsa.json")
-    with pytest.raises(SparsaError, match="refusing to import 'os.system'"):
+    with pytest.raises(SparsaError, match="refusing to build 'os.system'"):
         load(folder)
 
 

@@ -1,4 +1,4 @@
-"""The committed fixture models load and score what their metrics.json says (the cheap check;
+"""The committed fixture models load and score what their result.json says (the cheap check;
 the retraining reproduction is `python -m sparsa.fixtures.train all --check`)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_fixture_accuracy_matches_committed_metrics(name):
     from sparsa.metrics import accuracy
     from sparsa.models import load
 
-    metrics = json.loads((FIXTURES / name / "metrics.json").read_text())
+    metrics = json.loads((FIXTURES / name / "result.json").read_text())
     data, floor = EXPECT[name]
     lm = load(name)
     acc = accuracy(lm, load_dataset(data, "test"))
@@ -60,10 +60,10 @@ def test_train_tiny_cnn_honours_out_and_leaves_the_committed_fixture_alone(tmp_p
     from sparsa.errors import SparsaError
     from sparsa.fixtures.train import main
 
-    committed = (FIXTURES / "tiny-cnn" / "metrics.json").read_bytes()
+    committed = (FIXTURES / "tiny-cnn" / "result.json").read_bytes()
     main(["tiny-cnn", "--out", str(tmp_path / "cnn"), "--epochs", "1"])
-    assert json.loads((tmp_path / "cnn" / "metrics.json").read_text())["epochs"] == 1
+    assert json.loads((tmp_path / "cnn" / "result.json").read_text())["epochs"] == 1
     assert (tmp_path / "cnn" / "model.safetensors").exists()
-    assert (FIXTURES / "tiny-cnn" / "metrics.json").read_bytes() == committed
+    assert (FIXTURES / "tiny-cnn" / "result.json").read_bytes() == committed
     with pytest.raises(SparsaError, match="one fixture"):
         main(["all", "--out", str(tmp_path / "x")])

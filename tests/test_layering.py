@@ -18,7 +18,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # sites that import a module named by data, each with why it cannot be a plain import
 STRING_IMPORT_ALLOWED = {
     ("sparsa/cli/app.py", "__import__"): "versions of third-party libraries (`sparsa version`), not sparsa modules",
-    ("sparsa/models/store.py", "import_module"): "the model class a folder records (allow-listed to sparsa classes)",
 }
 
 

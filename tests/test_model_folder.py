@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +45,24 @@ def fast_tolerance(monkeypatch, fast_checkpoints):
         schedule.tolerance_prune, rounds_max=1, round_recovery_epochs=0, delta0=0.25, delta_max=0.5))
 
 
+@pytest.fixture
+def fast_train(monkeypatch):
+    """`sparsa train tiny-cnn` on 64 samples for one epoch: the folder layout is under test, not the accuracy."""
+    from sparsa.fixtures import train_cnn
+
+    full = train_cnn.load_digits
+    monkeypatch.setattr(train_cnn, "load_digits", lambda split: full(split).subset(64))
+
+
+def _run_args(src, out):
+    """`sparsa run` of a one-stage recipe that saves its model (at <run folder>/model)."""
+    recipe = out.parent.parent / "recipe.yaml"
+    recipe.write_text(json.dumps({"name": "folder", "model": str(src), "stages": [{"type": "prune", "heads": 0.5}],
+                                  "evaluation": {"quality": False, "latency": None, "seq_len": 32},
+                                  "report": {"html": False, "save_model": True}}))
+    return ["run", recipe, "--out", out]
+
+
 COMMANDS = {
     "prune": lambda src, out: ["prune", "tiny-cnn", "--channels", "0.25", "--out", out],
     "prune-tolerance": lambda src, out: ["prune", "tiny-vit", "--tolerance", "0.5", "--data", "digits", "--heads",
@@ -51,23 +74,30 @@ COMMANDS = {
                                    "--out", out],
     "decompose-hybrid": lambda src, out: ["decompose", "tiny-cnn", "--epochs", "0", "--finetune-epochs", "0",
                                           "--hybrid-quant", "--hybrid-epochs", "0", "--limit", "32", "--out", out],
+    "train": lambda src, out: ["train", "tiny-cnn", "--epochs", "1", "--out", out],
+    "run": _run_args,
 }
+FIXTURES = {"prune-tolerance": "fast_tolerance", "train": "fast_train"}
+MODEL_IN = {"run": "model"}  # where the model folder is inside --out (a run folder also holds results.json)
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_commands_out_is_a_movable_model_folder(command, tiny_bert, tmp_path, request):
     from sparsa.models import load
 
-    if command == "prune-tolerance":
-        request.getfixturevalue("fast_tolerance")
+    if command in FIXTURES:
+        request.getfixturevalue(FIXTURES[command])
     out = tmp_path / "a" / "out"
     r = _invoke([*COMMANDS[command](tiny_bert, out), "--json"])
     assert r.exit_code == 0, (r.output, r.exception)
     printed = json.loads(r.stdout.strip().splitlines()[-1])
-    stored = json.loads((out / "result.json").read_text())
+    if command in MODEL_IN:
+        printed = json.loads((out / "results.json").read_text())["final"]  # the run's end: what its model holds
+    folder = out / MODEL_IN.get(command, "")
+    stored = json.loads((folder / "result.json").read_text())
     assert str(tmp_path) not in json.dumps(stored), "the result inside names no path outside the folder"
-    assert not any(p.name.startswith(".") for p in out.iterdir()), "no working state left in the model folder"
-    lm = load(out)
+    assert not any(p.name.startswith(".") for p in folder.iterdir()), "no working state left in the model folder"
+    lm = load(folder)
     x = lm.example_inputs(batch=2, seq_len=8)
     with torch.no_grad():
         y = lm.model(**x)[0]
@@ -75,13 +105,14 @@ def test_every_commands_out_is_a_movable_model_folder(command, tiny_bert, tmp_pa
     moved.parent.mkdir()
     shutil.move(str(out), str(moved))
     assert not out.exists()
+    moved = moved / MODEL_IN.get(command, "")
     back = load(moved)
     with torch.no_grad():
         assert torch.equal(back.model(**x)[0], y), "the moved folder computes the same"
     info = _invoke(["info", moved, "--json"])
     assert info.exit_code == 0, (info.output, info.exception)
     assert json.loads(info.stdout.strip().splitlines()[-1])["family"] == lm.family
-    for k in ("bytes", "params_after", "params", "accuracy_penni", "layers"):
+    for k in ("bytes", "params_after", "params", "accuracy_penni", "layers", "test_accuracy"):
         if k in stored:
             assert stored[k] == printed[k], k
     if command.startswith("quantize"):
@@ -153,3 +184,34 @@ def test_corrupt_packed_codes_are_a_clear_error(tiny_bert, tmp_path):
     save_file(t, str(tmp_path / "q" / "model.safetensors"))
     with pytest.raises(SparsaError, match="code bytes"):
         load(tmp_path / "q")
+
+
+def test_sparsa_load_reads_every_folder_from_plain_python(tiny_bert, tmp_path):
+    """From a fresh interpreter: `import sparsa` imports no torch; `sparsa.models.load` of a quantized or PENNI
+    folder (no technique imported) names `sparsa.load` as the fix; `sparsa.load` reads both."""
+    q, p = tmp_path / "q", tmp_path / "p"
+    assert _invoke(["quantize", tiny_bert, "--bits", "4", "--out", q]).exit_code == 0
+    assert _invoke(["decompose", "tiny-cnn", "--epochs", "0", "--finetune-epochs", "0", "--limit", "16",
+                    "--out", p]).exit_code == 0
+    code = textwrap.dedent("""
+        import sys
+        import sparsa
+        assert "torch" not in sys.modules, "import sparsa stays light"
+        from sparsa.errors import SparsaError
+        from sparsa.models import load
+        folders = {sys.argv[1]: "QuantLinear", sys.argv[2]: "Penni"}
+        for folder, kind in folders.items():  # before any technique is imported
+            try:
+                load(folder)
+            except SparsaError as e:
+                assert kind in e.message and "sparsa.load(path)" in e.hint, (e.message, e.hint)
+            else:
+                raise AssertionError(f"{folder} loaded with no technique imported")
+        for folder, kind in folders.items():
+            assert any(type(m).__name__.startswith(kind) for m in sparsa.load(folder).model.modules())
+        print("ok")
+    """)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", code, str(q), str(p)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

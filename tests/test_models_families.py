@@ -108,8 +108,10 @@ def test_refuses_foreign_classes(tmp_path):
     meta = json.loads((d / "sparsa.json").read_text())
     meta["class"] = "subprocess.Popen"
     (d / "sparsa.json").write_text(json.dumps(meta))
-    with pytest.raises(SparsaError, match="refusing to import"):
+    with pytest.raises(SparsaError, match="refusing to build 'subprocess.Popen'") as e:
         load(d)
+    assert "known: sparsa.models.zoo.TinyCNN, sparsa.models.zoo.TinyVideoNet" in e.value.message
+    assert "register_module_class" in e.value.hint
 
 
 def test_text_inputs_respect_the_position_limit():

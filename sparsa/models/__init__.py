@@ -10,7 +10,8 @@ from sparsa.models.families import FAMILIES, FamilyAdapter, register_family
 from sparsa.models import generic as _generic  # noqa: F401  registers the `conv` family
 from sparsa.models import discovery as _discovery  # noqa: F401  registers the `discovered` fallback
 from sparsa.models.loaded import LoadedModel
-from sparsa.models.store import from_module, load, register_module_class, save_model
+from sparsa.models.module_classes import register_module_class
+from sparsa.models.store import from_module, load, save_model
 from sparsa.models.units import ChannelGroup, Consumer, FFNGroup, HeadGroup
 
 __all__ = [

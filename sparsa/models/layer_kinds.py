@@ -54,7 +54,7 @@ def build_layer(path: str, shape: dict) -> nn.Module:
     if kind is None:
         raise SparsaError(
             f"{path}: the model folder holds a {shape['type']} layer, and no imported technique registered that kind",
-            hint="import the technique that wrote it before loading (PENNI / ESCALATE layers: import sparsa.decompose; "
-                 "QuantLinear: import sparsa.quant)",
+            hint="load it with sparsa.load(path), which registers every technique's layers (or import the "
+                 "technique first: PENNI / ESCALATE layers: sparsa.decompose; QuantLinear: sparsa.quant)",
         )
     return kind.build(shape)

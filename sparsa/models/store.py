@@ -16,14 +16,14 @@ names a path outside it, so a folder can be moved and still loads. Layers a tech
 store their tensors in their own encoding (packed integer codes) pack and unpack them there.
 
 Classes built on load are allow-listed: `transformers` classes whose name starts with one of
-the family's `hf_class_prefixes`, classes defined in the `sparsa` package, and classes added
-with `register_module_class`. Nothing else is imported.
+the family's `hf_class_prefixes`, and plain modules registered by name in
+`sparsa.models.module_classes` (the zoo's, and any added with `register_module_class`). Nothing a
+folder names is imported.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 from pathlib import Path
 
@@ -39,6 +39,8 @@ from sparsa.models.input_spec import read_preprocessor
 from sparsa.models.loaded import LoadedModel
 from sparsa.models.meta_checks import check_init_kwargs, check_paths_exist, check_sparsa_meta
 from sparsa.models.layer_kinds import packed_kind
+from sparsa.models.module_classes import class_name, module_class
+from sparsa.models import zoo as _zoo  # noqa: F401  registers the zoo's classes, which folders name
 from sparsa.models.resize import apply_shapes, module_shape
 
 FORMAT = "sparsa-model"
@@ -48,16 +50,6 @@ RESULT_FILE = "result.json"  # the one name every command's measurements have in
 MODEL_ATTR_PREFIX = "_sparsa_"
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BUILTIN = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
-
-# plain nn.Module classes outside the sparsa package that load() may build ("module.Class")
-ALLOWED_MODULE_CLASSES: dict[str, type] = {}
-
-
-def register_module_class(cls: type) -> type:
-    """Allow `load` to rebuild `cls` (a plain nn.Module defined outside sparsa) from a folder."""
-    ALLOWED_MODULE_CLASSES[f"{cls.__module__}.{cls.__qualname__}"] = cls
-    return cls
-
 
 def minilm_path() -> Path:
     try:
@@ -263,24 +255,6 @@ def _check_discoverable(folder: Path, cls, model_type: str) -> None:
         raise unknown_family(f"Hugging Face model_type {model_type!r} ({e.message})") from e
 
 
-def _module_class(path: str) -> type:
-    if path in ALLOWED_MODULE_CLASSES:
-        return ALLOWED_MODULE_CLASSES[path]
-    mod, _, name = path.rpartition(".")
-    if not (mod == "sparsa" or mod.startswith("sparsa.")):
-        raise SparsaError(
-            f"refusing to import {path!r}: only classes from the sparsa package or registered ones are built on load",
-            hint="call sparsa.models.register_module_class(YourClass) before load()",
-        )
-    try:
-        cls = getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError) as e:
-        raise SparsaError(f"cannot find the model class {path!r}: {e}", hint="is this sparsa version too old?") from e
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise SparsaError(f"{path!r} is not an nn.Module class")
-    return cls
-
-
 def _hf_build(cls, config) -> nn.Module:
     return cls.from_config(config) if cls.__name__.startswith("Auto") else cls(config)
 
@@ -293,7 +267,7 @@ def _build_sparsa(folder: Path, meta: dict, fam: Family):
         config = AutoConfig.from_pretrained(str(folder))
         model = _hf_build(_hf_class(fam, meta["class"]), config)
     else:
-        cls = _module_class(meta["class"])
+        cls = module_class(meta["class"])
         init_kwargs = meta.get("init_kwargs", {})
         check_init_kwargs(cls, init_kwargs, folder / "sparsa.json")
         model = cls(**init_kwargs)
@@ -438,8 +412,8 @@ def write_model_files(lm: LoadedModel, out: Path) -> None:
         atomic_write_text(out / "config.json", cfg.to_json_string(use_diff=False))
     else:
         cls = type(model)
-        path = f"{cls.__module__}.{cls.__qualname__}"
-        _module_class(path)  # refuse early what load() would refuse
+        path = class_name(cls)
+        module_class(path)  # refuse early what load() would refuse
         if not hasattr(model, "init_kwargs"):
             raise SparsaError(f"{cls.__name__} has no `init_kwargs`, so it cannot be rebuilt on load",
                               hint="set self.init_kwargs = dict(...) (the constructor arguments) in __init__")
@@ -472,7 +446,7 @@ def from_module(model: nn.Module, *, tokenizer=None, config=None, source: str | 
     fam = family_for_module(model, config)
     cfg = config if config is not None else getattr(model, "config", None)
     if cfg is None and hasattr(model, "init_kwargs"):
-        cfg = {"class": f"{type(model).__module__}.{type(model).__qualname__}", "init_kwargs": model.init_kwargs}
+        cfg = {"class": class_name(type(model)), "init_kwargs": model.init_kwargs}
     model.eval()
     return LoadedModel(model, fam.name, fam.adapter(model, cfg if hasattr(cfg, "model_type") else None), tokenizer,
                        cfg, {"source": source, "stages": []})

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sparsa.models.graph import register_opaque_module
+from sparsa.models.module_classes import register_module_class
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -63,6 +64,7 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+@register_module_class  # folders name it; load builds it by that name
 class TinyVideoNet(nn.Module):
     """Video classifier: Conv3d stem -> tokens -> transformer blocks -> mean pool -> Linear."""
 
@@ -102,6 +104,7 @@ class TinyVideoNet(nn.Module):
         return self.head(x.mean(1))
 
 
+@register_module_class
 class TinyCNN(nn.Module):
     """Image classifier with a residual add, a concatenation and a flatten into a Linear."""
 

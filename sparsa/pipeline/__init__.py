@@ -181,7 +181,7 @@ def _run(loaded, state, results, out, shown, html, quiet, console, t_start, t_cp
                     results["hardware"] = hardware.simulate(state)
                 results["timing"]["simulate_s"] = t.elapsed
             if out is not None and recipe.report.save_model:
-                state.loaded.save(out / "model")
+                state.loaded.save(out / "model", result=results.get("final"))  # the final figures, as every command's
                 results["model"]["saved"] = str(shown / "model")
 
         results["timing"]["total_s"] = time.perf_counter() - t_start
