@@ -184,11 +184,11 @@ def compress(lm):
 
     import torch
 
-    from sparsa.prune.schedule import _Unstructured
+    from sparsa.prune.operators import UnstructuredOperator
     from sparsa.quant import QuantConfig, quantize_
 
     lm = copy.deepcopy(lm)
-    rule = _Unstructured(lm)
+    rule = UnstructuredOperator(lm)
     with torch.no_grad():
         for slot in rule.slots:
             p = lm.model.get_parameter(slot)

@@ -29,14 +29,14 @@ import torch
 
 def magnitude_prune(lm, sparsity: dict[str, float]):
     """A copy of `lm` with each slot magnitude-pruned in one step to its sparsity; also the masks."""
-    from sparsa.prune.schedule import _Unstructured
+    from sparsa.prune.operators import UnstructuredOperator
 
     out = lm.clone()
     masks = {}
     with torch.no_grad():
         for s, u in sparsity.items():
             p = out.model.get_parameter(s)
-            masks[s] = _Unstructured.mask_for(p, u)
+            masks[s] = UnstructuredOperator.mask_for(p, u)
             p.mul_(masks[s])
     return out, masks
 
@@ -71,7 +71,8 @@ def run_sweep(args) -> list[dict]:
     from sparsa.metrics import accuracy, count_params
     from sparsa.models import load
     from sparsa.prune.finetune import finetune
-    from sparsa.prune.schedule import _Unstructured, tolerance_prune
+    from sparsa.prune.operators import UnstructuredOperator
+    from sparsa.prune.schedule import tolerance_prune
 
     dense = load(args.model)
     if dense.modality == "video":  # generated clips: check and test splits as large as asked
@@ -85,7 +86,7 @@ def run_sweep(args) -> list[dict]:
         data = "digits"
         test, train = load_dataset("digits", "test"), load_dataset("digits", "train")
     a_dense = accuracy(dense, test)
-    slots = _Unstructured(dense).slots
+    slots = UnstructuredOperator(dense).slots
     n_params = count_params(dense.model)
     rows = []
     for tol in args.tolerances:
@@ -99,7 +100,7 @@ def run_sweep(args) -> list[dict]:
             r = _finished(out) or tolerance_prune(dense, tol, data, out, granularity="unstructured", kd=args.kd,
                                 recovery_lr=args.recovery_lr,
                                 rollback=rollback, progress=not args.quiet, seed=0, accept=args.accept,
-                                confidence=args.confidence, rounds_max=args.rounds_max, budget_s=args.budget_s)
+                                confidence=args.confidence, max_rounds=args.rounds_max, budget_s=args.budget_s)
             wall = time.perf_counter() - t0
             ft_epochs = recovery_epochs(out)
             os_lm, masks, u = one_shot(dense, r["compression"], slots, n_params)
@@ -175,7 +176,7 @@ def run_video(args) -> list[dict]:
                             importance="l1_group", delta0=args.video_delta[0], delta_max=args.video_delta[1],
                             delta_min=args.video_delta[2], trial_recovery_steps=args.video_trial_steps,
                             round_recovery_epochs=1.0, recovery_lr=5e-4, kd="logits", accept=args.accept,
-                            confidence=args.confidence, rounds_max=args.rounds_max, budget_s=args.budget_s,
+                            confidence=args.confidence, max_rounds=args.rounds_max, budget_s=args.budget_s,
                             progress=not args.quiet)
         wall = time.perf_counter() - t0
         back = load(r["model"])

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sparsa.data.model_input import MAX_FRAMES, MAX_IMAGE_SIZE
 from sparsa.errors import SparsaError
+from sparsa.prune.schedule_config import RENAMED as SCHEDULE_RENAMED
+from sparsa.prune.schedule_config import schedule_defaults
 from sparsa.safe_yaml import compose_and_load, read_yaml_text
 
 BUILTIN_MODELS = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
@@ -31,6 +33,7 @@ STAGE_TYPES = ("prune", "tolerance-prune", "quantize", "attention", "decompose")
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what every random generator sparsa uses accepts
+_SCHEDULE = schedule_defaults()  # the tolerance schedule's defaults live in its config
 
 
 class _Strict(BaseModel):
@@ -69,21 +72,35 @@ class PruneStage(_Strict):
 
 
 class TolerancePruneStage(_Strict):
-    """Adaptive iterative pruning that stops when accuracy drops more than `tolerance` (seed 001)."""
+    """Adaptive iterative pruning that stops when accuracy drops more than `tolerance` (seed 001).
+    Fields are `sparsa.prune.schedule_config.ScheduleConfig` options, with its names and defaults
+    (the same as `sparsa prune --tolerance`'s flags)."""
 
     type: Literal["tolerance-prune"]
     name: str | None = None
     tolerance: float = Field(..., gt=0.0, lt=1.0)  # allowed accuracy drop as a fraction (0.02 = 2 points)
     data: str | None = None  # labelled set (check/report/train splits); default: the recipe's data.train
-    granularity: Literal["unstructured", "structured"] = "unstructured"  # seed 001: unstructured magnitude
-    kinds: list[Literal["heads", "ffn", "channels"]] = Field(default_factory=lambda: ["heads", "ffn"])
-    scope: Literal["layer", "global"] = "layer"
-    max_rounds: int = Field(50, ge=1, le=1000)
-    budget_s: float | None = Field(None, gt=0)  # wall-clock budget; the last accepted state is kept
-    round_recovery_epochs: float = Field(1.0, ge=0.0, le=100.0)
-    trial_recovery_steps: int = Field(0, ge=0, le=100_000)
-    rollback: bool = True
-    seed: Seed = 0
+    granularity: Literal["structured", "unstructured"] = _SCHEDULE["granularity"]  # seed 001: unstructured
+    kinds: list[Literal["heads", "ffn", "channels"]] | None = _SCHEDULE["kinds"]  # None: those the model has
+    scope: Literal["layer", "global"] = _SCHEDULE["scope"]
+    importance: Literal["l1", "l1_group", "magnitude", "l1_mean_producer", "seed", "l2", "taylor", "activation",
+                        "random"] = _SCHEDULE["importance"]
+    max_rounds: int = Field(_SCHEDULE["max_rounds"], ge=1, le=1000)
+    budget_s: float | None = Field(_SCHEDULE["budget_s"], gt=0)  # wall-clock budget; the last accepted state is kept
+    round_recovery_epochs: float = Field(_SCHEDULE["round_recovery_epochs"], ge=0.0, le=100.0)
+    trial_recovery_steps: int = Field(_SCHEDULE["trial_recovery_steps"], ge=0, le=100_000)
+    rollback: bool = _SCHEDULE["rollback"]
+    seed: Seed = _SCHEDULE["seed"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, raw):
+        if isinstance(raw, dict):
+            old = sorted(set(raw) & set(SCHEDULE_RENAMED))
+            if old:
+                raise ValueError(f"`{old[0]}` is now called `{SCHEDULE_RENAMED[old[0]]}` (the name `sparsa prune "
+                                 f"--{SCHEDULE_RENAMED[old[0]].replace('_', '-')}` uses); rename the key")
+        return raw
 
 
 class QuantizeStage(_Strict):

@@ -7,12 +7,15 @@ its reason."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import typer
 
 import sparsa.cli  # noqa: F401  registers the command modules
 from sparsa.cli.app import app
-from sparsa.recipe import PruneStage, QuantizeStage
+from sparsa.prune.schedule_config import ScheduleConfig, schedule_defaults
+from sparsa.recipe import PruneStage, QuantizeStage, TolerancePruneStage
 
 # Fields of every stage that are about the recipe, not the technique.
 RECIPE_ONLY_COMMON = {"type", "name"}
@@ -22,10 +25,7 @@ CLI_ONLY_COMMON = {"model", "out", "overwrite", "json_", "image_size", "frames"}
 INTENTIONAL = {
     "prune": {
         # the seed is the recipe's top-level `seed` (one seed per run), the CLI's --seed
-        "cli_only": {"seed",
-                     # --tolerance / --data switch `sparsa prune` to the tolerance schedule: the recipe's
-                     # `tolerance-prune` stage
-                     "tolerance", "data"},
+        "cli_only": {"seed"},
         "recipe_only": set(),
     },
     "quantize": {
@@ -54,6 +54,9 @@ def _fields(model) -> dict:
 def test_recipe_fields_and_cli_flags_agree(command, stage):
     flags, fields = _cli_params(command), _fields(stage)
     allowed = INTENTIONAL[command]
+    if command == "prune":  # --tolerance switches `sparsa prune` to the tolerance schedule, whose flags are
+        # the recipe's `tolerance-prune` stage (compared in test_tolerance_flags_and_stage_fields_agree)
+        allowed = {**allowed, "cli_only": allowed["cli_only"] | (set(flags) & _tolerance_only_fields())}
     cli_only = set(flags) - set(fields) - CLI_ONLY_COMMON
     recipe_only = set(fields) - set(flags) - RECIPE_ONLY_COMMON
     assert cli_only == allowed["cli_only"], f"CLI flags of `sparsa {command}` with no recipe field: " \
@@ -61,14 +64,79 @@ def test_recipe_fields_and_cli_flags_agree(command, stage):
     assert recipe_only == allowed["recipe_only"], f"recipe {stage.__name__} fields with no CLI flag: " \
                                                   f"{sorted(recipe_only - allowed['recipe_only'])}"
     for name in set(flags) & set(fields):
-        cli_default = flags[name]
-        if cli_default is None and fields[name] == []:  # a repeatable flag given no times
-            cli_default = []
-        cast = CLI_DEFAULT_AS_RECIPE.get((command, name))
-        if cast is not None:
-            cli_default = cast(cli_default)
-        assert cli_default == fields[name], (f"`sparsa {command} --{name.replace('_', '-')}` defaults to "
-                                             f"{cli_default!r}, the recipe's {name} to {fields[name]!r}")
+        _assert_same_default(command, name, flags[name], fields[name])
+
+
+def _assert_same_default(command, name, cli_default, recipe_default):
+    if cli_default is None and recipe_default == []:  # a repeatable flag given no times
+        cli_default = []
+    cast = CLI_DEFAULT_AS_RECIPE.get((command, name))
+    if cast is not None:
+        cli_default = cast(cli_default)
+    assert cli_default == recipe_default, (f"`sparsa {command} --{name.replace('_', '-')}` defaults to "
+                                               f"{cli_default!r}, the recipe's {name} to {recipe_default!r}")
+
+
+# `sparsa prune --tolerance`: the flags of `sparsa prune` less the one-shot mode's own, against the recipe's
+# `tolerance-prune` stage.
+ONESHOT_ONLY = set(PruneStage.model_fields) - set(TolerancePruneStage.model_fields)  # heads, ffn, channels, calib, ...
+TOLERANCE_INTENTIONAL = {
+    "cli_only": set(),
+    # kinds: the CLI prunes the kinds whose --heads/--ffn/--channels is non-zero (all the model has when none
+    # is), so the one-shot mode's flags name them; the recipe lists them
+    "recipe_only": {"kinds"},
+}
+# --tolerance is optional on the CLI (None: the one-shot mode), required in the stage
+TOLERANCE_DEFAULT_DIFFERS = {"tolerance"}
+
+
+def _tolerance_only_fields() -> set:
+    return set(TolerancePruneStage.model_fields) - set(PruneStage.model_fields)
+
+
+def test_tolerance_flags_and_stage_fields_agree():
+    flags = {k: v for k, v in _cli_params("prune").items() if k not in ONESHOT_ONLY | CLI_ONLY_COMMON}
+    fields = {k: v for k, v in _fields(TolerancePruneStage).items() if k not in RECIPE_ONLY_COMMON}
+    assert set(flags) - set(fields) == TOLERANCE_INTENTIONAL["cli_only"], \
+        f"`sparsa prune --tolerance` flags with no tolerance-prune field: {sorted(set(flags) - set(fields))}"
+    assert set(fields) - set(flags) == TOLERANCE_INTENTIONAL["recipe_only"], \
+        f"tolerance-prune fields with no `sparsa prune` flag: {sorted(set(fields) - set(flags))}"
+    for name in (set(flags) & set(fields)) - TOLERANCE_DEFAULT_DIFFERS:
+        _assert_same_default("prune --tolerance", name, flags[name], fields[name])
+
+
+def test_tolerance_stage_is_the_schedule_config():
+    """Every tolerance-prune field (but `data`, what it is measured on) is a ScheduleConfig option, with its default:
+    the config is the one home of names and defaults, and the pipeline hands the fields on by name."""
+    options, defaults = {f.name for f in dataclasses.fields(ScheduleConfig)}, schedule_defaults()
+    stage = {k: v for k, v in _fields(TolerancePruneStage).items() if k not in RECIPE_ONLY_COMMON | {"data"}}
+    assert set(stage) <= options, f"tolerance-prune fields ScheduleConfig lacks: {sorted(set(stage) - options)}"
+    for name in set(stage) - {"tolerance"}:
+        assert stage[name] == defaults[name], f"tolerance-prune {name} defaults to {stage[name]!r}, " \
+                                              f"ScheduleConfig to {defaults[name]!r}"
+
+
+def test_schedule_flag_without_tolerance_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from sparsa.errors import SparsaError
+
+    res = CliRunner().invoke(app, ["prune", "minilm", "--out", str(tmp_path / "p"), "--heads", "0.5",
+                                   "--max-rounds", "3"])  # the app itself: SparsaError propagates (main() prints it)
+    assert isinstance(res.exception, SparsaError), res.output
+    assert res.exception.message == "--max-rounds sets the tolerance schedule" and "--tolerance" in res.exception.hint
+    assert not (tmp_path / "p").exists()
+
+
+def test_renamed_schedule_option_names_its_new_name():
+    from sparsa.errors import SparsaError
+    from sparsa.recipe import recipe_from_dict
+
+    with pytest.raises(SparsaError, match="'rounds_max' is now called 'max_rounds'"):
+        ScheduleConfig.from_opts(0.02, rounds_max=3)
+    with pytest.raises(SparsaError, match="rounds_max.*is now called.*max_rounds"):
+        recipe_from_dict({"name": "r", "model": "tiny-swin", "data": {"train": "digits"},
+                          "stages": [{"type": "tolerance-prune", "tolerance": 0.02, "rounds_max": 3}]})
 
 
 def test_recipe_importance_names_are_the_pruners():
@@ -84,3 +152,21 @@ def test_oneshot_calibration_default_is_the_flags():
     from sparsa.prune.oneshot import CALIB_SAMPLES
 
     assert _cli_params("prune")["calib_samples"] == CALIB_SAMPLES == _fields(PruneStage)["calib_samples"]
+
+
+def test_run_saved_under_the_old_option_names_still_resumes(tmp_path):
+    """A .run/state.json written before `rounds_max` became `max_rounds` (and with importance 'l1', now stored
+    as 'l1_group') is the same configuration, not "a run with a different configuration"."""
+    import json
+
+    from sparsa.prune.checkpoint import WORK_DIR, config_dict, saved_state
+
+    cfg = ScheduleConfig.from_opts(0.02, kinds=("heads", "ffn"))
+    old = config_dict(cfg)
+    old["rounds_max"], old["importance"] = old.pop("max_rounds"), "l1"
+    (tmp_path / WORK_DIR).mkdir()
+    (tmp_path / WORK_DIR / "state.json").write_text(json.dumps({"version": 1, "config": old}))
+    assert saved_state(tmp_path, cfg, {})["config"] == config_dict(cfg)
+    other = ScheduleConfig.from_opts(0.02, kinds=("heads", "ffn"), max_rounds=3)
+    with pytest.raises(Exception, match="different configuration"):
+        saved_state(tmp_path, other, {})

@@ -42,7 +42,7 @@ def fast_tolerance(monkeypatch, fast_checkpoints):
     from sparsa.prune import schedule
 
     monkeypatch.setattr(schedule, "tolerance_prune", functools.partial(
-        schedule.tolerance_prune, rounds_max=1, round_recovery_epochs=0, delta0=0.25, delta_max=0.5))
+        schedule.tolerance_prune, max_rounds=1, round_recovery_epochs=0, delta0=0.25, delta_max=0.5))
 
 
 @pytest.fixture

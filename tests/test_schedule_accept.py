@@ -77,7 +77,7 @@ def test_schedule_rejects_steps_the_point_rule_accepts(tmp_path):
     lm = load("tiny-vit")
     data = load_dataset("digits", "calib").subset(96)
     tol = 0.05
-    opts = dict(granularity="unstructured", delta0=0.8, delta_max=0.9, rounds_max=1, round_recovery_epochs=0)
+    opts = dict(granularity="unstructured", delta0=0.8, delta_max=0.9, max_rounds=1, round_recovery_epochs=0)
     results, trials = {}, {}
     for rule in ("point", "upper_bound"):
         out = tmp_path / rule

@@ -51,9 +51,9 @@ def _trace(out):
 
 
 @pytest.mark.parametrize("opts", [
-    dict(granularity="unstructured", delta0=0.2, delta_max=0.4, rounds_max=2, round_recovery_epochs=1.0,
+    dict(granularity="unstructured", delta0=0.2, delta_max=0.4, max_rounds=2, round_recovery_epochs=1.0,
          recovery_lr=1e-3, recovery_batch=32),
-    dict(granularity="structured", scope="layer", delta0=0.25, delta_max=0.5, rounds_max=2,
+    dict(granularity="structured", scope="layer", delta0=0.25, delta_max=0.5, max_rounds=2,
          trial_recovery_steps=1, round_recovery_epochs=0.5, recovery_lr=1e-3, recovery_batch=32),
 ], ids=["unstructured", "structured"])
 def test_killed_run_resumes_from_last_accepted_step(tmp_path, opts):
@@ -102,7 +102,7 @@ def test_structured_global_result_saves_and_reloads(tmp_path):
     lm = _tiny_vit(1)
     data = _self_labelled(lm)
     r = _run(lm, 0.2, data, tmp_path / "g", dict(granularity="structured", scope="global", delta0=0.1,
-                                                   delta_max=0.3, rounds_max=3, round_recovery_epochs=0))
+                                                   delta_max=0.3, max_rounds=3, round_recovery_epochs=0))
     back = load(r["model"])
     assert count_params(back.model) == r["params"] < r["params_dense"]
     with torch.no_grad():
@@ -142,9 +142,9 @@ def test_bad_data_and_models(tmp_path):
     with pytest.raises(SparsaError, match="unknown tolerance_prune option"):
         _run(lm, 0.02, img, tmp_path / "c", {"speed": 3})
     # a folder holding another configuration's run is not silently mixed with this one
-    _run(lm, 0.5, img, tmp_path / "d", dict(rounds_max=1, round_recovery_epochs=0))
+    _run(lm, 0.5, img, tmp_path / "d", dict(max_rounds=1, round_recovery_epochs=0))
     with pytest.raises(SparsaError, match="different configuration") as e:
-        _run(lm, 0.4, img, tmp_path / "d", dict(rounds_max=1, round_recovery_epochs=0))
+        _run(lm, 0.4, img, tmp_path / "d", dict(max_rounds=1, round_recovery_epochs=0))
     assert "--overwrite" in e.value.hint
 
 
@@ -153,7 +153,7 @@ def test_finished_or_foreign_folder_needs_overwrite_which_starts_over(tmp_path):
     overwrite the folder is replaced (nothing of it survives) and the run starts from scratch."""
     lm = _tiny_vit()
     img = _self_labelled(lm, 16)
-    opts = dict(rounds_max=1, round_recovery_epochs=0)
+    opts = dict(max_rounds=1, round_recovery_epochs=0)
     out = tmp_path / "d"
     first = _run(lm, 0.5, img, out, opts)
     with pytest.raises(SparsaError, match="finished tolerance-pruning run") as e:

@@ -23,7 +23,7 @@ def test_videomae_tolerance_pruning_saves_and_reloads(tmp_path):
     data = load_dataset("clips", "calib")  # 60 clips: report and recovery set (test speed)
     check = load_clips("calib", per_class=20)  # a bigger check split from the generator
     r = tolerance_prune(dense, 0.05, {"check": check, "report": data, "train": data}, tmp_path / "v", granularity="structured", scope="global",
-                        kinds=("heads", "ffn"), importance="l1_group", delta0=0.25, delta_max=0.5, rounds_max=1,
+                        kinds=("heads", "ffn"), importance="l1_group", delta0=0.25, delta_max=0.5, max_rounds=1,
                         round_recovery_epochs=0, progress=False)
     assert r["compression"] > 0 and r["params"] < r["params_dense"]
     assert r["dense_check_accuracy"] - r["check_accuracy"] <= 0.05 + 1e-9

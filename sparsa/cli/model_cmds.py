@@ -11,6 +11,12 @@ from sparsa.cli.app import app, emit, status_console
 from sparsa.cli.data_size import frames_option, image_size_option, set_data_size
 from sparsa.errors import SparsaError, check_fraction
 from sparsa.io import check_out_dir
+from sparsa.prune.schedule_config import schedule_defaults
+
+_SCHEDULE = schedule_defaults()  # the tolerance schedule's defaults live in its config
+# the flags only the tolerance schedule reads (refused without --tolerance)
+_SCHEDULE_FLAGS = ("granularity", "max_rounds", "budget_s", "round_recovery_epochs", "trial_recovery_steps",
+                   "rollback")
 
 
 def _input_desc(lm, inputs: dict) -> str:
@@ -51,6 +57,7 @@ def info(
 
 @app.command()
 def prune(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="built-in name or model folder"),
     out: str = typer.Option(..., "--out", help="the pruned model folder (+ result.json)"),
     heads: float = typer.Option(0.0, "--heads", callback=checks.fraction, help="fraction of attention heads to remove per layer, [0, 1)"),
@@ -70,6 +77,24 @@ def prune(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint='a quality loss as a fraction, e.g. 0.02'),
                                               help="prune as far as the quality loss stays within this (needs --data)"),
     data: Optional[str] = typer.Option(None, "--data", help="evaluation data for --tolerance"),
+    granularity: str = typer.Option(_SCHEDULE["granularity"], "--granularity",
+                                    help="--tolerance: structured (whole heads/neurons/channels) | unstructured "
+                                         "(the seed's magnitude masks)"),
+    max_rounds: int = typer.Option(_SCHEDULE["max_rounds"], "--max-rounds", callback=checks.in_range(1, 1000),
+                                   help="--tolerance: rounds at most"),
+    budget_s: Optional[float] = typer.Option(_SCHEDULE["budget_s"], "--budget-s",
+                                             callback=checks.in_range(0, lo_open=True),
+                                             help="--tolerance: wall-clock budget in seconds (the last accepted "
+                                                  "state is kept)"),
+    round_recovery_epochs: float = typer.Option(_SCHEDULE["round_recovery_epochs"], "--round-recovery-epochs",
+                                                callback=checks.in_range(0, 100),
+                                                help="--tolerance: fine-tuning epochs after each round"),
+    trial_recovery_steps: int = typer.Option(_SCHEDULE["trial_recovery_steps"], "--trial-recovery-steps",
+                                             callback=checks.in_range(0, 100_000),
+                                             help="--tolerance: fine-tuning steps after each trial, before its check"),
+    rollback: bool = typer.Option(_SCHEDULE["rollback"], "--rollback/--no-rollback",
+                                  help="--tolerance: undo a step beyond tolerance (--no-rollback keeps the first "
+                                       "state beyond it, as the seed's table does)"),
     image_size: Optional[int] = image_size_option(),
     frames: Optional[int] = frames_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder (else refused)"),
@@ -80,6 +105,11 @@ def prune(
     from sparsa.prune import PrunePlan
     from sparsa.prune.oneshot import needs_calibration, prune_oneshot
 
+    # typer vendors its own click, so its ParameterSource is compared by name
+    schedule_only = [p for p in _SCHEDULE_FLAGS if getattr(ctx.get_parameter_source(p), "name", "DEFAULT") != "DEFAULT"]
+    if tolerance is None and schedule_only:
+        raise SparsaError(f"--{schedule_only[0].replace('_', '-')} sets the tolerance schedule",
+                          hint="add --tolerance (a quality loss as a fraction, e.g. 0.02) and --data, or drop it")
     if tolerance is not None:
         if data is None:
             raise SparsaError("--tolerance needs --data (the set the quality loss is measured on)",
@@ -94,8 +124,11 @@ def prune(
         kinds = tuple(k for k, v in (("heads", heads), ("ffn", ffn), ("channels", channels)) if v > 0) or None
         set_data_size(lm, image_size, frames)
         result = tolerance_prune(lm, tolerance=tolerance, data=data, out=out, importance=importance,
-                                 scope=scope, seed=seed, kinds=kinds, console=status_console(json_),
-                                 overwrite=overwrite)
+                                 scope=scope, seed=seed, kinds=kinds, granularity=granularity,
+                                 max_rounds=max_rounds, budget_s=budget_s,
+                                 round_recovery_epochs=round_recovery_epochs,
+                                 trial_recovery_steps=trial_recovery_steps, rollback=rollback,
+                                 console=status_console(json_), overwrite=overwrite)
         emit(result if isinstance(result, dict) else {"out": out, "result": str(result)}, json_)
         return
     plan = PrunePlan(heads=heads, ffn=ffn, channels=channels, importance=importance, scope=scope, seed=seed)

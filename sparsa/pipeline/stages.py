@@ -44,9 +44,9 @@ def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
     from sparsa import models
     data = state.recipe.resolve_path(st.data or state.recipe.recipe.data.train or state.default_data())
     work = state.workdir() / "tolerance_prune"
-    opts = dict(granularity=st.granularity, kinds=tuple(st.kinds), scope=st.scope, rounds_max=st.max_rounds,
-                budget_s=st.budget_s, round_recovery_epochs=st.round_recovery_epochs,
-                trial_recovery_steps=st.trial_recovery_steps, rollback=st.rollback, seed=st.seed)
+    # the stage's fields are ScheduleConfig's options by name
+    opts = st.model_dump(exclude={"type", "name", "data", "tolerance"})
+    opts["kinds"] = None if st.kinds is None else tuple(st.kinds)
     result = schedule.tolerance_prune(state.loaded, st.tolerance, data, work, progress=False, **opts)
     state.loaded = models.load(result["model"])  # the accepted model, as the schedule saved it
     return _plain(result)
