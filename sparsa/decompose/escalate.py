@@ -112,6 +112,10 @@ class EscalateConv(PenniConv):
     def coefficients(self) -> Tensor:
         return self.codes().float()
 
+    def effective_weights(self) -> dict[str, Tensor]:
+        """The logical basis kernels and (ternary) coefficients."""
+        return {"basis": self.basis_kernels(), "coefs": self.coefficients()}
+
     def hw_annotation(self) -> tuple[HwAnnotation, ...] | None:
         """8-bit basis, 2-bit ternary coefficient codes (zero codes: pruned); unpacking and the basis
         scale are the datapath."""
@@ -155,6 +159,10 @@ class Int8Layer(nn.Module):
 
     def weight(self) -> Tensor:
         return self.weight_q.float() * self.weight_scale.view(-1, *([1] * (len(self.weight_shape) - 1)))
+
+    def effective_weights(self) -> dict[str, Tensor]:
+        """The logical float weight (int8 codes times their per-channel scales)."""
+        return {"weight": self.weight()}
 
     def hw_annotation(self) -> HwAnnotation:
         """int8 weights (per-channel scales are the datapath), as sparse as their codes."""

@@ -1,9 +1,14 @@
-"""What a compressed layer tells the hardware simulator about itself.
+"""What a compressed layer tells the rest of sparsa about itself.
 
 One protocol, so that techniques (quantization, pruning, decomposition) describe their layers and
-the simulator reads the description without importing any technique: a layer class implements
+the simulator and the evaluation read the description without importing any technique. A layer
+class answers two questions:
 
     def hw_annotation(self) -> HwAnnotation | tuple[HwAnnotation | None, ...] | None
+    def effective_weights(self) -> dict[str, Tensor]   # its logical float weights, by local name
+
+`effective_weights` matters for layers that keep their weights as codes (buffers, not parameters):
+size and sparsity accounting reads the logical weights through `logical_weights()` below.
 
 A single annotation applies to every GEMM the layer's forward pass runs; a tuple gives one per
 GEMM, in the order the forward pass runs them (PENNI: basis stage, then combination stage).
@@ -73,3 +78,23 @@ def annotations_of(module: nn.Module) -> tuple[HwAnnotation | None, ...] | HwAnn
             return ann
         return tuple(ann)
     return measured_annotation(module)
+
+
+def logical_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter (shared tensors once), plus the logical float weights of layers that store
+    codes instead (`effective_weights()`), keyed by their full names; a code that maps to 0.0 is a
+    zero weight."""
+    out, seen = {}, set()
+    for name, p in model.named_parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            out[name] = p.detach()
+    for name, m in model.named_modules():
+        own = getattr(type(m), "effective_weights", None)
+        if own is not None:
+            with torch.no_grad():
+                out.update({f"{name}.{k}" if name else k: v for k, v in own(m).items()})
+        bias = getattr(m, "bias", None)
+        if isinstance(bias, torch.Tensor) and f"{name}.bias" not in out:
+            out[f"{name}.bias"] = bias.detach()
+    return out

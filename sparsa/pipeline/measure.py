@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from sparsa.models.hw_annotation import logical_weights
 from sparsa.pipeline.state import PipelineState
 
 
@@ -54,30 +55,9 @@ def size_and_compute(state: PipelineState, loaded=None) -> dict:
 
 
 def effective_weights(model) -> dict:
-    """Every parameter, plus the logical weights of integer layers (kept as buffers, not parameters).
-
-    Shared (tied) tensors appear once. A quantized layer `P` contributes `P.weight` (its dequantized
-    codes: a code that maps to 0.0 is a zero weight) and `P.bias`.
-    """
-    out, seen = {}, set()
-    for name, p in model.named_parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            out[name] = p.detach()
-    for name, m in model.named_modules():
-        deq = getattr(m, "dequantized_weight", None)
-        with torch.no_grad():
-            if callable(deq):  # sparsa.quant's QuantLinear
-                out[f"{name}.weight"] = deq()
-            elif hasattr(m, "weight_q"):  # int8 layers (ESCALATE's "others"): weight is a tensor or a method
-                w = m.weight() if callable(m.weight) else m.weight
-                out[f"{name}.weight"] = w
-            elif hasattr(m, "coefs_t2") and callable(getattr(m, "coefficients", None)):  # ESCALATE ternary conv
-                out[f"{name}.basis"] = m.basis_kernels()
-                out[f"{name}.coefs"] = m.coefficients()
-        if getattr(m, "bias", None) is not None and f"{name}.bias" not in out and not isinstance(m.bias, bool):
-            out[f"{name}.bias"] = m.bias
-    return out
+    """Every parameter, plus the logical weights of layers that store codes (the layers' own
+    `effective_weights()`, read through `sparsa.models.hw_annotation.logical_weights`)."""
+    return logical_weights(model)
 
 
 def _input_desc(state: PipelineState, loaded) -> str:

@@ -131,6 +131,10 @@ class QuantLinear(nn.Module):
         return y.to(x.dtype)
 
     # --- what the hardware sees ------------------------------------------------------------
+    def effective_weights(self) -> dict[str, Tensor]:
+        """The logical float weight (dequantized codes), for size and sparsity accounting."""
+        return {"weight": self.dequantized_weight()}
+
     def hw_annotation(self) -> HwAnnotation:
         """Weights stored at `bits` (zero codes of a pruned sym layer, or the zero point of an asym one,
         are its zeros); the activation operand's bits when the layer quantizes its input."""
