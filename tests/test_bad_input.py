@@ -251,7 +251,7 @@ def test_emit_sanitises_nested_non_finite_values(capsys):
     (["prune", "tiny-cnn", "--channels", "0.5", "--seed", "-1", "--out", "X"], "--seed -1 is out of range"),
     (["prune", "tiny-cnn", "--tolerance", "inf", "--data", "digits", "--out", "X"], "--tolerance inf"),
     (["decompose", "tiny-cnn", "--lam", "nan", "--out", "X"], "--lam nan is not a finite number"),
-    (["decompose", "tiny-cnn", "--epochs", "-1", "--out", "X"], "--epochs -1 is out of range"),
+    (["decompose", "tiny-cnn", "--epochs", "-1", "--out", "X"], "--retrain-epochs -1 is out of range"),
     (["decompose", "tiny-cnn", "--limit", "0", "--out", "X"], "--limit 0 is out of range"),
     (["decompose", "tiny-cnn", "--s", "-0.5", "--out", "X"], "--s -0.5 is out of range"),
     (["decompose", "tiny-cnn", "--channel-fraction", "1", "--out", "X"], "--channel-fraction 1.0 is out of range"),
