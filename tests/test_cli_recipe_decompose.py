@@ -23,6 +23,7 @@ def _json(result) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two PENNI runs of one retraining epoch each (~10-30 s on two shared cores)
 def test_cli_decompose_equals_recipe(tmp_path):
     from sparsa.pipeline import run_recipe
     from sparsa.recipe import parse_recipe
