@@ -151,18 +151,22 @@ class AttentionStage(_Strict):
         return {k: getattr(self, k) for k in ATTENTION_OPTION_KEYS if getattr(self, k) is not None}
 
     @classmethod
-    def from_cli_options(cls, method: str, opts: dict) -> "AttentionStage":
-        """The stage `--attention METHOD --opt K=V ...` spells, or a SparsaError naming the bad option."""
+    def from_cli_options(cls, method: str, opts: dict, flags: bool = False) -> "AttentionStage":
+        """The stage `--attention METHOD --opt K=V ...` spells (flags=True: `--attention METHOD --k V`),
+        or a SparsaError naming the bad option as the user wrote it."""
         check_method(method)
+
+        def spelt(k):
+            return "--" + k.replace("_", "-") if flags else f"--opt {k}"
         unknown = sorted(set(opts) - set(ATTENTION_OPTION_KEYS) - {"sparsity"})
         if unknown:
-            raise SparsaError(f"--opt {', '.join(unknown)}: not an option of the attention methods",
+            raise SparsaError(f"{', '.join(map(spelt, unknown))}: not an option of the attention methods",
                               hint=f"options (the recipe's attention stage fields): {', '.join(ATTENTION_OPTION_KEYS)}")
         try:
             return cls(type="attention", method=method, **opts)
         except ValidationError as e:
             err = e.errors()[0]
-            where = "--attention" if err["loc"][0] == "method" else f"--opt {err['loc'][0]}"
+            where = "--attention" if err["loc"][0] == "method" else spelt(err["loc"][0])
             hint = (f"methods: {', '.join(ATTENTION_METHODS)}" if where == "--attention"
                     else "the ranges are the recipe's attention stage's (docs/attention.md)")
             raise SparsaError(f"{where}: {err['msg']}", hint=hint) from None

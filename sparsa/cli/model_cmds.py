@@ -179,7 +179,7 @@ def eval_cmd(
         from sparsa.recipe import AttentionStage
 
         # the same typed options as a recipe's attention stage (names, ranges, method names)
-        options = AttentionStage.from_cli_options(attention, given).options()
+        options = AttentionStage.from_cli_options(attention, given, flags=True).options()
     lm = load(model)
     set_data_size(lm, image_size, frames)
     if attention is not None:
