@@ -150,10 +150,10 @@ def run_cnn(args) -> dict:
     lm = load(args.model)
     sets = load_splits(lm, None, 0)
     cfg = PenniConfig(basis=args.basis, retrain_epochs=args.epochs, lam=args.lam, finetune_epochs=args.finetune_epochs,
-                      shrink="none", seed=0, s=args.s, fold_bn=args.fold_bn)
+                      shrink="none", seed=0, s=args.s, fold_bn=args.fold_bn, tolerance=args.tolerance)
     log = (lambda r: print(f"  epoch {r['epoch']} {r.get('phase', '')} loss {r['loss']:.4f} ({r['seconds']:.1f}s)",
                            flush=True)) if args.verbose else None
-    work, res = run_penni(lm, cfg, sets, tolerance=args.tolerance, hybrid=False, log=log)
+    work, res = run_penni(lm, cfg, sets, hybrid=False, log=log)
     ex = lm.example_inputs(batch=2)
     orig = lm.model.eval()
     variants_models = {}
@@ -392,7 +392,7 @@ def main() -> None:
     p.add_argument("--lam", type=float, default=5e-3)
     p.add_argument("--basis", type=int, default=3)
     p.add_argument("--s", type=float, default=1.0, help="prune threshold scale (ref: 1.0)")
-    p.add_argument("--tolerance", type=float, default=None, help="pick s on the calibration split instead")
+    p.add_argument("--tolerance", type=float, default=None, help="pick s on the calibration split instead: the accuracy drop it may cost, a fraction (0.01 = one point)")
     p.add_argument("--fold-bn", action="store_true")
     p.add_argument("--hybrid-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)

@@ -21,7 +21,10 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sparsa.attention.hdp import IMPORTANCE_VARIANTS
+from sparsa.attention.methods import METHODS as ATTENTION_METHODS, check_method
 from sparsa.data.model_input import MAX_FRAMES, MAX_IMAGE_SIZE
+from sparsa.decompose.penni import PenniConfig
 from sparsa.errors import SparsaError
 from sparsa.prune.schedule_config import RENAMED as SCHEDULE_RENAMED
 from sparsa.prune.schedule_config import schedule_defaults
@@ -138,43 +141,97 @@ class QuantizeStage(_Strict):
         return self
 
 
+# the options an attention method takes (the rest of AttentionStage is which method, and calibration)
+ATTENTION_OPTION_KEYS = ("rho_b", "gap", "ratio", "tau_h", "block", "importance")
+
+
 class AttentionStage(_Strict):
-    """Dynamic attention pruning installed into the model (HDP, seed 002, and its baselines)."""
+    """Dynamic attention pruning installed into the model (HDP, seed 002, and its baselines).
+
+    The method's typed options: `sparsa eval --attention M` takes them as flags of the same names
+    and `sparsa sim --attention M --opt KEY=VALUE` as KEY=VALUE pairs checked by this model
+    (`from_cli_options`)."""
 
     type: Literal["attention"]
     name: str | None = None
-    method: Literal["hdp", "hdp-seed", "topk", "topk-element", "energon", "spatten", "dense"] = "hdp"
+    method: Literal[ATTENTION_METHODS] = "hdp"
     rho_b: float | None = Field(None, ge=-1.0, le=1.0)  # hdp-seed / energon row ratio
     gap: float | None = Field(None, ge=0.0, le=64.0)  # hdp (default variant) row gap
     ratio: Fraction | None = None  # topk / spatten: fraction pruned
     tau_h: float | None = Field(None, ge=0.0)  # head threshold
     sparsity: Fraction | None = None  # calibrate the method's knob to this block sparsity instead
     block: int | None = Field(None, ge=1, le=64)
-    importance: Literal["abs", "signed", "max"] | None = None
+    importance: Literal[IMPORTANCE_VARIANTS] | None = None
 
     def options(self) -> dict:
         """The method's keyword options (unset ones left to the method's defaults)."""
-        keys = ("rho_b", "gap", "ratio", "tau_h", "block", "importance")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in ATTENTION_OPTION_KEYS if getattr(self, k) is not None}
+
+    @classmethod
+    def from_cli_options(cls, method: str, opts: dict, flags: bool = False) -> "AttentionStage":
+        """The stage `--attention METHOD --opt K=V ...` spells (flags=True: `--attention METHOD --k V`),
+        or a SparsaError naming the bad option as the user wrote it."""
+        check_method(method)
+
+        def spelt(k):
+            return "--" + k.replace("_", "-") if flags else f"--opt {k}"
+        unknown = sorted(set(opts) - set(ATTENTION_OPTION_KEYS) - {"sparsity"})
+        if unknown:
+            raise SparsaError(f"{', '.join(map(spelt, unknown))}: not an option of the attention methods",
+                              hint=f"options (the recipe's attention stage fields): {', '.join(ATTENTION_OPTION_KEYS)}")
+        try:
+            return cls(type="attention", method=method, **opts)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = "--attention" if err["loc"][0] == "method" else spelt(err["loc"][0])
+            hint = (f"methods: {', '.join(ATTENTION_METHODS)}" if where == "--attention"
+                    else "the ranges are the recipe's attention stage's (docs/attention.md)")
+            raise SparsaError(f"{where}: {err['msg']}", hint=hint) from None
+
+
+_PENNI = PenniConfig  # the technique's config: every default below is its field's default
 
 
 class DecomposeStage(_Strict):
-    """PENNI kernel decomposition: shared basis kernels + sparse coefficients (seed 003)."""
+    """PENNI kernel decomposition: shared basis kernels + sparse coefficients (seed 003).
+
+    The fields are PenniConfig's, with its defaults and `sparsa decompose`'s flag names
+    (tests/test_cli_recipe_names.py checks); `penni_config` builds the config `flow.run_penni` runs."""
 
     type: Literal["decompose"]
     name: str | None = None
     method: Literal["penni"] = "penni"
-    basis: int | None = Field(None, ge=1, le=64)  # None: 5 where the kernel volume exceeds 5 (ref)
-    linear: bool = False  # also decompose Linear layers (16-input segments)
-    prune_std: float = Field(1.0, ge=0.0, le=10.0)  # coefficient threshold = prune_std * std (ref s = 1)
-    tolerance: float | None = Field(None, gt=0.0, lt=1.0)  # instead: largest s within this accuracy drop
-    retrain_epochs: int | None = Field(None, ge=0, le=1000)  # None: the PENNI reference defaults
-    finetune_epochs: int | None = Field(None, ge=0, le=1000)
-    shrink: Literal["safe", "ref", "none"] = "safe"
+    basis: int | None = Field(_PENNI.basis, ge=1, le=64)  # None: 5 where the kernel volume exceeds 5 (ref)
+    linear: bool = _PENNI.linear  # also decompose Linear layers (16-input segments)
+    # coefficient threshold = s * std(C); None: 1.0 (ref) with penalty l1, 0 with group
+    s: float | None = Field(_PENNI.s, ge=0.0, le=10.0)
+    tolerance: float | None = Field(_PENNI.tolerance, gt=0.0, lt=1.0)  # instead: largest s within this accuracy drop (fraction)
+    retrain_epochs: int = Field(_PENNI.retrain_epochs, ge=0, le=1000)  # L1-penalised retraining
+    finetune_epochs: int = Field(_PENNI.finetune_epochs, ge=0, le=1000)  # after pruning
+    lam: float = Field(_PENNI.lam, ge=0.0)  # penalty weight λ
+    shrink: Literal["safe", "ref", "none"] = _PENNI.shrink
+    merge: bool = _PENNI.merge  # fold the shrunk layers back into dense convolutions
+    fold_bn: bool = _PENNI.fold_bn
     # "l1": the seed's coefficient L1 + std threshold; "group": group lasso + channel pruning (docs/penni.md)
-    penalty: Literal["l1", "group"] = "l1"
-    channel_fraction: float | None = Field(None, gt=0.0, lt=1.0)  # penalty="group": channels dropped per group
+    penalty: Literal["l1", "group"] = _PENNI.penalty
+    channel_s: float = Field(_PENNI.channel_s, ge=0.0)  # penalty="group": drop channels below this × group mean
+    channel_fraction: float | None = Field(_PENNI.channel_fraction, gt=0.0, lt=1.0)  # instead: this fraction per group
     data: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw):
+        # `prune_std` is the older name of `s` (the CLI's --s): still read, never both
+        if isinstance(raw, dict) and "prune_std" in raw:
+            if "s" in raw:
+                raise ValueError("prune_std is the older name of s: give only s")
+            raw = {("s" if k == "prune_std" else k): v for k, v in raw.items()}
+        return raw
+
+    def penni_config(self, seed: int) -> PenniConfig:
+        keys = ("basis", "linear", "s", "tolerance", "retrain_epochs", "finetune_epochs", "lam", "shrink", "merge",
+                "fold_bn", "penalty", "channel_s", "channel_fraction")
+        return PenniConfig(seed=seed, **{k: getattr(self, k) for k in keys})
 
 
 Stage = Annotated[
@@ -252,12 +309,15 @@ class Recipe(_Strict):
             raise ValueError("hardware.gemm is for simulator-only recipes; remove it or remove model")
         if self.model is None and self.stages:
             raise ValueError("stages need a model to work on")
-        seen_decompose = False
+        seen_decompose = merged = False
         for st in self.stages:
             if isinstance(st, DecomposeStage):
-                seen_decompose = True
+                seen_decompose, merged = True, st.merge
             if isinstance(st, QuantizeStage) and st.mode == "hybrid" and not seen_decompose:
                 raise ValueError("quantize mode 'hybrid' quantizes PENNI basis/coefficients: put a decompose stage before it")
+            if isinstance(st, QuantizeStage) and st.mode == "hybrid" and merged:
+                raise ValueError("quantize mode 'hybrid' needs the basis/coefficient split that decompose merge: true "
+                                 "folds away: drop merge")
         return self
 
     # ------------------------------------------------------------ helpers

@@ -15,7 +15,7 @@ import typer
 import sparsa.cli  # noqa: F401  registers the command modules
 from sparsa.cli.app import app
 from sparsa.prune.schedule_config import ScheduleConfig, schedule_defaults
-from sparsa.recipe import PruneStage, QuantizeStage, TolerancePruneStage
+from sparsa.recipe import AttentionStage, DecomposeStage, HardwareSpec, PruneStage, QuantizeStage, TolerancePruneStage
 
 # Fields of every stage that are about the recipe, not the technique.
 RECIPE_ONLY_COMMON = {"type", "name"}
@@ -35,9 +35,40 @@ INTENTIONAL = {
         # onnx_fuse: the CLI's export fuses automatically (fuse="auto"), the recipe says it explicitly
         "recipe_only": {"mode", "onnx_fuse"},
     },
+    "decompose": {
+        # the seed is the recipe's top-level `seed` (PENNI's training) and data.seed (the splits);
+        # --limit trims every split for quick runs (a recipe trains on its whole data)
+        "cli_only": {"seed", "limit",
+                     # ESCALATE: the recipe's `quantize` stage with mode: hybrid (after decompose)
+                     "hybrid_quant", "hybrid_epochs"},
+        "recipe_only": set(),
+    },
+    "eval": {
+        # --attention METHOD switches `sparsa eval` to the method: the stage's `method`
+        "cli_only": {"attention",
+                     # --head-ratio calibrates τ_H to a share of heads; a recipe calibrates with `sparsity`
+                     "head_ratio",
+                     # what `sparsa eval` measures besides attention: the recipe's evaluation: and data: sections
+                     "reference", "data", "runs", "threads", "seq_len"},
+        "recipe_only": {"method"},
+    },
+    "sim": {
+        # the attention method and its options are the recipe's attention stage (checked there, below)
+        # target: the model or workload, the recipe's top-level `model`
+        "cli_only": {"target", "attention", "opt",
+                     # inputs per batch: a recipe simulates one input (evaluation.latency.batch is CPU latency);
+                     # --per-op: the JSON's detail
+                     "batch", "per_op"},
+        # params: nested overrides of the preset (the CLI takes a YAML file as --arch);
+        # dense_baseline: a recipe also simulates the uncompressed model (the CLI: run sim on it)
+        "recipe_only": {"params", "dense_baseline"},
+    },
 }
 # The same setting, typed differently: `--bits` takes 'ternary' too (so it is text on the CLI).
 CLI_DEFAULT_AS_RECIPE = {("quantize", "bits"): int}
+# Defaults that differ on purpose: a recipe names one preset by default; `sparsa sim --arch` is required.
+# A GEMM is "M,K,N" text on the command line, a list in YAML (both unset by default).
+DEFAULT_DIFFERS = {("sim", "arch"): "a recipe's hardware section defaults to hdp-edge; --arch must be given"}
 
 
 def _cli_params(command: str) -> dict:
@@ -50,7 +81,11 @@ def _fields(model) -> dict:
             for k, f in model.model_fields.items()}
 
 
-@pytest.mark.parametrize("command, stage", [("prune", PruneStage), ("quantize", QuantizeStage)])
+PAIRS = [("prune", PruneStage), ("quantize", QuantizeStage), ("decompose", DecomposeStage),
+         ("eval", AttentionStage), ("sim", HardwareSpec)]
+
+
+@pytest.mark.parametrize("command, stage", PAIRS)
 def test_recipe_fields_and_cli_flags_agree(command, stage):
     flags, fields = _cli_params(command), _fields(stage)
     allowed = INTENTIONAL[command]
@@ -64,6 +99,8 @@ def test_recipe_fields_and_cli_flags_agree(command, stage):
     assert recipe_only == allowed["recipe_only"], f"recipe {stage.__name__} fields with no CLI flag: " \
                                                   f"{sorted(recipe_only - allowed['recipe_only'])}"
     for name in set(flags) & set(fields):
+        if (command, name) in DEFAULT_DIFFERS:
+            continue
         _assert_same_default(command, name, flags[name], fields[name])
 
 
@@ -170,3 +207,37 @@ def test_run_saved_under_the_old_option_names_still_resumes(tmp_path):
     other = ScheduleConfig.from_opts(0.02, kinds=("heads", "ffn"), max_rounds=3)
     with pytest.raises(Exception, match="different configuration"):
         saved_state(tmp_path, other, {})
+
+
+def test_decompose_defaults_live_in_penni_config():
+    """Every decompose setting the CLI and the recipe share defaults to PenniConfig's own default."""
+    from dataclasses import fields
+
+    from sparsa.decompose.penni import PenniConfig
+
+    config = {f.name: f.default for f in fields(PenniConfig)}
+    shared = set(_cli_params("decompose")) & set(_fields(DecomposeStage)) - {"method", "data"}
+    assert shared <= set(config), f"shared settings PenniConfig lacks: {sorted(shared - set(config))}"
+    for name in shared:
+        assert _fields(DecomposeStage)[name] == config[name], f"recipe decompose.{name} vs PenniConfig.{name}"
+    # and the stage builds exactly that config
+    assert DecomposeStage(type="decompose").penni_config(seed=0) == PenniConfig(seed=0)
+
+
+def test_sim_opt_keys_are_the_attention_stage_options():
+    """`sparsa sim --opt K=V` takes the recipe attention stage's options, with the stage's range checks."""
+    from sparsa.errors import SparsaError
+    from sparsa.recipe import ATTENTION_OPTION_KEYS
+
+    assert set(ATTENTION_OPTION_KEYS) <= set(_fields(AttentionStage))
+    assert AttentionStage.from_cli_options("hdp", {"gap": 3}).options() == {"gap": 3.0}
+    with pytest.raises(SparsaError, match="not an option"):
+        AttentionStage.from_cli_options("hdp", {"gapp": 3})
+    with pytest.raises(SparsaError, match="--opt ratio"):
+        AttentionStage.from_cli_options("topk", {"ratio": 1.5})
+
+
+def test_old_decompose_key_prune_std_reads_as_s():
+    assert DecomposeStage(type="decompose", prune_std=0.5).s == 0.5
+    with pytest.raises(ValueError, match="older name of s"):
+        DecomposeStage(type="decompose", prune_std=0.5, s=1.0)

@@ -70,9 +70,9 @@ COMMANDS = {
     "quantize": lambda src, out: ["quantize", src, "--bits", "4", "--out", out, "--onnx", "--seq-len", "8"],
     "quantize-vit-static": lambda src, out: ["quantize", "tiny-vit", "--activations", "static", "--calib", "digits",
                                              "--calib-samples", "8", "--float-storage", "float16", "--out", out],
-    "decompose": lambda src, out: ["decompose", "tiny-cnn", "--epochs", "0", "--finetune-epochs", "0", "--limit", "32",
+    "decompose": lambda src, out: ["decompose", "tiny-cnn", "--retrain-epochs", "0", "--finetune-epochs", "0", "--limit", "32",
                                    "--out", out],
-    "decompose-hybrid": lambda src, out: ["decompose", "tiny-cnn", "--epochs", "0", "--finetune-epochs", "0",
+    "decompose-hybrid": lambda src, out: ["decompose", "tiny-cnn", "--retrain-epochs", "0", "--finetune-epochs", "0",
                                           "--hybrid-quant", "--hybrid-epochs", "0", "--limit", "32", "--out", out],
     "train": lambda src, out: ["train", "tiny-cnn", "--epochs", "1", "--out", out],
     "run": _run_args,
@@ -140,7 +140,7 @@ def test_quantized_folder_computes_what_the_quantize_command_measured(tiny_bert,
 @pytest.mark.parametrize("first, then, words", [
     (["quantize", "{src}", "--out", "{a}"], ["quantize", "{a}", "--out", "{b}"], "integer-quantized"),
     (["quantize", "{src}", "--out", "{a}"], ["prune", "{a}", "--heads", "0.5", "--out", "{b}"], "integer-quantized"),
-    (["decompose", "tiny-cnn", "--epochs", "0", "--finetune-epochs", "0", "--limit", "16", "--out", "{a}"],
+    (["decompose", "tiny-cnn", "--retrain-epochs", "0", "--finetune-epochs", "0", "--limit", "16", "--out", "{a}"],
      ["prune", "{a}", "--channels", "0.5", "--out", "{b}"], "PENNI-decomposed"),
 ])
 def test_wrong_order_names_what_the_folder_holds(tiny_bert, tmp_path, first, then, words):

@@ -32,7 +32,7 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
             Image.fromarray(px).save(tmp_path / "imgs" / f"class{c}" / f"{k}.png")
     # one cheap run (20 images, one epoch) through every stage: group penalty, channel pruning,
     # shrink, hybrid quantization, save
-    r = _sparsa("decompose", str(src), "--out", str(out), "--epochs", "1", "--finetune-epochs", "0", "--hybrid-epochs", "0",
+    r = _sparsa("decompose", str(src), "--out", str(out), "--retrain-epochs", "1", "--finetune-epochs", "0", "--hybrid-epochs", "0",
                 "--limit", "32", "--data", str(tmp_path / "imgs"), "--penalty", "group", "--channel-fraction", "0.25", "--s", "1", "--hybrid-quant", "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
@@ -52,7 +52,7 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
     bad = _sparsa("decompose", str(src), "--out", str(tmp_path / "x"), "--method", "tucker")
     assert bad.returncode == 2 and "unknown decomposition method" in bad.stderr and "Traceback" not in bad.stderr
     # ... and further bad input in-process (no second interpreter start)
-    for args, message in ((["--basis", "12", "--epochs", "0", "--limit", "8"], "larger than its kernel volume 9"),
+    for args, message in ((["--basis", "12", "--retrain-epochs", "0", "--limit", "8"], "larger than its kernel volume 9"),
                           (["--penalty", "l0"], "sparsity penalty"), (["--limit", "0"], "--limit"),
                           (["--penalty", "group", "--channel-fraction", "1.5"], "--channel-fraction 1.5 is out of range"),
                           (["--lam", "-1"], "--lam -1.0 is out of range")):
@@ -63,6 +63,6 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
 def test_decompose_vit_is_refused_with_a_sparsa_error(tmp_path):
     # HF ViT reads its patch-embedding conv's `.weight`; a decomposed ViT cannot run, and must say so
     r = CliRunner().invoke(app, ["decompose", "tiny-vit", "--out", str(tmp_path / "x"), "--limit", "8",
-                                 "--epochs", "0", "--finetune-epochs", "0"])
+                                 "--retrain-epochs", "0", "--finetune-epochs", "0"])
     assert isinstance(r.exception, SparsaError) and "no longer runs" in str(r.exception), r.output
     assert not (tmp_path / "x").exists()

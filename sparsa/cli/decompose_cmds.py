@@ -10,8 +10,13 @@ import typer
 from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.cli.data_size import frames_option, image_size_option, set_data_size
+from sparsa.decompose.penni import PenniConfig
 from sparsa.errors import SparsaError
 from sparsa.io import atomic_write_json, check_out_dir, staged_folder
+
+
+# every default is PenniConfig's (the recipe's decompose stage reads the same ones)
+_D = PenniConfig
 
 
 @app.command()
@@ -19,26 +24,26 @@ def decompose(
     model: str = typer.Argument(..., help="built-in name (tiny-cnn, tiny-videomae, ...) or a model folder"),
     out: Path = typer.Option(..., "--out", help="folder for the compressed model (reload with sparsa.models.load)"),
     method: str = typer.Option("penni", "--method", help="decomposition method (penni)"),
-    basis: Optional[int] = typer.Option(None, "--basis", callback=checks.in_range(1, 64), help="basis kernels per layer (default: 5 where the kernel has more than 5 taps)"),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint='accuracy points as a fraction, e.g. 0.01'), help="accuracy points the pruning may cost (picks the threshold scale s); default: s = 1 (ref)"),
+    basis: Optional[int] = typer.Option(_D.basis, "--basis", callback=checks.in_range(1, 64), help="basis kernels per layer (default: 5 where the kernel has more than 5 taps)"),
+    tolerance: Optional[float] = typer.Option(_D.tolerance, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint="an accuracy drop as a fraction, e.g. 0.01 for one point"), help="accuracy drop the pruning may cost, as a fraction (0.01 = one point; picks the threshold scale s); default: s = 1 (ref)"),
     hybrid_quant: bool = typer.Option(False, "--hybrid-quant", help="ESCALATE: 8-bit basis, ternary coefficients, stored at those widths"),
     hybrid_epochs: int = typer.Option(3, "--hybrid-epochs", callback=checks.in_range(0, 1000), help="fine-tuning epochs that see the 8-bit/ternary values (with --hybrid-quant)"),
-    merge: bool = typer.Option(False, "--merge", help="fold the shrunk decomposed layers back into dense convolutions (fastest on CPU)"),
+    merge: bool = typer.Option(_D.merge, "--merge", help="fold the shrunk decomposed layers back into dense convolutions (fastest on CPU)"),
     data: Optional[str] = typer.Option(None, "--data", help="labelled training data (default: the fixture's own set: digits / clips)"),
-    epochs: int = typer.Option(20, "--epochs", callback=checks.in_range(0, 1000), help="retraining epochs with the L1 coefficient penalty"),
-    finetune_epochs: int = typer.Option(10, "--finetune-epochs", callback=checks.in_range(0, 1000), help="fine-tuning epochs after pruning"),
-    lam: float = typer.Option(1e-4, "--lam", callback=checks.non_negative, help="penalty weight λ (L1 on the coefficients; with --penalty group the group-lasso weight, e.g. 0.02)"),
-    s: Optional[float] = typer.Option(None, "--s", callback=checks.in_range(0, 10), help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance); default 1.0 (ref) with --penalty l1, 0 (no coefficient pruning) with --penalty group"),
-    shrink_mode: str = typer.Option("safe", "--shrink", help="safe (function-preserving) | ref | none"),
-    fold_bn: bool = typer.Option(False, "--fold-bn", help="fold BatchNorm into the convs before decomposing (lets the L1 penalty kill whole channels)"),
-    penalty: str = typer.Option("l1", "--penalty", help="l1: the seed's rule (L1 on coefficients) | group: group lasso on per-channel coefficient slices + BatchNorm γ, whole channels pruned (CPU speed; docs/penni.md)"),
-    channel_s: float = typer.Option(0.5, "--channel-s", callback=checks.non_negative, help="with --penalty group: drop channels scoring below this × their group's mean"),
-    channel_fraction: Optional[float] = typer.Option(None, "--channel-fraction", callback=checks.in_range(0, 1, lo_open=True, hi_open=True), help="with --penalty group: instead drop this fraction of every channel group (lowest scores)"),
+    retrain_epochs: int = typer.Option(_D.retrain_epochs, "--retrain-epochs", "--epochs", callback=checks.in_range(0, 1000), help="retraining epochs with the L1 coefficient penalty (--epochs: the older name)"),
+    finetune_epochs: int = typer.Option(_D.finetune_epochs, "--finetune-epochs", callback=checks.in_range(0, 1000), help="fine-tuning epochs after pruning"),
+    lam: float = typer.Option(_D.lam, "--lam", callback=checks.non_negative, help="penalty weight λ (L1 on the coefficients; with --penalty group the group-lasso weight, e.g. 0.02)"),
+    s: Optional[float] = typer.Option(_D.s, "--s", callback=checks.in_range(0, 10), help="prune threshold scale: |C| < s·std(C) is zeroed (ignored with --tolerance); default 1.0 (ref) with --penalty l1, 0 (no coefficient pruning) with --penalty group"),
+    shrink: str = typer.Option(_D.shrink, "--shrink", help="safe (function-preserving) | ref | none"),
+    fold_bn: bool = typer.Option(_D.fold_bn, "--fold-bn", help="fold BatchNorm into the convs before decomposing (lets the L1 penalty kill whole channels)"),
+    penalty: str = typer.Option(_D.penalty, "--penalty", help="l1: the seed's rule (L1 on coefficients) | group: group lasso on per-channel coefficient slices + BatchNorm γ, whole channels pruned (CPU speed; docs/penni.md)"),
+    channel_s: float = typer.Option(_D.channel_s, "--channel-s", callback=checks.non_negative, help="with --penalty group: drop channels scoring below this × their group's mean"),
+    channel_fraction: Optional[float] = typer.Option(_D.channel_fraction, "--channel-fraction", callback=checks.in_range(0, 1, lo_open=True, hi_open=True), help="with --penalty group: instead drop this fraction of every channel group (lowest scores)"),
     image_size: Optional[int] = image_size_option(),
     frames: Optional[int] = frames_option(),
     limit: Optional[int] = typer.Option(None, "--limit", callback=checks.positive, help="use only the first N examples of each split (quick runs)"),
-    linear: bool = typer.Option(False, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
-    seed: int = typer.Option(0, "--seed", callback=checks.seed),
+    linear: bool = typer.Option(_D.linear, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
+    seed: int = typer.Option(_D.seed, "--seed", callback=checks.seed),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder (else refused)"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
@@ -51,7 +56,6 @@ def decompose(
     import torch
 
     from sparsa.decompose.flow import load_splits, run_penni
-    from sparsa.decompose.penni import PenniConfig
     from sparsa.models import load
 
     check_out_dir(out, overwrite=overwrite)  # before the training
@@ -61,10 +65,8 @@ def decompose(
     checks.require_float_layers(lm, model, "sparsa decompose", "decompose the float model it came from (PENNI then "
                                 "works on its convolutions; to quantize too, use --hybrid-quant)")
     set_data_size(lm, image_size, frames)
-    if s is None:  # the group penalty leaves the coefficients dense: the std rule would cut at random
-        s = 0.0 if penalty == "group" else 1.0
-    cfg = PenniConfig(basis=basis, linear=linear, fold_bn=fold_bn, retrain_epochs=epochs, lam=lam, s=s,
-                      finetune_epochs=finetune_epochs, shrink=shrink_mode, seed=seed,
+    cfg = PenniConfig(basis=basis, linear=linear, fold_bn=fold_bn, retrain_epochs=retrain_epochs, lam=lam, s=s,
+                      tolerance=tolerance, finetune_epochs=finetune_epochs, shrink=shrink, merge=merge, seed=seed,
                       hybrid_epochs=hybrid_epochs if hybrid_quant else 0, penalty=penalty, channel_s=channel_s,
                       channel_fraction=channel_fraction)
     import copy
@@ -75,8 +77,8 @@ def decompose(
     sets = load_splits(lm, data, seed)
     if limit:
         sets = {k: v.subset(limit) for k, v in sets.items()}
-    con.print(f"PENNI on {model}: {epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")
-    work, res = run_penni(lm, cfg, sets, tolerance=tolerance, merge=merge, hybrid=hybrid_quant,
+    con.print(f"PENNI on {model}: {retrain_epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")
+    work, res = run_penni(lm, cfg, sets, hybrid=hybrid_quant,
                           log=lambda row: con.print(f"  epoch {row['epoch']} {row.get('phase', '')} loss {row['loss']:.4f}"))
     o, p = res["original"], res.get("merged", res["penni"])
     result = {

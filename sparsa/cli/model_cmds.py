@@ -183,6 +183,9 @@ def eval_cmd(
                                                     "(on the calibration split, never the evaluation data)"),
     sparsity: Optional[float] = typer.Option(None, "--sparsity", callback=checks.fraction, help="target attention sparsity (baselines)"),
     block: Optional[int] = typer.Option(None, "--block", callback=checks.in_range(1, 64), help="attention block size"),
+    gap: Optional[float] = typer.Option(None, "--gap", callback=checks.in_range(0, 64), help="hdp (gap rule): row gap below the row maximum"),
+    ratio: Optional[float] = typer.Option(None, "--ratio", callback=checks.fraction, help="topk / spatten: fraction pruned"),
+    importance: Optional[str] = typer.Option(None, "--importance", help="HDP block importance: abs | signed | max | rowmax"),
     runs: int = typer.Option(20, "--runs", callback=checks.in_range(1, 10_000), help="timed runs for latency (median reported)"),
     threads: int = typer.Option(2, "--threads", callback=checks.in_range(1, 256), help="CPU threads for latency"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="sequence length for latency (text models; "
@@ -201,6 +204,15 @@ def eval_cmd(
         if tau_h is not None:
             raise SparsaError("give either --tau-h (an absolute threshold) or --head-ratio (a share of heads), not both")
         check_fraction("--head-ratio", head_ratio)
+    given = {k: v for k, v in dict(gap=gap, ratio=ratio, importance=importance).items() if v is not None}
+    if attention is None and given:
+        raise SparsaError(f"--{next(iter(given))} is an option of a dynamic attention method",
+                          hint="add --attention hdp (or another method), or drop it")
+    if attention is not None:
+        from sparsa.recipe import AttentionStage
+
+        # the same typed options as a recipe's attention stage (names, ranges, method names)
+        options = AttentionStage.from_cli_options(attention, given, flags=True).options()
     lm = load(model)
     set_data_size(lm, image_size, frames)
     if attention is not None:
@@ -218,7 +230,7 @@ def eval_cmd(
             check_reference(lm, model, ref, reference)
         warn_nonfinite_weights(lm, model)
         result = evaluate_attention(lm, attention, rho_b=rho_b, tau_h=tau_h, sparsity=sparsity, block=block,
-                                    data=data, reference=ref)
+                                    data=data, reference=ref, **options)
         emit({"model": model, "attention": attention, **calibrated, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
         return
     result = evaluate(lm, reference=reference, data=data, runs=runs, threads=threads, seq_len=seq_len,

@@ -120,6 +120,15 @@ def sim(
     if opts and attention == "dense":
         raise SparsaError("--opt sets options of a dynamic attention method; dense attention has none",
                           hint="add --attention hdp (or another method), or drop --opt")
+    from sparsa.recipe import AttentionStage
+
+    # the same typed options as a recipe's attention stage (names, ranges)
+    stage = AttentionStage.from_cli_options(attention, opts)
+    if stage.sparsity is not None:
+        raise SparsaError("--opt sparsity calibrates a method's knob, which sparsa sim does not do",
+                          hint="find the knob with `sparsa eval --attention M --sparsity S` (it reports the "
+                               "options used), then pass those, or use a recipe's attention stage")
+    opts = stage.options()
     if _is_shape_spec(target):
         from sparsa.hw.shape_spec import read_shape_spec, shape_workload
 

@@ -3,9 +3,13 @@
     original -> decompose -> retrain (L1, alternating) -> prune (s·std) -> finetune -> shrink
              [-> merge back to dense convolutions]  [-> ESCALATE hybrid 8-bit / ternary]
 
-`tolerance` (accuracy points, CHOICE): instead of the reference's fixed s = 1.0, the prune threshold
-scale is the largest s on a grid whose pruned-but-not-yet-finetuned accuracy on the calibration
-split stays within `tolerance` of the original's; finetuning then only recovers accuracy.
+`PenniConfig.tolerance` (an accuracy drop as a fraction, CHOICE): instead of the reference's fixed
+s = 1.0, the prune threshold scale is the largest s on a grid whose pruned-but-not-yet-finetuned
+accuracy on the calibration split stays within `tolerance` of the original's; finetuning then only
+recovers accuracy.
+
+`run_penni` is the one verb: `sparsa decompose` and a recipe's `decompose` stage both call it with a
+PenniConfig and {train, calib, test} data sets.
 """
 
 from __future__ import annotations
@@ -41,14 +45,25 @@ def default_data(lm) -> str:
     return {"image": "digits", "video": "clips"}.get(getattr(lm, "modality", None), "")
 
 
-def load_splits(lm, data: str | None, seed: int = 0):
-    from sparsa.data import load_dataset
+SPLITS = ("train", "calib", "test")
 
+
+def load_splits(lm, data: str | None, seed: int = 0, loader=None):
+    """{train, calib, test} of `data` (default: the fixture's own set), labelled images or clips.
+
+    loader(name, split) loads one split; default `sparsa.data.load_dataset` with `seed` (the CLI);
+    the pipeline passes its own cached loader, which uses the same function with the recipe's data seed.
+    """
     name = data or default_data(lm)
     if not name:
         raise SparsaError(f"PENNI retraining needs labelled data, and a {lm.modality} model has no built-in set",
                           hint="pass --data (an image folder or a saved data set)")
-    sets = {s: load_dataset(name, split=s, seed=seed, model=lm) for s in ("train", "calib", "test")}
+    if loader is None:
+        from sparsa.data import load_dataset
+
+        def loader(n, split):
+            return load_dataset(n, split=split, seed=seed, model=lm)
+    sets = {s: loader(name, s) for s in SPLITS}
     if sets["train"].kind not in ("image", "video"):
         raise SparsaError(f"data set {name!r} is {sets['train'].kind}, PENNI retraining needs labelled images or clips",
                           hint="use digits / clips or an image folder")
@@ -56,7 +71,7 @@ def load_splits(lm, data: str | None, seed: int = 0):
 
 
 def choose_s(model, calib, target: float, tolerance: float) -> tuple[float, list]:
-    """Largest s in S_GRID with pruned (un-finetuned) calibration accuracy ≥ target - tolerance."""
+    """Largest s in S_GRID with pruned (un-finetuned) calibration accuracy ≥ target - tolerance (a fraction)."""
     saved = {k: t.detach().clone() for k, t in coefficient_tensors(model).items()}
     tried = []
     try:
@@ -67,7 +82,7 @@ def choose_s(model, calib, target: float, tolerance: float) -> tuple[float, list
             with torch.no_grad():
                 for k, t in coefficient_tensors(model).items():
                     t.copy_(saved[k])
-            if acc >= target - tolerance / 100.0:
+            if acc >= target - tolerance:
                 return s, tried
     finally:
         with torch.no_grad():
@@ -76,11 +91,15 @@ def choose_s(model, calib, target: float, tolerance: float) -> tuple[float, list
     return S_GRID[-1], tried
 
 
-def run_penni(lm, cfg: PenniConfig, sets: dict, *, tolerance: float | None = None, merge: bool = False,
-              hybrid: bool = False, log=None) -> tuple[object, dict]:
-    """Run the flow on a copy of `lm`; returns (compressed LoadedModel, result dict)."""
-    if tolerance is not None and not tolerance >= 0:
-        raise SparsaError(f"tolerance={tolerance} must be a non-negative number of accuracy points", hint="e.g. 1.0")
+def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=None) -> tuple[object, dict]:
+    """Run the flow on a copy of `lm`; returns (compressed LoadedModel, result dict).
+
+    hybrid: also ESCALATE's 8-bit basis / ternary coefficients (after `cfg.hybrid_epochs` of fine-tuning).
+    """
+    tolerance, merge = cfg.tolerance, cfg.merge
+    if hybrid and merge:
+        raise SparsaError("hybrid quantization and merge exclude each other",
+                          hint="the hybrid format keeps the basis/coefficient split; merge folds it away")
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     work = lm.clone()

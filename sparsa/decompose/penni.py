@@ -369,7 +369,12 @@ def _xy(data) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class PenniConfig:
-    """Every knob of the PENNI flow (ref values where the reference has one; CHOICEs documented in docs/penni.md)."""
+    """Every knob of the PENNI flow: the single home of its defaults, units and range checks.
+
+    `sparsa decompose` builds it from its flags and a recipe's `decompose` stage from its fields, under
+    the same names (tests/test_cli_recipe_names.py checks); both then call `flow.run_penni` with it.
+    Ref values where the reference has one; CHOICEs documented in docs/penni.md.
+    """
 
     basis: int | None = None  # None: d = 5 where the kernel volume exceeds 5
     linear: bool = False
@@ -377,11 +382,17 @@ class PenniConfig:
     lam: float = 1e-4
     lr: float = 0.01
     alternate: bool = True
-    s: float = 1.0  # prune threshold t = s·std(C)
+    # prune threshold t = s·std(C); None: 1.0 (ref) with penalty "l1", 0 with "group" (its coefficients
+    # stay dense, so the std rule would cut at random)
+    s: float | None = None
+    # instead of s: the largest s on a grid whose pruned calibration accuracy stays within this drop,
+    # a fraction (0.01 = one accuracy point), as every sparsa tolerance
+    tolerance: float | None = None
     finetune_epochs: int = 10
     finetune_lr: float = 0.01
     batch_size: int = 64
-    shrink: str = "safe"  # "safe" | "ref" (docs/algorithms.md §6.4)
+    shrink: str = "safe"  # "safe" | "ref" | "none" (docs/algorithms.md §6.4)
+    merge: bool = False  # fold the shrunk decomposed layers back into dense convolutions
     hybrid_epochs: int = 0  # fine-tuning epochs that see the 8-bit/ternary values (before hybridize)
     fold_bn: bool = False  # fold BatchNorm into the convs first, so the L1 penalty can kill channels
     penalty: str = "l1"  # "l1": the seed's rule; "group": group lasso + channel pruning (docs/penni.md)
@@ -394,9 +405,14 @@ class PenniConfig:
             raise SparsaError(f"penalty={self.penalty!r} is not a sparsity penalty", hint="use 'l1' or 'group'")
         if self.shrink not in ("safe", "ref", "none"):
             raise SparsaError(f"shrink={self.shrink!r} is not a shrink mode", hint="use 'safe', 'ref' or 'none'")
+        if self.s is None:
+            self.s = 0.0 if self.penalty == "group" else 1.0
         # checked here, before minutes of retraining, rather than where the value is first used
         if self.channel_fraction is not None:
             check_fraction("channel_fraction", self.channel_fraction)
+        if self.tolerance is not None and not 0.0 < self.tolerance < 1.0:
+            raise SparsaError(f"tolerance={self.tolerance} is not an accuracy drop as a fraction in (0, 1)",
+                              hint="e.g. 0.01 for one accuracy point (tolerances are fractions everywhere)")
         for name in ("lam", "s", "channel_s", "retrain_epochs", "finetune_epochs", "hybrid_epochs"):
             if not getattr(self, name) >= 0:
                 raise SparsaError(f"{name}={getattr(self, name)} must be non-negative",

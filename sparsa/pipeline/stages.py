@@ -140,19 +140,11 @@ def _forward_on_calib(state: PipelineState, n: int = 32):
 
 def run_decompose(st: DecomposeStage, state: PipelineState) -> dict:
     from sparsa.decompose import flow
-    from sparsa.decompose.penni import PenniConfig
-    kw = {"basis": st.basis, "linear": st.linear, "s": st.prune_std, "shrink": st.shrink, "seed": state.recipe.seed,
-          "penalty": st.penalty, "channel_fraction": st.channel_fraction}
-    if st.penalty == "group" and "prune_std" not in st.model_fields_set:
-        kw["s"] = 0.0  # the group variant prunes channels, not coefficients (as `sparsa decompose` does)
-    if st.retrain_epochs is not None:
-        kw["retrain_epochs"] = st.retrain_epochs
-    if st.finetune_epochs is not None:
-        kw["finetune_epochs"] = st.finetune_epochs
+
+    # the pipeline's data loader (loaded once, the recipe's data seed); the CLI's --seed is both seeds
     data = st.data or state.recipe.recipe.data.train
-    sets = flow.load_splits(state.loaded, state.recipe.resolve_path(data) if data else None, seed=state.recipe.data.seed)
-    tolerance_points = None if st.tolerance is None else 100.0 * st.tolerance
-    state.loaded, res = flow.run_penni(state.loaded, PenniConfig(**kw), sets, tolerance=tolerance_points)
+    sets = flow.load_splits(state.loaded, data, loader=state.dataset)
+    state.loaded, res = flow.run_penni(state.loaded, st.penni_config(state.recipe.seed), sets)
     return _plain(res)
 
 
