@@ -41,14 +41,18 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
 
 def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
     from sparsa.prune import schedule
-    from sparsa import models
-    data = state.recipe.resolve_path(st.data or state.recipe.recipe.data.train or state.default_data())
+
+    name = st.data or state.recipe.recipe.data.train or state.default_data()
     work = state.workdir() / "tolerance_prune"
     # the stage's fields are ScheduleConfig's options by name
     opts = st.model_dump(exclude={"type", "name", "data", "tolerance"})
     opts["kinds"] = None if st.kinds is None else tuple(st.kinds)
-    result = schedule.tolerance_prune(state.loaded, st.tolerance, data, work, progress=False, **opts)
-    state.loaded = models.load(result["model"])  # the accepted model, as the schedule saved it
+    cfg = schedule.ScheduleConfig.from_opts(st.tolerance, **opts)
+    # the pipeline's data (loaded once, with the recipe's data seed), one split per role
+    roles = {"check": cfg.check_split, "report": cfg.report_split, "train": "train"}
+    data = {role: state.dataset(name, split) for role, split in roles.items()} if name else None
+    result, state.loaded = schedule.tolerance_prune(state.loaded, st.tolerance, data, work, progress=False,
+                                                    return_model=True, **opts)
     return _plain(result)
 
 
