@@ -65,10 +65,13 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
     if calib is not None and len(calib) > st.calib_samples and st.smooth_budget is None:  # trimming scores on more
         calib = calib.subset(st.calib_samples)
     if st.mode == "hybrid":
-        # ESCALATE: 8-bit basis kernels, ternary coefficients, on the decompose stage's PENNI layers
+        # ESCALATE: 8-bit basis kernels, ternary coefficients, on the decompose stage's PENNI layers;
+        # the same verb (and defaults) as `sparsa decompose --hybrid-quant`
         from sparsa.decompose import escalate
-        record = {"mode": "hybrid", "layers": _plain(escalate.hybridize(state.loaded.model)),
-                  "storage": _plain(escalate.storage_bytes(state.loaded.model))}
+        train = state.train_data() if st.hybrid_epochs > 0 else None
+        q = escalate.quantize_hybrid(state.loaded.model, train, epochs=st.hybrid_epochs, seed=state.recipe.seed)
+        record = {"mode": "hybrid", "hybrid_epochs": st.hybrid_epochs, "finetune": _plain(q["finetune"]),
+                  "layers": _plain(q["layers"]), "storage": _plain(q["storage"])}
         if isinstance(record["storage"], dict) and record["storage"].get("total") is not None:
             state.size_bytes = int(record["storage"]["total"])
         state.quant = record
