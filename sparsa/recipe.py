@@ -112,6 +112,8 @@ class QuantizeStage(_Strict):
     type: Literal["quantize"]
     name: str | None = None
     mode: Literal["standard", "hybrid"] = "standard"
+    # mode hybrid: epochs of fine-tuning that see the 8-bit/ternary values, on data.train (as --hybrid-epochs)
+    hybrid_epochs: int = Field(PenniConfig.hybrid_epochs, ge=0, le=1000)
     bits: int = Field(8, ge=2, le=8)
     scheme: Literal["sym", "asym"] = "sym"
     clip: Literal["max", "percentile", "search"] = "search"

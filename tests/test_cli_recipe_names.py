@@ -31,15 +31,17 @@ INTENTIONAL = {
     "quantize": {
         # --seq-len (example length of the export): the recipe's evaluation.seq_len
         "cli_only": {"seq_len"},
-        # mode: hybrid is `sparsa decompose --hybrid-quant` on the CLI (it needs PENNI layers);
+        # mode: hybrid is `sparsa decompose --hybrid-quant` on the CLI (it needs PENNI layers), and its
+        # hybrid_epochs is `sparsa decompose --hybrid-epochs` (compared in test_hybrid_quantization_is_one_verb);
         # onnx_fuse: the CLI's export fuses automatically (fuse="auto"), the recipe says it explicitly
-        "recipe_only": {"mode", "onnx_fuse"},
+        "recipe_only": {"mode", "hybrid_epochs", "onnx_fuse"},
     },
     "decompose": {
         # the seed is the recipe's top-level `seed` (PENNI's training) and data.seed (the splits);
         # --limit trims every split for quick runs (a recipe trains on its whole data)
         "cli_only": {"seed", "limit",
-                     # ESCALATE: the recipe's `quantize` stage with mode: hybrid (after decompose)
+                     # ESCALATE: the recipe's `quantize` stage with mode: hybrid (after decompose) and
+                     # its hybrid_epochs field (same name and default: test_hybrid_quantization_is_one_verb)
                      "hybrid_quant", "hybrid_epochs"},
         "recipe_only": set(),
     },
@@ -241,3 +243,21 @@ def test_old_decompose_key_prune_std_reads_as_s():
     assert DecomposeStage(type="decompose", prune_std=0.5).s == 0.5
     with pytest.raises(ValueError, match="older name of s"):
         DecomposeStage(type="decompose", prune_std=0.5, s=1.0)
+
+
+def test_hybrid_quantization_is_one_verb(monkeypatch):
+    """`sparsa decompose --hybrid-epochs` and the recipe's hybrid quantize stage's hybrid_epochs share
+    PenniConfig's default, and both orchestrations run escalate.quantize_hybrid."""
+    import inspect
+
+    from sparsa.decompose import escalate, flow
+    from sparsa.decompose.penni import PenniConfig
+    from sparsa.pipeline import stages
+
+    default = PenniConfig.hybrid_epochs
+    assert default > 0  # ESCALATE fine-tunes after quantizing
+    assert _cli_params("decompose")["hybrid_epochs"] == _fields(QuantizeStage)["hybrid_epochs"] == default
+    assert inspect.signature(escalate.quantize_hybrid).parameters["epochs"].default == default
+    for caller in (flow.run_penni, stages.run_quantize):
+        src = inspect.getsource(caller)
+        assert "quantize_hybrid(" in src and "hybridize(" not in src and "hybrid_finetune(" not in src, caller

@@ -129,3 +129,26 @@ def test_hybridize_needs_decomposed_layers():
         hybridize(nn.Sequential(nn.Conv2d(1, 2, 3)))
     with pytest.raises(SparsaError, match="others"):
         hybridize(nn.Sequential(nn.Conv2d(1, 2, 3)), others="int4")
+
+
+def test_quantize_hybrid_finetunes_then_hybridizes():
+    """The one ESCALATE verb (CLI and recipe): `epochs` of hybrid-aware fine-tuning, pruned coefficients
+    kept at zero, then the hybrid layers; no epochs needs no data, epochs without data is refused."""
+    from sparsa.data import Dataset
+    from sparsa.decompose.escalate import quantize_hybrid
+
+    torch.manual_seed(0)
+    train = Dataset(kind="image", name="random", split="train", x=torch.randn(16, 3, 32, 32),
+                    y=torch.randint(0, 10, (16,)), class_names=[str(i) for i in range(10)])
+    plain, tuned = _hybrid_net(), _hybrid_net()
+    zeros = tuned.conv2.coefs.detach().eq(0)
+    r0 = quantize_hybrid(plain, None, epochs=0)
+    r1 = quantize_hybrid(tuned, train, epochs=1)
+    assert r0["finetune"] == [] and len(r1["finetune"]) == 1
+    assert isinstance(tuned.conv2, EscalateConv) and not tuned.training
+    assert torch.equal(tuned.conv2.codes().eq(0), zeros)  # the fine-tuning kept the pruned coefficients at zero
+    a, b = plain.state_dict(), tuned.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # and it changed what gets quantized
+    assert r1["storage"]["total"] == storage_bytes(tuned)["total"] and r1["layers"]["layers"]
+    with pytest.raises(SparsaError, match="needs labelled training data"):
+        quantize_hybrid(_hybrid_net(), None, epochs=2)

@@ -15,7 +15,8 @@ FAST = {
                                 "stages.tolerance-prune.round_recovery_epochs": 0,
                                 "stages.tolerance-prune.max_rounds": 1, "stages.quantize.calib_samples": 8},
     "seed003_penni": {"evaluation.latency": None, "evaluation.max_samples": 64,
-                      "stages.decompose.retrain_epochs": 0, "stages.decompose.finetune_epochs": 0},
+                      "stages.decompose.retrain_epochs": 0, "stages.decompose.finetune_epochs": 0,
+                      "stages.quantize.hybrid_epochs": 1},
 }
 
 

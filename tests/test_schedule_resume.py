@@ -115,6 +115,48 @@ def test_structured_global_result_saves_and_reloads(tmp_path):
     assert lm.model.config.num_attention_heads == 4, "the input model is not changed"
 
 
+def _same_as_folder(mem, folder, x):
+    """The in-memory model is the folder's: equal tensors, eval mode, no hooks or gradients, equal outputs."""
+    from sparsa.models import load
+
+    disk = load(folder)
+    a, b = mem.model.state_dict(), disk.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not mem.model.training
+    for m in mem.model.modules():
+        assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks), f"hook left on {m}"
+    assert all(p.grad is None for p in mem.model.parameters())
+    with torch.no_grad():
+        assert torch.equal(mem.model(pixel_values=x).logits, disk.model(pixel_values=x).logits)  # bit-identical
+    assert mem.record["stages"] == disk.record["stages"]
+
+
+@pytest.mark.parametrize("opts, kill", [
+    (dict(granularity="unstructured", delta0=0.2, delta_max=0.4, max_rounds=2, round_recovery_epochs=0.5,
+          recovery_lr=1e-3, recovery_batch=32), False),
+    (dict(granularity="unstructured", delta0=0.2, delta_max=0.4, max_rounds=2, round_recovery_epochs=0.5,
+          recovery_lr=1e-3, recovery_batch=32), True),
+    (dict(granularity="structured", scope="layer", delta0=0.25, delta_max=0.5, max_rounds=1,
+          trial_recovery_steps=1, round_recovery_epochs=0.5, recovery_lr=1e-3, recovery_batch=32), False),
+], ids=["unstructured", "unstructured-resumed", "structured"])
+def test_returned_model_is_the_saved_folder(tmp_path, opts, kill):
+    """return_model hands back the accepted model in memory (what the pipeline continues with), exactly
+    what the folder holds: recovery fine-tuning leaves no train mode, gradients or hooks behind."""
+    from sparsa.prune.schedule import tolerance_prune
+
+    lm = _tiny_vit(layers=1)
+    lm.data_size = {"image_size": 32}
+    data = _self_labelled(lm)
+    out = tmp_path / "m"
+    if kill:
+        with pytest.raises(Killed):
+            _run(lm, 0.15, data, out, opts, callback=_kill_at(3))
+    r, mem = tolerance_prune(lm, 0.15, data, out, progress=False, return_model=True, **opts)
+    assert r["model"] == str(out) and r["trials"] >= 3
+    assert mem.model is not lm.model and mem.data_size == {"image_size": 32}
+    _same_as_folder(mem, out, data.x)
+
+
 @pytest.mark.parametrize("tol", [0, 1, -0.1, 1.5, float("nan")])
 def test_bad_tolerance(tmp_path, tol):
     lm = _tiny_vit()

@@ -27,7 +27,7 @@ def decompose(
     basis: Optional[int] = typer.Option(_D.basis, "--basis", callback=checks.in_range(1, 64), help="basis kernels per layer (default: 5 where the kernel has more than 5 taps)"),
     tolerance: Optional[float] = typer.Option(_D.tolerance, "--tolerance", callback=checks.in_range(0, 1, lo_open=True, hi_open=True, hint="an accuracy drop as a fraction, e.g. 0.01 for one point"), help="accuracy drop the pruning may cost, as a fraction (0.01 = one point; picks the threshold scale s); default: s = 1 (ref)"),
     hybrid_quant: bool = typer.Option(False, "--hybrid-quant", help="ESCALATE: 8-bit basis, ternary coefficients, stored at those widths"),
-    hybrid_epochs: int = typer.Option(3, "--hybrid-epochs", callback=checks.in_range(0, 1000), help="fine-tuning epochs that see the 8-bit/ternary values (with --hybrid-quant)"),
+    hybrid_epochs: int = typer.Option(_D.hybrid_epochs, "--hybrid-epochs", callback=checks.in_range(0, 1000), help="fine-tuning epochs that see the 8-bit/ternary values (with --hybrid-quant)"),
     merge: bool = typer.Option(_D.merge, "--merge", help="fold the shrunk decomposed layers back into dense convolutions (fastest on CPU)"),
     data: Optional[str] = typer.Option(None, "--data", help="labelled training data (default: the fixture's own set: digits / clips)"),
     retrain_epochs: int = typer.Option(_D.retrain_epochs, "--retrain-epochs", "--epochs", callback=checks.in_range(0, 1000), help="retraining epochs with the L1 coefficient penalty (--epochs: the older name)"),
@@ -67,7 +67,7 @@ def decompose(
     set_data_size(lm, image_size, frames)
     cfg = PenniConfig(basis=basis, linear=linear, fold_bn=fold_bn, retrain_epochs=retrain_epochs, lam=lam, s=s,
                       tolerance=tolerance, finetune_epochs=finetune_epochs, shrink=shrink, merge=merge, seed=seed,
-                      hybrid_epochs=hybrid_epochs if hybrid_quant else 0, penalty=penalty, channel_s=channel_s,
+                      hybrid_epochs=hybrid_epochs, penalty=penalty, channel_s=channel_s,
                       channel_fraction=channel_fraction)
     import copy
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparsa.decompose.layers import PenniConv, PenniLinear, hybrid_values, penni_annotations  # noqa: F401  (hybrid_values: re-exported)
+from sparsa.decompose.penni import PenniConfig
 from sparsa.errors import SparsaError
 from sparsa.models.graph import register_opaque_module
 from sparsa.models.hw_annotation import HwAnnotation, density
@@ -62,8 +63,8 @@ def unpack_ternary(packed: Tensor, numel: int) -> Tensor:
 # ---------------------------------------------------------------------------------------------- the rule
 
 
-def hybrid_finetune(model: nn.Module, train, *, epochs: int = 3, lr: float = 0.001, batch_size: int = 64,
-                    seed: int = 2, log=None) -> list[dict]:
+def hybrid_finetune(model: nn.Module, train, *, epochs: int = PenniConfig.hybrid_epochs, lr: float = 0.001,
+                    batch_size: int = 64, seed: int = 2, log=None) -> list[dict]:
     """Fine-tune a (pruned) PENNI model while its forward sees the hybrid 8-bit/ternary values;
     pruned coefficients stay exactly zero. CHOICE: ESCALATE retrains after quantizing, the seed gives
     no schedule; a few epochs at a low learning rate recover most of the ternary loss."""
@@ -78,6 +79,19 @@ def hybrid_finetune(model: nn.Module, train, *, epochs: int = 3, lr: float = 0.0
     finally:
         for m in layers:
             m.hybrid_qat = False
+
+
+def quantize_hybrid(model: nn.Module, train=None, *, epochs: int = PenniConfig.hybrid_epochs, seed: int = 0,
+                    log=None) -> dict:
+    """ESCALATE on a PENNI model, in place: `epochs` of hybrid-aware fine-tuning on `train`, then
+    `hybridize`. The one verb behind `sparsa decompose --hybrid-quant` and a recipe's
+    `quantize` stage with `mode: hybrid`; `seed` is the run's seed (the fine-tuning uses seed + 2)."""
+    if epochs > 0 and train is None:
+        raise SparsaError(f"hybrid quantization fine-tunes {epochs} epochs and needs labelled training data",
+                          hint="name the training data (the recipe's data.train, --data), or set hybrid_epochs: 0")
+    tuned = hybrid_finetune(model, train, epochs=epochs, seed=seed + 2, log=log) if epochs > 0 else []
+    model.eval()
+    return {"finetune": tuned, "layers": hybridize(model), "storage": storage_bytes(model)}
 
 
 # ---------------------------------------------------------------------------------------------- modules

@@ -152,14 +152,13 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
     res["coefficient_sparsity"] = {k: v for k, v in coefficient_sparsity(model).items() if k != "per_layer"}
     res["penni"] = _measure(model, sets, ex)
     if hybrid:
-        from sparsa.decompose.escalate import hybrid_finetune, hybridize, storage_bytes
+        from sparsa.decompose.escalate import quantize_hybrid
 
         hyb = copy.deepcopy(model)
-        res["hybrid_finetune"] = hybrid_finetune(hyb, sets["train"], epochs=cfg.hybrid_epochs, seed=cfg.seed + 2,
-                                                 log=log)
-        hyb.eval()
-        res["hybrid"] = {"record": hybridize(hyb), "accuracy": accuracy(hyb, sets["test"]),
-                         "bytes": storage_bytes(hyb), "original_bytes": _state_bytes(lm.model)}
+        q = quantize_hybrid(hyb, sets["train"], epochs=cfg.hybrid_epochs, seed=cfg.seed, log=log)
+        res["hybrid_finetune"] = q["finetune"]
+        res["hybrid"] = {"record": q["layers"], "accuracy": accuracy(hyb, sets["test"]), "bytes": q["storage"],
+                         "original_bytes": _state_bytes(lm.model)}
     if merge:
         res["merged_layers"] = merge_to_dense(model)
         res["merged"] = _measure(model, sets, ex)

@@ -393,7 +393,9 @@ class PenniConfig:
     batch_size: int = 64
     shrink: str = "safe"  # "safe" | "ref" | "none" (docs/algorithms.md §6.4)
     merge: bool = False  # fold the shrunk decomposed layers back into dense convolutions
-    hybrid_epochs: int = 0  # fine-tuning epochs that see the 8-bit/ternary values (before hybridize)
+    # with ESCALATE's hybrid quantization: fine-tuning epochs that see the 8-bit/ternary values (before
+    # hybridize); `sparsa decompose --hybrid-epochs` and the recipe's hybrid quantize stage default to it
+    hybrid_epochs: int = 3
     fold_bn: bool = False  # fold BatchNorm into the convs first, so the L1 penalty can kill channels
     penalty: str = "l1"  # "l1": the seed's rule; "group": group lasso + channel pruning (docs/penni.md)
     channel_s: float = 0.5  # penalty="group": drop channels scoring below channel_s × their group's mean

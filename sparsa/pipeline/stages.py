@@ -41,14 +41,18 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
 
 def run_tolerance_prune(st: TolerancePruneStage, state: PipelineState) -> dict:
     from sparsa.prune import schedule
-    from sparsa import models
-    data = state.recipe.resolve_path(st.data or state.recipe.recipe.data.train or state.default_data())
+
+    name = st.data or state.recipe.recipe.data.train or state.default_data()
     work = state.workdir() / "tolerance_prune"
     # the stage's fields are ScheduleConfig's options by name
     opts = st.model_dump(exclude={"type", "name", "data", "tolerance"})
     opts["kinds"] = None if st.kinds is None else tuple(st.kinds)
-    result = schedule.tolerance_prune(state.loaded, st.tolerance, data, work, progress=False, **opts)
-    state.loaded = models.load(result["model"])  # the accepted model, as the schedule saved it
+    cfg = schedule.ScheduleConfig.from_opts(st.tolerance, **opts)
+    # the pipeline's data (loaded once, with the recipe's data seed), one split per role
+    roles = {"check": cfg.check_split, "report": cfg.report_split, "train": "train"}
+    data = {role: state.dataset(name, split) for role, split in roles.items()} if name else None
+    result, state.loaded = schedule.tolerance_prune(state.loaded, st.tolerance, data, work, progress=False,
+                                                    return_model=True, **opts)
     return _plain(result)
 
 
@@ -61,10 +65,13 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
     if calib is not None and len(calib) > st.calib_samples and st.smooth_budget is None:  # trimming scores on more
         calib = calib.subset(st.calib_samples)
     if st.mode == "hybrid":
-        # ESCALATE: 8-bit basis kernels, ternary coefficients, on the decompose stage's PENNI layers
+        # ESCALATE: 8-bit basis kernels, ternary coefficients, on the decompose stage's PENNI layers;
+        # the same verb (and defaults) as `sparsa decompose --hybrid-quant`
         from sparsa.decompose import escalate
-        record = {"mode": "hybrid", "layers": _plain(escalate.hybridize(state.loaded.model)),
-                  "storage": _plain(escalate.storage_bytes(state.loaded.model))}
+        train = state.train_data() if st.hybrid_epochs > 0 else None
+        q = escalate.quantize_hybrid(state.loaded.model, train, epochs=st.hybrid_epochs, seed=state.recipe.seed)
+        record = {"mode": "hybrid", "hybrid_epochs": st.hybrid_epochs, "finetune": _plain(q["finetune"]),
+                  "layers": _plain(q["layers"]), "storage": _plain(q["storage"])}
         if isinstance(record["storage"], dict) and record["storage"].get("total") is not None:
             state.size_bytes = int(record["storage"]["total"])
         state.quant = record

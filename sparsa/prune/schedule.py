@@ -38,7 +38,8 @@ __all__ = ["ACCEPT_RULES", "STATE_VERSION", "WORK_DIR", "ScheduleConfig", "Struc
 
 
 def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[dict], None] | None = None,
-                    progress: bool = True, console=None, overwrite: bool = False, **opts) -> dict:
+                    progress: bool = True, console=None, overwrite: bool = False, return_model: bool = False,
+                    **opts):
     """Prune `loaded` (a LoadedModel, not changed) as far as `tolerance` allows; see the module doc.
 
     `data`: a built-in name/path for `sparsa.data.load_dataset` (its check/report/train splits are
@@ -48,6 +49,9 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
     `callback(entry)` sees every log entry (raise in it to stop the run). An unfinished run of
     the same configuration in `out` is resumed; anything else there is refused unless `overwrite`,
     which starts over in an emptied folder.
+
+    Returns the result dict; with `return_model`, (result, the accepted LoadedModel): the model the
+    folder holds, in memory (what `sparsa.models.load(out)` would rebuild, without reading it back).
     """
     from sparsa.prune.finetune import finetune
 
@@ -190,7 +194,11 @@ def tolerance_prune(loaded, tolerance: float, data, out, *, callback: Callable[[
         checkpoint(round_start=True)
         snapshot = (lm.clone(), _copy(masks))
     checkpoint()
-    return _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct)
+    result = _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct)
+    if not return_model:
+        return result
+    lm.data_size = dict(loaded.data_size)  # how data is prepared for it: the caller's, never saved
+    return result, lm
 
 
 def _copy(masks):
@@ -205,6 +213,7 @@ def _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct) -> dict:
     dense_test, final_test = meter.acc(dense, "report"), meter.acc(lm, "report")
     lm.record.setdefault("stages", []).append({"stage": "tolerance_prune", "config": config_dict(cfg),
                                                "sparsity": st.s, "stop_reason": st.stop_reason})
+    _settle(lm)
     result = {
         "stage": "tolerance_prune", "config": config_dict(cfg), "granularity": cfg.granularity, "scope": cfg.scope, "kinds": list(cfg.kinds),
         "tolerance": cfg.tolerance, "rollback": cfg.rollback, "stop_reason": st.stop_reason,
@@ -228,6 +237,14 @@ def _finish(out, dense, lm, masks, st, cfg, meter, say, dense_correct) -> dict:
     say(f"done ({st.stop_reason}): compression {size['compression']:.3f}, "
         f"accuracy {final_test:.4f} (dense {dense_test:.4f})")
     return result
+
+
+def _settle(lm) -> None:
+    """The accepted model as a saved one reloads: eval mode, no gradients left from the recovery fine-tuning
+    (masks are applied to the weights, never hooked, so the weights are all there is)."""
+    lm.model.eval()
+    for p in lm.model.parameters():
+        p.grad = None
 
 
 def _load_splits(data, cfg, lm=None):
