@@ -305,12 +305,7 @@ class DiscoveredAdapter(FamilyAdapter):
             c = int(getattr(cfg, "num_channels", 3) or 3)
             shape = (batch, int(cfg.num_frames), c, h, w) if self.modality == "video" else (batch, c, h, w)
             return {"pixel_values": torch.randn(*shape, generator=g)}
-        limit = self.max_seq_len()
-        if seq_len is None:
-            seq_len = self.default_seq_len()
-        elif limit and seq_len > limit:
-            raise SparsaError(f"sequence length {seq_len} is longer than this model's {limit} positions "
-                              "(max_position_embeddings)", hint=f"use --seq-len {limit} or less")
+        seq_len = self.text_len(seq_len)
         vocab = int(cfg.vocab_size)
         lo = 1000 if vocab > 1000 else min(5, vocab - 1)
         ids = torch.randint(lo, vocab, (batch, seq_len), generator=g)

@@ -63,6 +63,16 @@ class FamilyAdapter:
         limit = self.max_seq_len()
         return min(128, limit) if limit else 128
 
+    def text_len(self, seq_len: int | None) -> int:
+        """`seq_len` checked against the position limit, or the default length when None."""
+        limit = self.max_seq_len()
+        if seq_len is None:
+            return self.default_seq_len()
+        if limit and seq_len > limit:
+            raise SparsaError(f"sequence length {seq_len} is longer than this model's {limit} positions "
+                              "(max_position_embeddings)", hint=f"use --seq-len {limit} or less")
+        return seq_len
+
     def describe(self) -> dict:
         heads = self.head_groups()
         ffn = self.ffn_groups()
@@ -223,12 +233,7 @@ class BertAdapter(HFTransformerAdapter):
 
     def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
         cfg = self.config
-        limit = self.max_seq_len()
-        if seq_len is None:
-            seq_len = self.default_seq_len()
-        elif limit and seq_len > limit:
-            raise SparsaError(f"sequence length {seq_len} is longer than this model's {limit} positions "
-                              "(max_position_embeddings)", hint=f"use --seq-len {limit} or less")
+        seq_len = self.text_len(seq_len)
         g = torch.Generator().manual_seed(0)
         lo = 1000 if cfg.vocab_size > 1000 else 5  # BERT's first 1000 ids are special/unused; tiny vocabularies: past the specials
         ids = torch.randint(lo, cfg.vocab_size, (batch, seq_len), generator=g)
