@@ -11,6 +11,7 @@ with transformers' own sdpa mask function (registered under the same name).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -128,8 +129,8 @@ def sparsa_attention_forward(module, query, key, value, attention_mask, scaling=
     summ = stats.summary()
     summ["layer"] = getattr(module, "_sparsa_layer", -1)
     ctrl.layer_stats.append(summ)
-    if ctrl.keep_masks:
-        ctrl.last_stats.append(stats)
+    if ctrl.keep_masks:  # masks and head importances; not the element-level tensors (N² per head)
+        ctrl.last_stats.append(dataclasses.replace(stats, elem_keep=None, output_int=None))
     return out.to(value.dtype).transpose(1, 2).contiguous(), None
 
 
