@@ -369,11 +369,13 @@ def int_softmax(x: torch.Tensor, keep: torch.Tensor, cfg: HDPConfig) -> torch.Te
       P = (e · y) >> (M + L − prob_bits)     (arithmetic shift; left shift if negative)
     Rows with no kept element give P = 0.
     """
-    keep = keep.expand_as(x)
-    idx = keep.reshape(-1).nonzero().squeeze(1)
-    p = torch.zeros(x.numel(), dtype=torch.int64, device=x.device)
-    p[idx] = int_softmax_kept(x.reshape(-1)[idx], idx // x.shape[-1], x.numel() // max(1, x.shape[-1]), cfg)
-    return p.reshape(x.shape)
+    low = torch.iinfo(torch.int64).min // 4
+    mx = torch.where(keep, x, low).amax(-1, keepdim=True)
+    z = torch.where(keep, x - mx, 0)
+    e = torch.where(keep, int_exp(z, cfg.score_bits, cfg.exp_bits), 0)
+    s = e.sum(-1, keepdim=True)
+    y, L = int_reciprocal(s, cfg.recip_bits, cfg.newton_steps)
+    return fx.ashr(e * y, cfg.recip_bits + L - cfg.prob_bits)
 
 
 def int_softmax_kept(x: torch.Tensor, rows: torch.Tensor, n_rows: int, cfg: HDPConfig) -> torch.Tensor:
@@ -489,6 +491,11 @@ def expand_block_mask(mask: torch.Tensor, block: int) -> torch.Tensor:
     return mask.repeat_interleave(block, -2).repeat_interleave(block, -1)
 
 
+# below this fraction of kept scores the softmax runs on the kept elements only (gathered): faster
+# than the dense form there, slower when nearly everything is kept (same integers either way)
+SPARSE_FRACTION = 0.25
+
+
 def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None, bias=None, velem=None):
     """Steps 8–11 given the kept elements `keep_elem` [B,H,Np,Np] (valid ∧ kept) and `head_mask`.
 
@@ -516,7 +523,8 @@ def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None
         if A is None:
             A = fx.int_matmul(IQ, IK.transpose(-1, -2))
     pm = pm_int = None
-    if cfg.softmax == "int" and not mean:
+    n_kept = int(keep.sum()) if cfg.softmax == "int" and not mean else None
+    if n_kept is not None and n_kept <= SPARSE_FRACTION * keep.numel():
         # scores, exp and normalisation only where kept (the rest of P is 0): same integers, less work
         idx = keep.reshape(-1).nonzero().squeeze(1)
         t_k, t_frac = _kept_scores_int(IQ, FQ, IK, FK, A, cfg, idx)
@@ -527,9 +535,10 @@ def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None
         p_k = int_softmax_kept(x_k, idx // Np, keep.numel() // Np, cfg)
         p_int = None
         if cfg.v_mode == "fixed":
-            p_int = torch.zeros(keep.numel(), dtype=torch.int64, device=q.device).index_put_((idx,), p_k).reshape(keep.shape)
-        p = torch.zeros(keep.numel(), dtype=torch.float64, device=q.device).index_put_((idx,), fx.from_fixed(p_k, cfg.prob_bits, torch.float64))
-        p = p.reshape(keep.shape)
+            p_int = torch.zeros(keep.numel(), dtype=torch.int64, device=q.device).index_put_((idx,), p_k)
+            p_int = p_int.reshape(keep.shape)
+        p = torch.zeros(keep.numel(), dtype=torch.float64, device=q.device)
+        p = p.index_put_((idx,), fx.from_fixed(p_k, cfg.prob_bits, torch.float64)).reshape(keep.shape)
     elif cfg.softmax == "int":
         T, t_frac = approx_scores_int(IQ, FQ, IK, FK, cfg.frac_bits, cfg.approx, A_int=A)
         xb = 0 if bias is None else _pad_bias(fx.to_fixed(bias, cfg.score_bits, 32), Np)
