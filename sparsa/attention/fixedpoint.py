@@ -108,16 +108,30 @@ def sat_mul(a: torch.Tensor, b: torch.Tensor, frac_bits: int, total_bits: int) -
 def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact integer matrix product `a @ b` of int64 tensors, returned as int64.
 
-    Computed with float64 BLAS, which is exact (and so order-independent and bit-identical) while
-    every partial sum stays below 2^53; that is checked from the operands' magnitudes, and the
+    Computed with float32 (float64) BLAS, which is exact (and so order-independent and bit-identical)
+    while every partial sum stays below 2^24 (2^53); that is checked from the operands' magnitudes, and the
     pure int64 product is used otherwise."""
     if a.numel() == 0 or b.numel() == 0:
         return torch.matmul(a, b)
     inner = a.shape[-1]
     bound = int(a.abs().max()) * int(b.abs().max()) * inner
+    if bound < 2**24:  # small codes (Q3.4 parts): float32 is exact too, and twice as fast
+        return torch.matmul(a.to(torch.float32), b.to(torch.float32)).to(torch.int64)
     if bound < 2**53:
         return torch.matmul(a.to(torch.float64), b.to(torch.float64)).to(torch.int64)
     return torch.matmul(a, b)
+
+
+def int_matmul_at(a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """`int_matmul(a, b).reshape(-1)[idx]`: the product's entries at flat indices `idx`, as int64,
+    without widening the whole product (the exact float result is gathered, then converted)."""
+    if a.numel() == 0 or b.numel() == 0:
+        return int_matmul(a, b).reshape(-1)[idx]
+    bound = int(a.abs().max()) * int(b.abs().max()) * a.shape[-1]
+    if bound >= 2**53:
+        return torch.matmul(a, b).reshape(-1)[idx]
+    dt = torch.float32 if bound < 2**24 else torch.float64
+    return torch.matmul(a.to(dt), b.to(dt)).reshape(-1)[idx].to(torch.int64)
 
 
 def bit_length(v: torch.Tensor) -> torch.Tensor:

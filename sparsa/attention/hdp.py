@@ -378,6 +378,29 @@ def int_softmax(x: torch.Tensor, keep: torch.Tensor, cfg: HDPConfig) -> torch.Te
     return fx.ashr(e * y, cfg.recip_bits + L - cfg.prob_bits)
 
 
+def int_softmax_kept(x: torch.Tensor, rows: torch.Tensor, n_rows: int, cfg: HDPConfig) -> torch.Tensor:
+    """`int_softmax` on the kept elements only: x (Q·.S) and the row of each kept element, 1-D.
+
+    The pruned elements contribute exactly 0 to every row sum, so this gives the same integers as
+    the dense form at a fraction of the cost and memory when most scores are pruned."""
+    mx = torch.zeros(n_rows, dtype=x.dtype, device=x.device).scatter_reduce_(0, rows, x, "amax", include_self=False)
+    e = int_exp(x - mx[rows], cfg.score_bits, cfg.exp_bits)
+    s = torch.zeros(n_rows, dtype=e.dtype, device=e.device).index_add_(0, rows, e)
+    y, L = int_reciprocal(s, cfg.recip_bits, cfg.newton_steps)
+    return fx.ashr(e * y[rows], (cfg.recip_bits + L - cfg.prob_bits)[rows])
+
+
+def _kept_scores_int(IQ, FQ, IK, FK, A, cfg: HDPConfig, idx) -> tuple[torch.Tensor, int]:
+    """`approx_scores_int(...)` at the flat indices `idx` only (int64 1-D, and its fT)."""
+    kt = lambda t: t.transpose(-1, -2)  # noqa: E731
+    if not cfg.approx:
+        f = cfg.frac_bits
+        return fx.int_matmul_at((IQ << f) + FQ, kt((IK << f) + FK), idx), 2 * f
+    a = fx.int_matmul_at(IQ, kt(IK), idx) if A is None else A.reshape(-1)[idx]
+    t = (a << cfg.frac_bits) + fx.int_matmul_at(FQ, kt(IK), idx) + fx.int_matmul_at(IQ, kt(FK), idx)
+    return t, cfg.frac_bits
+
+
 # ---------------------------------------------------------------------------------------------
 # whole attention
 
@@ -468,6 +491,11 @@ def expand_block_mask(mask: torch.Tensor, block: int) -> torch.Tensor:
     return mask.repeat_interleave(block, -2).repeat_interleave(block, -1)
 
 
+# below this fraction of kept scores the softmax runs on the kept elements only (gathered): faster
+# than the dense form there, slower when nearly everything is kept (same integers either way)
+SPARSE_FRACTION = 0.25
+
+
 def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None, bias=None, velem=None):
     """Steps 8–11 given the kept elements `keep_elem` [B,H,Np,Np] (valid ∧ kept) and `head_mask`.
 
@@ -494,9 +522,25 @@ def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None
         keep = keep & att
         if A is None:
             A = fx.int_matmul(IQ, IK.transpose(-1, -2))
-    T, t_frac = approx_scores_int(IQ, FQ, IK, FK, cfg.frac_bits, cfg.approx, A_int=A)
     pm = pm_int = None
-    if cfg.softmax == "int":
+    n_kept = int(keep.sum()) if cfg.softmax == "int" and not mean else None
+    if n_kept is not None and n_kept <= SPARSE_FRACTION * keep.numel():
+        # scores, exp and normalisation only where kept (the rest of P is 0): same integers, less work
+        idx = keep.reshape(-1).nonzero().squeeze(1)
+        t_k, t_frac = _kept_scores_int(IQ, FQ, IK, FK, A, cfg, idx)
+        x_k = scale_scores_int(t_k, t_frac, D, cfg.score_bits)
+        if bias is not None:
+            xb = _pad_bias(fx.to_fixed(bias, cfg.score_bits, 32), Np)
+            x_k = x_k + xb.expand(keep.shape).reshape(-1)[idx]
+        p_k = int_softmax_kept(x_k, idx // Np, keep.numel() // Np, cfg)
+        p_int = None
+        if cfg.v_mode == "fixed":
+            p_int = torch.zeros(keep.numel(), dtype=torch.int64, device=q.device).index_put_((idx,), p_k)
+            p_int = p_int.reshape(keep.shape)
+        p = torch.zeros(keep.numel(), dtype=torch.float64, device=q.device)
+        p = p.index_put_((idx,), fx.from_fixed(p_k, cfg.prob_bits, torch.float64)).reshape(keep.shape)
+    elif cfg.softmax == "int":
+        T, t_frac = approx_scores_int(IQ, FQ, IK, FK, cfg.frac_bits, cfg.approx, A_int=A)
         xb = 0 if bias is None else _pad_bias(fx.to_fixed(bias, cfg.score_bits, 32), Np)
         x = scale_scores_int(T, t_frac, D, cfg.score_bits) + xb
         if mean:
@@ -507,6 +551,7 @@ def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None
             p_int = int_softmax(x, keep, cfg)
         p = fx.from_fixed(p_int, cfg.prob_bits, torch.float64)
     else:
+        T, t_frac = approx_scores_int(IQ, FQ, IK, FK, cfg.frac_bits, cfg.approx, A_int=A)
         sb = 0 if bias is None else _pad_bias(bias.to(torch.float64), Np)
         s = T.to(torch.float64) * 2.0**-t_frac / math.sqrt(D) + sb
         p_int = None
@@ -586,6 +631,31 @@ def _pad_bias(bias: torch.Tensor, Np: int) -> torch.Tensor:
     return torch.nn.functional.pad(bias, (0, Np - n, 0, Np - n))
 
 
+# score elements one integer pass holds at once: above it heads are run in groups (every step is
+# per head, so the result is the same), which bounds the int64 intermediates (~10 of 8 bytes each)
+HEAD_CHUNK_SCORES = 2**22
+
+
+def _by_head_groups(q, k, v, cfg, valid, bias):
+    """`hdp_attention_int` over groups of heads, the outputs and statistics joined as one call gives them."""
+    B, H, N, _ = q.shape
+    Np = N + (-N) % cfg.block
+    step = max(1, HEAD_CHUNK_SCORES // (B * Np * Np))
+    parts = []
+    for h in range(0, H, step):
+        hb = bias if bias is None or bias.dim() < 4 or bias.shape[1] == 1 else bias[:, h : h + step]
+        parts.append(hdp_attention_int(q[:, h : h + step], k[:, h : h + step], v[:, h : h + step], cfg, valid, hb))
+    sts = [p[1] for p in parts]
+    cat = lambda name: None if getattr(sts[0], name) is None else torch.cat([getattr(t, name) for t in sts], 1)  # noqa: E731
+    ops = {key: sum(t.ops[key] for t in sts) for key in sts[0].ops}  # every count is a sum over heads
+    st0 = sts[0]
+    stats = HDPStats(block_mask=cat("block_mask"), head_mask=cat("head_mask"), valid_blocks=st0.valid_blocks,
+                     valid_len=st0.valid_len, block_size=st0.block_size, seq_len=st0.seq_len, padded=st0.padded,
+                     head_importance=cat("head_importance"), ops=ops, output_int=cat("output_int"),
+                     elem_keep=cat("elem_keep"))
+    return torch.cat([p[0] for p in parts], 1), stats
+
+
 def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor | None = None, bias=None):
     """HDP attention, integer golden model. Returns (output [B,H,N,D_h] float, HDPStats).
 
@@ -598,6 +668,8 @@ def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor
     cfg = cfg or HDPConfig()
     check_qkv(q, k, v)
     B, H, N, D = q.shape
+    if H > 1 and B * H * (N + (-N) % cfg.block) ** 2 > HEAD_CHUNK_SCORES:
+        return _by_head_groups(q, k, v, cfg, valid, bias)
     bias_int = None
     if bias is not None and cfg.importance != "abs":
         bias_int = _pad_bias(torch.round(bias.to(torch.float64) * math.sqrt(D)).clamp(-(2**40), 2**40).to(torch.int64), N + (-N) % cfg.block)
