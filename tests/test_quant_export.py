@@ -383,3 +383,31 @@ def test_layers_left_in_float_are_named_in_the_file(tiny_bert, tmp_path, fuse):
     all_int = tiny_bert.clone()
     quantize_(all_int, QuantConfig(bits=8, activations="dynamic", act_scheme="asym"))
     assert export_info(export_onnx(all_int, tmp_path / "i.onnx", seq_len=12, fuse=fuse))["float_layers"] == []
+
+
+def test_opset_upgrade_keeps_every_weight_byte_and_leaves_no_external_reference():
+    """The opset conversion runs without the large initializers (memory on full-size models); they must
+    come back exactly, with no leftover external-data marker that would make the file unreadable."""
+    from onnx import TensorProto, helper
+
+    from sparsa.quant.export import OPSET, _upgrade_opset
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 32)).astype(np.float32)  # 8 KB: stashed during the conversion
+    axes = np.array([1], np.int64)  # small: stays in place
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("ReduceMean", ["h"], ["y"], axes=[1])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(axes, "unused_axes")])
+    proto = _upgrade_opset(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert {o.domain: o.version for o in proto.opset_import}[""] == OPSET
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert all(i.data_location == TensorProto.DEFAULT and not i.external_data for i in inits.values())
+    assert numpy_helper.to_array(inits["w"]).tobytes() == w.tobytes()
+    assert numpy_helper.to_array(inits["unused_axes"]).tobytes() == axes.tobytes()
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    import onnxruntime as ort
+
+    (y,) = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y[:, 0], (x @ w).mean(axis=1), rtol=1e-5, atol=1e-5)  # float32 sums of 64 terms

@@ -26,6 +26,8 @@ else uint8. s8×s8 (symmetric activations) is exact but ~70x slower on such CPUs
 from __future__ import annotations
 
 import copy
+import gc
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -149,16 +151,20 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
             torch.onnx.export(PositionalWrapper(float_model, names), tuple(inputs[n] for n in names), str(fpath),
                               input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}},
                               opset_version=17, dynamo=False)
+        del float_model  # the file holds it now; full-size models cannot afford a second float copy
+        _release_memory()
         if fuse:
             fpath = _ort_fuse(fpath, loaded, fast_gelu, embed_layer_norm=embeddings == "float")
+            _release_memory()
         proto = onnx.load(str(fpath))
     proto = _upgrade_opset(proto)
+    _release_memory()
     done: set[str] = set()
     n_rewritten = _rewrite(proto, table, mode, weight_dtype, done)
     # a smoothed layer left in float would miss its Mul (absent layers, e.g. an unused pooler, are fine)
     from onnx import numpy_helper
 
-    left = {numpy_helper.to_array(i).tobytes() for i in proto.graph.initializer}
+    left = {_digest(numpy_helper.to_array(i)) for i in proto.graph.initializer}
     lost = [n for k, (n, q, _) in table.items() if q.smooth_inv is not None and n not in done and k in left]
     if lost:
         raise SparsaError(f"smoothed layers {lost[:3]} were not found as integer ops in the exported graph",
@@ -208,8 +214,16 @@ def _ort_fuse(fpath: Path, loaded, fast_gelu: bool = False, embed_layer_norm: bo
     if n_heads * head_dim != cfg.hidden_size:
         fusion_log.setLevel(logging.ERROR)
     try:
-        om = optimizer.optimize_model(str(fpath), model_type="bert", num_heads=n_heads, hidden_size=n_heads * head_dim,
-                                      opt_level=1, optimization_options=opts)
+        # optimize_model(opt_level=1) in two steps, so that ONNX Runtime's session (the basic graph
+        # optimisations) is gone and its heap trimmed before the Python fusions load the model again.
+        # Same arguments as optimize_model passes. This step is still the export's peak on BERT-base
+        # (about 2.7 GB above the quantized model; bench/quant_memory.py).
+        basic = fpath.with_name("basic.onnx")
+        optimizer.optimize_by_onnxruntime(str(fpath), use_gpu=False, optimized_model_path=str(basic), opt_level=1,
+                                          disabled_optimizers=["ConstantSharing"])
+        _release_memory()
+        om = optimizer.optimize_model(str(basic), model_type="bert", num_heads=n_heads, hidden_size=n_heads * head_dim,
+                                      opt_level=0, optimization_options=opts)
     finally:
         fusion_log.setLevel(level)
     out = fpath.with_name("fused.onnx")
@@ -223,22 +237,72 @@ def _upgrade_opset(proto):
     cur = {o.domain: o.version for o in proto.opset_import}
     if cur.get("", 0) < OPSET:
         ms = [o for o in proto.opset_import if o.domain not in ("", "ai.onnx")]
+        stash = _stash_raw_data(proto)  # the converter copies the whole model several times: not its weights
         proto = version_converter.convert_version(proto, OPSET)
+        _restore_raw_data(proto, stash)
         have = {o.domain for o in proto.opset_import}
         proto.opset_import.extend([o for o in ms if o.domain not in have])
     return proto
+
+
+_STASH_MIN_BYTES = 1024  # small constants stay in place: the converter may read them
+
+
+def _stash_raw_data(proto) -> dict[str, bytes]:
+    """Take the large initializers' bytes out of `proto` (marked as external data, shapes kept), so that a
+    pass that copies the model (ONNX's version converter serializes it to C++ and back) copies no weights."""
+    from onnx import TensorProto
+
+    stash = {}
+    for t in proto.graph.initializer:
+        if t.data_location == TensorProto.DEFAULT and len(t.raw_data) >= _STASH_MIN_BYTES and t.name not in stash:
+            stash[t.name] = t.raw_data
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            t.external_data.add(key="location", value="sparsa-stash")
+    return stash
+
+
+def _restore_raw_data(proto, stash: dict[str, bytes]) -> None:
+    from onnx import TensorProto
+
+    for t in proto.graph.initializer:
+        if t.name in stash and t.data_location == TensorProto.EXTERNAL:
+            del t.external_data[:]
+            t.ClearField("data_location")
+            t.raw_data = stash[t.name]
+    missing = [t.name for t in proto.graph.initializer if t.data_location == TensorProto.EXTERNAL and t.name in stash]
+    if missing:  # never write a file that points at data that is not there
+        raise SparsaError(f"ONNX opset conversion lost the weights of {missing[:3]}", hint="report this model")
+
+
+def _release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc keeps them otherwise): the
+    export's steps each hold a model-sized buffer for a while, and their peaks must not stack."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
+def _digest(a: np.ndarray) -> bytes:
+    """A weight's identity by content (its bytes, as the lookups compare them): 32 bytes instead of a copy."""
+    return hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=32).digest()
 
 
 # ------------------------------------------------------------------------------------- rewrite
 
 
 def _weight_table(qls: dict[str, QuantLinear]) -> dict[bytes, tuple[str, QuantLinear]]:
-    """Exact bytes of each layer's dequantized weight (transposed, as MatMul holds it) -> layer."""
+    """Digest of each layer's dequantized weight bytes (transposed, as MatMul holds it, or not) -> layer."""
     table = {}
     for name, q in qls.items():
         w = q.dequantized_weight().detach().float().numpy()
-        table[np.ascontiguousarray(w.T).tobytes()] = (name, q, "T")
-        table[np.ascontiguousarray(w).tobytes()] = (name, q, "N")
+        table[_digest(w.T)] = (name, q, "T")
+        table[_digest(w)] = (name, q, "N")
     return table
 
 
@@ -338,14 +402,14 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
     for node in g.node:
         hit = None
         if node.op_type == "MatMul" and node.input[1] in inits:
-            hit = table.get(numpy_helper.to_array(inits[node.input[1]]).tobytes())
+            hit = table.get(_digest(numpy_helper.to_array(inits[node.input[1]])))
             if hit is not None and hit[2] != "T":
                 hit = None
         elif node.op_type == "Gemm" and len(node.input) >= 2 and node.input[1] in inits:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0:
                 arr = numpy_helper.to_array(inits[node.input[1]])
-                h = table.get(arr.tobytes())
+                h = table.get(_digest(arr))
                 want = "N" if attrs.get("transB", 0) else "T"
                 hit = h if h is not None and h[2] == want else None
         elif node.op_type == "Attention" and node.domain == "com.microsoft" and node.input[1] in inits:
@@ -392,7 +456,7 @@ def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, 
     k, n3 = w.shape
     if n3 % 3:
         return False
-    parts = [table.get(np.ascontiguousarray(w[:, i * n3 // 3:(i + 1) * n3 // 3]).tobytes()) for i in range(3)]
+    parts = [table.get(_digest(w[:, i * n3 // 3:(i + 1) * n3 // 3])) for i in range(3)]
     if any(p is None or p[2] != "T" for p in parts):
         return False
     qs = [p[1] for p in parts]
@@ -439,9 +503,9 @@ def _float_layers(proto, module) -> list[str]:
         a = numpy_helper.to_array(i)
         if a.dtype != np.float32 or a.ndim < 2:
             continue
-        seen.add(a.tobytes())
+        seen.add(_digest(a))
         if a.ndim == 2 and a.shape[1] % 3 == 0:  # a fused Attention's [Wq | Wk | Wv]
-            seen.update(np.ascontiguousarray(p).tobytes() for p in np.split(a, 3, axis=1))
+            seen.update(_digest(p) for p in np.split(a, 3, axis=1))
     out = []
     for name, m in module.named_modules():
         if isinstance(m, QuantLinear):
@@ -451,7 +515,7 @@ def _float_layers(proto, module) -> list[str]:
         else:
             continue
         forms = (w, np.ascontiguousarray(w.T)) if w.ndim == 2 else (w,)
-        if any(np.ascontiguousarray(f).tobytes() in seen for f in forms):
+        if any(_digest(f) in seen for f in forms):
             out.append(name)
     return out
 
