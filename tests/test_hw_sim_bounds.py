@@ -24,18 +24,6 @@ def _sim(*args):
     return res, res.exception
 
 
-@pytest.fixture(scope="module")
-def tiny_bert():
-    from transformers import BertConfig, BertModel
-
-    from sparsa.models import from_module
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=1200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=128, max_position_embeddings=128)
-    return from_module(BertModel(cfg).eval(), config=cfg, source="tiny-bert-test")
-
-
 @pytest.fixture
 def as_model(monkeypatch):
     """`sparsa sim NAME` loads the given LoadedModel instead of reading NAME."""

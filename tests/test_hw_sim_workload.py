@@ -6,25 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from sparsa.cli import app
 from sparsa.errors import SparsaError
 from sparsa.hw.sim import simulate
 from sparsa.hw.workload import LayerShape, from_model, from_shapes
-
-
-@pytest.fixture(scope="module")
-def tiny_bert():
-    from transformers import BertConfig, BertModel
-
-    from sparsa.models import from_module
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=1200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=128, max_position_embeddings=128)
-    return from_module(BertModel(cfg).eval(), config=cfg, source="tiny-bert-test")
 
 
 def test_shapes_workload_counts_bert_base_macs():
