@@ -1,6 +1,7 @@
 """Structural discovery: HF encoders that no hand-written family names (ViViT, TimeSformer, DINOv2, YOLOS,
 BEiT with relative-position bias, DeBERTa-v2, ERNIE, MPNet) prune, save/reload, quantize, take dynamic
-attention where their attention calls transformers' interface, and simulate; tiny random configs.
+attention where their attention calls transformers' interface or sparsa's generic attention forward can
+stand in for it (TimeSformer), and simulate; tiny random configs.
 
 Float comparisons: pruning nothing and save/reload must be bit-exact (same ops on the same weights);
 dense attention through sparsa's path differs from transformers' SDPA only by float32 summation order
@@ -54,9 +55,10 @@ def _build(name: str):
 
 
 FAMS = ("vivit", "timesformer", "dinov2", "yolos", "beit", "deberta-v2", "ernie", "mpnet")
-HEADS_FIXED = {"timesformer": "fused Linear (qkv)", "mpnet": "share encoder.relative_attention_bias"}
-NO_INTERFACE = {"timesformer": "TimesformerSelfAttention", "deberta-v2": "DisentangledSelfAttention",
-                "mpnet": "MPNetSelfAttention"}
+HEADS_FIXED = {"mpnet": "share encoder.relative_attention_bias"}
+# attention computed inside the module, with terms the generic attention forward cannot reproduce
+NO_INTERFACE = {"deberta-v2": ("DisentangledSelfAttention", "relative_pos"),
+                "mpnet": ("MPNetSelfAttention", "position_bias")}
 
 
 def _lm(name):
@@ -127,10 +129,11 @@ def test_discovered_family_takes_hdp(name):
     y = _out(lm, x)
     ctrl = install(lm.model, "dense")
     assert torch.allclose(_out(lm, x), y, atol=1e-5)
-    assert len(ctrl.layer_stats) == len(attention_modules(lm.model)) == 2
+    calls = 4 if name == "timesformer" else 2  # TimeSformer: a temporal and a spatial attention per layer
+    assert len(ctrl.layer_stats) == len(attention_modules(lm.model)) == calls
     uninstall(lm.model)
     masks = collect_masks(lm, x, "hdp")
-    assert len(masks) == 2 and masks[0]["head_mask"].shape == (2, 2)
+    assert len(masks) == calls and all(m["head_mask"].shape[1] == 2 for m in masks)
     assert torch.equal(_out(lm, x), y)  # left as it was
 
 
@@ -139,7 +142,8 @@ def test_attention_computed_in_the_module_is_refused_clearly(name):
     lm = _lm(name)
     with pytest.raises(SparsaError, match="computes its attention scores itself") as e:
         install(lm.model, "hdp")
-    assert NO_INTERFACE[name] in e.value.message
+    cls, why = NO_INTERFACE[name]
+    assert cls in e.value.message and why in e.value.message and "register_family" in e.value.hint
     assert getattr(lm.model, "_sparsa_ctrl", None) is None
 
 
