@@ -33,6 +33,21 @@ def _timesformer(heads: int = 4):
     return from_module(tf.TimesformerForVideoClassification(cfg), source="tiny-timesformer")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_discovery(monkeypatch):
+    # layouts are cached per module tree: a pruned model reloaded in a fresh process is discovered anew
+    from sparsa.models import discovery
+
+    monkeypatch.setattr(discovery, "_CACHE", {})
+
+
+def _fresh_load(folder):
+    from sparsa.models import discovery
+
+    discovery._CACHE.clear()
+    return load(folder)
+
+
 def _logits(lm, x):
     with torch.no_grad():
         return lm.model(**x).logits
@@ -71,13 +86,13 @@ def test_timesformer_heads_prune_through_the_fused_qkv_like_zeroed_heads(tmp_pat
     # the kept rows are those of the kept heads in each of q, k and v: compare with the original weights
     w0 = lm.model.get_submodule(groups[1].name).qkv.weight.reshape(3, 4, 8, 32)
     assert torch.equal(small.model.get_submodule(groups[1].name).qkv.weight.reshape(3, 2, 8, 32), w0[:, [1, 3]])
-    back = load(small.save(tmp_path / "pruned"))
+    back = _fresh_load(small.save(tmp_path / "pruned"))
     assert back.describe() == small.describe() and torch.equal(_logits(back, x), got)
     assert not is_wrapped(lm.model.get_submodule(groups[0].name))  # the original is left as it was
 
 
 def test_pruned_timesformer_takes_hdp_and_simulates_under_its_masks(tmp_path):
-    lm = load(prune(_timesformer(), PrunePlan(heads=0.5, ffn=0.5)).save(tmp_path / "p"))
+    lm = _fresh_load(prune(_timesformer(), PrunePlan(heads=0.5, ffn=0.5)).save(tmp_path / "p"))
     x = lm.example_inputs(batch=1)
     y = _logits(lm, x)
     masks = collect_masks(lm, x, "hdp")

@@ -4,7 +4,7 @@ Used for every `config.model_type` that no hand-written family names (those stay
 What it looks for, per module:
 
   attention  a module with child Linears named like query/key/value (`query`, `q`, `q_proj`, `q_lin`,
-             `query_proj`, ...), or one fused `qkv` Linear three times as wide as its input; its output
+             `query_proj`, ...), or one fused `qkv` Linear of three equal blocks; its output
              projection is a child named like `o_proj`/`out_proj`/`dense`, or else the one Linear beside
              it (under its parent) that maps the heads' width back to the model width (BERT's
              `attention.output.dense`); the head count is the module's `num_attention_heads` /
@@ -163,7 +163,7 @@ def discover(model: nn.Module, config=None) -> Layout:
         fused = None
         if not (q and k and v):
             f = _pick(FUSED_NAMES, lins)
-            if f and lins[f].out_features == 3 * lins[f].in_features:
+            if f and lins[f].out_features % 3 == 0:  # (three times the width until heads are pruned)
                 fused = f
             else:
                 continue
