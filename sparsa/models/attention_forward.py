@@ -25,8 +25,10 @@ from torch import nn
 
 from sparsa.errors import SparsaError
 
-# forward arguments the generic forward can honour (anything else carries terms it would drop)
+# forward arguments the generic forward can honour; others must default to None (cross-attention inputs,
+# caches: an encoder passes none) and are refused when given, or name position/bias terms it would drop
 PLAIN_ARGS = ("hidden_states", "attention_mask", "head_mask", "output_attentions")
+TERM_WORDS = ("pos", "rel", "bias", "rotary")
 SCALE_ATTRS = ("scale", "scaling")
 # float32 on |activations| ~ 1: SDPA and an explicit matmul-softmax-matmul differ by summation order only
 PROBE_TOLERANCE = 1e-5
@@ -69,9 +71,16 @@ def generic_attention_forward(module, *args, **kwargs):
     bound = inspect.signature(type(module).forward).bind(module, *args, **kwargs)
     a = bound.arguments
     x = a.get("hidden_states", args[0] if args else None)
-    if a.get("head_mask") is not None:
-        raise SparsaError(f"{type(module).__name__}: head_mask is not supported by sparsa's attention forward",
-                          hint="run the model without head_mask")
+    items = []
+    for n, val in a.items():  # **kwargs arrive as one dict, *args as one tuple
+        kind = bound.signature.parameters[n].kind
+        items += list(val.items()) if kind == inspect.Parameter.VAR_KEYWORD else \
+            [(n, val or None)] if kind == inspect.Parameter.VAR_POSITIONAL else [(n, val)]
+    given = [n for n, val in items if n not in ("self", "hidden_states", "attention_mask", "output_attentions")
+             and val is not None]
+    if given:
+        raise SparsaError(f"{type(module).__name__}: sparsa's attention forward runs self-attention on hidden "
+                          f"states only; it was given {', '.join(given)}", hint="run the model without them")
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         raise SparsaError(f"{type(module).__name__}: expected hidden states [batch, tokens, width]",
                           hint="sparsa's attention forward handles token sequences only")
@@ -153,7 +162,8 @@ def probe(module: nn.Module, q: str, k: str, v: str, heads_attr: str | None, o: 
         return f"{cls} stores no head count (num_heads / num_attention_heads)"
     sig = inspect.signature(type(module).forward)
     params = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)][1:]
-    extra = [p.name for p in params[1:] if p.name not in PLAIN_ARGS]
+    extra = [p.name for p in params[1:] if p.name not in PLAIN_ARGS
+             and (p.default is not None or any(w in p.name.lower() for w in TERM_WORDS))]
     if extra:
         return f"its forward takes {', '.join(extra)}: terms (relative positions, biases) beside q·kᵀ that " \
                "the generic attention forward cannot reproduce"

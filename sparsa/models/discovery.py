@@ -210,8 +210,23 @@ def discover(model: nn.Module, config=None) -> Layout:
             if outside and not b.fixed:
                 b.fixed = f"heads share {outside[0]} across layers"
             b.per_head = [(p, ax) for p, ax in inside if p.startswith(b.name + ".") or len(bs) == 1]
+            if not b.fixed and (other := _other_per_head(model, b, heads)):
+                b.fixed = (f"{b.name} holds {other} with one entry per head (a position-bias MLP, a conv "
+                           "over heads), which head pruning does not slice")
     ffn = [g for layer, bs in per_layer.items() if (g := _ffn_in_layer(model, layer, bs)) is not None]
     return Layout(blocks, ffn, skipped)
+
+
+def _other_per_head(model: nn.Module, b: AttentionBlock, heads: int) -> str | None:
+    """A parameter of the attention module, outside its projections and known per-head tables, with an
+    axis of the head count (Swin-v2's continuous position bias, Nystromformer's conv): its heads stay."""
+    known = {p for p, _ in b.per_head}
+    projections = tuple(p + "." for p in {b.q, b.k, b.v, b.o})
+    for pname, p in model.get_submodule(b.name).named_parameters():
+        full = _join(b.name, pname)
+        if full not in known and not full.startswith(projections) and heads in p.shape:
+            return f"{pname} {list(p.shape)}"
+    return None
 
 
 def _unclassified(model: nn.Module) -> str:
