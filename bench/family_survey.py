@@ -38,7 +38,7 @@ def _families():
         "layoutlm": lambda: tf.LayoutLMModel(tf.LayoutLMConfig(**TEXT)),
         "nystromformer": lambda: tf.NystromformerModel(tf.NystromformerConfig(num_landmarks=4, segment_means_seq_len=12,
                                                                               **TEXT)),
-        "modernbert": lambda: tf.ModernBertModel(tf.ModernBertConfig(**TEXT)),
+        "modernbert": lambda: tf.ModernBertModel(tf.ModernBertConfig(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **TEXT)),
         "mpnet": lambda: tf.MPNetModel(tf.MPNetConfig(**TEXT)),
         "deberta": lambda: tf.DebertaModel(tf.DebertaConfig(**TEXT)),
         "deberta-v2": lambda: tf.DebertaV2Model(tf.DebertaV2Config(**TEXT)),
@@ -56,12 +56,12 @@ def _families():
         "siglip_vision_model": lambda: tf.SiglipVisionModel(tf.SiglipVisionConfig(image_size=16, patch_size=8, **SMALL)),
         "swinv2": lambda: tf.Swinv2Model(tf.Swinv2Config(image_size=16, patch_size=4, embed_dim=16, depths=[1, 1],
                                                          num_heads=[2, 2], window_size=2)),
-        "hiera": lambda: tf.HieraModel(tf.HieraConfig(image_size=[32, 32], patch_size=[3, 3], patch_stride=[2, 2],
+        "hiera": lambda: tf.HieraModel(tf.HieraConfig(image_size=[32, 32], patch_size=[3, 3], patch_stride=[2, 2], num_query_pool=1,
                                                       patch_padding=[1, 1], embed_dim=16, depths=[1, 1], num_heads=[1, 2],
                                                       query_stride=[2, 2], masked_unit_size=[4, 4])),
         "mobilevit": lambda: tf.MobileViTModel(tf.MobileViTConfig(image_size=32, hidden_sizes=[16, 16, 16],
                                                                   neck_hidden_sizes=[8, 8, 8, 8, 8, 8, 16])),
-        "convnext": lambda: tf.ConvNextModel(tf.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], image_size=32)),
+        "convnext": lambda: tf.ConvNextModel(tf.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32)),
         # video
         "vivit": lambda: tf.VivitModel(tf.VivitConfig(image_size=16, num_frames=4, tubelet_size=[2, 8, 8], **SMALL)),
         "timesformer": lambda: tf.TimesformerModel(tf.TimesformerConfig(image_size=16, patch_size=8, num_frames=2, **SMALL)),
@@ -80,6 +80,7 @@ def _first(y):
 
 
 def _run(lm, x):
+    torch.manual_seed(0)  # ViT-MAE shuffles patches at random in every forward
     with torch.no_grad():
         return _first(lm.model(**x))
 
@@ -133,7 +134,8 @@ def survey(name: str, build) -> dict[str, str]:
         cos = float(torch.nn.functional.cosine_similarity(yq.flatten().float(), y.flatten().float(), dim=0))
         with tempfile.TemporaryDirectory() as tmp:
             same = torch.equal(_run(load(q.save(Path(tmp) / "q")), x), yq)
-        row["INT8 + reload"] = f"{'ok' if same else 'DIFFERS'} (cos {cos:.4f})"
+        fit = f"cos {cos:.4f}" if y.abs().max() > 0 else "the tiny model's output is 0"
+        row["INT8 + reload"] = f"{'ok' if same else 'DIFFERS'} ({fit})"
     except Exception as e:  # noqa: BLE001
         row["INT8 + reload"] = _why(e)
     try:

@@ -137,9 +137,11 @@ def _find_o(model: nn.Module, name: str, attn: nn.Module, lins: dict, taken: set
 def _per_head_params(model: nn.Module, heads: int, layer: str, layers: list[str]) -> tuple[list, list]:
     """(per-head params inside `layer` as (path, axis), per-head params outside every layer: shared)."""
     inside, outside = [], []
+    # a Linear's weight (Swin-v2's position-bias MLP) is no raw table: quantization replaces the Linear
+    in_linears = {_join(n, p) for n, m in model.named_modules() if _linear(m) for p, _ in m.named_parameters()}
     for pname, p in model.named_parameters():
         low = pname.lower()
-        if not any(w in low for w in PER_HEAD_WORDS) or heads not in p.shape:
+        if not any(w in low for w in PER_HEAD_WORDS) or heads not in p.shape or pname in in_linears:
             continue
         axis = max(i for i, s in enumerate(p.shape) if s == heads)
         if pname.startswith(layer + "."):
@@ -308,6 +310,13 @@ class DiscoveredAdapter(FamilyAdapter):
 
     def __init__(self, model: nn.Module, config=None):
         super().__init__(model, config)
+        main = getattr(model, "main_input_name", None)
+        if main not in (None, "input_ids", "pixel_values"):  # audio (input_values / input_features), ...
+            raise SparsaError(f"{type(model).__name__} takes {main}; models found by discovery take text "
+                              "(input_ids) or images and video (pixel_values), which is what sparsa's data and "
+                              "example inputs provide",
+                              hint="register a family (sparsa.models.register_family) whose adapter makes its "
+                                   "example_inputs - see docs/models.md")
         self.modality = _modality(self.config)
         self.layout = _layout_for(model, self.config)
         self.after_surgery()
