@@ -49,12 +49,20 @@ def _build(name: str):
         return tf.DebertaV2Model(tf.DebertaV2Config(vocab_size=100, max_position_embeddings=40, **SMALL))
     if name == "ernie":
         return tf.ErnieModel(tf.ErnieConfig(vocab_size=100, max_position_embeddings=40, **SMALL))
+    if name == "rembert":  # attention computed in the module: sparsa's generic attention forward stands in
+        return tf.RemBertModel(tf.RemBertConfig(vocab_size=100, max_position_embeddings=40, input_embedding_size=16,
+                                                output_embedding_size=16, **SMALL))
+    if name == "siglip":  # a vision tower with a pooling head (nn.MultiheadAttention) beside the layers
+        return tf.SiglipVisionModel(tf.SiglipVisionConfig(image_size=16, patch_size=8, **SMALL))
+    if name == "swinv2":  # per-head continuous position bias (an MLP) and logit scale
+        return tf.Swinv2Model(tf.Swinv2Config(image_size=16, patch_size=4, embed_dim=16, depths=[1, 1],
+                                              num_heads=[2, 2], window_size=2))
     if name == "mpnet":  # one relative-attention-bias table shared by every layer
         return tf.MPNetModel(tf.MPNetConfig(vocab_size=100, max_position_embeddings=40, **SMALL))
     raise ValueError(name)
 
 
-FAMS = ("vivit", "timesformer", "dinov2", "yolos", "beit", "deberta-v2", "ernie", "mpnet")
+FAMS = ("vivit", "timesformer", "dinov2", "yolos", "beit", "deberta-v2", "ernie", "mpnet", "rembert", "siglip")
 HEADS_FIXED = {"mpnet": "share encoder.relative_attention_bias"}
 # attention computed inside the module, with terms the generic attention forward cannot reproduce
 NO_INTERFACE = {"deberta-v2": ("DisentangledSelfAttention", "relative_pos"),
@@ -173,3 +181,34 @@ def test_decoder_and_unknown_layouts_are_clear_errors(tmp_path):
     (hf / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SparsaError, match="not allowed for family 'discovered'"):
         load(hf)
+
+
+def test_text_attention_mask_reaches_the_generic_attention_forward():
+    lm = _lm("rembert")
+    x = lm.example_inputs(batch=2, seq_len=12)
+    x["attention_mask"][1, 7:] = 0  # padding: the masked keys must stay masked through sparsa's path
+    y = _out(lm, x)
+    install(lm.model, "dense")
+    got = _out(lm, x)
+    uninstall(lm.model)
+    assert torch.allclose(got[0], y[0], atol=1e-5) and torch.allclose(got[1, :7], y[1, :7], atol=1e-5)
+
+
+def test_per_head_position_bias_mlp_keeps_heads_and_still_quantizes(tmp_path):
+    lm = _lm("swinv2")
+    assert all("logit_scale" in why for why in lm.describe()["heads_fixed"].values())
+    with pytest.raises(SparsaError, match="no prunable heads.*one entry per head"):
+        prune(lm, PrunePlan(heads=0.5))
+    x = lm.example_inputs(batch=1)
+    q, _ = quantize_loaded(lm.clone())
+    assert torch.equal(_out(load(q.save(tmp_path / "q")), x), _out(q, x))
+
+
+def test_audio_model_is_refused_naming_its_input():
+    import transformers as tf
+
+    model = tf.Wav2Vec2Model(tf.Wav2Vec2Config(conv_dim=[8, 8], conv_stride=[5, 2], conv_kernel=[10, 3],
+                                               num_conv_pos_embeddings=4, **SMALL))
+    with pytest.raises(SparsaError, match="Wav2Vec2Model takes input_values") as e:
+        from_module(model)
+    assert "register_family" in e.value.hint
