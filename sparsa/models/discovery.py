@@ -288,13 +288,34 @@ _CACHE: dict = {}
 
 
 def _layout_for(model: nn.Module, config) -> Layout:
-    # the layout depends on the class and the module tree's names/types, not on unit counts
-    key = (type(model), tuple((n, type(m).__name__) for n, m in model.named_modules()))
+    # the class, the module tree and the Linears' sizes: a pruned model's layout is found on its own (an FFN
+    # pruned to the model width looks like any other square Linear, hence `sparsa_ffn_paths`)
+    key = (type(model), tuple((n, type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None))
+                              for n, m in model.named_modules()))
     if key not in _CACHE:
         if len(_CACHE) > 32:
             _CACHE.clear()
         _CACHE[key] = discover(model, config)
     return _CACHE[key]
+
+
+def _saved_ffn(model: nn.Module, config) -> list[FFNGroup]:
+    """The FFNs recorded in the config when the model was pruned, where they still chain up
+    (model width -> I -> model width); [] when none are recorded or they do not fit."""
+    saved = getattr(config, "sparsa_ffn_paths", None)
+    if not isinstance(saved, list) or not saved:
+        return []
+    out = []
+    for pair in saved:
+        try:
+            fc1, fc2 = (model.get_submodule(p) for p in pair)
+        except (AttributeError, TypeError, ValueError):
+            return []
+        if not (_linear(fc1) and _linear(fc2) and fc1.out_features == fc2.in_features
+                and fc1.in_features == fc2.out_features):
+            return []
+        out.append(FFNGroup(name=_layer_of(model, pair[0]), fc1=pair[0], fc2=pair[1], size=fc1.out_features))
+    return out
 
 
 def _modality(config) -> str:
@@ -319,11 +340,15 @@ class DiscoveredAdapter(FamilyAdapter):
                                    "example_inputs - see docs/models.md")
         self.modality = _modality(self.config)
         self.layout = _layout_for(model, self.config)
+        self._ffn = _saved_ffn(model, self.config) or self.layout.ffn
         self.after_surgery()
 
     def after_surgery(self) -> None:
         """Attention modules whose heads were pruned and whose own forward cannot run without them
-        (a fused qkv reshaped by the hidden size) get the generic attention forward."""
+        (a fused qkv reshaped by the hidden size) get the generic attention forward. The FFNs found on
+        the dense model are recorded in the config: once pruned, their shapes may no longer tell them."""
+        if self._ffn and hasattr(self.config, "model_type"):
+            self.config.sparsa_ffn_paths = [[g.fc1, g.fc2] for g in self._ffn]
         for b in self.layout.attention:
             if not b.wrap_when_pruned:
                 continue
@@ -358,7 +383,7 @@ class DiscoveredAdapter(FamilyAdapter):
 
     def ffn_groups(self) -> list[FFNGroup]:
         return [FFNGroup(name=g.name, fc1=g.fc1, fc2=g.fc2, size=self.model.get_submodule(g.fc1).out_features)
-                for g in self.layout.ffn]
+                for g in self._ffn]
 
     def attention_modules_calling_interface(self) -> dict[str, bool]:
         """{attention module: whether its forward calls transformers' attention interface} (where
