@@ -20,6 +20,7 @@ import torch
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 TEXT = dict(vocab_size=100, max_position_embeddings=40, **SMALL)
+IMG = dict(image_size=16, patch_size=8, **SMALL)
 
 
 def _families():
@@ -38,33 +39,36 @@ def _families():
         "layoutlm": lambda: tf.LayoutLMModel(tf.LayoutLMConfig(**TEXT)),
         "nystromformer": lambda: tf.NystromformerModel(tf.NystromformerConfig(num_landmarks=4, segment_means_seq_len=12,
                                                                               **TEXT)),
-        "modernbert": lambda: tf.ModernBertModel(tf.ModernBertConfig(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **TEXT)),
+        "modernbert": lambda: tf.ModernBertModel(tf.ModernBertConfig(pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                                                     cls_token_id=1, sep_token_id=2, **TEXT)),
         "mpnet": lambda: tf.MPNetModel(tf.MPNetConfig(**TEXT)),
         "deberta": lambda: tf.DebertaModel(tf.DebertaConfig(**TEXT)),
         "deberta-v2": lambda: tf.DebertaV2Model(tf.DebertaV2Config(**TEXT)),
         "esm": lambda: tf.EsmModel(tf.EsmConfig(pad_token_id=1, **TEXT)),
         # image
-        "dinov2": lambda: tf.Dinov2Model(tf.Dinov2Config(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                                         num_attention_heads=2, mlp_ratio=2)),
-        "yolos": lambda: tf.YolosModel(tf.YolosConfig(image_size=[16, 16], patch_size=8, num_detection_tokens=2, **SMALL)),
-        "beit": lambda: tf.BeitModel(tf.BeitConfig(image_size=16, patch_size=8, use_relative_position_bias=True, **SMALL)),
-        "data2vec-vision": lambda: tf.Data2VecVisionModel(tf.Data2VecVisionConfig(image_size=16, patch_size=8, **SMALL)),
-        "vit_mae": lambda: tf.ViTMAEModel(tf.ViTMAEConfig(image_size=16, patch_size=8, mask_ratio=0.0, **SMALL)),
-        "vit_msn": lambda: tf.ViTMSNModel(tf.ViTMSNConfig(image_size=16, patch_size=8, **SMALL)),
-        "ijepa": lambda: tf.IJepaModel(tf.IJepaConfig(image_size=16, patch_size=8, **SMALL)),
-        "clip_vision_model": lambda: tf.CLIPVisionModel(tf.CLIPVisionConfig(image_size=16, patch_size=8, **SMALL)),
-        "siglip_vision_model": lambda: tf.SiglipVisionModel(tf.SiglipVisionConfig(image_size=16, patch_size=8, **SMALL)),
+        "dinov2": lambda: tf.Dinov2Model(tf.Dinov2Config(image_size=16, patch_size=8, hidden_size=32,
+                                                         num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2)),
+        "yolos": lambda: tf.YolosModel(tf.YolosConfig(**{**IMG, "image_size": [16, 16]}, num_detection_tokens=2)),
+        "beit": lambda: tf.BeitModel(tf.BeitConfig(use_relative_position_bias=True, **IMG)),
+        "data2vec-vision": lambda: tf.Data2VecVisionModel(tf.Data2VecVisionConfig(**IMG)),
+        "vit_mae": lambda: tf.ViTMAEModel(tf.ViTMAEConfig(mask_ratio=0.0, **IMG)),
+        "vit_msn": lambda: tf.ViTMSNModel(tf.ViTMSNConfig(**IMG)),
+        "ijepa": lambda: tf.IJepaModel(tf.IJepaConfig(**IMG)),
+        "clip_vision_model": lambda: tf.CLIPVisionModel(tf.CLIPVisionConfig(**IMG)),
+        "siglip_vision_model": lambda: tf.SiglipVisionModel(tf.SiglipVisionConfig(**IMG)),
         "swinv2": lambda: tf.Swinv2Model(tf.Swinv2Config(image_size=16, patch_size=4, embed_dim=16, depths=[1, 1],
                                                          num_heads=[2, 2], window_size=2)),
-        "hiera": lambda: tf.HieraModel(tf.HieraConfig(image_size=[32, 32], patch_size=[3, 3], patch_stride=[2, 2], num_query_pool=1,
-                                                      patch_padding=[1, 1], embed_dim=16, depths=[1, 1], num_heads=[1, 2],
+        "hiera": lambda: tf.HieraModel(tf.HieraConfig(image_size=[32, 32], patch_size=[3, 3], patch_stride=[2, 2],
+                                                      num_query_pool=1, patch_padding=[1, 1], embed_dim=16,
+                                                      depths=[1, 1], num_heads=[1, 2],
                                                       query_stride=[2, 2], masked_unit_size=[4, 4])),
         "mobilevit": lambda: tf.MobileViTModel(tf.MobileViTConfig(image_size=32, hidden_sizes=[16, 16, 16],
                                                                   neck_hidden_sizes=[8, 8, 8, 8, 8, 8, 16])),
-        "convnext": lambda: tf.ConvNextModel(tf.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], image_size=32)),
+        "convnext": lambda: tf.ConvNextModel(tf.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1],
+                                                               image_size=32)),
         # video
         "vivit": lambda: tf.VivitModel(tf.VivitConfig(image_size=16, num_frames=4, tubelet_size=[2, 8, 8], **SMALL)),
-        "timesformer": lambda: tf.TimesformerModel(tf.TimesformerConfig(image_size=16, patch_size=8, num_frames=2, **SMALL)),
+        "timesformer": lambda: tf.TimesformerModel(tf.TimesformerConfig(num_frames=2, **IMG)),
         # audio
         "wav2vec2": lambda: tf.Wav2Vec2Model(tf.Wav2Vec2Config(conv_dim=[8, 8], conv_stride=[5, 2], conv_kernel=[10, 3],
                                                                num_conv_pos_embeddings=4, **SMALL)),

@@ -128,7 +128,8 @@ def _twin(module: nn.Module, spec: WrapSpec, hidden: int, head: int) -> tuple[nn
     """A shallow copy of `module` with fresh random projections at full width (hidden // head heads), no
     dropout, in eval mode; the module itself is not touched. Returns (twin, its head count)."""
     twin = copy.copy(module)
-    twin._modules, twin._parameters, twin._buffers = dict(module._modules), dict(module._parameters), dict(module._buffers)
+    twin._modules, twin._parameters = dict(module._modules), dict(module._parameters)
+    twin._buffers = dict(module._buffers)
     twin.__dict__.pop("forward", None)
     heads = hidden // head if hidden % head == 0 else getattr(module, spec.heads_attr)
     width = heads * head
