@@ -341,14 +341,18 @@ class DiscoveredAdapter(FamilyAdapter):
         self.modality = _modality(self.config)
         self.layout = _layout_for(model, self.config)
         self._ffn = _saved_ffn(model, self.config) or self.layout.ffn
-        self.after_surgery()
+        self._fit_forwards()
 
     def after_surgery(self) -> None:
-        """Attention modules whose heads were pruned and whose own forward cannot run without them
-        (a fused qkv reshaped by the hidden size) get the generic attention forward. The FFNs found on
-        the dense model are recorded in the config: once pruned, their shapes may no longer tell them."""
+        """The FFNs found on the dense model are recorded in the config (once pruned, their shapes may
+        no longer tell them apart), and pruned attention modules get the forward they need."""
         if self._ffn and hasattr(self.config, "model_type"):
             self.config.sparsa_ffn_paths = [[g.fc1, g.fc2] for g in self._ffn]
+        self._fit_forwards()
+
+    def _fit_forwards(self) -> None:
+        """Attention modules whose heads were pruned and whose own forward cannot run without them
+        (a fused qkv reshaped by the hidden size) get the generic attention forward."""
         for b in self.layout.attention:
             if not b.wrap_when_pruned:
                 continue
