@@ -1,6 +1,7 @@
 """Structural discovery: HF encoders that no hand-written family names (ViViT, TimeSformer, DINOv2, YOLOS,
 BEiT with relative-position bias, DeBERTa-v2, ERNIE, MPNet) prune, save/reload, quantize, take dynamic
-attention where their attention calls transformers' interface, and simulate; tiny random configs.
+attention where their attention calls transformers' interface or sparsa's generic attention forward can
+stand in for it (TimeSformer), and simulate; tiny random configs.
 
 Float comparisons: pruning nothing and save/reload must be bit-exact (same ops on the same weights);
 dense attention through sparsa's path differs from transformers' SDPA only by float32 summation order
@@ -19,7 +20,7 @@ from sparsa.errors import SparsaError
 from sparsa.hw.sim import simulate
 from sparsa.hw.workload import from_model
 from sparsa.metrics import count_macs
-from sparsa.models import FAMILIES, from_module, load
+from sparsa.models import FAMILIES, discovery, from_module, load
 from sparsa.prune import PrunePlan, prune
 from sparsa.quant.stage import quantize_loaded
 
@@ -48,15 +49,24 @@ def _build(name: str):
         return tf.DebertaV2Model(tf.DebertaV2Config(vocab_size=100, max_position_embeddings=40, **SMALL))
     if name == "ernie":
         return tf.ErnieModel(tf.ErnieConfig(vocab_size=100, max_position_embeddings=40, **SMALL))
+    if name == "rembert":  # attention computed in the module: sparsa's generic attention forward stands in
+        return tf.RemBertModel(tf.RemBertConfig(vocab_size=100, max_position_embeddings=40, input_embedding_size=16,
+                                                output_embedding_size=16, **SMALL))
+    if name == "siglip":  # a vision tower with a pooling head (nn.MultiheadAttention) beside the layers
+        return tf.SiglipVisionModel(tf.SiglipVisionConfig(image_size=16, patch_size=8, **SMALL))
+    if name == "swinv2":  # per-head continuous position bias (an MLP) and logit scale
+        return tf.Swinv2Model(tf.Swinv2Config(image_size=16, patch_size=4, embed_dim=16, depths=[1, 1],
+                                              num_heads=[2, 2], window_size=2))
     if name == "mpnet":  # one relative-attention-bias table shared by every layer
         return tf.MPNetModel(tf.MPNetConfig(vocab_size=100, max_position_embeddings=40, **SMALL))
     raise ValueError(name)
 
 
-FAMS = ("vivit", "timesformer", "dinov2", "yolos", "beit", "deberta-v2", "ernie", "mpnet")
-HEADS_FIXED = {"timesformer": "fused Linear (qkv)", "mpnet": "share encoder.relative_attention_bias"}
-NO_INTERFACE = {"timesformer": "TimesformerSelfAttention", "deberta-v2": "DisentangledSelfAttention",
-                "mpnet": "MPNetSelfAttention"}
+FAMS = ("vivit", "timesformer", "dinov2", "yolos", "beit", "deberta-v2", "ernie", "mpnet", "rembert", "siglip")
+HEADS_FIXED = {"mpnet": "share encoder.relative_attention_bias"}
+# attention computed inside the module, with terms the generic attention forward cannot reproduce
+NO_INTERFACE = {"deberta-v2": ("DisentangledSelfAttention", "relative_pos"),
+                "mpnet": ("MPNetSelfAttention", "position_bias")}
 
 
 def _lm(name):
@@ -90,6 +100,7 @@ def test_discovered_family_prunes_exactly_and_reloads(name, tmp_path):
     assert sd["ffn_per_layer"] == [32, 32]
     assert sd["heads_per_layer"] == d["heads_per_layer"] if fixed else all(h == 1 for h in sd["heads_per_layer"])
     ys = _out(small, x)
+    discovery._CACHE.clear()  # as in a fresh process: the FFNs (pruned to the model width) are read back
     back = load(small.save(tmp_path / "pruned"))
     assert back.family == "discovered" and back.describe() == sd
     assert torch.equal(_out(back, x), ys)
@@ -127,10 +138,11 @@ def test_discovered_family_takes_hdp(name):
     y = _out(lm, x)
     ctrl = install(lm.model, "dense")
     assert torch.allclose(_out(lm, x), y, atol=1e-5)
-    assert len(ctrl.layer_stats) == len(attention_modules(lm.model)) == 2
+    calls = 4 if name == "timesformer" else 2  # TimeSformer: a temporal and a spatial attention per layer
+    assert len(ctrl.layer_stats) == len(attention_modules(lm.model)) == calls
     uninstall(lm.model)
     masks = collect_masks(lm, x, "hdp")
-    assert len(masks) == 2 and masks[0]["head_mask"].shape == (2, 2)
+    assert len(masks) == calls and all(m["head_mask"].shape[1] == 2 for m in masks)
     assert torch.equal(_out(lm, x), y)  # left as it was
 
 
@@ -139,7 +151,8 @@ def test_attention_computed_in_the_module_is_refused_clearly(name):
     lm = _lm(name)
     with pytest.raises(SparsaError, match="computes its attention scores itself") as e:
         install(lm.model, "hdp")
-    assert NO_INTERFACE[name] in e.value.message
+    cls, why = NO_INTERFACE[name]
+    assert cls in e.value.message and why in e.value.message and "register_family" in e.value.hint
     assert getattr(lm.model, "_sparsa_ctrl", None) is None
 
 
@@ -169,3 +182,34 @@ def test_decoder_and_unknown_layouts_are_clear_errors(tmp_path):
     (hf / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SparsaError, match="not allowed for family 'discovered'"):
         load(hf)
+
+
+def test_text_attention_mask_reaches_the_generic_attention_forward():
+    lm = _lm("rembert")
+    x = lm.example_inputs(batch=2, seq_len=12)
+    x["attention_mask"][1, 7:] = 0  # padding: the masked keys must stay masked through sparsa's path
+    y = _out(lm, x)
+    install(lm.model, "dense")
+    got = _out(lm, x)
+    uninstall(lm.model)
+    assert torch.allclose(got[0], y[0], atol=1e-5) and torch.allclose(got[1, :7], y[1, :7], atol=1e-5)
+
+
+def test_per_head_position_bias_mlp_keeps_heads_and_still_quantizes(tmp_path):
+    lm = _lm("swinv2")
+    assert all("logit_scale" in why for why in lm.describe()["heads_fixed"].values())
+    with pytest.raises(SparsaError, match="no prunable heads.*one entry per head"):
+        prune(lm, PrunePlan(heads=0.5))
+    x = lm.example_inputs(batch=1)
+    q, _ = quantize_loaded(lm.clone())
+    assert torch.equal(_out(load(q.save(tmp_path / "q")), x), _out(q, x))
+
+
+def test_audio_model_is_refused_naming_its_input():
+    import transformers as tf
+
+    model = tf.Wav2Vec2Model(tf.Wav2Vec2Config(conv_dim=[8, 8], conv_stride=[5, 2], conv_kernel=[10, 3],
+                                               num_conv_pos_embeddings=4, **SMALL))
+    with pytest.raises(SparsaError, match="Wav2Vec2Model takes input_values") as e:
+        from_module(model)
+    assert "register_family" in e.value.hint

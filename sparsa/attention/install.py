@@ -7,6 +7,11 @@ registered function, "sparsa", covers all four. `install` tags each attention mo
 controller and its layer index and switches the model's implementation to "sparsa"; `uninstall`
 restores the previous implementation and removes the tags. A padding mask for "sparsa" is built
 with transformers' own sdpa mask function (registered under the same name).
+
+Attention modules that compute softmax(q·kᵀ)·v themselves (TimeSformer) get sparsa's generic attention
+forward (`sparsa.models.attention_forward`) while installed: q, k, v from their own projections, then the
+same registered function. Where that forward cannot reproduce a module (DeBERTa's relative positions),
+`install` refuses, naming the module class and why.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 
 from sparsa.attention.methods import check_method, make_runner
 from sparsa.errors import SparsaError
+from sparsa.models.attention_forward import is_wrapped, unwrap, wrap
 
 IMPL_NAME = "sparsa"
 # sparsa families whose self-attention modules call transformers' attention interface
@@ -156,17 +162,23 @@ def attention_modules(model) -> list:
     return [model.get_submodule(g.name) for g in FAMILIES[fam].adapter(model).head_groups()]
 
 
-def _interface_problem(model) -> str | None:
-    """Why a discovered model's attention cannot be routed through the interface (None: it can)."""
+def _generic_forwards(model) -> dict:
+    """{attention module computing its scores itself: its WrapSpec, or why it cannot be wrapped}."""
     from sparsa.models.families import FAMILIES
 
-    adapter = FAMILIES["discovered"].adapter(model)
-    own = [n for n, calls in adapter.attention_modules_calling_interface().items() if not calls]
-    if not own:
-        return None
-    cls = type(model.get_submodule(own[0])).__name__
-    return (f"{own[0]} ({cls}) computes its attention scores itself instead of calling transformers' "
-            f"attention interface, which is where sparsa's dynamic attention hooks in")
+    if _family_of(model) != "discovered":
+        return {}
+    return FAMILIES["discovered"].adapter(model).generic_forwards()
+
+
+def _interface_problem(model) -> str | None:
+    """Why a discovered model's attention cannot be routed through sparsa (None: it can)."""
+    for name, spec in _generic_forwards(model).items():
+        if isinstance(spec, str):
+            cls = type(model.get_submodule(name)).__name__
+            return (f"{name} ({cls}) computes its attention scores itself instead of calling transformers' "
+                    f"attention interface, and sparsa's generic attention forward cannot stand in for it: {spec}")
+    return None
 
 
 def _family(model) -> str:
@@ -175,7 +187,7 @@ def _family(model) -> str:
         mt = getattr(getattr(model, "config", None), "model_type", None)
         raise SparsaError(f"attention pruning cannot attach to this {mt!r} model: {why}",
                           hint="prune, quantize and simulate it without --attention, or register a family "
-                               "whose attention module calls ALL_ATTENTION_FUNCTIONS")
+                               "(sparsa.models.register_family) whose attention module calls ALL_ATTENTION_FUNCTIONS")
     if fam not in SUPPORTED_FAMILIES or not attention_modules(model):
         mt = getattr(getattr(model, "config", None), "model_type", None)
         raise SparsaError(
@@ -200,6 +212,13 @@ def install(model, method: str = "hdp", *, keep_masks: bool = False, **opts) -> 
     for i, m in enumerate(attention_modules(model)):
         m._sparsa_ctrl = ctrl
         m._sparsa_layer = i
+    for name, spec in _generic_forwards(model).items():  # modules computing their scores themselves
+        m = model.get_submodule(name)
+        if not is_wrapped(m):  # (a pruned one already runs the generic forward)
+            wrap(m, spec)
+            m._sparsa_wrapped_here = True
+        m._sparsa_config = model.config  # the generic forward runs sparsa's function while this names it
+        m._sparsa_attention_fn = (IMPL_NAME, sparsa_attention_forward)
     ctrl.prev_impl = model.config._attn_implementation
     _set_impl(model, IMPL_NAME)
     ctrl.hook = model.register_forward_pre_hook(lambda mod, args: ctrl.new_forward())
@@ -213,7 +232,9 @@ def uninstall(model) -> None:
     if ctrl is None:
         return
     for m in attention_modules(model):
-        for attr in ("_sparsa_ctrl", "_sparsa_layer"):
+        if m.__dict__.pop("_sparsa_wrapped_here", False):
+            unwrap(m)
+        for attr in ("_sparsa_ctrl", "_sparsa_layer", "_sparsa_config", "_sparsa_attention_fn"):
             if hasattr(m, attr):
                 delattr(m, attr)
     _set_impl(model, ctrl.prev_impl or "sdpa")
@@ -222,10 +243,12 @@ def uninstall(model) -> None:
 
 
 def _set_impl(model, name: str) -> None:
-    try:
-        model.set_attn_implementation(name)
-    except Exception:  # older/odd models: set the config field directly (what the modules read)
-        pass
+    can = getattr(model, "_can_set_attn_implementation", None)
+    if can is None or can():  # a model whose attention skips the interface (TimeSformer) would only warn
+        try:
+            model.set_attn_implementation(name)
+        except Exception:  # older/odd models: set the config field directly (what the modules read)
+            pass
     for m in model.modules():
         cfg = getattr(m, "config", None)
         if cfg is not None and hasattr(cfg, "_attn_implementation"):

@@ -4,7 +4,7 @@ Used for every `config.model_type` that no hand-written family names (those stay
 What it looks for, per module:
 
   attention  a module with child Linears named like query/key/value (`query`, `q`, `q_proj`, `q_lin`,
-             `query_proj`, ...), or one fused `qkv` Linear three times as wide as its input; its output
+             `query_proj`, ...), or one fused `qkv` Linear of three equal blocks; its output
              projection is a child named like `o_proj`/`out_proj`/`dense`, or else the one Linear beside
              it (under its parent) that maps the heads' width back to the model width (BERT's
              `attention.output.dense`); the head count is the module's `num_attention_heads` /
@@ -12,11 +12,16 @@ What it looks for, per module:
   FFN        in the layer (the ModuleList entry) holding an attention module: the one Linear that widens
              the model width to some I and the one that maps I back (two Linears around an activation)
 
-Heads are offered for pruning only where removing them is known to be safe: separate Q/K/V, a
+An attention module whose forward does not call transformers' attention interface (it computes
+softmax(q·kᵀ)·v itself) is probed for sparsa's generic attention forward (`sparsa.models.attention_forward`),
+which then carries dynamic attention, and pruned heads of a fused qkv Linear (TimeSformer).
+
+Heads are offered for pruning only where removing them is known to be safe: separate Q/K/V with a
 fixed head width stored on the module (`attention_head_size` / `head_dim`; a forward that derives the
-width from the hidden size breaks once heads go), and no per-head tensor shared across layers.
-Otherwise the group is still listed (the simulator and attention methods read it) with `fixed`
-saying why its heads stay. Decoders (causal attention) are refused.
+width from the hidden size breaks once heads go), or a module the generic forward reproduces (it then
+stands in once heads are gone), and no per-head tensor shared across layers. Otherwise the group is
+still listed (the simulator and attention methods read it) with `fixed` saying why its heads stay.
+Decoders (causal attention) are refused.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import torch
 from torch import nn
 
 from sparsa.errors import SparsaError
+from sparsa.models.attention_forward import WrapSpec, is_wrapped, probe, wrap
+from sparsa.models.attention_forward import head_dim as wrapped_head_dim
 from sparsa.models.families import FALLBACK, REGISTER_HINT, FamilyAdapter, register_family
 from sparsa.models.units import FFNGroup, HeadGroup
 
@@ -69,6 +76,10 @@ class AttentionBlock:
     fused: bool = False
     per_head: list[tuple[str, int]] = field(default_factory=list)
     fixed: str = ""  # why the heads may not be removed ("" = they may)
+    calls_interface: bool = True  # its forward calls transformers' attention interface
+    wrap: WrapSpec | None = None  # how the generic attention forward stands in (not calling the interface)
+    wrap_problem: str = ""  # why it cannot (not calling the interface, no WrapSpec)
+    wrap_when_pruned: bool = False  # its own forward breaks once heads are gone: the generic one stands in
 
 
 @dataclass
@@ -126,9 +137,11 @@ def _find_o(model: nn.Module, name: str, attn: nn.Module, lins: dict, taken: set
 def _per_head_params(model: nn.Module, heads: int, layer: str, layers: list[str]) -> tuple[list, list]:
     """(per-head params inside `layer` as (path, axis), per-head params outside every layer: shared)."""
     inside, outside = [], []
+    # a Linear's weight (Swin-v2's position-bias MLP) is no raw table: quantization replaces the Linear
+    in_linears = {_join(n, p) for n, m in model.named_modules() if _linear(m) for p, _ in m.named_parameters()}
     for pname, p in model.named_parameters():
         low = pname.lower()
-        if not any(w in low for w in PER_HEAD_WORDS) or heads not in p.shape:
+        if not any(w in low for w in PER_HEAD_WORDS) or heads not in p.shape or pname in in_linears:
             continue
         axis = max(i for i, s in enumerate(p.shape) if s == heads)
         if pname.startswith(layer + "."):
@@ -152,7 +165,7 @@ def discover(model: nn.Module, config=None) -> Layout:
         fused = None
         if not (q and k and v):
             f = _pick(FUSED_NAMES, lins)
-            if f and lins[f].out_features == 3 * lins[f].in_features:
+            if f and lins[f].out_features % 3 == 0:  # (three times the width until heads are pruned)
                 fused = f
             else:
                 continue
@@ -178,15 +191,16 @@ def discover(model: nn.Module, config=None) -> Layout:
             continue
         qp, kp, vp = (_join(name, fused),) * 3 if fused else (_join(name, q), _join(name, k), _join(name, v))
         blk = AttentionBlock(name, qp, kp, vp, o, _layer_of(model, qp), fused=bool(fused))
-        if fused:
+        _probe_forward(blk, m, name, fused, (q, k, v), o)
+        if fused and not blk.wrap:
             blk.fixed = f"{name} projects Q, K and V with one fused Linear ({fused})"
-        elif not any(isinstance(getattr(m, a, None), int) for a in HEAD_DIM_ATTRS):
+        elif not fused and not blk.wrap and not any(isinstance(getattr(m, a, None), int) for a in HEAD_DIM_ATTRS):
             blk.fixed = (f"{name} ({type(m).__name__}) stores no fixed head width "
                          f"({'/'.join(HEAD_DIM_ATTRS)}), so its forward may derive it from the hidden size")
         blocks.append(blk)
     if not blocks:
         cls = type(model).__name__
-        why = "; ".join(skipped) if skipped else "no module has query/key/value (or fused qkv) Linears"
+        why = "; ".join(skipped) if skipped else _unclassified(model)
         raise SparsaError(f"discovery found no encoder attention in {cls}: {why}", hint=REGISTER_HINT)
     per_layer: dict[str, list[AttentionBlock]] = {}
     for b in blocks:
@@ -198,8 +212,59 @@ def discover(model: nn.Module, config=None) -> Layout:
             if outside and not b.fixed:
                 b.fixed = f"heads share {outside[0]} across layers"
             b.per_head = [(p, ax) for p, ax in inside if p.startswith(b.name + ".") or len(bs) == 1]
+            if not b.fixed and (other := _other_per_head(model, b, heads)):
+                b.fixed = (f"{b.name} holds {other} with one entry per head (a position-bias MLP, a conv "
+                           "over heads), which head pruning does not slice")
     ffn = [g for layer, bs in per_layer.items() if (g := _ffn_in_layer(model, layer, bs)) is not None]
     return Layout(blocks, ffn, skipped)
+
+
+def _other_per_head(model: nn.Module, b: AttentionBlock, heads: int) -> str | None:
+    """A parameter of the attention module, outside its projections and known per-head tables, with an
+    axis of the head count (Swin-v2's continuous position bias, Nystromformer's conv): its heads stay."""
+    known = {p for p, _ in b.per_head}
+    projections = tuple(p + "." for p in {b.q, b.k, b.v, b.o})
+    for pname, p in model.get_submodule(b.name).named_parameters():
+        full = _join(b.name, pname)
+        if full not in known and not full.startswith(projections) and heads in p.shape:
+            return f"{pname} {list(p.shape)}"
+    return None
+
+
+def _unclassified(model: nn.Module) -> str:
+    """Which attention-like modules (by class name) discovery could not read, and what they hold."""
+    seen = [(n, m) for n, m in model.named_modules() if "attention" in type(m).__name__.lower()]
+    if not seen:
+        return "no module has query/key/value (or fused qkv) Linears"
+    name, m = seen[0]
+    kids = ", ".join(f"{n} ({type(c).__name__})" for n, c in m.named_children()) or "no children"
+    return (f"{name} ({type(m).__name__}) holds {kids}, not query/key/value Linears "
+            f"({'/'.join(Q_NAMES)}, ...) or one fused qkv Linear ({'/'.join(FUSED_NAMES)})"
+            + (f"; {len(seen) - 1} more attention modules like it" if len(seen) > 1 else ""))
+
+
+def _calls_interface(m: nn.Module) -> bool:
+    try:
+        src = inspect.getsource(type(m).forward)
+    except (OSError, TypeError):
+        src = ""
+    return "ALL_ATTENTION_FUNCTIONS" in src
+
+
+def _probe_forward(blk: AttentionBlock, m: nn.Module, name: str, fused: str | None, qkv: tuple, o: str) -> None:
+    """Where `m` computes its attention itself: can the generic attention forward stand in for it?"""
+    blk.calls_interface = _calls_interface(m)
+    if blk.calls_interface:
+        return
+    q, k, v = (fused,) * 3 if fused else qkv
+    heads_attr = next((a for a in HEADS_ATTRS if isinstance(getattr(m, a, None), int)), None)
+    inner_o = o[len(name) + 1:] if name and o.startswith(name + ".") and "." not in o[len(name) + 1:] else None
+    got = probe(m, q, k, v, heads_attr, inner_o)
+    if isinstance(got, str):
+        blk.wrap_problem = got
+        return
+    blk.wrap = got
+    blk.wrap_when_pruned = bool(fused) or not any(isinstance(getattr(m, a, None), int) for a in HEAD_DIM_ATTRS)
 
 
 def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) -> FFNGroup | None:
@@ -223,13 +288,34 @@ _CACHE: dict = {}
 
 
 def _layout_for(model: nn.Module, config) -> Layout:
-    # the layout depends on the class and the module tree's names/types, not on unit counts
-    key = (type(model), tuple((n, type(m).__name__) for n, m in model.named_modules()))
+    # the class, the module tree and the Linears' sizes: a pruned model's layout is found on its own (an FFN
+    # pruned to the model width looks like any other square Linear, hence `sparsa_ffn_paths`)
+    key = (type(model), tuple((n, type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None))
+                              for n, m in model.named_modules()))
     if key not in _CACHE:
         if len(_CACHE) > 32:
             _CACHE.clear()
         _CACHE[key] = discover(model, config)
     return _CACHE[key]
+
+
+def _saved_ffn(model: nn.Module, config) -> list[FFNGroup]:
+    """The FFNs recorded in the config when the model was pruned, where they still chain up
+    (model width -> I -> model width); [] when none are recorded or they do not fit."""
+    saved = getattr(config, "sparsa_ffn_paths", None)
+    if not isinstance(saved, list) or not saved:
+        return []
+    out = []
+    for pair in saved:
+        try:
+            fc1, fc2 = (model.get_submodule(p) for p in pair)
+        except (AttributeError, TypeError, ValueError):
+            return []
+        if not (_linear(fc1) and _linear(fc2) and fc1.out_features == fc2.in_features
+                and fc1.in_features == fc2.out_features):
+            return []
+        out.append(FFNGroup(name=_layer_of(model, pair[0]), fc1=pair[0], fc2=pair[1], size=fc1.out_features))
+    return out
 
 
 def _modality(config) -> str:
@@ -245,8 +331,35 @@ class DiscoveredAdapter(FamilyAdapter):
 
     def __init__(self, model: nn.Module, config=None):
         super().__init__(model, config)
+        main = getattr(model, "main_input_name", None)
+        if main not in (None, "input_ids", "pixel_values"):  # audio (input_values / input_features), ...
+            raise SparsaError(f"{type(model).__name__} takes {main}; models found by discovery take text "
+                              "(input_ids) or images and video (pixel_values), which is what sparsa's data and "
+                              "example inputs provide",
+                              hint="register a family (sparsa.models.register_family) whose adapter makes its "
+                                   "example_inputs - see docs/models.md")
         self.modality = _modality(self.config)
         self.layout = _layout_for(model, self.config)
+        self._ffn = _saved_ffn(model, self.config) or self.layout.ffn
+        self._fit_forwards()
+
+    def after_surgery(self) -> None:
+        """The FFNs found on the dense model are recorded in the config (once pruned, their shapes may
+        no longer tell them apart), and pruned attention modules get the forward they need."""
+        if self._ffn and hasattr(self.config, "model_type"):
+            self.config.sparsa_ffn_paths = [[g.fc1, g.fc2] for g in self._ffn]
+        self._fit_forwards()
+
+    def _fit_forwards(self) -> None:
+        """Attention modules whose heads were pruned and whose own forward cannot run without them
+        (a fused qkv reshaped by the hidden size) get the generic attention forward."""
+        for b in self.layout.attention:
+            if not b.wrap_when_pruned:
+                continue
+            m = self.model.get_submodule(b.name)
+            full = getattr(m, b.wrap.q).in_features
+            if getattr(m, b.wrap.heads_attr) * wrapped_head_dim(m, b.wrap) != full and not is_wrapped(m):
+                wrap(m, b.wrap)
 
     def head_groups(self) -> list[HeadGroup]:
         out = []
@@ -258,7 +371,8 @@ class DiscoveredAdapter(FamilyAdapter):
             attrs = {a: "heads" for a in HEADS_ATTRS if isinstance(getattr(attn, a, None), int)}
             attrs.update({a: "all_head_size" for a in WIDTH_ATTRS if isinstance(getattr(attn, a, None), int)})
             out.append(HeadGroup(name=b.name, q=b.q, k=b.k, v=b.v, o=b.o, num_heads=heads,
-                                 head_dim=head_dim or width // heads, attrs=attrs, per_head=list(b.per_head)))
+                                 head_dim=head_dim or width // heads, attrs=attrs, per_head=list(b.per_head),
+                                 fused=b.fused))
         return out
 
     def fixed_heads(self) -> dict[str, str]:
@@ -273,19 +387,17 @@ class DiscoveredAdapter(FamilyAdapter):
 
     def ffn_groups(self) -> list[FFNGroup]:
         return [FFNGroup(name=g.name, fc1=g.fc1, fc2=g.fc2, size=self.model.get_submodule(g.fc1).out_features)
-                for g in self.layout.ffn]
+                for g in self._ffn]
 
     def attention_modules_calling_interface(self) -> dict[str, bool]:
         """{attention module: whether its forward calls transformers' attention interface} (where
         sparsa's dynamic attention hooks in)."""
-        out = {}
-        for b in self.layout.attention:
-            try:
-                src = inspect.getsource(type(self.model.get_submodule(b.name)).forward)
-            except (OSError, TypeError):
-                src = ""
-            out[b.name] = "ALL_ATTENTION_FUNCTIONS" in src
-        return out
+        return {b.name: b.calls_interface for b in self.layout.attention}
+
+    def generic_forwards(self) -> dict[str, WrapSpec | str]:
+        """{attention module not calling the interface: how the generic attention forward stands in
+        for it, or why it cannot}."""
+        return {b.name: b.wrap or b.wrap_problem for b in self.layout.attention if not b.calls_interface}
 
     def max_seq_len(self) -> int | None:
         n = getattr(self.config, "max_position_embeddings", None)

@@ -45,6 +45,9 @@ class FamilyAdapter:
     def ffn_groups(self) -> list[FFNGroup]:
         return []
 
+    def after_surgery(self) -> None:
+        """Called once pruning removed units from the model (e.g. to fit forwards to the new shapes)."""
+
     def channel_groups(self) -> list[ChannelGroup]:
         return []
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsa.errors import SparsaError
-from sparsa.models.resize import is_technique_layer
+from sparsa.models.resize import is_technique_layer, module_shape
 
 _HINT = "re-create the model folder (e.g. re-run `sparsa prune`), or fix the field by hand"
 
@@ -98,7 +98,8 @@ def check_paths_exist(model, meta: dict, path: Path) -> None:
         except AttributeError:
             raise SparsaError(f"{path}: shapes names module {mod!r}, which {type(model).__name__} does not have",
                               hint=_HINT) from None
-        if type(target).__name__ != spec["type"]:
+        # (module_shape names a Linear subclass, e.g. MultiheadAttention's out_proj, "Linear")
+        if (module_shape(target) or {}).get("type", type(target).__name__) != spec["type"]:
             raise SparsaError(f"{path}: shapes[{mod!r}] records a {spec['type']}, but the model has a "
                               f"{type(target).__name__} there", hint=_HINT)
     for p in meta.get("params", {}):

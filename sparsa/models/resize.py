@@ -112,7 +112,7 @@ def apply_shapes(model: nn.Module, shapes: dict[str, dict], attrs: dict[str, dic
         if is_layer_kind(shape["type"]) or shape["type"] not in _RESIZABLE:  # a technique's own layer
             set_submodule(model, path, build_layer(path, shape))
             continue
-        if type(old).__name__ != shape["type"]:
+        if (module_shape(old) or {}).get("type", type(old).__name__) != shape["type"]:
             raise ValueError(f"{path}: recorded {shape['type']}, model has {type(old).__name__}")
         set_submodule(model, path, resized(old, shape))
     for path, values in attrs.items():

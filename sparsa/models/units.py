@@ -2,6 +2,7 @@
 
 Three kinds of unit (docs/algorithms.md §2.3–2.4):
   HeadGroup     one attention layer; unit h = rows R_h of Q, K, V (+ bias), columns R_h of O,
+                (a fused qkv Linear: rows R_h of each of its three blocks)
                 and entry h of any per-head tensor (e.g. Swin's relative-position-bias table)
   FFNGroup      one feed-forward block; unit j = row j of fc1 (+ bias), column j of fc2
   ChannelGroup  one set of coupled conv/linear channels; unit j = row j of every producer,
@@ -31,10 +32,20 @@ class HeadGroup:
     # per-head parameters: (parameter path, axis that indexes heads)
     per_head: list[tuple[str, int]] = field(default_factory=list)
     kind: str = "heads"
+    # q, k and v are one Linear (q == k == v) whose output rows are laid out [3, heads, head_dim]
+    fused: bool = False
 
     @property
     def size(self) -> int:
         return self.num_heads
+
+    def qkv_rows(self, heads) -> set[int]:
+        """The rows of the q/k/v Linear(s) that belong to `heads` (all three blocks of a fused one)."""
+        rows = {h * self.head_dim + d for h in heads for d in range(self.head_dim)}
+        if not self.fused:
+            return rows
+        width = self.num_heads * self.head_dim
+        return {s * width + r for s in range(3) for r in rows}
 
 
 @dataclass

@@ -47,7 +47,11 @@ def unit_slices(model: nn.Module, g, *, producer_only: bool = False, grads: bool
     get = (lambda p: p.grad if p.grad is not None else torch.zeros_like(p)) if grads else (lambda p: p.detach())
     m = model.get_submodule
     if isinstance(g, HeadGroup):
-        out = [_head_rows(get(m(p).weight), g.num_heads) for p in (g.q, g.k, g.v)]
+        if g.fused:  # rows [3, heads, head_dim]: unit h owns its rows in each of the three blocks
+            w = get(m(g.q).weight)
+            out = [w.reshape(3, g.num_heads, -1).transpose(0, 1).reshape(g.num_heads, -1)]
+        else:
+            out = [_head_rows(get(m(p).weight), g.num_heads) for p in (g.q, g.k, g.v)]
         if not producer_only:
             out.append(_head_cols(get(m(g.o).weight), g.num_heads))
         return out

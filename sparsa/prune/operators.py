@@ -21,7 +21,7 @@ class UnstructuredOperator:
     def __init__(self, lm):
         paths = []
         for g in lm.adapter.head_groups():
-            paths += [g.q, g.k, g.v, g.o]
+            paths += [p for p in dict.fromkeys((g.q, g.k, g.v, g.o)) if p not in paths]  # a fused qkv once
         for g in lm.adapter.ffn_groups():
             paths += [g.fc1, g.fc2]
         if not paths:

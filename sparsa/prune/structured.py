@@ -93,10 +93,9 @@ def apply_keep(lm, keep: dict[str, dict[str, list[int]]]) -> dict:
             if not drop:
                 continue
             if isinstance(g, HeadGroup):
-                rows = {h * g.head_dim + d for h in drop for d in range(g.head_dim)}
-                for p in (g.q, g.k, g.v):
-                    removed[(p, 0)] |= rows
-                removed[(g.o, 1)] |= rows
+                for p in {g.q, g.k, g.v}:
+                    removed[(p, 0)] |= g.qkv_rows(drop)
+                removed[(g.o, 1)] |= {h * g.head_dim + d for h in drop for d in range(g.head_dim)}
                 for p, axis in g.per_head:
                     param_removed[(p, axis)] |= set(drop)
                 n = len(kept)
@@ -127,6 +126,7 @@ def apply_keep(lm, keep: dict[str, dict[str, list[int]]]) -> dict:
         mod = model.get_submodule(path)
         for a, v in attrs.items():
             setattr(mod, a, v)
+    lm.adapter.after_surgery()
     return applied
 
 
