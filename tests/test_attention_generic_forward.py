@@ -101,6 +101,9 @@ def test_pruned_timesformer_takes_hdp_and_simulates_under_its_masks(tmp_path):
     w = from_model(lm, masks=masks, inputs=x)
     dense = from_model(lm, inputs=x)
     assert w.meta["attention"] == "masked" and w.meta["attention_calls"] == 4
+    # one entry per attention module (temporal + spatial a layer) and per FFN, as the model describes itself
+    assert w.meta["heads_per_layer"] == lm.describe()["heads_per_layer"] and len(w.meta["heads_per_layer"]) == 4
+    assert w.meta["ffn_per_layer"] == lm.describe()["ffn_per_layer"] and len(w.meta["ffn_per_layer"]) == 2
     # the masked attention (HDP's integer pass over every block + the kept blocks) replaces the dense one
     assert w.meta["flop_counter_macs"] == dense.meta["flop_counter_macs"] == dense.dense_macs
     assert simulate(w, "systolic-32-os").macs != simulate(dense, "systolic-32-os").macs

@@ -241,10 +241,11 @@ def from_model(loaded, seq_len: int | None = None, masks: list[dict] | None = No
                             "layers": len(blocks), "attention": "dense" if masks is None else "masked",
                             "attention_calls": len(tr.attention), "flop_counter_macs": tr.flop_counter_macs,
                             "not_simulated": tr.not_simulated}
-    try:
-        shapes = layer_shapes(loaded)
-        meta.update(heads_per_layer=[s.heads for s in shapes], ffn_per_layer=[s.ffn for s in shapes])
-    except SparsaError:  # no attention layers (a CNN): the trace still has every op
+    try:  # one entry per attention module and per FFN, as `sparsa info` lists them (TimeSformer: two attentions a layer)
+        hgroups, fgroups = loaded.adapter.head_groups(), loaded.adapter.ffn_groups()
+        meta.update(heads_per_layer=[int(g.num_heads) for g in hgroups],
+                    ffn_per_layer=[int(loaded.model.get_submodule(g.fc1).out_features) for g in fgroups])
+    except (AttributeError, NotImplementedError, SparsaError):  # no attention layers (a CNN): the trace has every op
         pass
     return Workload(name, ops, seq, batch, meta)
 
