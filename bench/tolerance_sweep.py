@@ -174,29 +174,38 @@ def structured_one_shot(dense, pruned):
 def run_video(args) -> list[dict]:
     """Seed 000's setting: structured L1 heads + FFN pruning of tiny-videomae under each tolerance,
     checked on `--video-clips` generated clips per class (calib stream) and reported on as many
-    test clips; one-shot at the same compression for comparison; every result saved and reloaded."""
+    test clips; one-shot at the same compression for comparison; every result saved and reloaded.
+    With `--structured` the same for `--model` on `--data` (check = calib split, report = test)."""
+    from sparsa.data import load_dataset
     from sparsa.data.video import load_clips
     from sparsa.metrics import accuracy, count_params
     from sparsa.models import load
     from sparsa.prune.finetune import finetune
     from sparsa.prune.schedule import tolerance_prune
 
-    dense = load("tiny-videomae")
-    n = args.video_clips
-    data = {"check": load_clips("calib", per_class=n), "report": load_clips("test", per_class=n),
-            "train": load_clips("train")}
+    if args.video:
+        dense, tag, n = load("tiny-videomae"), "videomae", args.video_clips
+        data = {"check": load_clips("calib", per_class=n), "report": load_clips("test", per_class=n),
+                "train": load_clips("train")}
+    else:
+        dense, tag, n = load(args.model), Path(args.model).name, ""
+        data = {"check": load_dataset(args.data, "calib", model=dense), "report": load_dataset(args.data, "test", model=dense),
+                "train": load_dataset(args.data, "train", model=dense)}
     a_dense = accuracy(dense, data["report"])
+    ce_dense = cross_entropy(dense, data["report"])
     rows = []
     for tol in args.tolerances:
         d0, dmax, dmin = args.video_delta
-        out = Path(args.out) / f"videomae-tol{tol:g}-{args.accept}-c{args.confidence:g}-n{n}-d{d0:g}-{dmax:g}-{dmin:g}-t{args.video_trial_steps}"
+        out = Path(args.out) / f"{tag}-tol{tol:g}-{args.accept}-c{args.confidence:g}-n{n}-d{d0:g}-{dmax:g}-{dmin:g}-t{args.video_trial_steps}"
+        if args.recovery_epochs != 1.0:
+            out = out.with_name(f"{out.name}-e{args.recovery_epochs:g}")
         if args.fresh and out.exists():
             shutil.rmtree(out)
         t0 = time.perf_counter()
         r = _finished(out) or tolerance_prune(dense, tol, data, out, granularity="structured", scope="layer", kinds=("heads", "ffn"),
                             importance="l1_group", delta0=args.video_delta[0], delta_max=args.video_delta[1],
                             delta_min=args.video_delta[2], trial_recovery_steps=args.video_trial_steps,
-                            round_recovery_epochs=1.0, recovery_lr=5e-4, kd="logits", accept=args.accept,
+                            round_recovery_epochs=args.recovery_epochs, recovery_lr=5e-4, kd="logits", accept=args.accept,
                             confidence=args.confidence, max_rounds=args.rounds_max, budget_s=args.budget_s,
                             progress=not args.quiet)
         wall = time.perf_counter() - t0
@@ -208,9 +217,12 @@ def run_video(args) -> list[dict]:
         finetune(os_lm, data["train"], teacher=dense, epochs=2, lr=5e-4, kd="logits", progress=False)
         a_os_ft = accuracy(os_lm, data["report"])
         # and with as many recovery epochs as the schedule spent in its rounds (the same budget)
-        if ft_epochs > 2:
+        a_os_ft_all = a_os_ft
+        if ft_epochs > 2 and args.baselines == "short":
+            a_os_ft_all = None
+        elif ft_epochs > 2:
             finetune(os_lm, data["train"], teacher=dense, epochs=ft_epochs - 2, lr=5e-4, kd="logits", progress=False)
-        a_os_ft_all = accuracy(os_lm, data["report"])
+            a_os_ft_all = accuracy(os_lm, data["report"])
         rows.append({"tolerance": tol, "accept": args.accept, "confidence": args.confidence, "clips_per_class": n,
                      "compression": r["compression"], "dense_acc": a_dense, "acc": r["accuracy"],
                      "loss_pts": 100 * (a_dense - r["accuracy"]), "reloaded_acc": accuracy(back, data["report"]),
@@ -219,9 +231,15 @@ def run_video(args) -> list[dict]:
                      "check_upper_pts": 100 * r["check_loss_upper"], "macs": r["macs"], "macs_dense": r["macs_dense"],
                      "oneshot_compression": os_c, "oneshot_loss_pts": 100 * (a_dense - a_os),
                      "oneshot_ft_loss_pts": 100 * (a_dense - a_os_ft), "ft_epochs": ft_epochs,
-                     "oneshot_ft_all_loss_pts": 100 * (a_dense - a_os_ft_all), "rounds": r["rounds"], "wall_s": wall,
+                     "oneshot_ft_all_loss_pts": None if a_os_ft_all is None else 100 * (a_dense - a_os_ft_all),
+                     "model": tag, "data": "clips" if args.video else args.data, "check_n": len(data["check"]),
+                     "test_n": len(data["report"]), "test_ce_dense": ce_dense, "test_ce": cross_entropy(back, data["report"]),
+                     "rounds": r["rounds"], "wall_s": wall,
                      "stop": r["stop_reason"]})
+        rows[-1]["ce_rise_pct"] = 100 * (rows[-1]["test_ce"] / ce_dense - 1)
         print(json.dumps(rows[-1]), flush=True)
+        with open(Path(args.out) / "rows-structured.jsonl", "a") as f:
+            f.write(json.dumps(rows[-1]) + "\n")
     return rows
 
 
@@ -234,7 +252,8 @@ def video_table(rows) -> str:
                      f"{r['macs_dense'] / 1e6:.1f}M | {r['loss_pts']:.2f} | {r['reloaded_acc']:.4f} | "
                      f"{r['check_loss_pts']:.2f} ({r['check_upper_pts']:.2f}) | {100 * r['oneshot_compression']:.1f}% | "
                      f"{r['oneshot_loss_pts']:.2f} | {r['oneshot_ft_loss_pts']:.2f} | "
-                     f"{r['oneshot_ft_all_loss_pts']:.2f} ({max(2, r['ft_epochs'])}) | {r['rounds']} | {r['wall_s']:.0f} |")
+                     f"{'-' if r['oneshot_ft_all_loss_pts'] is None else format(r['oneshot_ft_all_loss_pts'], '.2f')} "
+                     f"({max(2, r['ft_epochs'])}) | {r['rounds']} | {r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -300,6 +319,10 @@ def main():
     p.add_argument("--recovery-lr", type=float, default=1e-5)
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget per tolerance run (keeps the last accepted state)")
     p.add_argument("--video", action="store_true", help="run the tiny-videomae structured case instead")
+    p.add_argument("--structured", action="store_true",
+                   help="the video run's structured L1 heads+FFN schedule, on --model and --data")
+    p.add_argument("--recovery-epochs", type=float, default=1.0,
+                   help="structured runs: fine-tuning epochs after each round (fractions use part of the train split)")
     p.add_argument("--video-clips", type=int, default=200,
                    help="generated clips per class in the video run's check and test splits")
     p.add_argument("--video-trial-steps", type=int, default=0,
@@ -333,10 +356,14 @@ def main():
             print()
             print(loss_table(rows))
         return
-    if args.video:
+    if args.video or args.structured:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
         rows = run_video(args)
-        print(f"\ntiny-videomae, dense test accuracy {rows[0]['dense_acc']:.4f} on {6 * args.video_clips} clips\n")
+        what = f"{6 * args.video_clips} clips" if args.video else f"{rows[0]['test_n']} {args.data} test images"
+        print(f"\n{rows[0]['model']}, dense test accuracy {rows[0]['dense_acc']:.4f} on {what}\n")
         print(video_table(rows))
+        print()
+        print(loss_table(rows))
     else:
         rows = run_sweep(args)
         print()
