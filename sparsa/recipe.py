@@ -30,8 +30,8 @@ from sparsa.prune.schedule_config import RENAMED as SCHEDULE_RENAMED
 from sparsa.prune.schedule_config import schedule_defaults
 from sparsa.safe_yaml import compose_and_load, read_yaml_text
 
-BUILTIN_MODELS = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
-BUILTIN_DATA = ("sentences", "corpus", "fortunes", "digits", "clips")
+BUILTIN_MODELS = ("minilm", "tiny-vit", "tiny-swin", "mnist-swin", "tiny-videomae", "tiny-cnn")
+BUILTIN_DATA = ("sentences", "corpus", "fortunes", "digits", "mnist", "clips")
 STAGE_TYPES = ("prune", "tolerance-prune", "quantize", "attention", "decompose")
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]

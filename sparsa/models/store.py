@@ -49,7 +49,7 @@ RESULT_FILE = "result.json"  # the one name every command's measurements have in
 # root-module attributes a technique leaves on the model (JSON values) are saved when named so
 MODEL_ATTR_PREFIX = "_sparsa_"
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-BUILTIN = ("minilm", "tiny-vit", "tiny-swin", "tiny-videomae", "tiny-cnn")
+BUILTIN = ("minilm", "tiny-vit", "tiny-swin", "mnist-swin", "tiny-videomae", "tiny-cnn")
 
 def minilm_path() -> Path:
     try:
