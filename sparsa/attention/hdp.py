@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from sparsa.attention import fixedpoint as fx
+from sparsa.attention import hdp_fast
 from sparsa.errors import SparsaError
 
 IMPORTANCE_VARIANTS = ("abs", "signed", "max", "rowmax")
@@ -631,6 +632,10 @@ def _pad_bias(bias: torch.Tensor, Np: int) -> torch.Tensor:
     return torch.nn.functional.pad(bias, (0, Np - n, 0, Np - n))
 
 
+# the same integers from exact float32 products and a fused row softmax (sparsa.attention.hdp_fast);
+# False runs the plain int64 form below (the reference the fast form is tested against)
+FAST_PATH = True
+
 # score elements one integer pass holds at once: above it heads are run in groups (every step is
 # per head, so the result is the same), which bounds the int64 intermediates (~10 of 8 bytes each)
 HEAD_CHUNK_SCORES = 2**22
@@ -670,6 +675,10 @@ def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor
     B, H, N, D = q.shape
     if H > 1 and B * H * (N + (-N) % cfg.block) ** 2 > HEAD_CHUNK_SCORES:
         return _by_head_groups(q, k, v, cfg, valid, bias)
+    if FAST_PATH and hdp_fast.eligible(cfg, bias):
+        res = hdp_fast.run(q, k, v, cfg, valid)
+        if res is not None:
+            return res
     bias_int = None
     if bias is not None and cfg.importance != "abs":
         bias_int = _pad_bias(torch.round(bias.to(torch.float64) * math.sqrt(D)).clamp(-(2**40), 2**40).to(torch.int64), N + (-N) % cfg.block)
