@@ -38,7 +38,7 @@ _prange = numba.prange if numba is not None else range
 
 
 @_njit(parallel=True, cache=True, nogil=True)
-def _rows(T, keep, c, sh, l2, b_q, a_q, c_q, poly_sh, M, newton, prob_bits, scale, out):
+def _rows(T, keep, c, sh, l2, b_q, a_q, c_q, poly_sh, M, magic, newton, prob_bits, scale, out):
     R, N = T.shape
     low = np.int64(-(2**61))
     for r in _prange(R):
@@ -72,7 +72,7 @@ def _rows(T, keep, c, sh, l2, b_q, a_q, c_q, poly_sh, M, newton, prob_bits, scal
                 t >>= 1
                 L += 1
             m_q = _ashr(s, L - M)
-            y = (((np.int64(3) << M) - m_q) * 61681) >> 17
+            y = (((np.int64(3) << M) - m_q) * magic) >> 17
             for _ in range(newton):
                 y = (y * ((np.int64(2) << M) - ((m_q * y) >> M))) >> M
         shp = M + L - prob_bits
@@ -87,7 +87,7 @@ def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int
     Written over T's storage (T is consumed). `scale` is 2^-prob_bits for probabilities or 1 for
     the integer codes; either is exact in float32 (codes ≤ 2^(prob_bits+1) < 2^24). None where numba is
     unavailable."""
-    from sparsa.attention.hdp import EXP_A, EXP_B, EXP_C, SCALE_BITS
+    from sparsa.attention.hdp import EXP_A, EXP_B, EXP_C, RECIP_MAGIC, SCALE_BITS
 
     global _FAILED
     if _FAILED:
@@ -104,7 +104,7 @@ def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int
         t2, k2 = t2.contiguous(), k2.contiguous()
     tn, kn = t2.numpy(), k2.numpy()
     try:
-        _rows(tn, kn, c, sh, l2, b_q, a_q, c_q, 16 + 2 * S - E, cfg.recip_bits, cfg.newton_steps, cfg.prob_bits,
+        _rows(tn, kn, c, sh, l2, b_q, a_q, c_q, 16 + 2 * S - E, cfg.recip_bits, RECIP_MAGIC, cfg.newton_steps, cfg.prob_bits,
              np.float32(scale), tn)
     except Exception:  # noqa: BLE001 - a compile failure on this platform (before any write): use torch
         _FAILED = True
