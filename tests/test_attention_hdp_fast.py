@@ -61,6 +61,7 @@ def test_fast_form_is_exact_in_head_groups(monkeypatch):
     monkeypatch.setattr(hdp, "FAST_PATH", False)
     ref = hdp_attention_int(q, k, v, cfg, valid)
     monkeypatch.setattr(hdp, "FAST_PATH", True)
+    monkeypatch.setattr(hdp, "FAST_MIN_SCORES", 1)
     monkeypatch.setattr(hdp, "HEAD_CHUNK_SCORES", 2 * 64 * 64)
     _same(ref, hdp_attention_int(q, k, v, cfg, valid))
 

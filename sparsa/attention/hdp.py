@@ -637,6 +637,7 @@ def _pad_bias(bias: torch.Tensor, Np: int) -> torch.Tensor:
 # the same integers from exact float32 products and a fused row softmax (sparsa.attention.hdp_fast);
 # False runs the plain int64 form below (the reference the fast form is tested against)
 FAST_PATH = True
+FAST_MIN_SCORES = 2**18  # below this the plain form costs little, and numba stays unloaded
 
 # score elements one integer pass holds at once: above it heads are run in groups (every step is
 # per head, so the result is the same), which bounds the int64 intermediates (~10 of 8 bytes each)
@@ -677,7 +678,7 @@ def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor
     B, H, N, D = q.shape
     if H > 1 and B * H * (N + (-N) % cfg.block) ** 2 > HEAD_CHUNK_SCORES:
         return _by_head_groups(q, k, v, cfg, valid, bias)
-    if FAST_PATH and hdp_fast.eligible(cfg, bias):
+    if FAST_PATH and B * H * N * N >= FAST_MIN_SCORES and hdp_fast.eligible(cfg, bias):
         res = hdp_fast.run(q, k, v, cfg, valid)
         if res is not None:
             return res
