@@ -349,12 +349,15 @@ def trace_model(model: torch.nn.Module, inputs: dict, *, attention_modules: list
     """Run `model(**inputs)` once (no grad) and return the ops it ran.
 
     shapes_only (default): the pass runs on fake tensors (shapes, no arithmetic), falling back to a real
-    pass where the model's forward needs values; both give the same ops.
+    pass where the model's forward needs values or is given an attention mask; both give the same ops.
 
     attention_modules: names of the modules that run one attention call each (eager attention's
     batched matmuls inside them are its Q·Kᵀ and P·V); blocks: the module names of the transformer
     layers, in order (an op's `layer` is the index of the block it runs in, None outside any)."""
-    done = _shapes_only(model, inputs, list(attention_modules), list(blocks)) if shapes_only else None
+    # transformers builds attention masks another way on fake tensors (it skips its value checks), so a
+    # model given a mask is traced for real: the fake pass must run exactly the ops the real one runs
+    fake_ok = shapes_only and "attention_mask" not in inputs
+    done = _shapes_only(model, inputs, list(attention_modules), list(blocks)) if fake_ok else None
     if done is None:
         done = _traced(model, inputs, list(attention_modules), list(blocks), fake=False, what=what)
     tracer, counter = done
