@@ -165,8 +165,9 @@ class HDPStats:
         """Plain-number summary: block / head / attention sparsity and op counts."""
         vb = self.valid_blocks[:, None].expand_as(self.block_mask)
         # count_nonzero: a bool .sum() widens every element (seconds at 1,568 tokens x 12 layers)
-        n_valid_blocks = int(torch.count_nonzero(self.valid_blocks)) * self.block_mask.shape[1]  # the same for every head
-        kept_blocks = int(torch.count_nonzero(self.block_mask if bool(vb.all()) else self.block_mask & vb))
+        B, H = self.block_mask.shape[:2]
+        n_valid_blocks = int(torch.count_nonzero(self.valid_blocks.expand(B, *self.block_mask.shape[2:]))) * H
+        kept_blocks = int(torch.count_nonzero(self.block_mask if bool(self.valid_blocks.all()) else self.block_mask & vb))
         heads = self.head_mask.numel()
         out = {
             "block_size": self.block_size,
