@@ -119,6 +119,28 @@ def test_mask_recording_refused_with_an_estimate_past_available_memory(tiny_bert
     assert p.chunk == 64 and p.estimate_bytes >= mask_budget.SCORE_BYTES * 64 * 4 * 128 * 128 > 0.5 * 10**8
 
 
+def test_progress_line_names_the_real_token_count(as_model):
+    """A vision model's recording line says how many tokens its attention sees (not a text default)."""
+    from sparsa.models.tiny import tiny_model
+
+    loaded = tiny_model("vit")
+    as_model(loaded)
+    res, e = _sim("tiny-vit", "--arch", "hdp-edge", "--attention", "hdp", "--json")
+    assert e is None, res.output
+    tokens = json.loads(res.stdout)["workload"]["seq_len"]
+    assert tokens != 128 and f": {tokens:,} tokens) ..." in res.stderr
+
+
+def test_mask_estimate_follows_the_recording_form(monkeypatch):
+    """Head groups bound what the integer emulation holds; the long-sequence form holds less per score."""
+    monkeypatch.setattr(mask_budget, "available_bytes", lambda: None)
+    kw = dict(batch=1, heads=12, tokens=1568, layers=12)
+    whole, grouped = mask_budget.plan(**kw), mask_budget.plan(**kw, grouped=True)
+    fast = mask_budget.plan(**kw, grouped=True, fast=True)
+    assert whole.estimate_bytes > grouped.estimate_bytes > fast.estimate_bytes
+    assert fast.estimate_bytes < 2e9  # VideoMAE-B: 1.56-1.90 GB peak RSS measured for the whole command
+
+
 def test_mask_plan_chunks_a_fixed_number_of_scores(monkeypatch):
     monkeypatch.setattr(mask_budget, "available_bytes", lambda: None)  # unknown: no refusal, same chunks
     p = mask_budget.plan(batch=64, heads=12, tokens=512, layers=6)

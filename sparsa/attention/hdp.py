@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from sparsa.attention import fixedpoint as fx
+from sparsa.attention import hdp_fast
 from sparsa.errors import SparsaError
 
 IMPORTANCE_VARIANTS = ("abs", "signed", "max", "rowmax")
@@ -163,8 +164,10 @@ class HDPStats:
     def summary(self) -> dict:
         """Plain-number summary: block / head / attention sparsity and op counts."""
         vb = self.valid_blocks[:, None].expand_as(self.block_mask)
-        n_valid_blocks = int(vb.sum())
-        kept_blocks = int((self.block_mask & vb).sum())
+        # count_nonzero: a bool .sum() widens every element (seconds at 1,568 tokens x 12 layers)
+        B, H = self.block_mask.shape[:2]
+        n_valid_blocks = int(torch.count_nonzero(self.valid_blocks.expand(B, *self.block_mask.shape[2:]))) * H
+        kept_blocks = int(torch.count_nonzero(self.block_mask if bool(self.valid_blocks.all()) else self.block_mask & vb))
         heads = self.head_mask.numel()
         out = {
             "block_size": self.block_size,
@@ -586,13 +589,14 @@ def attention_from_mask(q, k, v, keep_elem, head_mask, cfg: HDPConfig, ints=None
             vbar = torch.matmul(a.to(v.dtype), v) / cnt.to(v.dtype)
             out = out + pm.to(v.dtype) * vbar
         out = torch.where(head_mask[:, :, None, None], out, torch.zeros((), dtype=v.dtype))
-    kept = keep[..., :N, :N].sum((-1, -2))  # [B,H]
+    # one count over every head (a per-head bool .sum() widens every element: seconds at 1,568 tokens)
+    kept = int(torch.count_nonzero(keep[..., :N, :N]))
     ops = {
         "int_macs": 0,  # filled by the caller (depends on whether an integer pass ran)
-        "frac_macs": int((2 * D * kept).sum()),
-        "softmax_elements": int(kept.sum()),
-        "pv_macs": int((D * kept).sum()),
-        "kept_elements": int(kept.sum()),
+        "frac_macs": 2 * D * kept,
+        "softmax_elements": kept,
+        "pv_macs": D * kept,
+        "kept_elements": kept,
     }
     if mean:  # every attendable pair goes through exp; v̄ (N·D adds) and pm·v̄ (D MACs per row) per head
         ops["softmax_elements"] = int(att[..., :N, :N].sum())
@@ -630,6 +634,11 @@ def _pad_bias(bias: torch.Tensor, Np: int) -> torch.Tensor:
         return bias
     return torch.nn.functional.pad(bias, (0, Np - n, 0, Np - n))
 
+
+# the same integers from exact float32 products and a fused row softmax (sparsa.attention.hdp_fast);
+# False runs the plain int64 form below (the reference the fast form is tested against)
+FAST_PATH = True
+FAST_MIN_SCORES = 2**18  # below this the plain form costs little, and numba stays unloaded
 
 # score elements one integer pass holds at once: above it heads are run in groups (every step is
 # per head, so the result is the same), which bounds the int64 intermediates (~10 of 8 bytes each)
@@ -670,6 +679,10 @@ def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor
     B, H, N, D = q.shape
     if H > 1 and B * H * (N + (-N) % cfg.block) ** 2 > HEAD_CHUNK_SCORES:
         return _by_head_groups(q, k, v, cfg, valid, bias)
+    if FAST_PATH and B * H * N * N >= FAST_MIN_SCORES and hdp_fast.eligible(cfg, bias):
+        res = hdp_fast.run(q, k, v, cfg, valid)
+        if res is not None:
+            return res
     bias_int = None
     if bias is not None and cfg.importance != "abs":
         bias_int = _pad_bias(torch.round(bias.to(torch.float64) * math.sqrt(D)).clamp(-(2**40), 2**40).to(torch.int64), N + (-N) % cfg.block)
@@ -679,7 +692,7 @@ def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor
     nv = ints["n_valid"].to(torch.int64)
     ops["int_macs"] = int((nv**2).sum()) * H * D
     ops["dense_macs"] = 2 * int((nv**2).sum()) * H * D
-    ops["valid_elements"] = int(ints["velem"].sum()) * H  # attendable valid pairs (Swin's shift mask excluded)
+    ops["valid_elements"] = int(torch.count_nonzero(ints["velem"])) * H  # attendable valid pairs (Swin's shift mask excluded)
     stats = HDPStats(
         block_mask=ints["block_mask"],
         head_mask=ints["head_mask"],

@@ -57,6 +57,16 @@ def _is_shape_spec(target: str) -> bool:
         return False
 
 
+def _long_sequence_form(method: str, family: str, opts: dict) -> bool:
+    """Whether `method` records through HDP's long-sequence form (for the memory estimate). Swin adds a
+    position bias to every score, which the plain form handles."""
+    from sparsa.attention import hdp_fast
+    from sparsa.attention.hdp_rows import numba as have_numba
+    from sparsa.attention.methods import make_config
+
+    return have_numba is not None and family != "swin" and hdp_fast.eligible(make_config(method, family, **opts), None)
+
+
 def _layer_table(res, dense_res):
     from rich.table import Table
 
@@ -171,8 +181,11 @@ def sim(
                 raise SparsaError(f"{target} runs no attention product the simulator can attach {attention} masks to",
                                   hint="simulate it with --attention dense")
             per_input = max(op.m * op.n * op.count for op in qk) // batch
-            budget = plan(batch=batch, heads=1, tokens=max(1, math.isqrt(per_input)), layers=len(qk))
-            log.print(f"recording {attention} masks on {target} ({describe_inputs(inputs)}) ...")
+            grouped = attention in ("hdp", "hdp-seed", "int")  # run by hdp_attention_int, in head groups
+            budget = plan(batch=batch, heads=1, tokens=max(1, math.isqrt(per_input)), layers=len(qk), grouped=grouped,
+                          fast=grouped and _long_sequence_form(attention, loaded.family, opts))
+            log.print(f"recording {attention} masks on {target} ({describe_inputs(inputs)}: "
+                      f"{dense_wl.seq_len:,} tokens) ...")
             masks = collect_masks_chunked(collect_masks, loaded, inputs, attention, budget.chunk, **opts)
             wl = from_model(loaded, masks=masks, inputs=inputs, trace=tr)
         else:

@@ -156,7 +156,7 @@ def _group_any(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray
 
 def _group_sum(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray:
     per = max(1, fold // block)
-    return _split_axis(mask.astype(np.int64), axis, per).sum(axis=axis + 1)
+    return _split_axis(mask, axis, per).sum(axis=axis + 1, dtype=np.int64)  # counted in int64, not widened first
 
 
 def _split_axis(m: np.ndarray, axis: int, per: int) -> np.ndarray:

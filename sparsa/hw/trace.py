@@ -25,6 +25,7 @@ are its datapath, not extra vector work.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,8 @@ empty_strided new_empty new_zeros new_ones new_full zeros zeros_like ones ones_l
 lift_fresh lift_fresh_copy _local_scalar_dense unfold im2col col2im diagonal movedim t_ _reshape_alias
 scalar_tensor resolve_conj resolve_neg dropout native_dropout set_ fill_ zero_ bernoulli_ randn rand randint
 linspace meshgrid tril triu item
-""".split())
+device layout
+""".split())  # device/layout: prim queries a shapes-only (fake tensor) pass dispatches
 # reductions and pooling: one vector op per input element
 _REDUCE = frozenset("""
 sum mean amax amin max min argmax argmin all any prod var std var_mean std_mean norm linalg_vector_norm
@@ -296,28 +298,69 @@ def _is_pointwise(packet) -> bool:
     return _POINTWISE[packet]
 
 
-def trace_model(model: torch.nn.Module, inputs: dict, *, attention_modules: list[str] = (),
-                blocks: list[str] = (), what: str = "the model") -> Trace:
-    """Run `model(**inputs)` once (no grad) and return the ops it ran.
+def _traced(model, inputs: dict, attention_modules: list[str], blocks: list[str], *, fake: bool, what: str):
+    """One forward pass under the recorder: (tracer, counter). `fake`: on shapes only (FakeTensorMode)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
 
-    attention_modules: names of the modules that run one attention call each (eager attention's
-    batched matmuls inside them are its Q·Kᵀ and P·V); blocks: the module names of the transformer
-    layers, in order (an op's `layer` is the index of the block it runs in, None outside any)."""
-    tracer = _Tracer(model, list(attention_modules), list(blocks))
+    tracer = _Tracer(model, attention_modules, blocks)
     pre = torch.nn.modules.module.register_module_forward_pre_hook(tracer.pre)
     post = torch.nn.modules.module.register_module_forward_hook(tracer.post, always_call=True)
     try:
-        with _Recorder(tracer) as counter, torch.no_grad():
+        # the fake mode is entered first so that the recorder sees every op before it is faked
+        with FakeTensorMode(allow_non_fake_inputs=True) if fake else contextlib.nullcontext(), \
+                _Recorder(tracer) as counter, torch.no_grad():
             model(**inputs)
     except SparsaError:
         raise
     except Exception as e:
+        if fake:
+            raise
         raise SparsaError(f"the forward pass of {what} failed on {describe_inputs(inputs)}: {type(e).__name__}: {e}",
                           hint="simulate the model at an input size it accepts (text: --seq-len within its "
                                "position limit; images/video: the size in its config)") from None
     finally:
         pre.remove()
         post.remove()
+    return tracer, counter
+
+
+def _shapes_only(model, inputs: dict, attention_modules: list[str], blocks: list[str]):
+    """`_traced` on fake tensors: every op with its real shapes, no arithmetic (a full-size forward
+    costs seconds; the workload needs only shapes). None where the forward needs values (a
+    data-dependent branch, an op without a shape rule): the caller then runs it for real. Whatever the
+    forward stores on its modules (a cache) is put back as it was, so no fake tensor stays behind."""
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+    try:
+        return _traced(model, inputs, attention_modules, blocks, fake=True, what="")
+    except Exception:  # noqa: BLE001 - anything the fake pass cannot do, the real one does (or explains)
+        return None
+    finally:
+        for m, d, params, bufs in saved:
+            m.__dict__.clear()
+            m.__dict__.update(d)
+            m._parameters.clear()
+            m._parameters.update(params)
+            m._buffers.clear()
+            m._buffers.update(bufs)
+
+
+def trace_model(model: torch.nn.Module, inputs: dict, *, attention_modules: list[str] = (),
+                blocks: list[str] = (), what: str = "the model", shapes_only: bool = True) -> Trace:
+    """Run `model(**inputs)` once (no grad) and return the ops it ran.
+
+    shapes_only (default): the pass runs on fake tensors (shapes, no arithmetic), falling back to a real
+    pass where the model's forward needs values or is given an attention mask; both give the same ops.
+
+    attention_modules: names of the modules that run one attention call each (eager attention's
+    batched matmuls inside them are its Q·Kᵀ and P·V); blocks: the module names of the transformer
+    layers, in order (an op's `layer` is the index of the block it runs in, None outside any)."""
+    # transformers builds attention masks another way on fake tensors (it skips its value checks), so a
+    # model given a mask is traced for real: the fake pass must run exactly the ops the real one runs
+    fake_ok = shapes_only and "attention_mask" not in inputs
+    done = _shapes_only(model, inputs, list(attention_modules), list(blocks)) if fake_ok else None
+    if done is None:
+        done = _traced(model, inputs, list(attention_modules), list(blocks), fake=False, what=what)
+    tracer, counter = done
     total = int(counter.get_total_flops() // 2)
     if int(tracer.total_flops // 2) != total:  # every counted op passed through the tracer
         raise SparsaError(f"tracing {what} saw {tracer.total_flops // 2} MACs, the flop counter {total}",

@@ -94,7 +94,8 @@ def masked_attention_ops(prefix: str, layer: int | None, head_dim: int, v_dim: i
     g = bm.shape[0] * bm.shape[1]
     nb = bm.shape[2]
     seq_m = nb * b  # the padded length the masks were computed on
-    kept = (bm & hm[:, :, None, None]).reshape(g, nb, nb)
+    # every head kept (no head threshold): the recorded masks themselves, not a copy per layer
+    kept = bm.reshape(g, nb, nb) if hm.all() else (bm & hm[:, :, None, None]).reshape(g, nb, nb)
     # Q3.4 (docs/algorithms.md §5.1): integer parts I = q >> f have 1 + m = 4 bits, fractional parts F have f = 4 bits
     int_bits = int(masks.get("int_bits", 4))
     frac_bits = int(masks.get("frac_bits", 4))

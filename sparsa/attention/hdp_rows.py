@@ -1,0 +1,112 @@
+"""HDP's integer softmax (steps 9–10 of `sparsa.attention.hdp`) fused per query row, compiled with numba.
+
+The torch form (`scale_scores_int` → `int_softmax`) makes a dozen int64 passes over every score of a
+head; at 1,568 tokens that is most of the time of `sparsa sim --attention hdp`. Here one row is read
+once and its probabilities written once, with the very same integer steps (int64 scalars, arithmetic
+shifts, floor division), so the codes are identical: `tests/test_attention_hdp_fast.py` checks it
+against the torch form.
+
+`softmax_rows(scores, keep, ...)` returns None where numba is missing or fails to compile; the
+caller then runs the torch form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+try:  # a declared dependency; without it (or where it cannot compile) the torch form runs
+    import numba
+except Exception:  # noqa: BLE001
+    numba = None
+_FAILED = numba is None
+
+
+def _njit(**kw):
+    return numba.njit(**kw) if numba is not None else (lambda f: f)
+
+
+@_njit(inline="always")
+def _ashr(v, s):
+    # arithmetic shift right by s (left when s < 0), as fixedpoint.ashr
+    return v >> s if s >= 0 else v << (-s)
+
+
+_prange = numba.prange if numba is not None else range
+
+
+@_njit(parallel=True, cache=True, nogil=True)
+def _rows(T, keep, c, sh, l2, b_q, a_q, c_q, poly_sh, M, magic, newton, prob_bits, scale, out):
+    R, N = T.shape
+    low = np.int64(-(2**61))
+    for r in _prange(R):
+        x = np.empty(N, np.int64)
+        mx = low
+        for j in range(N):
+            # x = (T·C) >> (fT + 16 − S): the scaled score (scale_scores_int)
+            v = _ashr(np.int64(T[r, j]) * c, sh)
+            x[j] = v
+            if keep[r, j] and v > mx:
+                mx = v
+        s = np.int64(0)
+        for j in range(N):
+            e = np.int64(0)
+            if keep[r, j]:
+                # int_exp(x − max): k = (−z)//L2, p = z + k·L2, poly = ((a·pb²) >> sh') + c, e = poly >> k
+                z = x[j] - mx
+                k = (-z) // l2
+                pb = z + k * l2 + b_q
+                poly = _ashr(a_q * pb * pb, poly_sh) + c_q
+                if k <= 30:
+                    e = poly >> k
+            x[j] = e
+            s += e
+        # int_reciprocal(Σ): L = floor(log2 Σ), m = Σ in Q1.M, y ≈ 1/m (+ Newton steps); Σ = 0 gives y = 0
+        y = np.int64(0)
+        L = np.int64(0)
+        if s > 0:
+            t = s
+            while t > 1:
+                t >>= 1
+                L += 1
+            m_q = _ashr(s, L - M)
+            y = (((np.int64(3) << M) - m_q) * magic) >> 17
+            for _ in range(newton):
+                y = (y * ((np.int64(2) << M) - ((m_q * y) >> M))) >> M
+        shp = M + L - prob_bits
+        for j in range(N):
+            out[r, j] = _ashr(x[j] * y, shp) * scale
+
+
+def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int, cfg, scale: float) -> torch.Tensor | None:
+    """P · `scale` as float32 `[..., N]` from exact integer scores `T` (float32 holding integers, value
+    T·2^-t_frac) restricted to `keep` (bool, same shape): `int_softmax(scale_scores_int(T, ...), keep)`.
+
+    Written over T's storage (T is consumed). `scale` is 2^-prob_bits for probabilities or 1 for
+    the integer codes; either is exact in float32 (codes ≤ 2^(prob_bits+1) < 2^24). None where numba is
+    unavailable."""
+    from sparsa.attention.hdp import EXP_A, EXP_B, EXP_C, RECIP_MAGIC, SCALE_BITS
+
+    global _FAILED
+    if _FAILED:
+        return None
+    S, E = cfg.score_bits, cfg.exp_bits
+    c = int(round(2**SCALE_BITS / math.sqrt(head_dim)))
+    sh = t_frac + SCALE_BITS - S
+    l2 = int(round(math.log(2) * 2**S))
+    b_q, a_q, c_q = int(round(EXP_B * 2**S)), int(round(EXP_A * 2**16)), int(round(EXP_C * 2**E))
+    shape = T.shape
+    t2 = T.reshape(-1, shape[-1])
+    k2 = keep.reshape(-1, shape[-1])
+    if not (t2.is_contiguous() and k2.is_contiguous()):
+        t2, k2 = t2.contiguous(), k2.contiguous()
+    tn, kn = t2.numpy(), k2.numpy()
+    try:
+        _rows(tn, kn, c, sh, l2, b_q, a_q, c_q, 16 + 2 * S - E, cfg.recip_bits, RECIP_MAGIC, cfg.newton_steps, cfg.prob_bits,
+             np.float32(scale), tn)
+    except Exception:  # noqa: BLE001 - a compile failure on this platform (before any write): use torch
+        _FAILED = True
+        return None
+    return t2.reshape(shape)

@@ -1,0 +1,81 @@
+"""HDP's long-sequence form (exact float32 products, fused numba row softmax: sparsa.attention.hdp_fast)
+gives the integers of the plain int64 form: masks, head importances, counts, output codes and outputs."""
+
+import pytest
+import torch
+
+import sparsa.attention.hdp as hdp
+from sparsa.attention import hdp_fast
+from sparsa.attention.hdp import HDPConfig, hdp_attention_int
+from sparsa.attention.methods import make_config
+
+CFGS = [
+    make_config("hdp"),  # sparsa's default: rowmax + gap, block 1, round split, one Newton step
+    make_config("hdp", v_mode="fixed", gap=3.0, block=2),
+    make_config("hdp-seed"),  # abs importance, ρ row rule, block 2
+    HDPConfig(rho_b=0.25, v_mode="fixed", tau_h=300.0, block=3),  # padding to the block, pruned heads
+    HDPConfig(importance="signed", threshold="gap", gap=4.0, block=2, approx=False, v_mode="fixed", split="trunc"),
+    HDPConfig(importance="max", threshold="gap", gap=2.0, newton_steps=2, score_bits=14, exp_bits=12),
+    HDPConfig(rho_b=-0.5, tau_h=40.0, tau_mode="mean", recip_bits=12, prob_bits=18, v_mode="fixed"),
+]
+
+
+def _case(seed, n=23, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 4, n, 16, generator=g) * scale for _ in range(3))
+    valid = torch.ones(2, n, dtype=torch.bool)
+    valid[1, n - 6:] = False  # padding keys/queries in the second input
+    return q, k, v, valid
+
+
+def _same(ref, got):
+    (oa, sa), (ob, sb) = ref, got
+    assert torch.equal(oa, ob)
+    for name in ("block_mask", "head_mask", "head_importance", "elem_keep", "valid_len", "valid_blocks"):
+        assert torch.equal(getattr(sa, name), getattr(sb, name)), name
+    assert (sa.output_int is None) == (sb.output_int is None)
+    if sa.output_int is not None:
+        assert torch.equal(sa.output_int, sb.output_int)
+    assert sa.ops == sb.ops and sa.padded == sb.padded and sa.seq_len == sb.seq_len
+    assert sa.summary() == sb.summary()
+
+
+@pytest.mark.parametrize("cfg", CFGS)
+@pytest.mark.parametrize("seed,scale", [(0, 2.0), (1, 40.0)])  # 40: codes saturate, scores reach the bounds
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_fast_form_is_exact(monkeypatch, cfg, seed, scale, with_valid):
+    q, k, v, valid = _case(seed, scale=scale)
+    valid = valid if with_valid else None
+    monkeypatch.setattr(hdp, "FAST_PATH", False)
+    ref = hdp_attention_int(q, k, v, cfg, valid)
+    fast = hdp_fast.run(q, k, v, cfg, valid)
+    if fast is None:
+        pytest.skip("numba is not available here: the plain form runs")
+    _same(ref, fast)
+
+
+def test_fast_form_is_exact_in_head_groups(monkeypatch):
+    """The long-sequence case: heads in groups (HEAD_CHUNK_SCORES), every group through the fast form."""
+    q, k, v, valid = _case(5, n=64)
+    cfg = make_config("hdp")
+    monkeypatch.setattr(hdp, "FAST_PATH", False)
+    ref = hdp_attention_int(q, k, v, cfg, valid)
+    monkeypatch.setattr(hdp, "FAST_PATH", True)
+    monkeypatch.setattr(hdp, "FAST_MIN_SCORES", 1)
+    monkeypatch.setattr(hdp, "HEAD_CHUNK_SCORES", 2 * 64 * 64)
+    _same(ref, hdp_attention_int(q, k, v, cfg, valid))
+
+
+def test_products_outside_float32_fall_back():
+    """A partial sum that could reach 2^24 is not exact in float32: the fast form declines."""
+    big = torch.full((1, 1, 4, 2**13), 100)
+    assert hdp_fast._exact_product(big, big) is None
+    small = torch.full((1, 1, 4, 64), 7)
+    assert torch.equal(hdp_fast._exact_product(small, small), torch.full((1, 1, 4, 4), 49.0 * 64))
+
+
+def test_bias_and_mean_use_the_plain_form():
+    assert not hdp_fast.eligible(make_config("hdp"), torch.zeros(1))
+    assert not hdp_fast.eligible(make_config("hdp", pruned="mean"), None)
+    assert not hdp_fast.eligible(make_config("hdp", softmax="float"), None)
+    assert hdp_fast.eligible(make_config("hdp"), None)
