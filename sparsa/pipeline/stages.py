@@ -31,7 +31,7 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
                            scope=st.scope, seed=state.recipe.seed)
     calib = state.calib_data(st.calib) if needs_calibration(plan) or st.refit_samples else None
     state.loaded, refit = prune_oneshot(state.loaded, plan, calib, calib_samples=st.calib_samples,
-                                        refit_samples=st.refit_samples)
+                                        refit_samples=st.refit_samples, progress=state.note)
     rec = dict(state.loaded.record.get("stages", [{}])[-1])
     rec.pop("kept", None)  # kept indices per group: in the saved model's record, too long for a report
     if refit is not None:
