@@ -104,6 +104,8 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
         kw = {"fuse": bool(st.onnx_fuse), "skip_layernorm": not st.split_layernorm, "embeddings": st.embeddings}
         import warnings
 
+        if state.note:
+            state.note("weights quantized; exporting the integer ONNX model")
         with attention_removed(state), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript tracer's notes on HF's Python control flow
             state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",
