@@ -2,9 +2,9 @@
 
 The refit solves one output projection at a time, and for each it runs both the pruned and the
 dense model from the input up to that projection on every calibration batch: its forward work
-grows with the number of refit layers times the depth (twice BERT-base's 12 layers of 7 M
-multiply-adds per token: 1.8 G per token, 15x MiniLM's). A fixed sample count therefore costs 15x
-more on BERT-base than on MiniLM (454 CPU s for 256 samples). The refit gets a budget in
+grows with the number of refit layers times the depth (1.93 G multiply-adds per token on
+BERT-base, 15x MiniLM's 0.13 G). A fixed sample count therefore costs 15x more on BERT-base than
+on MiniLM (454 CPU s for 256 samples). The refit gets a budget in
 multiply-adds instead; the samples it uses are the first ones that fit, never more than asked for.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from torch import nn
 
-# Multiply-adds one refit may spend. MiniLM's default refit (256 fortunes, 2.1 T) fits whole, so
-# its result is unchanged; BERT-base gets the first ~35 of them (about 50 CPU s on the 2-core
-# reference host instead of 454 s).
+# Multiply-adds one refit may spend. The default recipe's refit (256 fortunes at seq 64, 12,064
+# padded tokens) costs 1.56 T on MiniLM (0.13 G per token): it fits whole, so its result is unchanged.
+# On BERT-base (1.93 G per token) all 256 would cost 23.3 T; it gets the first 50 (3.97 T).
 REFIT_BUDGET_MACS = 4e12
 MIN_SAMPLES = 8  # a refit on fewer samples than this is mostly the ridge term: spend them anyway
 
