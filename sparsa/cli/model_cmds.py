@@ -145,7 +145,8 @@ def prune(
         log.print(f"loading calibration data ({calib or 'built-in'}) ...")
         calib_data = load_dataset(calib, split="calib", seed=seed, model=lm) if calib else default_calibration(lm)
     before = cost_summary(lm)
-    small, refit = prune_oneshot(lm, plan, calib_data, calib_samples=calib_samples, refit_samples=refit_samples)
+    small, refit = prune_oneshot(lm, plan, calib_data, calib_samples=calib_samples, refit_samples=refit_samples,
+                                 progress=lambda m: log.print(m, highlight=False))
     after = cost_summary(small)
     d = small.describe()
     result = {

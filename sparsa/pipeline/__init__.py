@@ -129,6 +129,7 @@ def _run(loaded, state, results, out, shown, html, quiet, console, t_start, t_cp
         hardware.load_arch(recipe.hardware, loaded.resolve_path)  # a bad preset or field fails before any work
 
     with Steps(plan, quiet=quiet, console=console) as steps:
+        state.note = steps.note
         if recipe.model is None:  # simulator-only recipe
             with steps.step("simulate") as t:
                 results["hardware"] = hardware.simulate_gemm_only(recipe.hardware, loaded.resolve_path)

@@ -14,6 +14,15 @@ class _Timer:
     cpu: float = 0.0  # CPU seconds of this process (all threads): the figure a busy host does not inflate
 
 
+def _peak_rss_mb() -> float:
+    """The process's peak resident set so far (the kernel's ru_maxrss; KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 class Steps:
     def __init__(self, plan: list[str], quiet: bool = False, console: Console | None = None):
         self.plan = plan
@@ -36,6 +45,11 @@ class Steps:
             self._progress.__exit__(*exc)
         return False
 
+    def note(self, message: str) -> None:
+        """A line under the running step: how far a long step has got."""
+        if self._progress is not None:
+            self._progress.console.print(f"    [dim]{message}[/]", highlight=False)
+
     @contextlib.contextmanager
     def step(self, name: str):
         t = _Timer()
@@ -47,7 +61,8 @@ class Steps:
         finally:
             t.elapsed = time.perf_counter() - t0
             t.cpu = time.process_time() - c0
-            self.timings[name] = {"wall_s": round(t.elapsed, 3), "cpu_s": round(t.cpu, 3)}
+            self.timings[name] = {"wall_s": round(t.elapsed, 3), "cpu_s": round(t.cpu, 3),
+                                  "peak_rss_mb": _peak_rss_mb()}
         if self._progress is not None:
             self._progress.console.print(f"  [green]✓[/] {name} [dim]({t.elapsed:.1f} s, cpu {t.cpu:.1f} s)[/]")
             self._progress.advance(self._task)

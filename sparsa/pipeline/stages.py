@@ -31,7 +31,7 @@ def run_prune(st: PruneStage, state: PipelineState) -> dict:
                            scope=st.scope, seed=state.recipe.seed)
     calib = state.calib_data(st.calib) if needs_calibration(plan) or st.refit_samples else None
     state.loaded, refit = prune_oneshot(state.loaded, plan, calib, calib_samples=st.calib_samples,
-                                        refit_samples=st.refit_samples)
+                                        refit_samples=st.refit_samples, progress=state.note)
     rec = dict(state.loaded.record.get("stages", [{}])[-1])
     rec.pop("kept", None)  # kept indices per group: in the saved model's record, too long for a report
     if refit is not None:
@@ -104,6 +104,8 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
         kw = {"fuse": bool(st.onnx_fuse), "skip_layernorm": not st.split_layernorm, "embeddings": st.embeddings}
         import warnings
 
+        if state.note:
+            state.note("weights quantized; exporting the integer ONNX model")
         with attention_removed(state), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript tracer's notes on HF's Python control flow
             state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",

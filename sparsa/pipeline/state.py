@@ -18,6 +18,7 @@ class PipelineState:
     out_dir: Path | None = None
     threads: int = 2
     quiet: bool = False
+    note: Any = None  # note(message): a progress line under the running step (None: say nothing)
     # artefacts stages leave for later steps (plain data or paths)
     attention: dict | None = None  # {"method":..., "options":...} installed on `loaded.model`
     onnx_path: Path | None = None  # integer ONNX model for ORT, when a stage exported one

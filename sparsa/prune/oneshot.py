@@ -21,9 +21,12 @@ def needs_calibration(plan: PrunePlan) -> bool:
 
 
 def prune_oneshot(dense, plan: PrunePlan, calib=None, *, calib_samples: int = CALIB_SAMPLES,
-                  refit_samples: int = 0, refit_data=None):
+                  refit_samples: int = 0, refit_data=None, progress=None):
     """Returns (pruned LoadedModel, refit summary or None). `calib`: a Dataset for the data-driven
-    importances; `refit_data`: the refit's calibration data (default: all of `calib`, else the modality's)."""
+    importances; `refit_data`: the refit's calibration data (default: all of `calib`, else the modality's).
+    The refit uses at most `refit_samples` samples, fewer where they would cost more than
+    `refit_budget.REFIT_BUDGET_MACS` on this model (the summary's "samples" and "budget" say how many).
+    `progress(message)`: told how the refit goes, layer by layer."""
     full = calib
     if calib is not None and len(calib) > calib_samples:
         calib = calib.subset(calib_samples)
@@ -31,11 +34,14 @@ def prune_oneshot(dense, plan: PrunePlan, calib=None, *, calib_samples: int = CA
     if not refit_samples:
         return small, None
     from sparsa.prune import recover
+    from sparsa.prune.refit_budget import REFIT_BUDGET_MACS
 
-    t0 = time.process_time()
+    t0, w0 = time.process_time(), time.perf_counter()
     report = recover.lstsq_refit(small, dense, refit_data if refit_data is not None else full,
-                                 n_samples=refit_samples, seq_len=REFIT_SEQ_LEN)
+                                 n_samples=refit_samples, seq_len=REFIT_SEQ_LEN, budget_macs=REFIT_BUDGET_MACS,
+                                 progress=progress)
     errs = report["layers"]
-    return small, {"samples": refit_samples, "cpu_s": round(time.process_time() - t0, 1),
+    return small, {"samples": report["n_samples"], "samples_requested": refit_samples, "budget": report["budget"],
+                   "cpu_s": round(time.process_time() - t0, 1), "wall_s": round(time.perf_counter() - w0, 1),
                    "rel_err_before": sum(e["rel_err_before"] for e in errs) / len(errs),
                    "rel_err_after": sum(e["rel_err_after"] for e in errs) / len(errs)}

@@ -65,12 +65,14 @@ def _run(model, inputs):
 
 def lstsq_refit(pruned, dense, data=None, *, n_samples: int = 512, batch_size: int = 32, seq_len: int = 128,
                 ridge: float = 1e-2, compensate: bool = True, kinds: tuple[str, ...] = ("heads", "ffn"),
-                progress: Callable[[str], None] | None = None) -> dict:
+                progress: Callable[[str], None] | None = None, budget_macs: float | None = None) -> dict:
     """Refit the output projections of `pruned` (a LoadedModel, changed in place) against `dense`.
 
     `data`: calibration data (texts / Dataset / tensor; default: the modality's built-in calib
-    split). `ridge`: Tikhonov weight relative to the mean diagonal of XᵀX. Returns per-layer
-    relative reconstruction errors before and after."""
+    split). `ridge`: Tikhonov weight relative to the mean diagonal of XᵀX. `budget_macs`: at most
+    this many multiply-adds of work (`sparsa.prune.refit_budget`): only the first of the `n_samples`
+    samples that fit are used (the "budget" entry says how many). Returns per-layer relative
+    reconstruction errors before and after."""
     pg = {"heads": pruned.adapter.head_groups(), "ffn": pruned.adapter.ffn_groups()}
     dg = {"heads": {g.name: g for g in dense.adapter.head_groups()}, "ffn": {g.name: g for g in dense.adapter.ffn_groups()}}
     jobs = []  # (pruned Linear path, dense Linear path) in forward order
@@ -83,9 +85,15 @@ def lstsq_refit(pruned, dense, data=None, *, n_samples: int = 512, batch_size: i
         raise SparsaError("nothing to refit: the model has no attention/FFN output projections",
                           hint="lstsq_refit works on transformer models (heads/FFN)")
     batches = list(calib_batches(dense, data, n=n_samples, batch_size=batch_size, seq_len=seq_len))
+    budget = None
+    if budget_macs is not None:
+        batches, budget = _within_budget(pruned.model, dense.model, jobs, batches, budget_macs)
+        if progress:
+            progress(f"refit: {budget['samples']} of {budget['samples_available']} samples fit its budget of "
+                     f"{budget_macs / 1e12:g} T multiply-adds ({budget['macs_per_token'] / 1e9:.2f} G per token)")
     t0 = time.perf_counter()
     report = []
-    for path in jobs:
+    for i, path in enumerate(jobs):
         lin = pruned.model.get_submodule(path)
         d_in, d_out = lin.in_features, lin.out_features
         xtx = torch.zeros(d_in + 1, d_in + 1, dtype=torch.float64)
@@ -135,10 +143,52 @@ def lstsq_refit(pruned, dense, data=None, *, n_samples: int = 512, batch_size: i
         rel_a = float(err_after.clamp(min=0) / norm.clamp(min=1e-30))
         report.append({"layer": path, "rel_err_before": rel_b, "rel_err_after": rel_a})
         if progress:
-            progress(f"refit {path}: relative error {rel_b:.4f} -> {rel_a:.4f}")
-    pruned.record.setdefault("stages", []).append(
-        {"stage": "lstsq_refit", "layers": len(report), "n_samples": n_samples, "ridge": ridge, "compensate": compensate})
-    return {"layers": report, "seconds": round(time.perf_counter() - t0, 2), "n_samples": n_samples}
+            progress(f"refit {i + 1}/{len(jobs)} {path}: relative error {rel_b:.4f} -> {rel_a:.4f}")
+    used = n_samples if budget is None else budget["samples"]
+    rec = {"stage": "lstsq_refit", "layers": len(report), "n_samples": used, "ridge": ridge, "compensate": compensate}
+    out = {"layers": report, "seconds": round(time.perf_counter() - t0, 2), "n_samples": used}
+    if budget is not None:
+        rec["budget"] = out["budget"] = budget
+    pruned.record.setdefault("stages", []).append(rec)
+    return out
+
+
+def _tokens_per_sample(model: nn.Module, path: str, inputs: dict) -> int:
+    """Rows the Linear at `path` sees for the batch's first sample (text: the padded length; images,
+    clips: patches / tubelets), by a forward of that sample stopped there."""
+    rec, hooks = _capture(model, path, stop=True)
+    try:
+        _run(model, {n: v[:1] for n, v in inputs.items()})
+    finally:
+        for h in hooks:
+            h.remove()
+    x = rec["x"]
+    return int(x.reshape(-1, x.shape[-1]).shape[0])
+
+
+def _within_budget(pruned: nn.Module, dense: nn.Module, jobs: list[str], batches: list, budget_macs: float):
+    """The leading calibration samples whose refit costs at most `budget_macs` (at least
+    `refit_budget.MIN_SAMPLES`), and what was decided (JSON-able)."""
+    from sparsa.prune import refit_budget as rb
+
+    per_token = rb.macs_per_token(pruned, dense, jobs)
+    available = sum(rb.batch_size_of(b[0]) or 0 for b in batches)
+    if any(rb.batch_size_of(b[0]) is None for b in batches):  # inputs that cannot be cut per sample: all of them
+        kept, used, spent = batches, available, None
+    else:
+        kept, used, spent = [], 0, 0
+        for b in batches:
+            bs = rb.batch_size_of(b[0])
+            per_sample = _tokens_per_sample(pruned, jobs[0], b[0]) * per_token
+            k = min(bs, max(int((budget_macs - spent) // per_sample), rb.MIN_SAMPLES - used))
+            if k <= 0:
+                break
+            kept.append(b if k == bs else rb.slice_batch(b, k))
+            used, spent = used + k, spent + k * per_sample
+            if k < bs:
+                break
+    return kept, {"budget_macs": budget_macs, "macs_per_token": per_token, "macs": spent,
+                  "samples_available": available, "samples": used}
 
 
 def distill(pruned, dense, data, *, steps: int, eval_every: int | None = None,

@@ -154,9 +154,10 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
         del float_model  # the file holds it now; full-size models cannot afford a second float copy
         _release_memory()
         if fuse:
-            fpath = _ort_fuse(fpath, loaded, fast_gelu, embed_layer_norm=embeddings == "float")
-            _release_memory()
-        proto = onnx.load(str(fpath))
+            proto = _ort_fuse(fpath, loaded, fast_gelu, embed_layer_norm=embeddings == "float")
+        else:
+            proto = onnx.load(str(fpath))
+    _release_memory()
     proto = _upgrade_opset(proto)
     _release_memory()
     done: set[str] = set()
@@ -214,21 +215,93 @@ def _ort_fuse(fpath: Path, loaded, fast_gelu: bool = False, embed_layer_norm: bo
     if n_heads * head_dim != cfg.hidden_size:
         fusion_log.setLevel(logging.ERROR)
     try:
-        # optimize_model(opt_level=1) in two steps, so that ONNX Runtime's session (the basic graph
-        # optimisations) is gone and its heap trimmed before the Python fusions load the model again.
-        # Same arguments as optimize_model passes. This step is still the export's peak on BERT-base
-        # (about 2.7 GB above the quantized model; bench/quant_memory.py).
-        basic = fpath.with_name("basic.onnx")
-        optimizer.optimize_by_onnxruntime(str(fpath), use_gpu=False, optimized_model_path=str(basic), opt_level=1,
-                                          disabled_optimizers=["ConstantSharing"])
+        # optimize_model(opt_level=1) in two steps with the weights out of the way: ONNX Runtime's basic
+        # graph optimisation writes them to a file beside its output, and the Python fusions (which
+        # copy the model several times for shape inference) run on a model that holds only the
+        # weights they read. Same result as optimize_model, byte for byte (tests/test_quant_export_memory.py).
+        basic = _ort_basic_optimize(fpath)
         _release_memory()
-        om = optimizer.optimize_model(str(basic), model_type="bert", num_heads=n_heads, hidden_size=n_heads * head_dim,
-                                      opt_level=0, optimization_options=opts)
+        proto = _load_for_fusion(basic, tables=embed_layer_norm)
+        kw = dict(num_heads=n_heads, hidden_size=n_heads * head_dim, optimization_options=opts)
+        try:
+            om = optimizer.optimize_by_fusion(proto, "bert", **kw)
+        except _external_read_errors():  # a fusion read a weight left in the file: fuse with all of them loaded
+            del proto
+            om = optimizer.optimize_by_fusion(_load_all(basic), "bert", **kw)
     finally:
         fusion_log.setLevel(level)
-    out = fpath.with_name("fused.onnx")
-    om.save_model_to_file(str(out))
+    om.topological_sort()  # as optimize_model's save_model_to_file does
+    proto = om.model
+    del om
+    _release_memory()
+    _load_weights(proto, basic.parent)
+    return proto
+
+
+def _ort_basic_optimize(fpath: Path) -> Path:
+    """ONNX Runtime's basic graph optimisation of `fpath` (what optimize_by_onnxruntime(opt_level=1) does), its
+    result written beside it with the initializers of 1 KiB or more in an external data file. Weight pre-packing
+    is off: the session is only built to write the optimised graph, and pre-packed copies of every MatMul weight
+    would be its largest buffer."""
+    import onnxruntime as ort
+
+    out = fpath.with_name("basic.onnx")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(out)
+    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", out.name + ".data")
+    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", str(_STASH_MIN_BYTES))
+    so.add_session_config_entry("session.disable_prepacking", "1")
+    ort.InferenceSession(str(fpath), so, providers=["CPUExecutionProvider"], disabled_optimizers=["ConstantSharing"])
     return out
+
+
+def _load_for_fusion(path: Path, tables: bool):
+    """The model at `path` with the weights ORT's BERT fusions read loaded (vectors: biases, norms; the Q/K/V
+    weights, which the Attention fusion concatenates: MatMuls that share their input with two others; with
+    `tables`, embedding tables, which the EmbedLayerNormalization fusion reads) and the others left in the file."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    proto = onnx.load(str(path), load_external_data=False)
+    by_input: dict[str, list] = {}
+    for n in proto.graph.node:
+        if n.op_type == "MatMul":
+            by_input.setdefault(n.input[0], []).append(n)
+    read = {n.input[1] for group in by_input.values() if len(group) >= 3 for n in group}
+    if tables:
+        read |= {n.input[0] for n in proto.graph.node if n.op_type == "Gather"}
+    for t in proto.graph.initializer:
+        if uses_external_data(t) and (len(t.dims) < 2 or t.name in read):
+            load_external_data_for_tensor(t, str(path.parent))
+    return proto
+
+
+def _load_weights(proto, folder: Path) -> None:
+    """Bring the weights left in the external file back into `proto`, as if it had never had one."""
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    for t in proto.graph.initializer:
+        if uses_external_data(t):
+            load_external_data_for_tensor(t, str(folder))
+        # ORT's external-data writer sets these two fields to their defaults: unset, as in an in-memory model
+        t.ClearField("data_location")
+        if not t.doc_string:
+            t.ClearField("doc_string")
+
+
+def _load_all(path: Path):
+    import onnx
+
+    proto = onnx.load(str(path))  # loads the external data file beside it
+    _load_weights(proto, path.parent)
+    return proto
+
+
+def _external_read_errors() -> tuple:
+    from onnx.checker import ValidationError
+
+    return (OSError, ValidationError)
 
 
 def _upgrade_opset(proto):
