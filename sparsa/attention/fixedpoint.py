@@ -23,6 +23,12 @@ import torch
 
 from sparsa.errors import SparsaError
 
+# HDP softmax constants (docs/algorithms.md §5.1 step 10, I-BERT polynomial, linear reciprocal); one home for
+# the int64 form (sparsa.attention.hdp) and the numba row softmax (sparsa.attention.hdp_rows)
+EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344
+SCALE_BITS = 16  # C = round(2^16/√D_h)
+RECIP_MAGIC = 61681  # round(2^20/17): (num·61681) >> 17 ≈ 8·num/17
+
 SPLIT_MODES = ("floor", "trunc", "round")
 
 

@@ -34,16 +34,15 @@ def eligible(cfg, bias) -> bool:
 
 def run(q, k, v, cfg, valid):
     """(output, HDPStats) exactly as `hdp.hdp_attention_int(q, k, v, cfg, valid)` gives them, or None."""
-    from sparsa.attention import hdp
+    from sparsa.attention import hdp_masks as hm
     from sparsa.attention.hdp_rows import softmax_rows
 
     B, H, N, D = q.shape
     b = cfg.block
-    valid = hdp._valid_mask(valid, B, N, q.device)
-    qQ, padded = hdp.pad_to_block(fx.to_fixed(q, cfg.frac_bits, cfg.total_bits), b)
-    qK, _ = hdp.pad_to_block(fx.to_fixed(k, cfg.frac_bits, cfg.total_bits), b)
-    vpad = hdp.pad_to_block(valid.unsqueeze(-1), b, dim=-2)[0].squeeze(-1)
-    Np = N + padded
+    valid = hm._valid_mask(valid, B, N, q.device)
+    qQ, padded = hm.pad_to_block(fx.to_fixed(q, cfg.frac_bits, cfg.total_bits), b)
+    qK, _ = hm.pad_to_block(fx.to_fixed(k, cfg.frac_bits, cfg.total_bits), b)
+    vpad = hm.pad_to_block(valid.unsqueeze(-1), b, dim=-2)[0].squeeze(-1)
     IQ, FQ = fx.split_int_frac(qQ, cfg.frac_bits, cfg.split)
     IK, FK = fx.split_int_frac(qK, cfg.frac_bits, cfg.split)
     A = _exact_product(IQ, IK)  # step 3: A = I_Q·I_Kᵀ
@@ -61,7 +60,7 @@ def run(q, k, v, cfg, valid):
         if not all_valid:
             q_ok &= velem
         del Av
-        mask = q_ok if b == 1 else hdp._blockify(q_ok, b).any(-1)
+        mask = q_ok if b == 1 else hm._blockify(q_ok, b).any(-1)
         del q_ok
     else:
         if int(A.abs().amax()) * b * b >= EXACT_F32:  # block sums must stay exact
@@ -69,27 +68,27 @@ def run(q, k, v, cfg, valid):
         Am = A if all_valid else A.masked_fill(~velem, 0)
         src = Am.abs() if cfg.importance == "abs" else Am
         if cfg.importance in ("signed", "abs"):
-            theta = hdp._blockify(src, b).sum(-1).to(torch.int64)
+            theta = hm._blockify(src, b).sum(-1).to(torch.int64)
         else:  # max over valid elements; a block with none gives 0
             low = -torch.inf
-            mx = hdp._blockify(A if all_valid else A.masked_fill(~velem, low), b).amax(-1)
+            mx = hm._blockify(A if all_valid else A.masked_fill(~velem, low), b).amax(-1)
             theta = torch.where(mx == low, 0, mx).to(torch.int64)
         del Am, src
-        vblk_h = hdp._blockify(velem[:, 0], b).any(-1)[:, None]
+        vblk_h = hm._blockify(velem[:, 0], b).any(-1)[:, None]
         if cfg.threshold == "rho":
-            mask = hdp.row_keep_mask(theta, vblk_h, cfg.rho_q)
+            mask = hm.row_keep_mask(theta, vblk_h, cfg.rho_q)
         else:
             scale = b * b if cfg.importance != "max" else 1
-            mask = hdp.row_keep_mask_gap(theta, vblk_h, int(round(cfg.gap * scale)))
+            mask = hm.row_keep_mask_gap(theta, vblk_h, int(round(cfg.gap * scale)))
         del theta
-    vblk = hdp._blockify(velem[:, 0], b).any(-1)
+    vblk = hm._blockify(velem[:, 0], b).any(-1)
     # step 6: θ_H = Σ|A| over valid pairs, summed in float64 (exact below 2^53)
     absA = A.abs_() if all_valid else A.abs_().masked_fill_(~velem, 0)
     th = absA.sum(-1, dtype=torch.float64).sum(-1).to(torch.int64)
     del A, absA
     n_valid = valid.sum(-1)
-    hmask = hdp.head_keep(th, cfg.tau_h, n_valid[:, None], cfg.tau_mode)
-    keep_elem = hdp.expand_block_mask(mask, b) if b > 1 else mask
+    hmask = hm.head_keep(th, cfg.tau_h, n_valid[:, None], cfg.tau_mode)
+    keep_elem = hm.expand_block_mask(mask, b) if b > 1 else mask
     if not all_valid:
         keep_elem = keep_elem & velem
     keep = keep_elem if bool(hmask.all()) else keep_elem & hmask[:, :, None, None]
@@ -127,6 +126,6 @@ def run(q, k, v, cfg, valid):
         "dense_macs": 2 * int((nv**2).sum()) * H * D,
         "valid_elements": int(torch.count_nonzero(velem)) * H,
     }
-    stats = hdp.HDPStats(block_mask=mask, head_mask=hmask, valid_blocks=vblk, valid_len=n_valid, block_size=b,
+    stats = hm.HDPStats(block_mask=mask, head_mask=hmask, valid_blocks=vblk, valid_len=n_valid, block_size=b,
                          seq_len=N, padded=padded, head_importance=th, ops=ops, output_int=out_int, elem_keep=keep)
     return out, stats

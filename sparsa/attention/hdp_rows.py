@@ -87,7 +87,7 @@ def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int
     Written over T's storage (T is consumed). `scale` is 2^-prob_bits for probabilities or 1 for
     the integer codes; either is exact in float32 (codes ≤ 2^(prob_bits+1) < 2^24). None where numba is
     unavailable."""
-    from sparsa.attention.hdp import EXP_A, EXP_B, EXP_C, RECIP_MAGIC, SCALE_BITS
+    from sparsa.attention.fixedpoint import EXP_A, EXP_B, EXP_C, RECIP_MAGIC, SCALE_BITS
 
     global _FAILED
     if _FAILED:
