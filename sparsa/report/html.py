@@ -170,8 +170,10 @@ def _front_section(results: dict, prov: dict) -> str:
     parts.append(figure(plots.front_plot(front, run, prov.get("command")),
                         "quality/speed front (bench/front.py), default recipe marked", prov))
     rows = [[p["name"], p["median_ms"], f"{p['p10_ms']:.1f}–{p['p90_ms']:.1f}", p["speedup_vs_torch_dense"],
-             p["cosine"], "default" if p["default"] else ("yes" if p["on_front"] else "")] for p in front["points"]]
-    parts.append(table(["candidate", "median ms", "p10–p90 ms", "× PyTorch dense", "cosine", "on front"], rows, prov))
+             p["cosine"], p.get("ort_cosine"), "default" if p["default"] else ("yes" if p["on_front"] else "")]
+            for p in front["points"]]
+    parts.append(table(["candidate", "median ms", "p10–p90 ms", "× PyTorch dense", "cosine", "cosine (ONNX file)",
+                        "on front"], rows, prov))
     return "\n".join(parts)
 
 
