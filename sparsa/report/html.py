@@ -164,6 +164,10 @@ def _front_section(results: dict, prov: dict) -> str:
              f"({esc(', '.join(cpu['isa']))}), {esc(front['measured_utc'])}: {esc(front['latency'])}; "
              f"{esc(front['cosine'])}. The bundled default recipe is the point <b>{esc(front['default'])}</b>: "
              f"the fastest front point at cosine ≥ {front['cosine_floor']} that is at least as fast as INT8 alone.</p>"]
+    load, cores = front.get("load_avg_1m"), front.get("cores")
+    if load and cores and load > cores:
+        parts.append(f"<p class='note'>Timed while other jobs shared the machine (load average {load} on {cores} "
+                     "cores): absolute times are stretched, PyTorch's most; read the order of the points.</p>")
     if run is not None:
         parts.append(f"<p class='prov'>This run, timed on this host (read its speed-up, not its ms): "
                      f"{run['speedup']:.2f}× vs PyTorch dense at cosine {run['cosine']:.4f}.</p>")
