@@ -127,13 +127,17 @@ def test_every_bundled_recipe_validates():
 
 
 def test_default_recipe_is_the_issue_pipeline():
+    # the point of bench/front.py's measured front (tests/test_report_front.py checks it is the chosen one)
     r = load_recipe("default").recipe
     assert r.model == "minilm"
-    assert [s.type for s in r.stages] == ["prune", "attention", "quantize"]
-    q = r.stages[2]
-    assert (q.bits, q.scheme, q.clip) == (8, "sym", "search")
+    assert [s.type for s in r.stages] == ["quantize"]
+    q = r.stages[0]
+    assert (q.bits, q.scheme, q.clip, q.onnx) == (7, "sym", "search", True)
     assert r.evaluation.latency.torch and r.evaluation.latency.onnxruntime
     assert r.hardware.arch == "hdp-edge"
+    # every technique in one pipeline: the recipe the sweep grid varies
+    full = load_recipe("minilm_prune_hdp").recipe
+    assert [s.type for s in full.stages] == ["prune", "attention", "quantize"]
 
 
 def test_overrides_by_index_type_and_nested_keys():

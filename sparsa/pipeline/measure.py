@@ -161,17 +161,16 @@ def latency(state: PipelineState) -> dict:
 
 
 def _ort_latency(state: PipelineState, inputs: dict, spec) -> dict:
-    import onnxruntime as ort
+    from sparsa.quant.export import onnx_session
 
     path = state.onnx_path
     exported_here = False
     if path is None:
         path = _export_fp32(state, inputs)
         exported_here = True
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = spec.threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    # the file's own optimizer hints (an Add+LayerNorm export keeps ORT's slower SkipLayerNorm off);
+    # spinning threads, as ORT's default, for one model timed back to back
+    sess = onnx_session(path, threads=spec.threads, spinning=True)
     names = {i.name for i in sess.get_inputs()}
     feed = {k: v.numpy() for k, v in inputs.items() if k in names}
     from sparsa import metrics

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsa.io import atomic_write_text
-from sparsa.report import plots
+from sparsa.report import front as fronts, plots
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -126,6 +126,7 @@ def render_run(results: dict) -> str:
             if lat.get("note"):
                 parts.append(f"<p class='note'>{esc(lat['note'])}</p>")
         parts.append(figure(plots.latency_plot(lat, hw, prov.get("command")), "latency breakdown", prov))
+    parts.append(_front_section(results, prov))
     if hw:
         parts.append("<h2>Simulated hardware</h2>")
         if hw.get("placeholder_preset"):
@@ -148,6 +149,36 @@ def render_run(results: dict) -> str:
                          + table(cols, rows, prov, cls="ops") + "</details>")
     parts.append(f"<h2>Recipe</h2><pre>{esc(_short_json(rec.get('content'), 100000))}</pre>")
     return page(f"sparsa report: {rec.get('name')}", "\n".join(parts))
+
+
+def _front_section(results: dict, prov: dict) -> str:
+    """The bundled quality/speed front of this run's model with the default recipe marked (empty
+    when none is bundled for the model)."""
+    front = fronts.bundled_front((results.get("model") or {}).get("name"))
+    if front is None:
+        return ""
+    cpu = front["cpu"]
+    run = fronts.this_run_point(results)
+    parts = ["<h2>Quality/speed front</h2>",
+             f"<p>Measured by <code>{esc(front['command'])}</code> on {esc(cpu['model'])} "
+             f"({esc(', '.join(cpu['isa']))}), {esc(front['measured_utc'])}: {esc(front['latency'])}; "
+             f"{esc(front['cosine'])}. The bundled default recipe is the point <b>{esc(front['default'])}</b>: "
+             f"the fastest front point at cosine ≥ {front['cosine_floor']} that is at least as fast as INT8 alone.</p>"]
+    load, cores = front.get("load_avg_1m"), front.get("cores")
+    if load and cores and load > cores:
+        parts.append(f"<p class='note'>Timed while other jobs shared the machine (load average {load} on {cores} "
+                     "cores): absolute times are stretched, PyTorch's most; read the order of the points.</p>")
+    if run is not None:
+        parts.append(f"<p class='prov'>This run, timed on this host (read its speed-up, not its ms): "
+                     f"{run['speedup']:.2f}× vs PyTorch dense at cosine {run['cosine']:.4f}.</p>")
+    parts.append(figure(plots.front_plot(front, run, prov.get("command")),
+                        "quality/speed front (bench/front.py), default recipe marked", prov))
+    rows = [[p["name"], p["median_ms"], f"{p['p10_ms']:.1f}–{p['p90_ms']:.1f}", p["speedup_vs_torch_dense"],
+             p["cosine"], p.get("ort_cosine"), "default" if p["default"] else ("yes" if p["on_front"] else "")]
+            for p in front["points"]]
+    parts.append(table(["candidate", "median ms", "p10–p90 ms", "× PyTorch dense", "cosine", "cosine (ONNX file)",
+                        "on front"], rows, prov))
+    return "\n".join(parts)
 
 
 def _reasons_table(hw: dict, prov: dict) -> str:

@@ -212,6 +212,40 @@ def pareto_plot(rows: list[dict], front: list[dict], objectives: list[dict], foo
     return _png(fig, footer)
 
 
+def front_plot(front: dict, run: dict | None, footer: str) -> bytes | None:
+    """Speed-up vs PyTorch dense (x) against cosine (y) of every measured candidate, the front as a
+    line, the default recipe's point starred, and this run's point (timed on this host) as a ring.
+    Speed-up rather than ms on x: a ratio timed in one run carries over between machines better."""
+    pts = front.get("points") or []
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    x = [p["speedup_vs_torch_dense"] for p in pts]
+    y = [p["cosine"] for p in pts]
+    ax.scatter(x, y, s=22, c=["#c33" if p["on_front"] else "#999" for p in pts], zorder=2)
+    on = sorted((p["speedup_vs_torch_dense"], p["cosine"]) for p in pts if p["on_front"])
+    if on:
+        ax.plot(*zip(*on), "-", c="#c33", lw=1, zorder=1, label="front")
+    for p in pts:
+        ax.annotate(p["name"], (p["speedup_vs_torch_dense"], p["cosine"]), fontsize=6, xytext=(4, -3),
+                    textcoords="offset points", color="#333")
+    d = next((p for p in pts if p["default"]), None)
+    if d is not None:
+        ax.scatter([d["speedup_vs_torch_dense"]], [d["cosine"]], s=180, marker="*", c="#27a", zorder=3,
+                   label=f"default recipe ({d['speedup_vs_torch_dense']:.2f}×, cosine {d['cosine']:.4f})")
+    if run is not None:
+        ax.scatter([run["speedup"]], [run["cosine"]], s=90, facecolors="none", edgecolors="#2a7", lw=1.5, zorder=3,
+                   label=f"this run ({run['speedup']:.2f}×, cosine {run['cosine']:.4f})")
+    ax.axhline(front.get("cosine_floor", 0.99), ls=":", c="#777", lw=0.8)
+    ax.set_xlabel("speed-up vs PyTorch FP32 dense (ONNX Runtime, same run)")
+    ax.set_ylabel("held-out embedding cosine vs dense")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left")  # the corners hold the dense and the most pruned points
+    cpu = front.get("cpu") or {}
+    ax.set_title(f"Quality/speed front — {cpu.get('model', '?')}, {front.get('measured_utc', '?')}", fontsize=9)
+    return _png(fig, footer)
+
+
 def fmt(v: Any) -> str:
     if v is None:
         return "—"
