@@ -152,12 +152,25 @@ def latency(state: PipelineState) -> dict:
                 model = loaded.model
                 out[label] = metrics.measure_latency(lambda: model(**inputs), warmup=spec.warmup, runs=spec.runs,
                                                      threads=spec.threads)
+        notes = []
         if state.attention is not None:
-            out["note"] = ("CPU latency runs dense attention: dynamic attention pruning is costed by the "
-                           "simulator (the Python integer reference is not a deployment kernel)")
+            notes.append("CPU latency runs dense attention: dynamic attention pruning is costed by the "
+                         "simulator (the Python integer reference is not a deployment kernel)")
+        if _has_quantized_layers(state.loaded.model):
+            notes.append("PyTorch runs the quantized layers as a float simulation (codes dequantized on every call), "
+                         "so its 'torch' row is not a deployment figure; the integer model's latency is the ONNX "
+                         "Runtime row")
+        if notes:
+            out["note"] = " ".join(notes)
     if spec.onnxruntime:
         out["onnxruntime"] = _ort_latency(state, inputs, spec)
     return out
+
+
+def _has_quantized_layers(model) -> bool:
+    from sparsa.quant.modules import QuantLinear
+
+    return any(isinstance(m, QuantLinear) for m in model.modules())
 
 
 def _ort_latency(state: PipelineState, inputs: dict, spec) -> dict:
