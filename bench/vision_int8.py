@@ -11,7 +11,10 @@ come from), one process builds:
 - ORT FP32: the float ONNX export (opset 17, the float model's graph);
 - ORT quantize_dynamic: `onnxruntime.quantization.quantize_dynamic(per_channel=True, QInt8)` on that file;
 - sparsa W8 / W7: `quantize_loaded(bits=8|7, activations="dynamic")` then `export_onnx`, exactly what
-  `sparsa quantize --bits 8|7 --activations dynamic --onnx` writes (W7 stores int8 codes: ORT's u8×s8 kernels).
+  `sparsa quantize --bits 8|7 --activations dynamic --onnx` writes (W8 stores its codes uint8: u8×u8 kernels,
+  exact on every CPU; W7 int8: ORT's faster u8×s8 kernels, which cannot saturate at 7 bits); and the W8
+  codes stored int8 (`export_onnx(weight_dtype="int8")`), as quantize_dynamic stores its weights: u8×s8
+  kernels, exact with AVX-512 VNNI, saturating on AVX2 CPUs without it (quantize_dynamic's file too).
 and reports, per file: size, ORT latency (batch 1, 2 intra-op threads, spinning; `measure_latency_blocks`:
 the models' blocks interleaved over `--rounds` so a slow phase of the shared machine hits all of them),
 fidelity vs the float PyTorch model on held-out inputs at batch 1 (logits cosine, top-1 agreement; the
@@ -36,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PRUNE = {"heads": 0.25, "ffn": 0.25}
+W8_S8 = "sparsa W8, stored int8 (u8×s8; exact only with VNNI)"
 
 
 def log(*a):
@@ -157,9 +161,13 @@ def build_variant(lm, tag: str, work: Path, x, y, input_name: str) -> dict:
         t = time.time()
         q, _ = quantize_loaded(lm.clone(), bits=bits, activations="dynamic")
         p = export_onnx(q, work / f"{tag}_sparsa_w{bits}.onnx")
+        files[f"sparsa W{bits}"] = {"path": p, "float_layers": export_info(p)["float_layers"]}
+        if bits == 8:  # the same codes stored int8, as quantize_dynamic stores them: ORT's u8×s8 kernels,
+            # exact with VNNI, saturating on AVX2 without it (export_onnx's default keeps u8×u8 for 8-bit codes)
+            p = export_onnx(q, work / f"{tag}_sparsa_w8_s8.onnx", weight_dtype="int8")
+            files[W8_S8] = {"path": p, "float_layers": export_info(p)["float_layers"]}
         del q
         gc.collect()
-        files[f"sparsa W{bits}"] = {"path": p, "float_layers": export_info(p)["float_layers"]}
         log(f"{tag}: sparsa W{bits} quantize + export {time.time() - t:.0f}s")
     for k, f in files.items():
         t = time.time()
@@ -200,7 +208,8 @@ def table(name: str, variant: str, res: dict) -> str:
         acc = f"{100 * f['accuracy']:.2f}%" if "accuracy" in f else "-"
         rows.append(f"| {k} | {f['file_bytes'] / 1e6:.2f} MB | {f['median_ms']:.2f} ({f['p10_ms']:.2f}–{f['p90_ms']:.2f}) "
                     f"| {base / f['median_ms']:.2f}× | {qd / f['median_ms']:.2f}× | {f['cosine']:.5f} ({f['cosine_min']:.4f}) "
-                    f"| {100 * f['top1_agree']:.1f}% | {acc} | {len(f['float_layers'])}: {_short(f['float_layers'])}"
+                    f"| {100 * f['top1_agree']:.1f}% | {acc} | {len(f['float_layers'])}: "
+                    + ("all (the float model)" if k == "ORT FP32" else _short(f["float_layers"]))
                     + (f" ({f['note']})" if f.get("note") else "") + " |")
     acc = f", PyTorch FP32 accuracy {100 * res['pytorch_accuracy']:.2f}%" if res.get("pytorch_accuracy") is not None else ""
     return f"\n#### {name}, {variant} (n = {res['n_eval']} held-out inputs{acc}; {res['timing']})\n\n" + "\n".join(rows)
