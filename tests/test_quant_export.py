@@ -411,3 +411,22 @@ def test_opset_upgrade_keeps_every_weight_byte_and_leaves_no_external_reference(
 
     (y,) = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(y[:, 0], (x @ w).mean(axis=1), rtol=1e-5, atol=1e-5)  # float32 sums of 64 terms
+
+
+@pytest.mark.parametrize("family, conv", [("vit", "vit.embeddings.patch_embeddings.projection"),
+                                          ("swin", "swin.embeddings.patch_embeddings.projection"),
+                                          ("videomae", "videomae.embeddings.patch_embeddings.projection")])
+def test_vision_families_export_on_integer_kernels_and_name_the_float_patch_embedding(family, conv, tmp_path):
+    """ViT, Swin (window partition and shifted-window masks in the graph) and VideoMAE (Conv3d tubelet
+    embedding): every quantized Linear runs on an integer kernel and equals the simulation; the patch
+    embedding, a Conv the integer path does not take, is named in the file's metadata, never silent."""
+    from sparsa.models.tiny import tiny_model
+
+    float_model = tiny_model(family)
+    q = float_model.clone()
+    quantize_(q, QuantConfig(bits=7, activations="dynamic", act_scheme="asym"))
+    p = export_onnx(q, tmp_path / "m.onnx")
+    n_linear = sum(1 for m in q.model.modules() if hasattr(m, "qweight"))
+    assert _integer_ops(p).count("MatMulInteger") == n_linear
+    assert export_info(p)["float_layers"] == [conv]
+    assert _compare(q, float_model, p) == n_linear
