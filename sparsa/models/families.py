@@ -300,7 +300,10 @@ class VideoMAEAdapter(BertAdapter):
         return {"pixel_values": torch.randn(batch, c.num_frames, c.num_channels, h, w, generator=g)}
 
 
-# families share an adapter where transformers lays the layers out the same way
+# families share an adapter where transformers lays the layers out the same way. Why these five stay named
+# (every other encoder is found by sparsa.models.discovery): discovery cannot decide the inputs their forward
+# takes (BERT's [CLS]/[SEP] ids, DistilBERT without segment ids) or RoBERTa's padded position ids; their
+# layout tables are pinned equal to what discovery finds (tests/test_models_named_vs_discovered.py).
 register_family("bert", BertAdapter,
                 hf_model_types=("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text"),
                 hf_class_prefixes=("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra", "Data2VecText"),
