@@ -22,6 +22,7 @@ import torch
 
 from sparsa.decompose.cost import total_macs
 from sparsa.decompose.penni import (
+    LayerNote,
     PenniConfig,
     accuracy,
     coefficient_sparsity,
@@ -37,6 +38,7 @@ from sparsa.decompose.groups import merge_masks, prune_channels
 from sparsa.decompose.shrink import shrink
 from sparsa.errors import SparsaError
 
+_accuracy = accuracy
 S_GRID = (4.0, 3.0, 2.5, 2.0, 1.75, 1.5, 1.25, 1.0, 0.75, 0.5, 0.25)
 
 
@@ -48,11 +50,25 @@ def default_data(lm) -> str:
 SPLITS = ("train", "calib", "test")
 
 
-def load_splits(lm, data: str | None, seed: int = 0, loader=None):
+def split_limits(lm, limit: int | None = None) -> dict:
+    """Samples per split: `limit` for each, else scaled by the model's MACs (`sparsa.metrics.budget`):
+    a fixture gets its whole splits; ViT-B/16 38 training images per epoch and 113 to evaluate,
+    VideoMAE-B 4 training clips per epoch and 11 to evaluate."""
+    if limit:
+        return {s: limit for s in SPLITS}
+    from sparsa.metrics import budget
+
+    macs = budget.macs_per_sample(lm)
+    n = budget.eval_samples(macs)
+    return {"train": budget.train_samples(macs), "calib": n, "test": n}
+
+
+def load_splits(lm, data: str | None, seed: int = 0, loader=None, limits: dict | None = None):
     """{train, calib, test} of `data` (default: the fixture's own set), labelled images or clips.
 
-    loader(name, split) loads one split; default `sparsa.data.load_dataset` with `seed` (the CLI);
+    loader(name, split, limit) loads one split; default `sparsa.data.load_dataset` with `seed` (the CLI);
     the pipeline passes its own cached loader, which uses the same function with the recipe's data seed.
+    limits: samples per split (default: `split_limits(lm)`).
     """
     name = data or default_data(lm)
     if not name:
@@ -61,16 +77,17 @@ def load_splits(lm, data: str | None, seed: int = 0, loader=None):
     if loader is None:
         from sparsa.data import load_dataset
 
-        def loader(n, split):
-            return load_dataset(n, split=split, seed=seed, model=lm)
-    sets = {s: loader(name, s) for s in SPLITS}
+        def loader(n, split, limit=None):
+            return load_dataset(n, split=split, seed=seed, model=lm, limit=limit)
+    limits = limits or split_limits(lm)
+    sets = {s: loader(name, s, limits.get(s)) for s in SPLITS}
     if sets["train"].kind not in ("image", "video"):
         raise SparsaError(f"data set {name!r} is {sets['train'].kind}, PENNI retraining needs labelled images or clips",
                           hint="use digits / clips or an image folder")
     return sets
 
 
-def choose_s(model, calib, target: float, tolerance: float) -> tuple[float, list]:
+def choose_s(model, calib, target: float, tolerance: float, accuracy=accuracy) -> tuple[float, list]:
     """Largest s in S_GRID with pruned (un-finetuned) calibration accuracy ≥ target - tolerance (a fraction)."""
     saved = {k: t.detach().clone() for k, t in coefficient_tensors(model).items()}
     tried = []
@@ -106,8 +123,19 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
     model = work.model
     ex = lm.example_inputs(batch=2)
     res: dict = {"config": asdict(cfg), "tolerance": tolerance}
+    # batches sized by the model's cost: a fixture keeps the configured ones, ViT-B/VideoMAE-B take a few
+    # samples at a time (training holds ~3x a forward pass's activations)
+    from functools import partial
+
+    from sparsa.metrics import budget
+
+    macs = budget.macs_per_sample(lm)
+    train_bs = min(cfg.batch_size, budget.train_batch_size(macs))
+    accuracy = partial(_accuracy, batch_size=min(256, budget.batch_size(macs)))
+    res["samples"] = {k: len(v) for k, v in sets.items()}
+    res["batch_size"] = {"train": train_bs, "eval": accuracy.keywords["batch_size"]}
     try:
-        res["original"] = _measure(lm.model, sets, ex)
+        res["original"] = _measure(lm.model, sets, ex, accuracy)
     except (ValueError, RuntimeError) as e:  # the data's size is not the model's: bad input, not a bug
         from sparsa.metrics.quality import shape_mismatch_error
 
@@ -118,25 +146,38 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
     if cfg.fold_bn:
         res["folded_bn"] = fold_batchnorm(model.eval())
     rec = decompose(model, cfg.basis, linear=cfg.linear)
+    try:
+        _runs(model, ex)
+    except AttributeError as e:  # e.g. HF ViT reads patch_embeddings.projection.weight, which a PenniConv lacks
+        # keep those convolutions plain and decompose the rest (with --linear, ViT's Linears)
+        convs = tuple(l.name for l in rec.layers if l.status == "decomposed" and l.type in ("Conv2d", "Conv3d"))
+        work = lm.clone()
+        model = work.model
+        if cfg.fold_bn:
+            fold_batchnorm(model.eval())
+        rec = decompose(model, cfg.basis, linear=cfg.linear, exclude=convs)
+        rec.layers += [LayerNote(n, "Conv", "skipped", note=f"the model reads this layer's weight directly ({e})")
+                       for n in convs]
+        try:
+            _runs(model, ex)
+        except AttributeError as e2:
+            raise SparsaError(f"the decomposed model no longer runs: {e2}",
+                              hint="this model reads a layer's weight directly; PENNI supports plain conv nets "
+                                   "(tiny-cnn), VideoMAE and Swin, and ViT's Linears with --linear") from e2
     res["decompose"] = rec.to_dict()
     if not rec.decomposed:
         raise SparsaError("no layer of this model could be decomposed",
                           hint="PENNI needs Conv2d/Conv3d layers with kernels larger than 1×1 (or --linear)")
-    try:
-        res["decomposed_accuracy"] = accuracy(model, sets["test"])
-    except AttributeError as e:  # e.g. HF ViT reads patch_embeddings.projection.weight, which a PenniConv lacks
-        raise SparsaError(f"the decomposed model no longer runs: {e}",
-                          hint="this model reads a convolution's weight directly; PENNI supports plain conv nets "
-                               "(tiny-cnn), VideoMAE and Swin, not ViT's patch embedding") from e
+    res["decomposed_accuracy"] = accuracy(model, sets["test"])
     res["retrain"] = retrain(model, sets["train"], epochs=cfg.retrain_epochs, lam=cfg.lam, lr=cfg.lr,
-                             batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log,
+                             batch_size=train_bs, alternate=cfg.alternate, seed=cfg.seed, log=log,
                              penalty=cfg.penalty)
     model.eval()
     res["retrained_accuracy"] = accuracy(model, sets["test"])
     s = cfg.s
     if tolerance is not None:
         target = accuracy(lm.model, sets["calib"])
-        s, res["s_search"] = choose_s(model, sets["calib"], target, tolerance)
+        s, res["s_search"] = choose_s(model, sets["calib"], target, tolerance, accuracy)
     res["s"] = s
     masks = prune_coefficients(model, s)
     if cfg.penalty == "group":  # whole channels: their consumer columns are zeroed and held at zero
@@ -145,12 +186,12 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
         res["channels_pruned"] = ch["removed"]
     res["pruned_accuracy"] = accuracy(model, sets["test"])
     res["finetune"] = finetune(model, sets["train"], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                               batch_size=cfg.batch_size, masks=masks, seed=cfg.seed + 1, log=log)
+                               batch_size=train_bs, masks=masks, seed=cfg.seed + 1, log=log)
     model.eval()
     if cfg.shrink != "none":
         res["shrink"] = shrink(model, ex, mode=cfg.shrink)
     res["coefficient_sparsity"] = {k: v for k, v in coefficient_sparsity(model).items() if k != "per_layer"}
-    res["penni"] = _measure(model, sets, ex)
+    res["penni"] = _measure(model, sets, ex, accuracy)
     if hybrid:
         from sparsa.decompose.escalate import quantize_hybrid
 
@@ -161,7 +202,7 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
                          "original_bytes": _state_bytes(lm.model)}
     if merge:
         res["merged_layers"] = merge_to_dense(model)
-        res["merged"] = _measure(model, sets, ex)
+        res["merged"] = _measure(model, sets, ex, accuracy)
     if hybrid:
         work.model = hyb
         work.adapter = type(work.adapter)(hyb, work.adapter.config)
@@ -174,7 +215,16 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
     return work, res
 
 
-def _measure(model, sets, ex) -> dict:
+@torch.no_grad()
+def _runs(model, ex) -> None:
+    """One forward pass: does the model still run with its layers replaced?"""
+    was = model.training
+    model.eval()
+    model(**{k: v[:1] for k, v in ex.items()})
+    model.train(was)
+
+
+def _measure(model, sets, ex, accuracy=accuracy) -> dict:
     from sparsa.metrics import count_params
 
     was = model.training
