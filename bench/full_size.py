@@ -136,7 +136,8 @@ def key_figure(command: str, r: dict) -> str:
         q = f.get("quality") or {}
         hw = d.get("hardware") or {}
         return (f"{q.get('data', '')}: acc {q.get('value', float('nan')):.3f}, MACs x"
-                f"{(f.get('ratios') or {}).get('macs_ratio', float('nan')):.3f}, sim speedup {hw.get('speedup', float('nan')):.3f}")
+                f"{(f.get('ratios') or {}).get('macs_ratio', float('nan')):.3f}, sim speedup {hw.get('speedup', float('nan')):.3f}"
+                f" (seq {hw.get('seq_len')})")
     return ""
 
 
@@ -182,6 +183,8 @@ def main() -> None:
                 if wanted and label not in wanted and not (label == "prune" and not (base / f"{name}-pruned").exists()):
                     continue
                 r = run(args, base)
+                if label == "run" and (base / f"{name}-run" / "results.json").exists():  # --json prints a summary
+                    r["result"] = json.loads((base / f"{name}-run" / "results.json").read_text())
                 failed |= r["rc"] != 0 or r["traceback"]
                 print(f"{name:<11} {label:<31} {r['rc']:>3} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['peak_gb']:>8.2f}  "
                       f"{key_figure(label.split(' --data')[0] if label.startswith('eval --reference') else label, r)}",
