@@ -38,7 +38,6 @@ from sparsa.decompose.groups import merge_masks, prune_channels
 from sparsa.decompose.shrink import shrink
 from sparsa.errors import SparsaError
 
-_accuracy = accuracy
 S_GRID = (4.0, 3.0, 2.5, 2.0, 1.75, 1.5, 1.25, 1.0, 0.75, 0.5, 0.25)
 
 
@@ -88,14 +87,15 @@ def load_splits(lm, data: str | None, seed: int = 0, loader=None, limits: dict |
     return sets
 
 
-def choose_s(model, calib, target: float, tolerance: float, accuracy=accuracy) -> tuple[float, list]:
+def choose_s(model, calib, target: float, tolerance: float, measure=None) -> tuple[float, list]:
     """Largest s in S_GRID with pruned (un-finetuned) calibration accuracy ≥ target - tolerance (a fraction)."""
+    measure = measure or accuracy  # the caller's batch size, else the default
     saved = {k: t.detach().clone() for k, t in coefficient_tensors(model).items()}
     tried = []
     try:
         for s in S_GRID:
             prune_coefficients(model, s)
-            acc = accuracy(model, calib)
+            acc = measure(model, calib)
             tried.append({"s": s, "calib_accuracy": acc})
             with torch.no_grad():
                 for k, t in coefficient_tensors(model).items():
@@ -132,11 +132,11 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
 
     macs = budget.macs_per_sample(lm)
     train_bs = min(cfg.batch_size, budget.train_batch_size(macs))
-    accuracy = partial(_accuracy, batch_size=min(256, budget.batch_size(macs)))
+    acc = partial(accuracy, batch_size=min(256, budget.batch_size(macs)))
     res["samples"] = {k: len(v) for k, v in sets.items()}
-    res["batch_size"] = {"train": train_bs, "eval": accuracy.keywords["batch_size"]}
+    res["batch_size"] = {"train": train_bs, "eval": acc.keywords["batch_size"]}
     try:
-        res["original"] = _measure(lm.model, sets, ex, accuracy)
+        res["original"] = _measure(lm.model, sets, ex, acc)
     except (ValueError, RuntimeError) as e:  # the data's size is not the model's: bad input, not a bug
         from sparsa.metrics.quality import shape_mismatch_error
 
@@ -169,41 +169,41 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
     if not rec.decomposed:
         raise SparsaError("no layer of this model could be decomposed",
                           hint="PENNI needs Conv2d/Conv3d layers with kernels larger than 1×1 (or --linear)")
-    res["decomposed_accuracy"] = accuracy(model, sets["test"])
+    res["decomposed_accuracy"] = acc(model, sets["test"])
     res["retrain"] = retrain(model, sets["train"], epochs=cfg.retrain_epochs, lam=cfg.lam, lr=cfg.lr,
                              batch_size=train_bs, alternate=cfg.alternate, seed=cfg.seed, log=log,
                              penalty=cfg.penalty)
     model.eval()
-    res["retrained_accuracy"] = accuracy(model, sets["test"])
+    res["retrained_accuracy"] = acc(model, sets["test"])
     s = cfg.s
     if tolerance is not None:
-        target = accuracy(lm.model, sets["calib"])
-        s, res["s_search"] = choose_s(model, sets["calib"], target, tolerance, accuracy)
+        target = acc(lm.model, sets["calib"])
+        s, res["s_search"] = choose_s(model, sets["calib"], target, tolerance, acc)
     res["s"] = s
     masks = prune_coefficients(model, s)
     if cfg.penalty == "group":  # whole channels: their consumer columns are zeroed and held at zero
         ch = prune_channels(model, ex, cfg.channel_s, cfg.channel_fraction)
         masks = merge_masks(masks, ch["masks"])
         res["channels_pruned"] = ch["removed"]
-    res["pruned_accuracy"] = accuracy(model, sets["test"])
+    res["pruned_accuracy"] = acc(model, sets["test"])
     res["finetune"] = finetune(model, sets["train"], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                                batch_size=train_bs, masks=masks, seed=cfg.seed + 1, log=log)
     model.eval()
     if cfg.shrink != "none":
         res["shrink"] = shrink(model, ex, mode=cfg.shrink)
     res["coefficient_sparsity"] = {k: v for k, v in coefficient_sparsity(model).items() if k != "per_layer"}
-    res["penni"] = _measure(model, sets, ex, accuracy)
+    res["penni"] = _measure(model, sets, ex, acc)
     if hybrid:
         from sparsa.decompose.escalate import quantize_hybrid
 
         hyb = copy.deepcopy(model)
         q = quantize_hybrid(hyb, sets["train"], epochs=cfg.hybrid_epochs, seed=cfg.seed, log=log)
         res["hybrid_finetune"] = q["finetune"]
-        res["hybrid"] = {"record": q["layers"], "accuracy": accuracy(hyb, sets["test"]), "bytes": q["storage"],
+        res["hybrid"] = {"record": q["layers"], "accuracy": acc(hyb, sets["test"]), "bytes": q["storage"],
                          "original_bytes": _state_bytes(lm.model)}
     if merge:
         res["merged_layers"] = merge_to_dense(model)
-        res["merged"] = _measure(model, sets, ex, accuracy)
+        res["merged"] = _measure(model, sets, ex, acc)
     if hybrid:
         work.model = hyb
         work.adapter = type(work.adapter)(hyb, work.adapter.config)
@@ -225,12 +225,12 @@ def _runs(model, ex) -> None:
     model.train(was)
 
 
-def _measure(model, sets, ex, accuracy=accuracy) -> dict:
+def _measure(model, sets, ex, acc=None) -> dict:
     from sparsa.metrics import count_params
 
     was = model.training
     model.eval()
-    out = {"accuracy": accuracy(model, sets["test"]), "params": count_params(model), "macs": total_macs(model, ex)}
+    out = {"accuracy": (acc or accuracy)(model, sets["test"]), "params": count_params(model), "macs": total_macs(model, ex)}
     model.train(was)
     return out
 
