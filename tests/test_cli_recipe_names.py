@@ -51,7 +51,8 @@ INTENTIONAL = {
                      # --head-ratio calibrates τ_H to a share of heads; a recipe calibrates with `sparsity`
                      "head_ratio",
                      # what `sparsa eval` measures besides attention: the recipe's evaluation: and data: sections
-                     "reference", "data", "runs", "threads", "seq_len"},
+                     # (--samples: the recipe's evaluation.max_samples)
+                     "reference", "data", "runs", "threads", "seq_len", "samples"},
         "recipe_only": {"method"},
     },
     "sim": {

@@ -60,9 +60,17 @@ def test_decompose_cli_end_to_end_and_errors(tmp_path):
         assert isinstance(r.exception, SparsaError) and message in str(r.exception), (args, r.output)
 
 
-def test_decompose_vit_is_refused_with_a_sparsa_error(tmp_path):
-    # HF ViT reads its patch-embedding conv's `.weight`; a decomposed ViT cannot run, and must say so
-    r = CliRunner().invoke(app, ["decompose", "tiny-vit", "--out", str(tmp_path / "x"), "--limit", "8",
-                                 "--retrain-epochs", "0", "--finetune-epochs", "0"])
-    assert isinstance(r.exception, SparsaError) and "no longer runs" in str(r.exception), r.output
-    assert not (tmp_path / "x").exists()
+def test_decompose_vit_keeps_its_patch_conv_and_decomposes_its_linears(tmp_path):
+    # HF ViT reads its patch-embedding conv's `.weight`: that conv stays plain (said in the result). Without
+    # --linear nothing else is decomposable, which is refused naming --linear; with it the Linears decompose.
+    args = ["--limit", "8", "--retrain-epochs", "0", "--finetune-epochs", "0"]
+    r = CliRunner().invoke(app, ["decompose", "tiny-vit", "--out", str(tmp_path / "x"), *args])
+    assert isinstance(r.exception, SparsaError) and "no layer of this model could be decomposed" in str(r.exception)
+    assert "--linear" in r.exception.hint and not (tmp_path / "x").exists()
+    r = CliRunner().invoke(app, ["decompose", "tiny-vit", "--out", str(tmp_path / "y"), "--linear", *args, "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    conv = "vit.embeddings.patch_embeddings.projection"
+    assert conv not in res["decomposed"] and "reads this layer's weight directly" in res["skipped"][conv]
+    assert res["decomposed"] and all("patch_embeddings" not in n for n in res["decomposed"])
+    assert res["samples"] == {"train": 8, "calib": 8, "test": 8}

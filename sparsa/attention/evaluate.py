@@ -44,11 +44,11 @@ def _calib_texts(n: int = 48) -> list[str]:
     return texts[:n]
 
 
-def _image_data(loaded, data, split):
+def _image_data(loaded, data, split, limit=None):
     from sparsa.data import load_dataset
 
     name = data or ("clips" if loaded.adapter.modality == "video" else "digits")
-    ds = load_dataset(name, split=split, model=loaded)
+    ds = load_dataset(name, split=split, model=loaded, limit=limit)
     if ds.kind == "text":
         raise SparsaError(f"data set {name!r} is text, but {loaded.family} takes images/video",
                           hint="use digits/clips or an image folder")
@@ -95,8 +95,11 @@ def calibrate(loaded, method: str, target: float, run, steps: int = 14, **opts) 
 
 
 def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=None, block=None, data=None,
-                       reference=None, **extra) -> dict:
+                       reference=None, samples=None, **extra) -> dict:
     """Quality and achieved sparsity of `method` on `loaded` (see module docstring).
+
+    samples: test images/clips for classifiers; default scaled by the model's MACs
+    (`sparsa.metrics.budget`, counted at the emulation's cost factor).
 
     Returns fidelity (cosine_mean/min/p10) or accuracy (+ accuracy_dense, accuracy_loss_points),
     block_sparsity, head_sparsity, attention_sparsity, padded_to_block, the options used and
@@ -145,20 +148,26 @@ def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=
         quality = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
                    "cosine_p10": float(torch.quantile(cos, 0.1)), "n_texts": len(texts)}
     else:
+        from sparsa.metrics import budget
         from sparsa.metrics.quality import predict_logits
 
-        ds = _image_data(loaded, data, "test")
+        macs = budget.macs_per_sample(reference if reference is not None else loaded)
+        factor = 1 if method == "dense" else budget.EMULATION_FACTOR
+        n = samples or budget.eval_samples(macs, factor=factor)
+        ds = _image_data(loaded, data, "test", limit=n)
+        bs = budget.batch_size(macs)
+        show = budget.wants_progress(macs * factor * len(ds))
         ref_model = reference if reference is not None else loaded
         with torch.no_grad():
-            ref_logits = predict_logits(ref_model, ds.x)
+            ref_logits = predict_logits(ref_model, ds.x, bs, progress="dense reference" if show else None)
         if sparsity is not None and method not in ("dense", "int"):
-            cal = _image_data(loaded, data, "calib")
-            xc = cal.x[:64]
-            opts = calibrate(loaded, method, sparsity, lambda: predict_logits(loaded, xc), **opts)
+            cal = _image_data(loaded, data, "calib", limit=min(64, n))
+            xc = cal.x
+            opts = calibrate(loaded, method, sparsity, lambda: predict_logits(loaded, xc, bs), **opts)
         ctrl = install(model, method, **opts)
         try:
             with torch.no_grad():
-                logits = predict_logits(loaded, ds.x)
+                logits = predict_logits(loaded, ds.x, bs, progress=f"{method} attention" if show else None)
         finally:
             uninstall(model)
         acc = float((logits.argmax(-1) == ds.y).float().mean())

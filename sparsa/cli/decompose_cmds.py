@@ -41,7 +41,7 @@ def decompose(
     channel_fraction: Optional[float] = typer.Option(_D.channel_fraction, "--channel-fraction", callback=checks.in_range(0, 1, lo_open=True, hi_open=True), help="with --penalty group: instead drop this fraction of every channel group (lowest scores)"),
     image_size: Optional[int] = image_size_option(),
     frames: Optional[int] = frames_option(),
-    limit: Optional[int] = typer.Option(None, "--limit", callback=checks.positive, help="use only the first N examples of each split (quick runs)"),
+    limit: Optional[int] = typer.Option(None, "--limit", callback=checks.positive, help="use only the first N examples of each split (quick runs); default: whole splits for small models, fewer for large ones (2e12 MACs' worth per split and epoch)"),
     linear: bool = typer.Option(_D.linear, "--linear", help="also decompose Linear layers (segments of 16 inputs, 4 basis vectors)"),
     seed: int = typer.Option(_D.seed, "--seed", callback=checks.seed),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder (else refused)"),
@@ -74,10 +74,11 @@ def decompose(
     from sparsa.decompose.penni import decompose as _decompose
 
     _decompose(copy.deepcopy(lm.model), cfg.basis, linear=cfg.linear)  # a bad --basis fails before the data load
-    sets = load_splits(lm, data, seed)
-    if limit:
-        sets = {k: v.subset(limit) for k, v in sets.items()}
-    con.print(f"PENNI on {model}: {retrain_epochs} retraining + {finetune_epochs} fine-tuning epochs on {sets['train'].name}")
+    from sparsa.decompose.flow import split_limits
+
+    sets = load_splits(lm, data, seed, limits=split_limits(lm, limit))
+    con.print(f"PENNI on {model}: {retrain_epochs} retraining + {finetune_epochs} fine-tuning epochs on "
+              f"{sets['train'].name} ({len(sets['train'])} training, {len(sets['test'])} test samples)")
     work, res = run_penni(lm, cfg, sets, hybrid=hybrid_quant,
                           log=lambda row: con.print(f"  epoch {row['epoch']} {row.get('phase', '')} loss {row['loss']:.4f}"))
     o, p = res["original"], res.get("merged", res["penni"])
@@ -93,7 +94,8 @@ def decompose(
         "mac_reduction": 1 - res["penni"]["macs"]["penni"] / max(1, o["macs"]["dense"]),
         "shrink": res.get("shrink", {}).get("channels", {}),
         "penalty": penalty, "channels_pruned": res.get("channels_pruned"),
-        "seconds": res["seconds"],
+        "seconds": res["seconds"], "samples": res["samples"], "batch_size": res["batch_size"],
+        "epochs": {"retrain": retrain_epochs, "finetune": finetune_epochs},
     }
     if hybrid_quant:
         h = res["hybrid"]

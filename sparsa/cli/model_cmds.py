@@ -187,10 +187,15 @@ def eval_cmd(
     gap: Optional[float] = typer.Option(None, "--gap", callback=checks.in_range(0, 64), help="hdp (gap rule): row gap below the row maximum"),
     ratio: Optional[float] = typer.Option(None, "--ratio", callback=checks.fraction, help="topk / spatten: fraction pruned"),
     importance: Optional[str] = typer.Option(None, "--importance", help="HDP block importance: abs | signed | max | rowmax"),
-    runs: int = typer.Option(20, "--runs", callback=checks.in_range(1, 10_000), help="timed runs for latency (median reported)"),
+    runs: Optional[int] = typer.Option(None, "--runs", callback=checks.in_range(1, 10_000),
+                                       help="timed runs for latency (median reported); default 20, fewer for "
+                                            "large models (3 to 20: 2e11 MACs' worth)"),
     threads: int = typer.Option(2, "--threads", callback=checks.in_range(1, 256), help="CPU threads for latency"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive, help="sequence length for latency (text models; "
                                           "default 128, or the model's position limit if shorter)"),
+    samples: Optional[int] = typer.Option(None, "--samples", callback=checks.in_range(1, 1_000_000),
+                                          help="images/clips evaluated (classifiers); default: the whole test split "
+                                               "for small models, 2e12 MACs' worth (at least 4) for large ones"),
     image_size: Optional[int] = image_size_option(),
     frames: Optional[int] = frames_option(),
     json_: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -231,18 +236,23 @@ def eval_cmd(
             check_reference(lm, model, ref, reference)
         warn_nonfinite_weights(lm, model)
         result = evaluate_attention(lm, attention, rho_b=rho_b, tau_h=tau_h, sparsity=sparsity, block=block,
-                                    data=data, reference=ref, **options)
+                                    data=data, reference=ref, samples=samples, **options)
         emit({"model": model, "attention": attention, **calibrated, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
         return
     result = evaluate(lm, reference=reference, data=data, runs=runs, threads=threads, seq_len=seq_len,
-                      log=status_console(json_))
+                      samples=samples, log=status_console(json_))
     emit({"model": model, **result}, json_, title=f"sparsa eval {model}")
 
 
-def evaluate(lm, reference: str | None = None, data: str | None = None, runs: int = 20, threads: int = 2,
-             seq_len: int | None = None, log=None) -> dict:
-    """Quality vs a reference plus latency of both (same process), as `sparsa eval` reports it."""
-    from sparsa.metrics import accuracy, count_macs, fidelity, logit_agreement, measure_latency, measure_latency_pair
+def evaluate(lm, reference: str | None = None, data: str | None = None, runs: int | None = None, threads: int = 2,
+             seq_len: int | None = None, samples: int | None = None, log=None) -> dict:
+    """Quality vs a reference plus latency of both (same process), as `sparsa eval` reports it.
+
+    Classifiers are evaluated on `samples` test images/clips and latency timed over `runs`; by
+    default both scale with the model's MACs (`sparsa.metrics.budget`)."""
+    from sparsa.metrics import count_macs, fidelity, measure_latency, measure_latency_pair
+    from sparsa.metrics import budget
+    from sparsa.metrics.quality import agreement, predict_logits
     from sparsa.models import load
 
     ref_name = reference or lm.record.get("source")
@@ -284,34 +294,47 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
         from sparsa.data import load_dataset
 
         name = data or {"image": "digits", "video": "clips"}[lm.modality]
-        ds = load_dataset(name, split="test", model=lm)
+        # sized by the reference's cost when there is one: every variant of a model gets the same samples
+        macs = budget.macs_per_sample(ref if ref is not None else lm)
+        n = samples or budget.eval_samples(macs)
+        ds = load_dataset(name, split="test", model=lm, limit=n)
         if ds.kind == "text":
             raise SparsaError(f"--data {name!r} is text, but the model classifies {lm.modality} inputs",
                               hint="give labelled images (a class_name/*.png folder, digits) or clips")
         result["data"] = name
         result["data_shape"] = list(ds.x.shape[1:])  # the model's input size (or --image-size / --frames)
+        result["n_samples"] = len(ds)
         if ds.info.get("resized_from"):  # a folder's images of other sizes, resized
             result["data_resized_from"] = ds.info["resized_from"]
-        result["accuracy"] = accuracy(lm, ds)
-        if ref is not None:
+        bs = budget.batch_size(macs)
+        show = budget.wants_progress(macs * len(ds))
+        logits = predict_logits(lm, ds.x, bs, progress="evaluating the model" if show else None)
+        result["accuracy"] = float((logits.argmax(-1) == ds.y).float().mean())
+        if ref is not None:  # each model runs once over the data: accuracy and agreement share the logits
+            ref_logits = predict_logits(ref, ds.x, bs, progress="evaluating the reference" if show else None)
             result["reference"] = ref_name
-            result["reference_accuracy"] = accuracy(ref, ds)
-            result.update(logit_agreement(lm, ref, ds))
+            result["reference_accuracy"] = float((ref_logits.argmax(-1) == ds.y).float().mean())
+            result.update(agreement(logits, ref_logits))
     inputs = lm.example_inputs(batch=1, seq_len=seq_len)
     result["macs"] = count_macs(lm.model, inputs)
+    auto_runs = runs is None
+    runs = budget.latency_runs(result["macs"]) if auto_runs else runs
+    warmup = budget.warmup_runs(runs) if auto_runs else min(3, runs)
+    if log and result["macs"] * runs > budget.PROGRESS_MACS:
+        log.print(f"timing latency: {runs} runs after {warmup} warm-up" + (" of each model, alternating" if ref else ""))
     if ref is None:
-        lat = measure_latency(lambda: lm.model(**inputs), warmup=min(3, runs), runs=runs, threads=threads)
+        lat = measure_latency(lambda: lm.model(**inputs), warmup=warmup, runs=runs, threads=threads)
     else:
         rinputs = ref.example_inputs(batch=1, seq_len=seq_len)
         # interleaved, so a busy neighbour slows both sides alike
         lat, rl = measure_latency_pair(lambda: lm.model(**inputs), lambda: ref.model(**rinputs),
-                                       warmup=min(3, runs), runs=runs, threads=threads)
+                                       warmup=warmup, runs=runs, threads=threads)
         result["reference_macs"] = count_macs(ref.model, rinputs)
         result["reference_latency_ms"] = rl["median_ms"]
         result["latency_ratio"] = lat["paired_ratio_median"]  # median of back-to-back pair ratios
         result["macs_ratio"] = result["macs"] / max(result["reference_macs"], 1)
     result.update({"latency_ms": lat["median_ms"], "latency_p10_ms": lat["p10_ms"], "latency_p90_ms": lat["p90_ms"],
-                   "latency_threads": threads, "latency_input": _input_desc(lm, inputs)})
+                   "latency_threads": threads, "latency_runs": runs, "latency_input": _input_desc(lm, inputs)})
     return result
 
 

@@ -31,7 +31,29 @@ FORMAT_OPTIONS = ("image_size", "frames", "channels", "mean", "std", "tubelet", 
 OPTIONS = (*FORMAT_OPTIONS, "size", "per_class", "progress")
 
 
-def load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, *, model=None, **opts) -> Dataset:
+def load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, *, model=None,
+                 limit: int | None = None, **opts) -> Dataset:
+    """Load a data set split. `seed` fixes the split and order (built-in sets are deterministic).
+
+    `limit`: at most this many samples (the split's first ones, which the loaders interleave by
+    class); generated clips are only generated that far."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise SparsaError(f"a sample limit must be a positive integer, got {limit!r}", hint="e.g. --samples 64")
+    if limit is not None and str(name_or_path) == "clips" and opts.get("per_class") is None:
+        from sparsa.data.video import CLASSES
+
+        opts["per_class"] = min(-(-limit // len(CLASSES)), _clips_per_class(split))
+    ds = _load_dataset(name_or_path, split, seed, model=model, **opts)
+    return ds if limit is None or len(ds) <= limit else ds.subset(limit)
+
+
+def _clips_per_class(split: str) -> int:
+    from sparsa.data.video import PER_CLASS
+
+    return PER_CLASS[check_split(split)]
+
+
+def _load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, *, model=None, **opts) -> Dataset:
     """Load a data set split. `seed` fixes the split and order (built-in sets are deterministic).
 
     `model`: a `LoadedModel` (anything with `data_options()`) whose input format images and clips

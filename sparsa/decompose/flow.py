@@ -22,6 +22,7 @@ import torch
 
 from sparsa.decompose.cost import total_macs
 from sparsa.decompose.penni import (
+    LayerNote,
     PenniConfig,
     accuracy,
     coefficient_sparsity,
@@ -48,11 +49,26 @@ def default_data(lm) -> str:
 SPLITS = ("train", "calib", "test")
 
 
-def load_splits(lm, data: str | None, seed: int = 0, loader=None):
+def split_limits(lm, limit: int | None = None) -> dict:
+    """Samples per split: `limit` for each, else scaled by the model's MACs (`sparsa.metrics.budget`):
+    a fixture gets its whole splits; ViT-B/16 37 training images per epoch and 22 to evaluate,
+    VideoMAE-B 4 training clips per epoch and 4 to evaluate. The flow measures test accuracy five
+    times (original, decomposed, retrained, pruned, final), so its evaluation budget is split five ways."""
+    if limit:
+        return {s: limit for s in SPLITS}
+    from sparsa.metrics import budget
+
+    macs = budget.macs_per_sample(lm)
+    n = budget.eval_samples(macs, factor=5)
+    return {"train": budget.train_samples(macs), "calib": n, "test": n}
+
+
+def load_splits(lm, data: str | None, seed: int = 0, loader=None, limits: dict | None = None):
     """{train, calib, test} of `data` (default: the fixture's own set), labelled images or clips.
 
-    loader(name, split) loads one split; default `sparsa.data.load_dataset` with `seed` (the CLI);
+    loader(name, split, limit) loads one split; default `sparsa.data.load_dataset` with `seed` (the CLI);
     the pipeline passes its own cached loader, which uses the same function with the recipe's data seed.
+    limits: samples per split (default: `split_limits(lm)`).
     """
     name = data or default_data(lm)
     if not name:
@@ -61,23 +77,25 @@ def load_splits(lm, data: str | None, seed: int = 0, loader=None):
     if loader is None:
         from sparsa.data import load_dataset
 
-        def loader(n, split):
-            return load_dataset(n, split=split, seed=seed, model=lm)
-    sets = {s: loader(name, s) for s in SPLITS}
+        def loader(n, split, limit=None):
+            return load_dataset(n, split=split, seed=seed, model=lm, limit=limit)
+    limits = limits or split_limits(lm)
+    sets = {s: loader(name, s, limits.get(s)) for s in SPLITS}
     if sets["train"].kind not in ("image", "video"):
         raise SparsaError(f"data set {name!r} is {sets['train'].kind}, PENNI retraining needs labelled images or clips",
                           hint="use digits / clips or an image folder")
     return sets
 
 
-def choose_s(model, calib, target: float, tolerance: float) -> tuple[float, list]:
+def choose_s(model, calib, target: float, tolerance: float, measure=None) -> tuple[float, list]:
     """Largest s in S_GRID with pruned (un-finetuned) calibration accuracy ≥ target - tolerance (a fraction)."""
+    measure = measure or accuracy  # the caller's batch size, else the default
     saved = {k: t.detach().clone() for k, t in coefficient_tensors(model).items()}
     tried = []
     try:
         for s in S_GRID:
             prune_coefficients(model, s)
-            acc = accuracy(model, calib)
+            acc = measure(model, calib)
             tried.append({"s": s, "calib_accuracy": acc})
             with torch.no_grad():
                 for k, t in coefficient_tensors(model).items():
@@ -106,8 +124,19 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
     model = work.model
     ex = lm.example_inputs(batch=2)
     res: dict = {"config": asdict(cfg), "tolerance": tolerance}
+    # batches sized by the model's cost: a fixture keeps the configured ones, ViT-B/VideoMAE-B take a few
+    # samples at a time (training holds ~3x a forward pass's activations)
+    from functools import partial
+
+    from sparsa.metrics import budget
+
+    macs = budget.macs_per_sample(lm)
+    train_bs = min(cfg.batch_size, budget.train_batch_size(macs))
+    acc = partial(accuracy, batch_size=min(256, budget.batch_size(macs)))
+    res["samples"] = {k: len(v) for k, v in sets.items()}
+    res["batch_size"] = {"train": train_bs, "eval": acc.keywords["batch_size"]}
     try:
-        res["original"] = _measure(lm.model, sets, ex)
+        res["original"] = _measure(lm.model, sets, ex, acc)
     except (ValueError, RuntimeError) as e:  # the data's size is not the model's: bad input, not a bug
         from sparsa.metrics.quality import shape_mismatch_error
 
@@ -118,50 +147,63 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
     if cfg.fold_bn:
         res["folded_bn"] = fold_batchnorm(model.eval())
     rec = decompose(model, cfg.basis, linear=cfg.linear)
+    try:
+        _runs(model, ex)
+    except AttributeError as e:  # e.g. HF ViT reads patch_embeddings.projection.weight, which a PenniConv lacks
+        # keep those convolutions plain and decompose the rest (with --linear, ViT's Linears)
+        convs = tuple(l.name for l in rec.layers if l.status == "decomposed" and l.type in ("Conv2d", "Conv3d"))
+        work = lm.clone()
+        model = work.model
+        if cfg.fold_bn:
+            fold_batchnorm(model.eval())
+        rec = decompose(model, cfg.basis, linear=cfg.linear, exclude=convs)
+        rec.layers += [LayerNote(n, "Conv", "skipped", note=f"the model reads this layer's weight directly ({e})")
+                       for n in convs]
+        try:
+            _runs(model, ex)
+        except AttributeError as e2:
+            raise SparsaError(f"the decomposed model no longer runs: {e2}",
+                              hint="this model reads a layer's weight directly; PENNI supports plain conv nets "
+                                   "(tiny-cnn), VideoMAE and Swin, and ViT's Linears with --linear") from e2
     res["decompose"] = rec.to_dict()
     if not rec.decomposed:
         raise SparsaError("no layer of this model could be decomposed",
                           hint="PENNI needs Conv2d/Conv3d layers with kernels larger than 1×1 (or --linear)")
-    try:
-        res["decomposed_accuracy"] = accuracy(model, sets["test"])
-    except AttributeError as e:  # e.g. HF ViT reads patch_embeddings.projection.weight, which a PenniConv lacks
-        raise SparsaError(f"the decomposed model no longer runs: {e}",
-                          hint="this model reads a convolution's weight directly; PENNI supports plain conv nets "
-                               "(tiny-cnn), VideoMAE and Swin, not ViT's patch embedding") from e
+    res["decomposed_accuracy"] = acc(model, sets["test"])
     res["retrain"] = retrain(model, sets["train"], epochs=cfg.retrain_epochs, lam=cfg.lam, lr=cfg.lr,
-                             batch_size=cfg.batch_size, alternate=cfg.alternate, seed=cfg.seed, log=log,
+                             batch_size=train_bs, alternate=cfg.alternate, seed=cfg.seed, log=log,
                              penalty=cfg.penalty)
     model.eval()
-    res["retrained_accuracy"] = accuracy(model, sets["test"])
+    res["retrained_accuracy"] = acc(model, sets["test"])
     s = cfg.s
     if tolerance is not None:
-        target = accuracy(lm.model, sets["calib"])
-        s, res["s_search"] = choose_s(model, sets["calib"], target, tolerance)
+        target = acc(lm.model, sets["calib"])
+        s, res["s_search"] = choose_s(model, sets["calib"], target, tolerance, acc)
     res["s"] = s
     masks = prune_coefficients(model, s)
     if cfg.penalty == "group":  # whole channels: their consumer columns are zeroed and held at zero
         ch = prune_channels(model, ex, cfg.channel_s, cfg.channel_fraction)
         masks = merge_masks(masks, ch["masks"])
         res["channels_pruned"] = ch["removed"]
-    res["pruned_accuracy"] = accuracy(model, sets["test"])
+    res["pruned_accuracy"] = acc(model, sets["test"])
     res["finetune"] = finetune(model, sets["train"], epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                               batch_size=cfg.batch_size, masks=masks, seed=cfg.seed + 1, log=log)
+                               batch_size=train_bs, masks=masks, seed=cfg.seed + 1, log=log)
     model.eval()
     if cfg.shrink != "none":
         res["shrink"] = shrink(model, ex, mode=cfg.shrink)
     res["coefficient_sparsity"] = {k: v for k, v in coefficient_sparsity(model).items() if k != "per_layer"}
-    res["penni"] = _measure(model, sets, ex)
+    res["penni"] = _measure(model, sets, ex, acc)
     if hybrid:
         from sparsa.decompose.escalate import quantize_hybrid
 
         hyb = copy.deepcopy(model)
         q = quantize_hybrid(hyb, sets["train"], epochs=cfg.hybrid_epochs, seed=cfg.seed, log=log)
         res["hybrid_finetune"] = q["finetune"]
-        res["hybrid"] = {"record": q["layers"], "accuracy": accuracy(hyb, sets["test"]), "bytes": q["storage"],
+        res["hybrid"] = {"record": q["layers"], "accuracy": acc(hyb, sets["test"]), "bytes": q["storage"],
                          "original_bytes": _state_bytes(lm.model)}
     if merge:
         res["merged_layers"] = merge_to_dense(model)
-        res["merged"] = _measure(model, sets, ex)
+        res["merged"] = _measure(model, sets, ex, acc)
     if hybrid:
         work.model = hyb
         work.adapter = type(work.adapter)(hyb, work.adapter.config)
@@ -174,12 +216,21 @@ def run_penni(lm, cfg: PenniConfig, sets: dict, *, hybrid: bool = False, log=Non
     return work, res
 
 
-def _measure(model, sets, ex) -> dict:
+@torch.no_grad()
+def _runs(model, ex) -> None:
+    """One forward pass: does the model still run with its layers replaced?"""
+    was = model.training
+    model.eval()
+    model(**{k: v[:1] for k, v in ex.items()})
+    model.train(was)
+
+
+def _measure(model, sets, ex, acc=None) -> dict:
     from sparsa.metrics import count_params
 
     was = model.training
     model.eval()
-    out = {"accuracy": accuracy(model, sets["test"]), "params": count_params(model), "macs": total_macs(model, ex)}
+    out = {"accuracy": (acc or accuracy)(model, sets["test"]), "params": count_params(model), "macs": total_macs(model, ex)}
     model.train(was)
     return out
 

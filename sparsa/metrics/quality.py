@@ -77,23 +77,29 @@ def shape_mismatch_error(loaded, x: torch.Tensor, cause: Exception | None = None
 
 
 @torch.no_grad()
-def predict_logits(model, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Logits of a classifier (LoadedModel or nn.Module) on inputs `x`, batched."""
+def predict_logits(model, x: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
+    """Logits of a classifier (LoadedModel or nn.Module) on inputs `x`, batched.
+
+    progress: a label for a progress bar on stderr (None: silent; callers show one for long loops)."""
+    from sparsa.metrics.batch_progress import batch_progress
+
     m = _model(model)
     name = _input_name(model) if hasattr(model, "adapter") else None
     outs = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        try:
-            out = m(**{name: xb}) if name else m(xb)
-        except (ValueError, RuntimeError) as e:
-            from sparsa.errors import SparsaError
+    with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size]
+            try:
+                out = m(**{name: xb}) if name else m(xb)
+            except (ValueError, RuntimeError) as e:
+                from sparsa.errors import SparsaError
 
-            err = shape_mismatch_error(model, x, e) if name and not isinstance(e, SparsaError) else None
-            if err is None:
-                raise
-            raise err from e
-        outs.append(out.logits if hasattr(out, "logits") else out)
+                err = shape_mismatch_error(model, x, e) if name and not isinstance(e, SparsaError) else None
+                if err is None:
+                    raise
+                raise err from e
+            outs.append(out.logits if hasattr(out, "logits") else out)
+            advance(len(xb))
     return torch.cat(outs)
 
 
@@ -105,8 +111,11 @@ def accuracy(model, dataset, batch_size: int = 64) -> float:
 
 def logit_agreement(model, reference, dataset, batch_size: int = 64) -> dict:
     """How closely a compressed classifier follows its reference: top-1 agreement and logit error."""
-    a = predict_logits(model, dataset.x, batch_size)
-    b = predict_logits(reference, dataset.x, batch_size)
+    return agreement(predict_logits(model, dataset.x, batch_size), predict_logits(reference, dataset.x, batch_size))
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """Top-1 agreement and logit error of logits `a` (compressed) against `b` (reference)."""
     if a.shape != b.shape:
         from sparsa.errors import SparsaError
 

@@ -83,7 +83,14 @@ def quality(state: PipelineState, loaded=None) -> dict:
             out["metric"] = "cosine_mean"
             out["value"] = out.get("cosine_mean")
         else:
-            acc = float(metrics.accuracy(loaded, data))  # the LoadedModel: a size mismatch reads as bad input
+            from sparsa.metrics import budget
+
+            macs = state.dense_macs()
+            show = budget.wants_progress(macs * len(data) * (budget.EMULATION_FACTOR if state.attention else 1))
+            # the LoadedModel: a size mismatch reads as bad input
+            logits = metrics.predict_logits(loaded, data.x, budget.batch_size(macs),
+                                            progress=f"accuracy on {len(data)} samples" if show else None)
+            acc = float((logits.argmax(-1) == data.y).float().mean())
             out = {"accuracy": acc, "metric": "accuracy", "value": acc}
     out["data"] = f"{data.name}:{data.split} ({len(data)} items)"
     return out
@@ -143,8 +150,14 @@ def latency(state: PipelineState) -> dict:
     if spec is None:
         return {}
     from sparsa import metrics
+    from sparsa.metrics import budget
     inputs = example_inputs(state, batch=spec.batch)
-    out: dict[str, Any] = {"threads": spec.threads, "batch": spec.batch, "input": _input_desc(state, state.loaded)}
+    # runs/warmup the recipe leaves out scale with the model's cost (20/3 for small models, 3/1 for VideoMAE-B)
+    runs = spec.runs if "runs" in spec.model_fields_set else budget.latency_runs(state.dense_macs() * spec.batch)
+    warmup = spec.warmup if "warmup" in spec.model_fields_set else min(spec.warmup, budget.warmup_runs(runs))
+    spec = spec.model_copy(update={"runs": runs, "warmup": warmup})
+    out: dict[str, Any] = {"threads": spec.threads, "batch": spec.batch, "runs": runs, "warmup": warmup,
+                           "input": _input_desc(state, state.loaded)}
     if spec.torch:
         for label, loaded in (("torch_dense", state.reference), ("torch", state.loaded)):
             ctx = attention_removed(state) if loaded is state.loaded else contextlib.nullcontext()
