@@ -33,6 +33,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from quantization import _cos, _ort_embed  # noqa: E402  (the ONNX file's own mean-pooled cosine, one home)
 
 from sparsa.metrics.cpu import cpu_info, cpu_line  # noqa: E402
 
@@ -138,25 +141,6 @@ def time_all(built: dict, rounds: int) -> dict:
         if n in ort_cos:
             stats[n]["ort_cosine"] = ort_cos[n]
     return stats
-
-
-def _ort_embed(sess, tok, texts):
-    names = {i.name for i in sess.get_inputs()}
-    # batch 1, natural length (a dynamic per-tensor activation range must not see padding); a file
-    # exported with a fixed length (the pipeline's FP32 export) gets padding, masked out of the mean
-    fixed = sess.get_inputs()[0].shape[1]
-    pad = {"padding": "max_length"} if isinstance(fixed, int) else {}
-    out = []
-    for t in texts:
-        enc = tok([t], truncation=True, max_length=fixed if pad else 128, return_tensors="np", **pad)
-        h = sess.run(None, {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0]
-        m = enc["attention_mask"][..., None].astype(np.float32)
-        out.append(((h * m).sum(1) / m.sum(1))[0])
-    return np.stack(out)
-
-
-def _cos(a, b):
-    return float(np.mean((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 def choose(points: list[dict]) -> dict:

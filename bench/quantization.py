@@ -134,9 +134,13 @@ def _export_fp32(model, inputs, path):
 
 def _ort_embed(sess, tok, texts):
     names = {i.name for i in sess.get_inputs()}
+    # batch 1, natural length (a dynamic per-tensor activation range must not see padding); a file
+    # exported with a fixed length (the pipeline's FP32 export) gets padding, masked out of the mean
+    fixed = sess.get_inputs()[0].shape[1]
+    pad = {"padding": "max_length"} if isinstance(fixed, int) else {}
     out = []
-    for t in texts:  # batch 1, natural length: no padding in the pooled mean
-        enc = tok([t], truncation=True, max_length=128, return_tensors="np")
+    for t in texts:
+        enc = tok([t], truncation=True, max_length=fixed if pad else 128, return_tensors="np", **pad)
         h = sess.run(None, {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0]
         m = enc["attention_mask"][..., None].astype(np.float32)
         out.append(((h * m).sum(1) / m.sum(1))[0])
