@@ -9,10 +9,8 @@ from the same workload)."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import sparsa.cli  # noqa: F401  registers the command modules
@@ -27,18 +25,8 @@ def _json(result) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-
-    from sparsa.models import from_module, load
-
-    tok = load("minilm").tokenizer
-    torch.manual_seed(0)
-    m = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=128, max_position_embeddings=128)).eval()
-    d = tmp_path_factory.mktemp("chain") / "bert"
-    from_module(m, tokenizer=tok, source="tiny").save(d)
-    return d
+def tiny_bert(tiny_text_folder_factory):
+    return tiny_text_folder_factory(hidden=64, ffn=128)
 
 
 # (prune flags, recipe prune fields), (quantize flags, recipe quantize fields): the same settings spelt

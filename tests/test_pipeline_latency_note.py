@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import sparsa.cli  # noqa: F401  registers the command modules
@@ -16,27 +15,12 @@ from sparsa.cli.app import app
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-
-    from sparsa.models import from_module, load
-
-    tok = load("minilm").tokenizer
-    torch.manual_seed(0)
-    m = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                             intermediate_size=64, max_position_embeddings=64)).eval()
-    d = tmp_path_factory.mktemp("lat") / "bert"
-    from_module(m, tokenizer=tok, source="tiny").save(d)
-    return d
-
-
 @pytest.mark.parametrize("stage, quantized", [({"type": "quantize", "bits": 8}, True),
                                               ({"type": "prune", "heads": 0.5}, False)])
-def test_latency_note_names_the_float_simulation_of_a_quantized_model(tiny_bert, tmp_path, stage, quantized):
+def test_latency_note_names_the_float_simulation_of_a_quantized_model(tiny_text_folder, tmp_path, stage, quantized):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(json.dumps({
-        "name": "lat", "model": str(tiny_bert), "stages": [stage],
+        "name": "lat", "model": str(tiny_text_folder), "stages": [stage],
         "evaluation": {"quality": False, "seq_len": 16,
                        "latency": {"torch": True, "onnxruntime": False, "runs": 2, "warmup": 0, "threads": 1}},
         "report": {"html": False}}))

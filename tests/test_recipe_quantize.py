@@ -6,7 +6,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-import torch
 
 from sparsa.errors import SparsaError
 from sparsa.recipe import parse_recipe
@@ -28,21 +27,6 @@ def test_quantize_options_are_checked_together():
     assert "r.yaml:5" in _err(head + "    float_storage: bf16\n")
     ok = parse_recipe(textwrap.dedent(head + "    activations: dynamic\n    smooth: 0.5\n"), source="r.yaml")
     assert ok.recipe.stages[0].activations == "dynamic"
-
-
-@pytest.fixture(scope="module")
-def tiny_text_folder(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-
-    from sparsa.models import from_module, load
-
-    tok = load("minilm").tokenizer
-    torch.manual_seed(0)
-    m = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=128)).eval()
-    d = tmp_path_factory.mktemp("tiny_text") / "bert"
-    from_module(m, tokenizer=tok, source="tiny").save(d)
-    return d
 
 
 def test_recipe_runs_smoothed_dynamic_int8_with_float16_storage_and_split_layernorm(tiny_text_folder, tmp_path):
