@@ -271,10 +271,16 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
     bad = warn_nonfinite_weights(lm, "the model") + (warn_nonfinite_weights(ref, ref_name) if ref is not None else [])
     if bad:
         result["nonfinite_weights"] = bad
+    if lm.modality == "text" and ref is None:
+        raise SparsaError("a text model is evaluated against a reference model, and none is known",
+                          hint="give --reference (e.g. --reference minilm)")
+    # one flop-counted pass per model (a full forward: seconds on VideoMAE-B), shared by the evaluation
+    # budget below and the MACs reported beside the latency
+    inputs = lm.example_inputs(batch=1, seq_len=seq_len)
+    lm_macs = count_macs(lm.model, inputs)
+    rinputs = ref.example_inputs(batch=1, seq_len=seq_len) if ref is not None else None
+    ref_macs = count_macs(ref.model, rinputs) if ref is not None else None
     if lm.modality == "text":
-        if ref is None:
-            raise SparsaError("a text model is evaluated against a reference model, and none is known",
-                              hint="give --reference (e.g. --reference minilm)")
         if data:
             from sparsa.data import load_dataset
 
@@ -295,7 +301,7 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
 
         name = data or {"image": "digits", "video": "clips"}[lm.modality]
         # sized by the reference's cost when there is one: every variant of a model gets the same samples
-        macs = budget.macs_per_sample(ref if ref is not None else lm)
+        macs = max(1, ref_macs if ref is not None else lm_macs)
         n = samples or budget.eval_samples(macs)
         ds = load_dataset(name, split="test", model=lm, limit=n)
         if ds.kind == "text":
@@ -315,8 +321,7 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
             result["reference"] = ref_name
             result["reference_accuracy"] = float((ref_logits.argmax(-1) == ds.y).float().mean())
             result.update(agreement(logits, ref_logits))
-    inputs = lm.example_inputs(batch=1, seq_len=seq_len)
-    result["macs"] = count_macs(lm.model, inputs)
+    result["macs"] = lm_macs
     auto_runs = runs is None
     runs = budget.latency_runs(result["macs"]) if auto_runs else runs
     warmup = budget.warmup_runs(runs) if auto_runs else min(3, runs)
@@ -325,11 +330,10 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
     if ref is None:
         lat = measure_latency(lambda: lm.model(**inputs), warmup=warmup, runs=runs, threads=threads)
     else:
-        rinputs = ref.example_inputs(batch=1, seq_len=seq_len)
         # interleaved, so a busy neighbour slows both sides alike
         lat, rl = measure_latency_pair(lambda: lm.model(**inputs), lambda: ref.model(**rinputs),
                                        warmup=warmup, runs=runs, threads=threads)
-        result["reference_macs"] = count_macs(ref.model, rinputs)
+        result["reference_macs"] = ref_macs
         result["reference_latency_ms"] = rl["median_ms"]
         result["latency_ratio"] = lat["paired_ratio_median"]  # median of back-to-back pair ratios
         result["macs_ratio"] = result["macs"] / max(result["reference_macs"], 1)
