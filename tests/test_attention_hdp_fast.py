@@ -79,3 +79,25 @@ def test_bias_and_mean_use_the_plain_form():
     assert not hdp_fast.eligible(make_config("hdp", pruned="mean"), None)
     assert not hdp_fast.eligible(make_config("hdp", softmax="float"), None)
     assert hdp_fast.eligible(make_config("hdp"), None)
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_default_rule_runs_the_fused_rowmax_pass(monkeypatch, with_valid):
+    """sparsa's default (rowmax, block 1) decides its mask, θ_H and kept count in the one numba pass,
+    with the plain form's integers; a head threshold then drops whole heads from the count."""
+    from sparsa.attention import hdp_rows
+
+    calls = []
+    real = hdp_rows.rowmax_keep
+    monkeypatch.setattr(hdp_rows, "rowmax_keep", lambda *a: calls.append(1) or real(*a))
+    q, k, v, valid = _case(3, n=40, scale=6.0)
+    valid = valid if with_valid else None
+    for cfg in (make_config("hdp"), make_config("hdp", tau_h=130000.0, v_mode="fixed")):
+        monkeypatch.setattr(hdp, "FAST_PATH", False)
+        ref = hdp_attention_int(q, k, v, cfg, valid)
+        fast = hdp_fast.run(q, k, v, cfg, valid)
+        if fast is None:
+            pytest.skip("numba is not available here: the plain form runs")
+        _same(ref, fast)
+    assert len(calls) == 2
+    assert not bool(ref[1].head_mask.all()) and bool(ref[1].head_mask.any())  # the threshold did prune some heads

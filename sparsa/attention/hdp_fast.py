@@ -35,7 +35,7 @@ def eligible(cfg, bias) -> bool:
 def run(q, k, v, cfg, valid):
     """(output, HDPStats) exactly as `hdp.hdp_attention_int(q, k, v, cfg, valid)` gives them, or None."""
     from sparsa.attention import hdp_masks as hm
-    from sparsa.attention.hdp_rows import softmax_rows
+    from sparsa.attention.hdp_rows import rowmax_keep, softmax_rows
 
     B, H, N, D = q.shape
     b = cfg.block
@@ -52,7 +52,13 @@ def run(q, k, v, cfg, valid):
     velem = (vpad[:, :, None] & vpad[:, None, :])[:, None]  # [B,1,Np,Np]
     # step 5-7 on the exact float32 integers; invalid pairs are out of every statistic
     gap_int = int(round(cfg.gap))
-    if cfg.importance == "rowmax":
+    fused = rowmax_keep(A, vpad, gap_int) if cfg.importance == "rowmax" and b == 1 else None
+    if fused is not None:  # sparsa's default rule in one numba pass (the same comparisons and sums)
+        mask, th, kept_h, maxabs = fused
+        if maxabs + gap_int >= EXACT_F32:
+            return None
+        del A
+    elif cfg.importance == "rowmax":
         if int(A.abs().amax()) + gap_int >= EXACT_F32:  # mx − gap must stay exact
             return None
         Av = A if all_valid else A.masked_fill(~velem, -torch.inf)
@@ -81,11 +87,11 @@ def run(q, k, v, cfg, valid):
             scale = b * b if cfg.importance != "max" else 1
             mask = hm.row_keep_mask_gap(theta, vblk_h, int(round(cfg.gap * scale)))
         del theta
-    vblk = hm._blockify(velem[:, 0], b).any(-1)
-    # step 6: θ_H = Σ|A| over valid pairs, summed in float64 (exact below 2^53)
-    absA = A.abs_() if all_valid else A.abs_().masked_fill_(~velem, 0)
-    th = absA.sum(-1, dtype=torch.float64).sum(-1).to(torch.int64)
-    del A, absA
+    vblk = velem[:, 0] if b == 1 else hm._blockify(velem[:, 0], b).any(-1)
+    if fused is None:  # step 6: θ_H = Σ|A| over valid pairs, summed in float64 (exact below 2^53)
+        absA = A.abs_() if all_valid else A.abs_().masked_fill_(~velem, 0)
+        th = absA.sum(-1, dtype=torch.float64).sum(-1).to(torch.int64)
+        del A, absA
     n_valid = valid.sum(-1)
     hmask = hm.head_keep(th, cfg.tau_h, n_valid[:, None], cfg.tau_mode)
     keep_elem = hm.expand_block_mask(mask, b) if b > 1 else mask
@@ -114,8 +120,10 @@ def run(q, k, v, cfg, valid):
         out = torch.matmul(P.to(v.dtype), v)
         out = torch.where(hmask[:, :, None, None], out, torch.zeros((), dtype=v.dtype))
     del P, T
-    # one count over every head (a per-head bool .sum() widens every element: seconds at 1,568 tokens)
-    kept = int(torch.count_nonzero(keep[..., :N, :N] if padded else keep))
+    if fused is not None:  # kept pairs of the surviving heads (padding rows and columns are invalid)
+        kept = int((kept_h * hmask).sum())
+    else:  # one count over every head (a per-head bool .sum() widens every element: seconds at 1,568 tokens)
+        kept = int(torch.count_nonzero(keep[..., :N, :N] if padded else keep))
     nv = n_valid.to(torch.int64)
     ops = {
         "int_macs": int((nv**2).sum()) * H * D,
@@ -124,7 +132,7 @@ def run(q, k, v, cfg, valid):
         "pv_macs": D * kept,
         "kept_elements": kept,
         "dense_macs": 2 * int((nv**2).sum()) * H * D,
-        "valid_elements": int(torch.count_nonzero(velem)) * H,
+        "valid_elements": int((vpad.sum(-1, dtype=torch.int64) ** 2).sum()) * H,  # velem is vpad ⊗ vpad
     }
     stats = hm.HDPStats(block_mask=mask, head_mask=hmask, valid_blocks=vblk, valid_len=n_valid, block_size=b,
                          seq_len=N, padded=padded, head_importance=th, ops=ops, output_int=out_int, elem_keep=keep)

@@ -1,4 +1,5 @@
-"""HDP's integer softmax (steps 9–10 of `sparsa.attention.hdp`) fused per query row, compiled with numba.
+"""HDP's per-query-row integer passes fused, compiled with numba: the integer softmax (steps 9–10 of
+`sparsa.attention.hdp`) and the default rowmax mask with the head importance (steps 5–7).
 
 The torch form (`scale_scores_int` → `int_softmax`) makes a dozen int64 passes over every score of a
 head; at 1,568 tokens that is most of the time of `sparsa sim --attention hdp`. Here one row is read
@@ -6,8 +7,8 @@ once and its probabilities written once, with the very same integer steps (int64
 shifts, floor division), so the codes are identical: `tests/test_attention_hdp_fast.py` checks it
 against the torch form.
 
-`softmax_rows(scores, keep, ...)` returns None where numba is missing or fails to compile; the
-caller then runs the torch form.
+`softmax_rows(scores, keep, ...)` and `rowmax_keep(A, ...)` return None where numba is missing or fails
+to compile; the caller then runs the torch form.
 """
 
 from __future__ import annotations
@@ -110,3 +111,63 @@ def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int
         _FAILED = True
         return None
     return t2.reshape(shape)
+
+
+@_njit(parallel=True, cache=True, nogil=True)
+def _rowmax(A, vb, rows_per_batch, gap, keep, row_abs, row_kept, row_maxabs):
+    R, N = A.shape
+    for r in _prange(R):
+        bi = r // rows_per_batch
+        mxa = np.float32(0.0)
+        for j in range(N):
+            a = abs(A[r, j])
+            if a > mxa:
+                mxa = a
+        row_maxabs[r] = mxa
+        if not vb[bi, r % N]:  # an invalid query row keeps nothing and weighs nothing
+            for j in range(N):
+                keep[r, j] = False
+            row_abs[r] = 0
+            row_kept[r] = 0
+            continue
+        mx = np.float32(-np.inf)
+        s = np.int64(0)
+        for j in range(N):
+            if vb[bi, j]:
+                s += np.int64(abs(A[r, j]))
+                if A[r, j] > mx:
+                    mx = A[r, j]
+        thr = mx - gap  # exact: |A| + gap < 2^24 is checked by the caller
+        n = np.int64(0)
+        for j in range(N):
+            k = vb[bi, j] and A[r, j] >= thr
+            keep[r, j] = k
+            n += k
+        row_abs[r] = s
+        row_kept[r] = n
+
+
+def rowmax_keep(A: torch.Tensor, vpad: torch.Tensor, gap_int: int):
+    """The rowmax rule of `hdp_fast` in one pass over `A` (float32 `[B, H, N, N]` holding exact integers;
+    `vpad` bool `[B, N]` the valid tokens): keep = valid pair and A ≥ (row max over valid keys) − gap;
+    returns (keep bool `[B,H,N,N]`, θ_H = Σ|A| over valid pairs int64 `[B,H]`, kept pairs int64 `[B,H]`,
+    max |A| over every element as an int), or None where numba is unavailable."""
+    global _FAILED
+    if _FAILED:
+        return None
+    B, H, N, _ = A.shape
+    a2 = A.reshape(-1, N)
+    if not a2.is_contiguous():
+        a2 = a2.contiguous()
+    keep = torch.empty(A.shape, dtype=torch.bool)
+    row_abs = np.empty(B * H * N, np.int64)
+    row_kept = np.empty(B * H * N, np.int64)
+    row_maxabs = np.empty(B * H * N, np.float32)
+    try:
+        _rowmax(a2.numpy(), vpad.contiguous().numpy(), H * N, np.float32(gap_int), keep.view(-1, N).numpy(),
+                row_abs, row_kept, row_maxabs)
+    except Exception:  # noqa: BLE001 - a compile failure on this platform: use torch
+        _FAILED = True
+        return None
+    per_head = lambda x: torch.from_numpy(x.reshape(B, H, N).sum(-1))  # noqa: E731
+    return keep, per_head(row_abs), per_head(row_kept), int(row_maxabs.max()) if row_maxabs.size else 0

@@ -156,7 +156,10 @@ def _group_any(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray
 
 def _group_sum(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray:
     per = max(1, fold // block)
-    return _split_axis(mask, axis, per).sum(axis=axis + 1, dtype=np.int64)  # counted in int64, not widened first
+    # summed as bytes into uint16 where `per` fits it: ~4x faster than widening every bool to int64
+    narrow = mask.dtype == np.bool_ and per < 2**16
+    groups = _split_axis(mask.view(np.uint8) if narrow else mask, axis, per)
+    return groups.sum(axis=axis + 1, dtype=np.uint16 if narrow else np.int64).astype(np.int64)
 
 
 def _split_axis(m: np.ndarray, axis: int, per: int) -> np.ndarray:
@@ -230,7 +233,7 @@ def _gemm_folds_dense_k(op: Op, arch: Arch) -> tuple[Folds, int, float]:
         return Folds.uniform(g.per_fold, g.row_folds * g.col_folds * op.count), op.m * op.k * op.n * op.count, 1.0
     if op.out_mask is not None:
         mask = np.asarray(op.out_mask, dtype=bool)  # [G, m-blocks, n-blocks]
-        macs = int(mask.sum()) * b * b * op.k
+        macs = int(np.count_nonzero(mask)) * b * b * op.k
         if df == "os":
             if se.skip == "block":
                 per_tile = max(1, (r // b) * (c // b))
@@ -250,7 +253,7 @@ def _gemm_folds_dense_k(op: Op, arch: Arch) -> tuple[Folds, int, float]:
         # each (copy, streamed fold) runs once per row fold
         return Folds.of(per_fold_cycles(t_eff, r, c, df), g.row_folds), macs, float((t_eff > 0).mean())
     mask = np.asarray(op.inner_mask, dtype=bool)  # [G, m-blocks, k-blocks]
-    macs = int(mask.sum()) * b * b * op.n
+    macs = int(np.count_nonzero(mask)) * b * b * op.n
     if df == "os":
         union = _group_any(mask, 1, b, r)  # [G, row folds, k-blocks]
         t_eff = np.minimum(union.sum(axis=2) * b, op.k)  # [G, row folds]

@@ -36,6 +36,7 @@ from sparsa.models.families import FALLBACK, FAMILIES, Family, family_for_model_
 from sparsa.models.bounds import build_skeleton, check_fits, check_layer_counts
 from sparsa.models import loaded as _loaded_module
 from sparsa.models.input_spec import read_preprocessor
+from sparsa.models.hf_fast_init import fast_hf_init
 from sparsa.models.loaded import LoadedModel
 from sparsa.models.meta_checks import check_init_kwargs, check_paths_exist, check_sparsa_meta
 from sparsa.models.layer_kinds import packed_kind
@@ -223,9 +224,10 @@ def _load_hf(folder: Path, source: str) -> LoadedModel:
     hf_logging.disable_progress_bar()  # keep stderr clean for --json users
     try:
         config = AutoConfig.from_pretrained(str(folder))
-        check_fits(build_skeleton(lambda: _hf_build(cls, copy.deepcopy(config)), str(folder / "config.json")),
-                   str(folder / "config.json"))
-        model = cls.from_pretrained(str(folder), config=config, use_safetensors=True)
+        with fast_hf_init():
+            check_fits(build_skeleton(lambda: _hf_build(cls, copy.deepcopy(config)), str(folder / "config.json")),
+                       str(folder / "config.json"))
+            model = cls.from_pretrained(str(folder), config=config, use_safetensors=True)
     except SparsaError:
         raise
     except Exception as e:
@@ -256,7 +258,8 @@ def _check_discoverable(folder: Path, cls, model_type: str) -> None:
 
 
 def _hf_build(cls, config) -> nn.Module:
-    return cls.from_config(config) if cls.__name__.startswith("Auto") else cls(config)
+    with fast_hf_init():
+        return cls.from_config(config) if cls.__name__.startswith("Auto") else cls(config)
 
 
 def _build_sparsa(folder: Path, meta: dict, fam: Family):
