@@ -101,3 +101,36 @@ def test_default_rule_runs_the_fused_rowmax_pass(monkeypatch, with_valid):
         _same(ref, fast)
     assert len(calls) == 2
     assert not bool(ref[1].head_mask.all()) and bool(ref[1].head_mask.any())  # the threshold did prune some heads
+
+
+def test_int8_product_is_exact_and_declines_where_pairs_could_saturate():
+    g = torch.Generator().manual_seed(7)
+    a = torch.randint(-8, 9, (2, 3, 37, 16), generator=g)
+    b = torch.randint(-8, 9, (2, 3, 29, 16), generator=g)
+    got = hdp_fast._int8_product(a, b)
+    if got is None:
+        pytest.skip("this torch has no CPU int8 GEMM: the float32 product runs")
+    assert got.dtype == torch.int32 and torch.equal(got.long(), a @ b.transpose(-1, -2))
+    # the extreme codes the bound still admits: 2·max(|a|·(|b|+128), (|a|+128)·|b|) ≤ 2^15 − 1
+    a_ext, b_ext = torch.full((1, 9, 64), -63), torch.full((1, 5, 64), 64)
+    assert torch.equal(hdp_fast._int8_product(a_ext, b_ext).long(), a_ext @ b_ext.transpose(-1, -2))
+    assert hdp_fast._int8_product(torch.full((1, 4, 8), 100), torch.full((1, 4, 8), 100)) is None
+    assert hdp_fast._int8_product(torch.full((4, 8), 200), torch.full((4, 8), 1)) is None  # not an int8 code
+
+
+@pytest.mark.parametrize("int8_gemm", [True, False])
+def test_default_rule_is_exact_with_and_without_the_int8_products(monkeypatch, int8_gemm):
+    """The default rule's A and T through int32 GEMMs (T = 2^f·A + F_Q·I_Kᵀ + I_Q·F_Kᵀ) or float32 ones:
+    the same integers as the plain form either way."""
+    q, k, v, valid = _case(11, n=33, scale=3.0)
+    cfg = make_config("hdp", v_mode="fixed")
+    monkeypatch.setattr(hdp, "FAST_PATH", False)
+    ref = hdp_attention_int(q, k, v, cfg, valid)
+    used = []
+    real = hdp_fast._int8_product
+    monkeypatch.setattr(hdp_fast, "_int8_product", lambda a, b: used.append(1) or (real(a, b) if int8_gemm else None))
+    fast = hdp_fast.run(q, k, v, cfg, valid)
+    if fast is None:
+        pytest.skip("numba is not available here: the plain form runs")
+    _same(ref, fast)
+    assert len(used) == (2 if int8_gemm else 1)  # A, then (only when A was int32) the T product

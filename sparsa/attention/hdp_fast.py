@@ -28,6 +28,30 @@ def _exact_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
     return torch.matmul(a.to(torch.float32), b.to(torch.float32).transpose(-1, -2))
 
 
+# Some int8 GEMM kernels (AVX2, AVX-512 without VNNI) sum pairs of u8×s8 products in saturating int16
+# after shifting one operand by +128; below this bound on |a|, |b| no pair can saturate whichever
+# operand is shifted, so torch's int8 GEMM (int32 sums) is exact on every CPU.
+PAIR_LIMIT = 2**15 - 1
+
+
+def _int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """a @ bᵀ (int64 codes [..., N, K]) as int32 through torch's int8 GEMM (~4x a float32 product on
+    AVX-512 VNNI), or None where it would not be exact or is unavailable (the float32 product runs)."""
+    if not hasattr(torch, "_int_mm") or not a.numel() or not b.numel() or a.shape[:-2] != b.shape[:-2]:
+        return None
+    ma, mb, k = int(a.abs().amax()), int(b.abs().amax()), a.shape[-1]
+    if 2 * max(ma * (mb + 128), (ma + 128) * mb) > PAIR_LIMIT or ma * mb * k >= 2**31:
+        return None
+    a8, b8 = a.to(torch.int8).reshape(-1, *a.shape[-2:]), b.to(torch.int8).reshape(-1, *b.shape[-2:])
+    out = torch.empty(a8.shape[0], a8.shape[1], b8.shape[1], dtype=torch.int32)
+    try:
+        for i in range(a8.shape[0]):  # a 2-D GEMM per (input, head)
+            torch._int_mm(a8[i], b8[i].t(), out=out[i])
+    except RuntimeError:  # a build of torch without a CPU int8 GEMM
+        return None
+    return out.reshape(*a.shape[:-1], b.shape[-2])
+
+
 def eligible(cfg, bias) -> bool:
     return bias is None and cfg.softmax == "int" and cfg.pruned == "drop" and cfg.imp_bits == 0
 
@@ -45,19 +69,27 @@ def run(q, k, v, cfg, valid):
     vpad = hm.pad_to_block(valid.unsqueeze(-1), b, dim=-2)[0].squeeze(-1)
     IQ, FQ = fx.split_int_frac(qQ, cfg.frac_bits, cfg.split)
     IK, FK = fx.split_int_frac(qK, cfg.frac_bits, cfg.split)
-    A = _exact_product(IQ, IK)  # step 3: A = I_Q·I_Kᵀ
+    default_rule = cfg.importance == "rowmax" and b == 1  # one numba pass decides it (hdp_rows.rowmax_keep)
+    A = _int8_product(IQ, IK) if default_rule else None  # step 3: A = I_Q·I_Kᵀ
+    A = _exact_product(IQ, IK) if A is None else A
     if A is None:
         return None
     all_valid = bool(vpad.all())
     velem = (vpad[:, :, None] & vpad[:, None, :])[:, None]  # [B,1,Np,Np]
     # step 5-7 on the exact float32 integers; invalid pairs are out of every statistic
     gap_int = int(round(cfg.gap))
-    fused = rowmax_keep(A, vpad, gap_int) if cfg.importance == "rowmax" and b == 1 else None
+    fused = rowmax_keep(A, vpad, gap_int) if default_rule else None
+    A_int = None
     if fused is not None:  # sparsa's default rule in one numba pass (the same comparisons and sums)
         mask, th, kept_h, maxabs = fused
         if maxabs + gap_int >= EXACT_F32:
             return None
+        A_int = A if A.dtype == torch.int32 else None  # kept for step 8's T = 2^f·A + ...
         del A
+    elif A.dtype != torch.float32:  # numba unavailable: the torch rules below take float32 integers
+        A = _exact_product(IQ, IK)
+        if A is None:
+            return None
     elif cfg.importance == "rowmax":
         if int(A.abs().amax()) + gap_int >= EXACT_F32:  # mx − gap must stay exact
             return None
@@ -99,7 +131,17 @@ def run(q, k, v, cfg, valid):
         keep_elem = keep_elem & velem
     keep = keep_elem if bool(hmask.all()) else keep_elem & hmask[:, :, None, None]
     # step 8: T = 2^f·A + F_Q·I_Kᵀ + I_Q·F_Kᵀ as one product [2^f·I_Q + F_Q, I_Q]·[I_K, F_K]ᵀ (approx), or qQ·qKᵀ
-    if cfg.approx:
+    C = None
+    if cfg.approx and A_int is not None:
+        fq_iq, ik_fk = torch.cat([FQ, IQ], -1), torch.cat([IK, FK], -1)
+        c_bound = int(fq_iq.abs().amax()) * int(ik_fk.abs().amax()) * fq_iq.shape[-1] if fq_iq.numel() else 0
+        if c_bound + (maxabs << cfg.frac_bits) < 2**31:  # T's int32 sum cannot overflow
+            C = _int8_product(fq_iq, ik_fk)
+    if C is not None:
+        T, t_frac = C.add_(A_int, alpha=1 << cfg.frac_bits), cfg.frac_bits  # int32: 2^f·A + F_Q·I_Kᵀ + I_Q·F_Kᵀ
+        del A_int
+    elif cfg.approx:
+        del A_int, C
         T, t_frac = _exact_product(torch.cat([(IQ << cfg.frac_bits) + FQ, IQ], -1), torch.cat([IK, FK], -1)), cfg.frac_bits
     else:
         T, t_frac = _exact_product(qQ, qK), 2 * cfg.frac_bits

@@ -82,8 +82,8 @@ def _rows(T, keep, c, sh, l2, b_q, a_q, c_q, poly_sh, M, magic, newton, prob_bit
 
 
 def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int, cfg, scale: float) -> torch.Tensor | None:
-    """P · `scale` as float32 `[..., N]` from exact integer scores `T` (float32 holding integers, value
-    T·2^-t_frac) restricted to `keep` (bool, same shape): `int_softmax(scale_scores_int(T, ...), keep)`.
+    """P · `scale` as float32 `[..., N]` from exact integer scores `T` (int32, or float32 holding integers;
+    value T·2^-t_frac) restricted to `keep` (bool, same shape): `int_softmax(scale_scores_int(T, ...), keep)`.
 
     Written over T's storage (T is consumed). `scale` is 2^-prob_bits for probabilities or 1 for
     the integer codes; either is exact in float32 (codes ≤ 2^(prob_bits+1) < 2^24). None where numba is
@@ -104,13 +104,15 @@ def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int
     if not (t2.is_contiguous() and k2.is_contiguous()):
         t2, k2 = t2.contiguous(), k2.contiguous()
     tn, kn = t2.numpy(), k2.numpy()
+    # P over T's storage: a row is read whole before it is written (int32 scores: the same 4 bytes)
+    p2 = t2 if t2.dtype == torch.float32 else t2.view(torch.float32)
     try:
         _rows(tn, kn, c, sh, l2, b_q, a_q, c_q, 16 + 2 * S - E, cfg.recip_bits, RECIP_MAGIC, cfg.newton_steps, cfg.prob_bits,
-             np.float32(scale), tn)
+             np.float32(scale), p2.numpy())
     except Exception:  # noqa: BLE001 - a compile failure on this platform (before any write): use torch
         _FAILED = True
         return None
-    return t2.reshape(shape)
+    return p2.reshape(shape)
 
 
 @_njit(parallel=True, cache=True, nogil=True)
@@ -118,9 +120,9 @@ def _rowmax(A, vb, rows_per_batch, gap, keep, row_abs, row_kept, row_maxabs):
     R, N = A.shape
     for r in _prange(R):
         bi = r // rows_per_batch
-        mxa = np.float32(0.0)
+        mxa = 0.0
         for j in range(N):
-            a = abs(A[r, j])
+            a = abs(np.float64(A[r, j]))
             if a > mxa:
                 mxa = a
         row_maxabs[r] = mxa
@@ -130,17 +132,17 @@ def _rowmax(A, vb, rows_per_batch, gap, keep, row_abs, row_kept, row_maxabs):
             row_abs[r] = 0
             row_kept[r] = 0
             continue
-        mx = np.float32(-np.inf)
+        mx = -np.inf  # float64 compares are exact for A's int32 and float32 integers alike
         s = np.int64(0)
         for j in range(N):
             if vb[bi, j]:
                 s += np.int64(abs(A[r, j]))
-                if A[r, j] > mx:
-                    mx = A[r, j]
+                if np.float64(A[r, j]) > mx:
+                    mx = np.float64(A[r, j])
         thr = mx - gap  # exact: |A| + gap < 2^24 is checked by the caller
         n = np.int64(0)
         for j in range(N):
-            k = vb[bi, j] and A[r, j] >= thr
+            k = vb[bi, j] and np.float64(A[r, j]) >= thr
             keep[r, j] = k
             n += k
         row_abs[r] = s
@@ -148,7 +150,7 @@ def _rowmax(A, vb, rows_per_batch, gap, keep, row_abs, row_kept, row_maxabs):
 
 
 def rowmax_keep(A: torch.Tensor, vpad: torch.Tensor, gap_int: int):
-    """The rowmax rule of `hdp_fast` in one pass over `A` (float32 `[B, H, N, N]` holding exact integers;
+    """The rowmax rule of `hdp_fast` in one pass over `A` (`[B, H, N, N]`, int32 or float32 holding integers;
     `vpad` bool `[B, N]` the valid tokens): keep = valid pair and A ≥ (row max over valid keys) − gap;
     returns (keep bool `[B,H,N,N]`, θ_H = Σ|A| over valid pairs int64 `[B,H]`, kept pairs int64 `[B,H]`,
     max |A| over every element as an int), or None where numba is unavailable."""
@@ -162,9 +164,9 @@ def rowmax_keep(A: torch.Tensor, vpad: torch.Tensor, gap_int: int):
     keep = torch.empty(A.shape, dtype=torch.bool)
     row_abs = np.empty(B * H * N, np.int64)
     row_kept = np.empty(B * H * N, np.int64)
-    row_maxabs = np.empty(B * H * N, np.float32)
+    row_maxabs = np.empty(B * H * N, np.float64)
     try:
-        _rowmax(a2.numpy(), vpad.contiguous().numpy(), H * N, np.float32(gap_int), keep.view(-1, N).numpy(),
+        _rowmax(a2.numpy(), vpad.contiguous().numpy(), H * N, float(gap_int), keep.view(-1, N).numpy(),
                 row_abs, row_kept, row_maxabs)
     except Exception:  # noqa: BLE001 - a compile failure on this platform: use torch
         _FAILED = True
