@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	# build the C++ block-sparse attention kernel once (torch caches it); optional
 	-$(BIN)/python -m sparsa.attention.kernels
+	# compile the numba kernels of HDP's long-sequence form into their cache once (seconds at first use otherwise)
+	-$(BIN)/python -m sparsa.attention.hdp_rows
 	# build the offline distillation/calibration corpus once (cached in ~/.cache/sparsa)
 	$(BIN)/python -c "from sparsa.data import load_dataset; load_dataset('corpus', split='calib')"
 	-$(MAKE) --no-print-directory apt-deps

@@ -45,19 +45,25 @@ def _rows(T, keep, c, sh, l2, b_q, a_q, c_q, poly_sh, M, magic, newton, prob_bit
     for r in _prange(R):
         x = np.empty(N, np.int64)
         mx = low
-        for j in range(N):
-            # x = (T·C) >> (fT + 16 − S): the scaled score (scale_scores_int)
-            v = _ashr(np.int64(T[r, j]) * c, sh)
-            x[j] = v
-            if keep[r, j] and v > mx:
-                mx = v
+        # x = (T·C) >> (fT + 16 − S): the scaled score (scale_scores_int); the shift's sign hoisted and
+        # the max taken without a branch, so this loop vectorises
+        if sh >= 0:
+            for j in range(N):
+                v = (np.int64(T[r, j]) * c) >> sh
+                x[j] = v
+                mx = max(mx, v if keep[r, j] else low)
+        else:
+            for j in range(N):
+                v = (np.int64(T[r, j]) * c) << (-sh)
+                x[j] = v
+                mx = max(mx, v if keep[r, j] else low)
         s = np.int64(0)
         for j in range(N):
             e = np.int64(0)
             if keep[r, j]:
                 # int_exp(x − max): k = (−z)//L2, p = z + k·L2, poly = ((a·pb²) >> sh') + c, e = poly >> k
                 z = x[j] - mx
-                k = (-z) // l2
+                k = np.int64(np.uint64(-z) // np.uint64(l2))  # −z ≥ 0: the unsigned division is the floor
                 pb = z + k * l2 + b_q
                 poly = _ashr(a_q * pb * pb, poly_sh) + c_q
                 if k <= 30:
@@ -77,8 +83,12 @@ def _rows(T, keep, c, sh, l2, b_q, a_q, c_q, poly_sh, M, magic, newton, prob_bit
             for _ in range(newton):
                 y = (y * ((np.int64(2) << M) - ((m_q * y) >> M))) >> M
         shp = M + L - prob_bits
-        for j in range(N):
-            out[r, j] = _ashr(x[j] * y, shp) * scale
+        if shp >= 0:
+            for j in range(N):
+                out[r, j] = ((x[j] * y) >> shp) * scale
+        else:
+            for j in range(N):
+                out[r, j] = ((x[j] * y) << (-shp)) * scale
 
 
 def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int, cfg, scale: float) -> torch.Tensor | None:
@@ -120,31 +130,26 @@ def _rowmax(A, vb, rows_per_batch, gap, keep, row_abs, row_kept, row_maxabs):
     R, N = A.shape
     for r in _prange(R):
         bi = r // rows_per_batch
+        row_valid = vb[bi, r % N]
         mxa = 0.0
-        for j in range(N):
-            a = abs(np.float64(A[r, j]))
-            if a > mxa:
-                mxa = a
-        row_maxabs[r] = mxa
-        if not vb[bi, r % N]:  # an invalid query row keeps nothing and weighs nothing
-            for j in range(N):
-                keep[r, j] = False
-            row_abs[r] = 0
-            row_kept[r] = 0
-            continue
         mx = -np.inf  # float64 compares are exact for A's int32 and float32 integers alike
         s = np.int64(0)
         for j in range(N):
+            a = np.float64(A[r, j])
+            mxa = max(mxa, abs(a))  # over every element: the caller's exactness bound
             if vb[bi, j]:
-                s += np.int64(abs(A[r, j]))
-                if np.float64(A[r, j]) > mx:
-                    mx = np.float64(A[r, j])
+                s += np.int64(abs(a))
+                mx = max(mx, a)
+        if not row_valid:  # an invalid query row keeps nothing and weighs nothing
+            s = 0
+            mx = np.inf
         thr = mx - gap  # exact: |A| + gap < 2^24 is checked by the caller
         n = np.int64(0)
         for j in range(N):
             k = vb[bi, j] and np.float64(A[r, j]) >= thr
             keep[r, j] = k
             n += k
+        row_maxabs[r] = mxa
         row_abs[r] = s
         row_kept[r] = n
 
@@ -173,3 +178,26 @@ def rowmax_keep(A: torch.Tensor, vpad: torch.Tensor, gap_int: int):
         return None
     per_head = lambda x: torch.from_numpy(x.reshape(B, H, N).sum(-1))  # noqa: E731
     return keep, per_head(row_abs), per_head(row_kept), int(row_maxabs.max()) if row_maxabs.size else 0
+
+
+def warm() -> bool:
+    """Compile every kernel for the score types the HDP forms pass (int32 and float32) into numba's
+    on-disk cache, so that the first `sparsa sim --attention hdp` does not spend seconds compiling."""
+    from types import SimpleNamespace
+
+    from sparsa.attention.fixedpoint import SCALE_BITS
+
+    cfg = SimpleNamespace(score_bits=12, exp_bits=15, recip_bits=15, newton_steps=1, prob_bits=15)
+    vpad = torch.ones(1, 4, dtype=torch.bool)
+    for dtype in (torch.int32, torch.float32):
+        scores = torch.arange(-8, 8, dtype=dtype).reshape(1, 1, 4, 4)
+        got = rowmax_keep(scores.clone(), vpad, 2)
+        if got is None or softmax_rows(scores.clone(), SCALE_BITS - 12, got[0], 16, cfg, 1.0) is None:
+            return False
+    return True
+
+
+if __name__ == "__main__":  # compile ahead of first use (make install runs this)
+    from sparsa.attention import hdp_rows as _module  # the cache later imports read is the importable module's
+
+    print("HDP row kernels (numba):", "ready" if _module.warm() else "unavailable: the torch forms run")
