@@ -1,6 +1,7 @@
 """What `sparsa sim --attention hdp` costs on a full-size model: wall time, CPU time and peak RSS of the
 whole command (model load, the HDP emulation forward that records the masks, the traced forward, the
-two simulations), run as a user runs it, in a fresh process; then the same steps phase by phase (wall,
+two simulations), run as a user runs it, in fresh processes: once with an empty numba cache (the
+kernels compile: a first run without `make install`), then `--repeat` times warm; then the same steps phase by phase (wall,
 CPU, RSS after each) in another fresh process, for the current code and for the plain forms it
 replaces (int64 HDP emulation, traced forward on real tensors), whose JSON output must be identical.
 
@@ -40,9 +41,11 @@ def videomae_b(folder: Path) -> Path:
     return folder
 
 
-def measure(model: str, arch: str) -> dict:
+def measure(model: str, arch: str, numba_cache: str | None = None) -> dict:
     cmd = [sys.executable, "-m", "sparsa", "sim", model, "--arch", arch, "--attention", "hdp", "--json"]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if numba_cache:  # an empty cache: the run compiles HDP's numba kernels, as a first run without `make install` does
+        env["NUMBA_CACHE_DIR"] = numba_cache
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     t = time.perf_counter()
@@ -118,6 +121,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model name or folder (default: a random-init VideoMAE-B)")
     ap.add_argument("--arch", default="hdp-edge")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-form baseline")
+    ap.add_argument("--repeat", type=int, default=3, help="warm runs of the whole command")
     ap.add_argument("--phases-of", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -129,10 +133,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(videomae_b(Path(tmp) / "videomae-b"))
         name = args.model or "videomae-b 16x224² (1,568 tokens)"
-        r = measure(model, args.arch)
-        print(f"sparsa sim {name} --arch {args.arch} --attention hdp --json")
-        print(f"wall {r['wall_s']:.1f} s | CPU {r['user_s']:.1f} s user + {r['sys_s']:.1f} s sys | "
-              f"peak RSS {r['peak_rss_gb']:.2f} GB | load average {r['load_before']:.1f} before, {r['load_after']:.1f} after")
+        print(f"sparsa sim {name} --arch {args.arch} --attention hdp --json, each run a fresh process")
+        cold_dir = Path(tmp) / "numba-cache"
+        cold_dir.mkdir()
+        runs = [("numba cache empty (compiles)", measure(model, args.arch, str(cold_dir)))]
+        measure(model, args.arch)  # fills the default cache if `make install` has not
+        runs += [(f"warm run {i + 1}", measure(model, args.arch)) for i in range(args.repeat)]
+        print("| run | wall s | CPU user s | CPU sys s | peak RSS GB | load average before / after |")
+        print("|---|---|---|---|---|---|")
+        for label, r in runs:
+            print(f"| {label} | {r['wall_s']:.2f} | {r['user_s']:.1f} | {r['sys_s']:.1f} | {r['peak_rss_gb']:.2f} | "
+                  f"{r['load_before']:.1f} / {r['load_after']:.1f} |")
+        warm = sorted(r["wall_s"] for label, r in runs[1:])
+        print(f"warm median {warm[len(warm) // 2]:.2f} s wall, peak RSS {max(r['peak_rss_gb'] for _, r in runs):.2f} GB")
         runs = [("current", False)] + ([] if args.no_plain else [("plain forms", True)])
         table, outputs = {}, {}
         for label, plain in runs:
