@@ -76,7 +76,7 @@ def run(q, k, v, cfg, valid):
         return None
     all_valid = bool(vpad.all())
     velem = (vpad[:, :, None] & vpad[:, None, :])[:, None]  # [B,1,Np,Np]
-    # step 5-7 on the exact float32 integers; invalid pairs are out of every statistic
+    # step 5-7 on the exact integers (int32, or float32 holding them); invalid pairs are out of every statistic
     gap_int = int(round(cfg.gap))
     fused = rowmax_keep(A, vpad, gap_int) if default_rule else None
     A_int = None
