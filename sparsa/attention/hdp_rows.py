@@ -15,14 +15,25 @@ from __future__ import annotations
 
 import math
 
+import os
+import threading
+
 import numpy as np
 import torch
 
 try:  # a declared dependency; without it (or where it cannot compile) the torch form runs
     import numba
+
+    # numba's own work-queue threads, not a second OpenMP runtime beside torch's: the two OpenMP
+    # pools spin-wait against each other as soon as another process wants a core (`sparsa sim` on
+    # VideoMAE-B: 9 s alone, 45-70 s beside one niced job). The user's NUMBA_THREADING_LAYER wins.
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
 except Exception:  # noqa: BLE001
     numba = None
 _FAILED = numba is None
+# the work queue takes one parallel launch at a time: callers on several Python threads take turns
+_LAUNCH = threading.Lock()
 
 
 def _njit(**kw):
@@ -117,8 +128,9 @@ def softmax_rows(T: torch.Tensor, t_frac: int, keep: torch.Tensor, head_dim: int
     # P over T's storage: a row is read whole before it is written (int32 scores: the same 4 bytes)
     p2 = t2 if t2.dtype == torch.float32 else t2.view(torch.float32)
     try:
-        _rows(tn, kn, c, sh, l2, b_q, a_q, c_q, 16 + 2 * S - E, cfg.recip_bits, RECIP_MAGIC, cfg.newton_steps, cfg.prob_bits,
-             np.float32(scale), p2.numpy())
+        with _LAUNCH:
+            _rows(tn, kn, c, sh, l2, b_q, a_q, c_q, 16 + 2 * S - E, cfg.recip_bits, RECIP_MAGIC, cfg.newton_steps,
+                  cfg.prob_bits, np.float32(scale), p2.numpy())
     except Exception:  # noqa: BLE001 - a compile failure on this platform (before any write): use torch
         _FAILED = True
         return None
@@ -171,8 +183,9 @@ def rowmax_keep(A: torch.Tensor, vpad: torch.Tensor, gap_int: int):
     row_kept = np.empty(B * H * N, np.int64)
     row_maxabs = np.empty(B * H * N, np.float64)
     try:
-        _rowmax(a2.numpy(), vpad.contiguous().numpy(), H * N, float(gap_int), keep.view(-1, N).numpy(),
-                row_abs, row_kept, row_maxabs)
+        with _LAUNCH:
+            _rowmax(a2.numpy(), vpad.contiguous().numpy(), H * N, float(gap_int), keep.view(-1, N).numpy(),
+                    row_abs, row_kept, row_maxabs)
     except Exception:  # noqa: BLE001 - a compile failure on this platform: use torch
         _FAILED = True
         return None
