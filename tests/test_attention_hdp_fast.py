@@ -134,3 +134,19 @@ def test_default_rule_is_exact_with_and_without_the_int8_products(monkeypatch, i
         pytest.skip("numba is not available here: the plain form runs")
     _same(ref, fast)
     assert len(used) == (2 if int8_gemm else 1)  # A, then (only when A was int32) the T product
+
+
+def test_row_kernels_from_several_threads_at_once():
+    """numba's work-queue layer takes one parallel launch at a time (a second one aborts the process):
+    HDP called from several Python threads takes turns and gives each caller its own exact result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = make_config("hdp")
+    cases = [_case(s, n=48) for s in range(6)]
+    serial = [hdp_fast.run(q, k, v, cfg, valid) for q, k, v, valid in cases]
+    if serial[0] is None:
+        pytest.skip("numba is not available here: the plain form runs")
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(lambda c: hdp_fast.run(*c[:3], cfg, c[3]), cases * 3))
+    for i, got in enumerate(threaded):
+        _same(serial[i % len(cases)], got)
