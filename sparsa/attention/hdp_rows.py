@@ -14,8 +14,6 @@ to compile; the caller then runs the torch form.
 from __future__ import annotations
 
 import math
-
-import os
 import threading
 
 import numpy as np
@@ -23,16 +21,11 @@ import torch
 
 try:  # a declared dependency; without it (or where it cannot compile) the torch form runs
     import numba
-
-    # numba's own work-queue threads, not a second OpenMP runtime beside torch's: the two OpenMP
-    # pools spin-wait against each other as soon as another process wants a core (`sparsa sim` on
-    # VideoMAE-B: 9 s alone, 45-70 s beside one niced job). The user's NUMBA_THREADING_LAYER wins.
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "workqueue"
 except Exception:  # noqa: BLE001
     numba = None
 _FAILED = numba is None
-# the work queue takes one parallel launch at a time: callers on several Python threads take turns
+# one parallel launch at a time: numba's work-queue layer (where OpenMP and TBB are missing) aborts the
+# process on a second concurrent one, so callers on several Python threads take turns
 _LAUNCH = threading.Lock()
 
 
