@@ -164,7 +164,8 @@ def test_dynamic_export_matches_simulation(tiny_bert, tmp_path, fuse):
     cfg = QuantConfig(bits=8, clip="search", activations="dynamic", act_scheme="asym",
                       overrides={"*.intermediate.dense": {"smooth": 0.5}, "pooler.*": None})
     quantize_(q, cfg, calib=[tiny_bert.example_inputs(batch=1, seq_len=12)])
-    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=fuse)
+    # the storage an AVX2 CPU gets for 8-bit codes (u8×u8, exact on any CPU; test_quant_kernels.py has the choice)
+    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=fuse, cpu_isa=["avx2"])
     ops = _integer_ops(p)
     assert ops.count("MatMulInteger") == (6 if fuse else 12) and ops.count("QAttention") == (2 if fuse else 0)
     # no float copy of any quantized weight is left: only embeddings/norms/biases stay float
