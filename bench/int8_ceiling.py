@@ -145,6 +145,56 @@ def file_fn(path, feed, threads: int):
     return lambda: s.run(None, f)
 
 
+GEMM_OPS = ("DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat", "QGemm")
+ATTENTION_OPS = ("QAttention", "Attention", "MultiHeadAttention")
+
+
+def profile_file(path, feed, threads: int, runs: int = 200) -> dict[str, float]:
+    """ms per run spent in each op type of the file, from ONNX Runtime's profiler (kernel times of the graph
+    ORT runs after its own fusions; the profiler adds its own cost, so compare shares, not totals)."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    from sparsa.quant.export import session_hints
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    so.enable_profiling = True
+    so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="sparsa-prof-")) / "p")
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=session_hints(path) or None)
+    f = {i.name: feed[i.name].numpy() for i in s.get_inputs()}
+    for _ in range(runs):
+        s.run(None, f)
+    trace = Path(s.end_profiling())
+    by_op: dict[str, float] = {}
+    for e in json.loads(trace.read_text()):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1e3 / runs
+    trace.unlink()
+    return dict(sorted(by_op.items(), key=lambda kv: -kv[1]))
+
+
+def print_profile(label: str, by_op: dict[str, float], bound: dict) -> None:
+    gemm = sum(v for k, v in by_op.items() if k in GEMM_OPS)
+    attn = sum(v for k, v in by_op.items() if k in ATTENTION_OPS)
+    rest = {k: v for k, v in by_op.items() if k not in GEMM_OPS + ATTENTION_OPS}
+    total = sum(by_op.values())
+    print(f"\n#### ORT profile of '{label}' (kernel ms per run, profiler on; the bound's parts timed alone for scale)\n")
+    print("| ops | ms | share |\n|---|---|---|")
+    print(f"| integer GEMMs ({', '.join(k for k in by_op if k in GEMM_OPS)}) | {gemm:.3f} | {gemm / total:.1%} |")
+    print(f"| attention ({', '.join(k for k in by_op if k in ATTENTION_OPS)}; QAttention holds the Q/K/V GEMM) "
+          f"| {attn:.3f} | {attn / total:.1%} |")
+    print(f"| *the bound's GEMMs + attention cores, timed alone* | *{bound['bound']:.3f}* | |")
+    for k, v in rest.items():
+        print(f"| {k} | {v:.3f} | {v / total:.1%} |")
+    print(f"| everything between the GEMMs and attention | {sum(rest.values()):.3f} | {sum(rest.values()) / total:.1%} |")
+
+
 def verdict(files: dict, bound_ms: float) -> str:
     """files: label -> {"ms", "cosine", "sparsa"}. The acceptance on the fastest sparsa file at cosine >= floor."""
     ok = {k: v for k, v in files.items() if v["sparsa"] and v["cosine"] >= COSINE_FLOOR}
@@ -177,6 +227,8 @@ def main():
                     help="a sparsa ONNX file of the model to time beside the bound (repeatable)")
     ap.add_argument("--baselines", default=None, metavar="DIR",
                     help="ONNX Runtime's FP32 and quantize_dynamic files of the model, built into DIR once")
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, profile each sparsa file with ORT's profiler: ms per op type")
     args = ap.parse_args()
     print(cpu_line(), flush=True)
     torch.set_num_threads(args.threads)
@@ -197,8 +249,12 @@ def main():
             lm.model(**feed)
 
     shapes = encoder_gemms(cfg, args.seq)
+    from onnx import helper
+
     fns = {"PyTorch FP32 model": model_fp32,
-           "attention core": attention_fn(args.seq, cfg.hidden_size, cfg.num_attention_heads, args.threads)}
+           "attention core": attention_fn(args.seq, cfg.hidden_size, cfg.num_attention_heads, args.threads),
+           # what one session call costs with nothing to compute: each of the bound's parts pays it once
+           "empty call": _session([helper.make_node("Identity", ["A"], ["Y"])], [("A", [1, 4])], [], args.threads)}
     for shape in shapes:
         for kind, f in gemm_fns(*shape, args.threads).items():
             fns[(shape, kind)] = f
@@ -239,6 +295,9 @@ def main():
         print(f"| {label} | {a[k]:.2f} | {b[k]:.2f} |")
     print(f"| **largest INT8 speed-up vs PyTorch FP32** | **{a['full'] / a['bound']:.2f}×** | "
           f"**{b['full'] / b['bound']:.2f}×** |")
+    calls = sum(shapes.values()) + layers
+    print(f"\nThe bound's {calls} parts each include one session call; an empty call (Identity) takes "
+          f"{med['empty call']:.3f} ms here ({calls * med['empty call']:.2f} ms over the bound).")
     print(f"\nload average (1/5/15 min) before timing {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
           f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
     if not files:
@@ -252,6 +311,10 @@ def main():
               f"{a['full'] / v['ms']:.2f}× | {a['bound'] / v['ms']:.1%} | {v['cosine']:.4f} | "
               f"{Path(v['path']).stat().st_size / 1e6:.1f} |")
     print("\n" + verdict(files, a["bound"]))
+    if args.profile:
+        for label, v in files.items():
+            if v["sparsa"]:
+                print_profile(label, profile_file(v["path"], feed, args.threads), a)
 
 
 if __name__ == "__main__":
