@@ -119,6 +119,10 @@ def quantize(
             result["embeddings"], result["embedding_tables"] = info["embeddings"], info["embedding_tables"]
             result["float_layers"] = info["float_layers"]  # layers the integer path did not take: never silent
             result["cpu"], result["cpu_isa"] = info["cpu"], info["cpu_isa"]
+            # the weight storage chosen for this CPU; "vnni": the file is exact only on a CPU with VNNI
+            result["onnx_weights"], result["cpu_needs"] = info["weights"], info["cpu_needs"]
+            if info["cpu_needs"]:
+                console.print(f"[yellow]the ONNX file needs a CPU with {info['cpu_needs'].upper()}:[/] {info['weights_choice']}")
             if info["float_layers"]:
                 console.print(f"[yellow]left in float in the ONNX graph:[/] {', '.join(info['float_layers'])}")
         # inside the folder, paths are the folder's own names: it can be moved
