@@ -160,8 +160,11 @@ def _export_fp32_optimized(lm, feed, path):
     m.model.set_attn_implementation("eager")
     raw = path.with_name("fp32_eager.onnx")
     _export_fp32(m.model, feed, raw)
-    shutil.move(_ort_fuse(raw, m), path)
-    raw.unlink()
+    import onnx
+
+    onnx.save(_ort_fuse(raw, m), str(path))  # _ort_fuse returns the fused model, weights loaded
+    for f in (raw, raw.with_name("basic.onnx"), raw.with_name("basic.onnx.data")):  # and leaves its steps beside raw
+        f.unlink(missing_ok=True)
 
 
 def _split_layernorm(src, dst):

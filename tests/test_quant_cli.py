@@ -43,6 +43,7 @@ def test_quantize_cli_writes_folder_and_onnx(tiny_folder, tmp_path):
     assert res["onnx_bytes"]["int_bytes"] > 0
     assert res["embeddings"] == "int8" and "embeddings.word_embeddings" in res["embedding_tables"]
     assert res["float_layers"] == [] and isinstance(res["cpu_isa"], list)
+    assert (res["onnx_weights"], res["cpu_needs"]) == ("int8", "")  # 4-bit codes: u8×s8 is exact on any CPU
     from sparsa.quant import QuantLinear, load_quantized
 
     back = load_quantized(out)

@@ -164,7 +164,8 @@ def test_dynamic_export_matches_simulation(tiny_bert, tmp_path, fuse):
     cfg = QuantConfig(bits=8, clip="search", activations="dynamic", act_scheme="asym",
                       overrides={"*.intermediate.dense": {"smooth": 0.5}, "pooler.*": None})
     quantize_(q, cfg, calib=[tiny_bert.example_inputs(batch=1, seq_len=12)])
-    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=fuse)
+    # the storage an AVX2 CPU gets for 8-bit codes (u8×u8, exact on any CPU; test_quant_kernels.py has the choice)
+    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=fuse, cpu_isa=["avx2"])
     ops = _integer_ops(p)
     assert ops.count("MatMulInteger") == (6 if fuse else 12) and ops.count("QAttention") == (2 if fuse else 0)
     # no float copy of any quantized weight is left: only embeddings/norms/biases stay float
@@ -430,3 +431,28 @@ def test_vision_families_export_on_integer_kernels_and_name_the_float_patch_embe
     assert _integer_ops(p).count("MatMulInteger") == n_linear
     assert export_info(p)["float_layers"] == [conv]
     assert _compare(q, float_model, p) == n_linear
+
+
+@pytest.mark.parametrize("fast_gelu", [False, True])
+def test_fused_export_moves_the_gelu_bias_into_the_integer_gemm(tiny_bert, tmp_path, fast_gelu):
+    """The FFN-in bias goes to the integer GEMM (ONNX Runtime folds the Add into DynamicQuantizeMatMul) and
+    the activation runs unbiased (the cheaper kernel); the file still computes sparsa's simulation."""
+    import onnxruntime as ort
+
+    q = tiny_bert.clone()
+    quantize_(q, QuantConfig(bits=7, clip="search", activations="dynamic", act_scheme="asym"))
+    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=True, skip_layernorm=False, fast_gelu=fast_gelu)
+    act = "FastGelu" if fast_gelu else "Gelu"
+    ops = [n.op_type for n in onnx.load(str(p)).graph.node]
+    assert "BiasGelu" not in ops and ops.count(act) == 2  # one per layer
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+    g = onnx.load(str(tmp_path / "opt.onnx")).graph
+    producer = {o: n for n in g.node for o in n.output}
+    acts = [n for n in g.node if n.op_type == act]
+    assert len(acts) == 2 and all(len(n.input) == 1 for n in acts)
+    gemms = [producer[n.input[0]] for n in acts]
+    assert all(m.op_type == "DynamicQuantizeMatMul" and len(m.input) == 5 and m.input[4] for m in gemms)
+    if not fast_gelu:  # FastGelu is ORT's approximation, not the simulation's erf GELU
+        assert _compare(q, tiny_bert, p) > 0

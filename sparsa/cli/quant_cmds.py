@@ -18,7 +18,7 @@ from sparsa.io import atomic_write_json, check_out_dir, staged_folder
 @app.command()
 def quantize(
     model: str = typer.Argument(..., help="model name (minilm, tiny-swin, ...) or folder"),
-    bits: str = typer.Option("8", "--bits", help="weight bits 2..8, or 'ternary'"),
+    bits: str = typer.Option("8", "--bits", help="weight bits 2..8, 'ternary', or 'auto' (8 on a VNNI CPU, else 7)"),
     scheme: str = typer.Option("sym", "--scheme", help="sym (no zero point) | asym (zero point)"),
     clip: str = typer.Option("search", "--clip", help="max | percentile | search"),
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="one weight scale per output channel"),
@@ -56,7 +56,7 @@ def quantize(
     from sparsa.models.store import RESULT_FILE, write_model_files
     from sparsa.quant import quantize_loaded
 
-    bits_v: int | str = bits if bits == "ternary" else _int(bits)
+    bits_v: int | str = bits if bits in ("ternary", "auto") else _int(bits)
     from sparsa.quant.embeddings import check_storage
 
     check_storage(embeddings)
@@ -94,7 +94,8 @@ def quantize(
                              smooth_ffn_out=smooth_ffn_out, smooth_budget=smooth_budget, float_storage=float_storage,
                              objective=objective, keep_float=keep_float or [], seq_len=seq_len,
                              progress=console.print)
-    result = {"model": model, "out": str(out), "bits": bits_v, "scheme": scheme, "clip": clip,
+    result = {"model": model, "out": str(out), "bits": rec.get("bits_choice", {}).get("bits", bits_v), "scheme": scheme,
+              "clip": clip,
               "per_channel": per_channel, "activations": activations, "smooth": smooth, "smooth_ffn_out": smooth_ffn_out,
               "float_storage": float_storage,
               "layers": rec["layers"],
@@ -118,6 +119,10 @@ def quantize(
             result["embeddings"], result["embedding_tables"] = info["embeddings"], info["embedding_tables"]
             result["float_layers"] = info["float_layers"]  # layers the integer path did not take: never silent
             result["cpu"], result["cpu_isa"] = info["cpu"], info["cpu_isa"]
+            # the weight storage chosen for this CPU; "vnni": the file is exact only on a CPU with VNNI
+            result["onnx_weights"], result["cpu_needs"] = info["weights"], info["cpu_needs"]
+            if info["cpu_needs"]:
+                console.print(f"[yellow]the ONNX file needs a CPU with {info['cpu_needs'].upper()}:[/] {info['weights_choice']}")
             if info["float_layers"]:
                 console.print(f"[yellow]left in float in the ONNX graph:[/] {', '.join(info['float_layers'])}")
         # inside the folder, paths are the folder's own names: it can be moved
@@ -130,7 +135,7 @@ def _int(v: str) -> int:
     try:
         return int(v)
     except ValueError:
-        raise SparsaError(f"--bits {v!r} is not a bit width", hint="use an integer in 2..8, or 'ternary'") from None
+        raise SparsaError(f"--bits {v!r} is not a bit width", hint="use an integer in 2..8, 'ternary' or 'auto'") from None
 
 
 def _check_glob(pattern: str) -> None:

@@ -18,9 +18,11 @@ Weight storage: int8 codes as they are (`weight_dtype="int8"`), or shifted by +1
 with a single zero point 128 (`weight_dtype="uint8"`). The two are the same integers. ORT's
 u8×s8 kernel on AVX2 CPUs without VNNI (vpmaddubsw) sums pairs of u8·s8 products in int16 and
 saturates for 8-bit codes (measured: errors up to 1e5 on random codes), but not for 7-bit codes
-(2·255·63 = 32130 < 32767, ORT's "reduce_range"); u8×u8 is exact for any codes but slower.
-Default (None): int8 when every layer has symmetric codes of at most 7 bits (or in static mode),
-else uint8. s8×s8 (symmetric activations) is exact but ~70x slower on such CPUs.
+(2·255·63 = 32130 < 32767, ORT's "reduce_range"); with VNNI it accumulates in int32, exact for 8-bit
+codes too; u8×u8 is exact for any codes but slower. Default (None): chosen per CPU
+(`sparsa.quant.kernels.choose_weight_storage`): int8 when every layer has symmetric codes of at most
+7 bits, or 8 bits on a VNNI CPU (or in static mode), else uint8. s8×s8 (symmetric activations) is
+exact but ~70x slower on such CPUs.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class PositionalWrapper(nn.Module):
 
 def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None = None, mode: str = "auto",
                 weight_dtype: str | None = None, fuse: bool | str = "auto", fast_gelu: bool = False,
-                skip_layernorm: bool = True, embeddings: str = "int8") -> Path:
+                skip_layernorm: bool = True, embeddings: str = "int8", cpu_isa: list[str] | None = None) -> Path:
     """Export a quantized model (LoadedModel or nn.Module with QuantLinear layers) to integer ONNX.
 
     inputs: example inputs (default: `loaded.example_inputs(1, seq_len)`); batch and sequence
@@ -90,8 +92,11 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
       `with_quantized_embeddings` is sparsa's simulation of them). MiniLM: a 21.4 MB file instead of
       58.5 MB at a held-out cosine cost of 0.0000-0.0001 (BENCHMARKS.md). With fuse, ORT's
       EmbedLayerNormalization fusion is left off (it reads float tables).
-    The file's metadata records the embedding storage, the layers left in float (`export_info`) and
-    the exporting CPU's model and ISA features. Returns the path written.
+    weight_dtype: None picks the weight storage for the CPU features `cpu_isa` (default: this CPU's):
+      see the module notes; "int8" / "uint8" override the choice.
+    The file's metadata records the embedding storage, the layers left in float, the exporting CPU's
+    model, the ISA features the storage was chosen for, the storage and why, and whether it needs VNNI
+    (`export_info`; `onnx_session` refuses such a file on a CPU without). Returns the path written.
     """
     path = Path(path)
     loaded = model if hasattr(model, "adapter") else None
@@ -114,8 +119,13 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
             raise SparsaError(f"dynamic export quantizes activations like ONNX DynamicQuantizeLinear (8-bit asym); "
                               f"{bad[:3]} simulate another activation scheme",
                               hint="quantize with act_scheme='asym', act_bits=8, or use static activations")
-    if weight_dtype is None:  # u8×s8 kernels where they cannot saturate (codes within ±63), else u8×u8
-        weight_dtype = "int8" if mode == "static" or all(q.bits <= 7 and q.w_zero_point is None for q in qls.values()) else "uint8"
+    from sparsa.quant.kernels import choose_weight_storage, needs_vnni, this_cpu_isa
+
+    isa = this_cpu_isa() if cpu_isa is None else list(cpu_isa)
+    if weight_dtype is None:  # u8×s8 kernels where they are exact on this CPU, else u8×u8
+        weight_dtype, storage_why = choose_weight_storage(qls.values(), mode, isa)
+    else:
+        storage_why = "set by the caller"
     if weight_dtype not in ("int8", "uint8"):
         raise SparsaError(f"weight_dtype {weight_dtype!r} is unknown", hint="use 'int8' or 'uint8'")
     if mode == "static" and weight_dtype == "uint8" and any(q.act_scheme == "sym" for q in qls.values()):
@@ -172,13 +182,17 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
                           hint="report this model; export without smoothing meanwhile")
     if not skip_layernorm:
         _unfuse_skip_layernorm(proto)
+    if fuse:
+        _gelu_bias_into_gemm(proto)
     tables = rewrite_gathers(proto, module, embeddings)
     _set_meta(proto, _EMBEDDINGS_KEY, embeddings if tables else "float")
     _set_meta(proto, _TABLES_KEY, ",".join(tables))
     _set_meta(proto, _FLOAT_LAYERS_KEY, ",".join(_float_layers(proto, module)))
-    cpu = cpu_info()
-    _set_meta(proto, _CPU_KEY, cpu["model"])
-    _set_meta(proto, _ISA_KEY, ",".join(cpu["isa"]))
+    _set_meta(proto, _CPU_KEY, cpu_info()["model"])
+    _set_meta(proto, _ISA_KEY, ",".join(isa))
+    _set_meta(proto, _STORAGE_KEY, weight_dtype)
+    _set_meta(proto, _STORAGE_WHY_KEY, storage_why)
+    _set_meta(proto, _NEEDS_KEY, "vnni" if needs_vnni(qls.values(), mode, weight_dtype) else "")
     if n_rewritten == 0:  # layers outside the exported output (e.g. an unused pooler) are simply absent
         raise SparsaError("none of the quantized layers was found in the exported graph",
                           hint="a layer's weight was transformed on export; report this model")
@@ -561,7 +575,9 @@ _HINT_KEY = "sparsa.ort.disabled_optimizers"  # model metadata: ORT optimizers t
 _EMBEDDINGS_KEY = "sparsa.embeddings"  # float | int8 | int4
 _TABLES_KEY = "sparsa.embeddings.tables"  # the tables stored as integers, comma-separated
 _FLOAT_LAYERS_KEY = "sparsa.float_layers"  # Linear/Conv layers whose float weights are still in the graph
-_CPU_KEY, _ISA_KEY = "sparsa.cpu", "sparsa.cpu.isa"  # where the file was exported
+_CPU_KEY, _ISA_KEY = "sparsa.cpu", "sparsa.cpu.isa"  # where the file was exported (the features chosen for)
+_STORAGE_KEY, _STORAGE_WHY_KEY = "sparsa.weights", "sparsa.weights.choice"  # int8 | uint8, and why
+_NEEDS_KEY = "sparsa.cpu.needs"  # "vnni": the file's u8×s8 kernels are exact only on a VNNI CPU
 
 
 def _float_layers(proto, module) -> list[str]:
@@ -595,7 +611,8 @@ def _float_layers(proto, module) -> list[str]:
 
 def export_info(path) -> dict:
     """What a sparsa export recorded in its metadata: {"embeddings", "embedding_tables", "float_layers",
-    "cpu", "cpu_isa"} (strings / lists; files from before these keys read as float embeddings)."""
+    "cpu", "cpu_isa", "weights", "weights_choice", "cpu_needs"} (strings / lists; files from before these
+    keys read as float embeddings, empty strings)."""
     import onnx
 
     meta = {m.key: m.value for m in onnx.load(str(path), load_external_data=False).metadata_props}
@@ -604,7 +621,9 @@ def export_info(path) -> dict:
         return [x for x in meta.get(key, "").split(",") if x]
 
     return {"embeddings": meta.get(_EMBEDDINGS_KEY, "float"), "embedding_tables": items(_TABLES_KEY),
-            "float_layers": items(_FLOAT_LAYERS_KEY), "cpu": meta.get(_CPU_KEY, ""), "cpu_isa": items(_ISA_KEY)}
+            "float_layers": items(_FLOAT_LAYERS_KEY), "cpu": meta.get(_CPU_KEY, ""), "cpu_isa": items(_ISA_KEY),
+            "weights": meta.get(_STORAGE_KEY, ""), "weights_choice": meta.get(_STORAGE_WHY_KEY, ""),
+            "cpu_needs": meta.get(_NEEDS_KEY, "")}
 
 
 def _unfuse_skip_layernorm(proto) -> None:
@@ -636,6 +655,28 @@ def _unfuse_skip_layernorm(proto) -> None:
     _set_meta(proto, _HINT_KEY, "SkipLayerNormFusion")
 
 
+def _gelu_bias_into_gemm(proto) -> None:
+    """BiasGelu(x, b) / FastGelu(x, b) behind an integer GEMM -> Add(x, b) + Gelu / FastGelu(x): ONNX Runtime
+    folds the Add into DynamicQuantizeMatMul's bias, and the unbiased kernels are cheaper (MiniLM, 128x1536,
+    1 thread: BiasGelu 0.164 ms, Gelu 0.131, FastGelu with bias 0.118, without 0.103). Same values: the
+    bias is added before the activation either way."""
+    from onnx import helper
+
+    rescaled = {n.output[0] for n in proto.graph.node if n.op_type == "Mul" and n.name.endswith("_rescale")}
+    out = []
+    for n in proto.graph.node:
+        if (n.domain == "com.microsoft" and n.op_type in ("BiasGelu", "FastGelu") and len(n.input) == 2
+                and n.input[0] in rescaled and n.input[1]):
+            biased = f"{n.name}_biased"
+            out.append(helper.make_node("Add", list(n.input), [biased], name=f"{n.name}_bias"))
+            out.append(helper.make_node("Gelu" if n.op_type == "BiasGelu" else "FastGelu", [biased], list(n.output),
+                                        name=n.name, domain="com.microsoft"))
+        else:
+            out.append(n)
+    del proto.graph.node[:]
+    proto.graph.node.extend(out)
+
+
 def _set_meta(proto, key: str, value: str) -> None:
     for m in proto.metadata_props:
         if m.key == key:
@@ -653,7 +694,8 @@ def session_hints(path) -> list[str]:
     return [x for x in v.split(",") if x]
 
 
-def onnx_session(path, threads: int = 2, *, spinning: bool = False, disabled_optimizers: list[str] | None = None):
+def onnx_session(path, threads: int = 2, *, spinning: bool = False, disabled_optimizers: list[str] | None = None,
+                 cpu_isa: list[str] | None = None):
     """A CPU InferenceSession with `threads` intra-op threads.
 
     spinning: let the pool threads busy-wait between ops and runs. On for latency measured in a
@@ -661,7 +703,8 @@ def onnx_session(path, threads: int = 2, *, spinning: bool = False, disabled_opt
     18.9 ms for sparsa's INT8 MiniLM here); off (default) for sessions that idle beside other
     work, where spinning threads would steal the cores from whatever runs next.
     disabled_optimizers: ORT graph optimizers to leave off (default: what the file's metadata asks
-    for, see `export_onnx(skip_layernorm=False)`)."""
+    for, see `export_onnx(skip_layernorm=False)`). A file whose metadata says its integer kernels need
+    VNNI is refused (SparsaError) on a CPU without it (`cpu_isa`, default this CPU's features)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -670,8 +713,13 @@ def onnx_session(path, threads: int = 2, *, spinning: bool = False, disabled_opt
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=list(disabled_optimizers or []) or None)
-    if disabled_optimizers is None:  # the file's own hints (read from the session: no second parse of the file)
-        hint = sess.get_modelmeta().custom_metadata_map.get(_HINT_KEY, "")
+    meta = sess.get_modelmeta().custom_metadata_map  # read from the session: no second parse of the file
+    if meta.get(_NEEDS_KEY):
+        from sparsa.quant.kernels import check_cpu_runs, this_cpu_isa
+
+        check_cpu_runs(meta[_NEEDS_KEY], path, this_cpu_isa() if cpu_isa is None else cpu_isa)
+    if disabled_optimizers is None:  # the file's own hints
+        hint = meta.get(_HINT_KEY, "")
         if hint:
             sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
                                         disabled_optimizers=[x for x in hint.split(",") if x])

@@ -10,14 +10,16 @@ from sparsa.quant.api import half_float_storage_, quantize_
 from sparsa.quant.config import QuantConfig
 
 
-def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: str = "sym", clip: str = "search",
+def quantize_loaded(loaded, *, mode: str = "standard", bits: int | str = 8, scheme: str = "sym", clip: str = "search",
                     per_channel: bool = True, activations: bool | str = "none", calib=None, calib_samples: int = 32,
                     smooth: float | None = None, smooth_ffn_out: float | None = None,
                     smooth_budget: float | None = None, float_storage: str = "float32", objective: str = "weight",
                     keep_float: list[str] | tuple[str, ...] = (), seq_len: int | None = None, progress=None, **extra):
     """The quantize verb of `sparsa quantize` and the recipe's quantize stage: returns (loaded, record).
 
-    activations: "none" | "dynamic" | "static" (True / False: static / none). smooth / smooth_ffn_out:
+    bits: 2..8, "ternary", or "auto" (8 on a CPU with VNNI, else 7: `sparsa.quant.kernels.auto_weight_bits`;
+    the record's "bits_choice" says which and why). activations: "none" | "dynamic" | "static" (True / False:
+    static / none). smooth / smooth_ffn_out:
     SmoothQuant laid out by `sparsa.quant.smooth.smoothing_fields`; smooth_budget: keep only the
     smoothing Muls that pay (`trim_smoothing_on` the calibration sentences); float_storage "float16":
     `half_float_storage_`. objective: the clipping search minimises the "weight" or the layer "output"
@@ -30,6 +32,13 @@ def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: st
     if float_storage not in ("float32", "float16"):
         raise SparsaError(f"float_storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     act = ("static" if activations else "none") if isinstance(activations, bool) else activations
+    bits_choice = None
+    if bits == "auto":  # the widest symmetric codes ORT's fast u8×s8 kernels multiply exactly on this CPU
+        from sparsa.quant.kernels import auto_weight_bits, this_cpu_isa
+
+        isa = this_cpu_isa()
+        bits, why = auto_weight_bits(isa)
+        bits_choice = {"bits": bits, "why": why, "cpu_isa": isa}
     sm = smoothing_fields(loaded, smooth, smooth_ffn_out)
     overrides = sm.pop("overrides", {}) | {p: None for p in keep_float}
     cfg = QuantConfig(bits=bits, scheme=scheme, clip=clip, per_channel=per_channel, activations=act,
@@ -47,4 +56,6 @@ def quantize_loaded(loaded, *, mode: str = "standard", bits: int = 8, scheme: st
     record = loaded.record["stages"][-1]
     if trim is not None:
         record["smooth_trim"] = trim_summary(trim)
+    if bits_choice is not None:
+        record["bits_choice"] = bits_choice
     return loaded, record
