@@ -237,7 +237,10 @@ def _gemm_folds_dense_k(op: Op, arch: Arch) -> tuple[Folds, int, float]:
         if df == "os":
             if se.skip == "block":
                 per_tile = max(1, (r // b) * (c // b))
-                kept_blocks = _group_sum(mask, 1, b, r).sum(axis=2)  # [G, row folds]
+                # kept blocks per row first (bytes summed into uint16 where a row's count fits), then per fold
+                narrow = mask.shape[2] < 2**16
+                per_row = (mask.view(np.uint8) if narrow else mask).sum(axis=2, dtype=np.uint16 if narrow else np.int64)
+                kept_blocks = _group_sum(per_row.astype(np.int64), 1, b, r)  # [G, row folds]
                 tiles = -(-kept_blocks // per_tile)
                 n_tiles = int(tiles.sum())
                 return Folds.uniform(g.per_fold, n_tiles), macs, n_tiles / max(1, g.row_folds * g.col_folds * op.count)
