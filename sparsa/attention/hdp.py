@@ -466,13 +466,15 @@ FAST_MIN_SCORES = 2**18  # below this the plain form costs little, and numba sta
 # score elements one integer pass holds at once: above it heads are run in groups (every step is
 # per head, so the result is the same), which bounds the int64 intermediates (~10 of 8 bytes each)
 HEAD_CHUNK_SCORES = 2**22
+# the long-sequence form holds ~25 bytes per score: larger groups, fewer calls (3 heads at 1,568 tokens)
+FAST_HEAD_CHUNK_SCORES = 2**23
 
 
-def _by_head_groups(q, k, v, cfg, valid, bias):
+def _by_head_groups(q, k, v, cfg, valid, bias, chunk=None):
     """`hdp_attention_int` over groups of heads, the outputs and statistics joined as one call gives them."""
     B, H, N, _ = q.shape
     Np = N + (-N) % cfg.block
-    step = max(1, HEAD_CHUNK_SCORES // (B * Np * Np))
+    step = max(1, (chunk or HEAD_CHUNK_SCORES) // (B * Np * Np))
     parts = []
     for h in range(0, H, step):
         hb = bias if bias is None or bias.dim() < 4 or bias.shape[1] == 1 else bias[:, h : h + step]
@@ -481,10 +483,13 @@ def _by_head_groups(q, k, v, cfg, valid, bias):
     cat = lambda name: None if getattr(sts[0], name) is None else torch.cat([getattr(t, name) for t in sts], 1)  # noqa: E731
     ops = {key: sum(t.ops[key] for t in sts) for key in sts[0].ops}  # every count is a sum over heads
     st0 = sts[0]
-    stats = HDPStats(block_mask=cat("block_mask"), head_mask=cat("head_mask"), valid_blocks=st0.valid_blocks,
+    block_mask = cat("block_mask")
+    # 1x1 blocks with every head kept: the element mask is the block mask itself, joined once
+    same = all(t.elem_keep is t.block_mask for t in sts)
+    stats = HDPStats(block_mask=block_mask, head_mask=cat("head_mask"), valid_blocks=st0.valid_blocks,
                      valid_len=st0.valid_len, block_size=st0.block_size, seq_len=st0.seq_len, padded=st0.padded,
                      head_importance=cat("head_importance"), ops=ops, output_int=cat("output_int"),
-                     elem_keep=cat("elem_keep"))
+                     elem_keep=block_mask if same else cat("elem_keep"))
     return torch.cat([p[0] for p in parts], 1), stats
 
 
@@ -500,12 +505,16 @@ def hdp_attention_int(q, k, v, cfg: HDPConfig | None = None, valid: torch.Tensor
     cfg = cfg or HDPConfig()
     check_qkv(q, k, v)
     B, H, N, D = q.shape
-    if H > 1 and B * H * (N + (-N) % cfg.block) ** 2 > HEAD_CHUNK_SCORES:
-        return _by_head_groups(q, k, v, cfg, valid, bias)
-    if FAST_PATH and B * H * N * N >= FAST_MIN_SCORES and hdp_fast.eligible(cfg, bias):
+    scores = B * H * (N + (-N) % cfg.block) ** 2
+    fast = FAST_PATH and B * H * N * N >= FAST_MIN_SCORES and hdp_fast.eligible(cfg, bias)
+    if H > 1 and scores > (FAST_HEAD_CHUNK_SCORES if fast else HEAD_CHUNK_SCORES):
+        return _by_head_groups(q, k, v, cfg, valid, bias, FAST_HEAD_CHUNK_SCORES if fast else None)
+    if fast:
         res = hdp_fast.run(q, k, v, cfg, valid)
         if res is not None:
             return res
+        if H > 1 and scores > HEAD_CHUNK_SCORES:  # declined: the int64 form, in its own smaller groups
+            return _by_head_groups(q, k, v, cfg, valid, bias)
     bias_int = None
     if bias is not None and cfg.importance != "abs":
         bias_int = _pad_bias(torch.round(bias.to(torch.float64) * math.sqrt(D)).clamp(-(2**40), 2**40).to(torch.int64), N + (-N) % cfg.block)

@@ -1,7 +1,8 @@
 """Memory bounds for recording dynamic-attention masks on a real model (`sparsa sim --attention`).
 
 The recorded forward runs each attention call's integer emulation in head groups of at most
-`sparsa.attention.hdp.HEAD_CHUNK_SCORES` score elements, so its working set is bounded by a group, not
+`sparsa.attention.hdp.HEAD_CHUNK_SCORES` score elements (`FAST_HEAD_CHUNK_SCORES` in the long-sequence
+form), so its working set is bounded by a group, not
 by the sequence: the plain int64 form holds 125 to 190 bytes per score of a group at the peak
 (measured on MiniLM with HDP at 128 and 512 tokens: `SCORE_BYTES`), the long-sequence form
 (`sparsa.attention.hdp_fast`: float32 products, fused row softmax) 10 to 20 (measured on 12 heads at
@@ -59,14 +60,14 @@ def plan(*, batch: int, heads: int, tokens: int, layers: int, block: int = 1, gr
     grouped: the method runs `hdp_attention_int`, which works in head groups (hdp, hdp-seed, int; the
     baselines hold all heads at once). fast: its configuration runs the long-sequence form
     (`sparsa.attention.hdp_fast.eligible`, on a model without an additive score bias)."""
-    from sparsa.attention.hdp import HEAD_CHUNK_SCORES
+    from sparsa.attention.hdp import FAST_HEAD_CHUNK_SCORES, HEAD_CHUNK_SCORES
 
     per_input = heads * tokens * tokens
     chunk = max(1, min(batch, CHUNK_SCORES // max(1, per_input)))
     blocks = batch * heads * (-(-tokens // block)) ** 2
     # the integer emulation's working set: one head group at a time where the method groups heads
-    group = min(chunk * per_input, HEAD_CHUNK_SCORES) if grouped else chunk * per_input
     fast = fast and grouped
+    group = min(chunk * per_input, FAST_HEAD_CHUNK_SCORES if fast else HEAD_CHUNK_SCORES) if grouped else chunk * per_input
     estimate = ((FAST_SCORE_BYTES if fast else SCORE_BYTES) * group + LAYER_BYTES * chunk * per_input
                 + (MASK_BYTES_PER_BLOCK * layers + SIM_BYTES_PER_BLOCK) * blocks)
     avail = available_bytes()
