@@ -156,10 +156,7 @@ def _group_any(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray
 
 def _group_sum(mask: np.ndarray, axis: int, block: int, fold: int) -> np.ndarray:
     per = max(1, fold // block)
-    # summed as bytes into uint16 where `per` fits it: ~4x faster than widening every bool to int64
-    narrow = mask.dtype == np.bool_ and per < 2**16
-    groups = _split_axis(mask.view(np.uint8) if narrow else mask, axis, per)
-    return groups.sum(axis=axis + 1, dtype=np.uint16 if narrow else np.int64).astype(np.int64)
+    return _split_axis(mask, axis, per).sum(axis=axis + 1, dtype=np.int64)  # counted in int64, not widened first
 
 
 def _split_axis(m: np.ndarray, axis: int, per: int) -> np.ndarray:
