@@ -62,6 +62,12 @@ def test_recipe_runs_smoothed_dynamic_int8_with_float16_storage_and_split_layern
     assert rec["float_storage"] == "float16"
     # the word embeddings (30522 x 32) dominate this model: at 2 bytes a value it is about half its FP32 size
     assert 0.45 < rec["size"]["ratio"] < 0.55
+    assert rec["onnx_bytes"] == (tmp_path / "out" / "model_int8.onnx").stat().st_size
+    from sparsa.cli.pipeline_cmds import _summary
+
+    summary = _summary(res, tmp_path / "out")
+    # int8 embedding tables in the file: smaller than the float16 folder
+    assert summary["onnx_bytes_ratio"] == rec["onnx_bytes"] / res["stages"][0]["bytes"] < summary["bytes_ratio"]
     nodes = onnx.load(rec["onnx"]).graph.node
     ops = [n.op_type for n in nodes]
     assert "QAttention" in ops and "LayerNormalization" in ops and "SkipLayerNormalization" not in ops

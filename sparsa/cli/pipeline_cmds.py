@@ -64,6 +64,11 @@ def _summary(results: dict, out: Path) -> dict:
     final = results.get("final") or {}
     for k, v in (final.get("ratios") or {}).items():
         s[k] = v
+    stages = results.get("stages") or []
+    onnx_bytes = [st["record"]["onnx_bytes"] for st in stages if isinstance(st.get("record"), dict)
+                  and st["record"].get("onnx_bytes")]
+    if onnx_bytes and stages[0].get("bytes"):  # the integer ONNX file vs the dense model's bytes
+        s["onnx_bytes_ratio"] = onnx_bytes[-1] / stages[0]["bytes"]
     q = final.get("quality") or {}
     if q.get("metric"):
         s[q["metric"]] = q.get("value")

@@ -111,6 +111,8 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
             state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",
                                           seq_len=state.recipe.evaluation.seq_len, **kw))
         record["onnx"] = str(state.onnx_path) if state.out_dir else "(temporary file)"
+        # the deployed file's size: integer weights and embedding tables (the folder keeps the tables float)
+        record["onnx_bytes"] = state.onnx_path.stat().st_size
     return record
 
 
