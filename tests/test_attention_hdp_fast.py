@@ -128,7 +128,8 @@ def test_default_rule_is_exact_with_and_without_the_int8_products(monkeypatch, i
     ref = hdp_attention_int(q, k, v, cfg, valid)
     used = []
     real = hdp_fast._int8_product
-    monkeypatch.setattr(hdp_fast, "_int8_product", lambda a, b: used.append(1) or (real(a, b) if int8_gemm else None))
+    monkeypatch.setattr(hdp_fast, "_int8_product",
+                        lambda a, b, slot=None: used.append(1) or (real(a, b, slot) if int8_gemm else None))
     fast = hdp_fast.run(q, k, v, cfg, valid)
     if fast is None:
         pytest.skip("numba is not available here: the plain form runs")
@@ -148,5 +149,5 @@ def test_row_kernels_from_several_threads_at_once():
         pytest.skip("numba is not available here: the plain form runs")
     with ThreadPoolExecutor(3) as pool:
         threaded = list(pool.map(lambda c: hdp_fast.run(*c[:3], cfg, c[3]), cases * 3))
-    for i, got in enumerate(threaded):
+    for i, got in enumerate(threaded):  # each thread's reused product buffers are its own
         _same(serial[i % len(cases)], got)

@@ -13,6 +13,9 @@ when a bound does not hold, or numba is missing) and the caller runs the plain f
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 
 from sparsa.attention import fixedpoint as fx
@@ -34,7 +37,22 @@ def _exact_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
 PAIR_LIMIT = 2**15 - 1
 
 
-def _int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+# The int32 products' storage, kept per thread between calls: a fresh 10-30 MB tensor per head group is
+# ~7,000 page faults each time (VideoMAE-B: ~0.7 M a run, seconds of kernel time). Nothing returned
+# from `run` refers to it: A is consumed by the masks, C becomes T and then P, consumed by P·V.
+_WORKSPACE = threading.local()
+
+
+def _buffer(slot: str, shape: tuple[int, ...]) -> torch.Tensor:
+    held = getattr(_WORKSPACE, slot, None)
+    n = math.prod(shape)
+    if held is None or held.numel() < n:
+        held = torch.empty(n, dtype=torch.int32)
+        setattr(_WORKSPACE, slot, held)
+    return held[:n].view(shape)
+
+
+def _int8_product(a: torch.Tensor, b: torch.Tensor, slot: str | None = None) -> torch.Tensor | None:
     """a @ bᵀ (int64 codes [..., N, K]) as int32 through torch's int8 GEMM (~4x a float32 product on
     AVX-512 VNNI), or None where it would not be exact or is unavailable (the float32 product runs)."""
     if not hasattr(torch, "_int_mm") or not a.numel() or not b.numel() or a.shape[:-2] != b.shape[:-2]:
@@ -43,7 +61,8 @@ def _int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
     if 2 * max(ma * (mb + 128), (ma + 128) * mb) > PAIR_LIMIT or ma * mb * k >= 2**31:
         return None
     a8, b8 = a.to(torch.int8).reshape(-1, *a.shape[-2:]), b.to(torch.int8).reshape(-1, *b.shape[-2:])
-    out = torch.empty(a8.shape[0], a8.shape[1], b8.shape[1], dtype=torch.int32)
+    shape = (a8.shape[0], a8.shape[1], b8.shape[1])
+    out = _buffer(slot, shape) if slot else torch.empty(shape, dtype=torch.int32)
     try:
         for i in range(a8.shape[0]):  # a 2-D GEMM per (input, head)
             torch._int_mm(a8[i], b8[i].t(), out=out[i])
@@ -70,7 +89,7 @@ def run(q, k, v, cfg, valid):
     IQ, FQ = fx.split_int_frac(qQ, cfg.frac_bits, cfg.split)
     IK, FK = fx.split_int_frac(qK, cfg.frac_bits, cfg.split)
     default_rule = cfg.importance == "rowmax" and b == 1  # one numba pass decides it (hdp_rows.rowmax_keep)
-    A = _int8_product(IQ, IK) if default_rule else None  # step 3: A = I_Q·I_Kᵀ
+    A = _int8_product(IQ, IK, "A") if default_rule else None  # step 3: A = I_Q·I_Kᵀ
     A = _exact_product(IQ, IK) if A is None else A
     if A is None:
         return None
@@ -136,7 +155,7 @@ def run(q, k, v, cfg, valid):
         fq_iq, ik_fk = torch.cat([FQ, IQ], -1), torch.cat([IK, FK], -1)
         c_bound = int(fq_iq.abs().amax()) * int(ik_fk.abs().amax()) * fq_iq.shape[-1] if fq_iq.numel() else 0
         if c_bound + (maxabs << cfg.frac_bits) < 2**31:  # T's int32 sum cannot overflow
-            C = _int8_product(fq_iq, ik_fk)
+            C = _int8_product(fq_iq, ik_fk, "C")
     if C is not None:
         T, t_frac = C.add_(A_int, alpha=1 << cfg.frac_bits), cfg.frac_bits  # int32: 2^f·A + F_Q·I_Kᵀ + I_Q·F_Kᵀ
         del A_int
