@@ -97,33 +97,16 @@ def build_baselines(work: Path, lm) -> dict:
     """ONNX Runtime's own files of the model (each `quantize_dynamic` on its own copy of its source), with
     their held-out cosines; cached in work/baselines.json."""
     import json
-    import shutil
-
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from quantization import _export_fp32, _export_fp32_optimized, _split_layernorm
+    from quantization import _split_layernorm, ort_baseline_files
 
     index = work / "baselines.json"
     if index.is_file():
         return json.loads(index.read_text())
     work.mkdir(parents=True, exist_ok=True)
-    feed = lm.example_inputs(batch=1, seq_len=128)
-    fp32, opt = work / "fp32.onnx", work / "fp32_opt.onnx"
-    _export_fp32(lm.clone().model, feed, fp32)  # a copy: tracing must not touch the reference model
-    _export_fp32_optimized(lm, feed, opt)
-    files = {"ORT FP32": fp32, "ORT FP32, BERT optimizer": opt}
-    for src_path, how in ((fp32, ""), (opt, ", BERT optimizer")):
-        for pc in (False, True):
-            src = work / "src.onnx"
-            shutil.copy(src_path, src)
-            dst = work / f"qd_{'channel' if pc else 'tensor'}{'_opt' if how else ''}.onnx"
-            quantize_dynamic(str(src), str(dst), per_channel=pc, weight_type=QuantType.QInt8,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-            src.unlink()
-            files[f"ORT quantize_dynamic per-{'channel' if pc else 'tensor'}{how}"] = dst
+    files = ort_baseline_files(lm, work)
     # ORT's best file with sparsa's own layout change (Add + LayerNormalization instead of SkipLayerNormalization)
     files["ORT quantize_dynamic per-channel, BERT optimizer, Add+LayerNorm"] = _split_layernorm(
-        work / "qd_channel_opt.onnx", work / "qd_channel_opt_ln.onnx")
+        files["ORT quantize_dynamic per-channel, BERT optimizer"], work / "qd_1_opt_ln.onnx")
     out = {k: {"path": str(v), "cosine": held_out_cosine(v, lm)} for k, v in files.items()}
     index.write_text(json.dumps(out, indent=1))
     return out

@@ -183,14 +183,36 @@ def _split_layernorm(src, dst):
 SMOOTH_ALPHAS = (0.3, 0.5, 0.7, 0.85)
 
 
+def ort_baseline_files(lm, work: Path) -> dict[str, Path]:
+    """ONNX Runtime's own files of `lm` in `work`: FP32 from the plain export and, as ONNX Runtime documents
+    for BERT, from the transformers optimizer's fused graph, and `quantize_dynamic` per-tensor and
+    per-channel of each (each on its own copy of its source file, TOOLCHAIN.md). {label: path}."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    feed = lm.example_inputs(batch=1, seq_len=128)
+    fp32_path, opt_path = work / "fp32.onnx", work / "fp32_opt.onnx"
+    _export_fp32(lm.clone().model, feed, fp32_path)  # a copy: tracing must not touch the reference model
+    _export_fp32_optimized(lm, feed, opt_path)
+    models = {"ORT FP32": fp32_path, "ORT FP32, BERT optimizer": opt_path}
+    for src_path, how in ((fp32_path, ""), (opt_path, ", BERT optimizer")):
+        for pc in (False, True):
+            label = f"ORT quantize_dynamic per-{'channel' if pc else 'tensor'}{how}"
+            src = work / f"src_{int(pc)}.onnx"
+            shutil.copy(src_path, src)
+            dst = work / f"qd_{int(pc)}{'_opt' if how else ''}.onnx"
+            quantize_dynamic(str(src), str(dst), per_channel=pc, weight_type=QuantType.QInt8,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            src.unlink()
+            models[label] = dst
+    return models
+
+
 def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=True, smooth_alpha=None,
               smooth_ffn_out="auto", smooth_budget=0.001) -> dict:
     """Export every model of the ORT comparison into `work` and measure its cosine (no timing);
     writes and returns work/models.json {label: {"path", "cosine"}} plus the choices made."""
     import json
-
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from sparsa.data import load_dataset
     from sparsa.data.text import EVAL_SENTENCES
@@ -207,23 +229,7 @@ def ort_build(work, keep_float=2, fixed_keep=None, fixed_clip=None, fast_gelu=Tr
     calib_texts = load_dataset("corpus", split="calib").texts[:16]
     ref = np.stack([embed(lm, [t], tok)[0].numpy() for t in EVAL_SENTENCES])  # PyTorch FP32 reference
 
-    # ORT baselines (each quantize_dynamic on its own copy of the source file, TOOLCHAIN.md), from the
-    # plain export and, as ONNX Runtime documents for BERT, from the transformers optimizer's fused graph
-    feed = lm.example_inputs(batch=1, seq_len=128)
-    fp32_path, opt_path = work / "fp32.onnx", work / "fp32_opt.onnx"
-    _export_fp32(lm.clone().model, feed, fp32_path)  # a copy: tracing must not touch the reference model
-    _export_fp32_optimized(lm, feed, opt_path)
-    models = {"ORT FP32": fp32_path, "ORT FP32, BERT optimizer": opt_path}
-    for src_path, how in ((fp32_path, ""), (opt_path, ", BERT optimizer")):
-        for pc in (False, True):
-            label = f"ORT quantize_dynamic per-{'channel' if pc else 'tensor'}{how}"
-            src = work / f"src_{int(pc)}.onnx"
-            shutil.copy(src_path, src)
-            dst = work / f"qd_{int(pc)}{'_opt' if how else ''}.onnx"
-            quantize_dynamic(str(src), str(dst), per_channel=pc, weight_type=QuantType.QInt8,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-            src.unlink()
-            models[label] = dst
+    models = ort_baseline_files(lm, work)
     # the same graph change the unfused sparsa file makes (see below), for a fair comparison
     unfused = "SkipLayerNormFusion"
     models[f"ORT quantize_dynamic per-channel, BERT optimizer, Add+LayerNorm ({unfused} off)"] = _split_layernorm(
