@@ -46,12 +46,18 @@ def _same(ref, got):
 def test_fast_form_is_exact(monkeypatch, cfg, seed, scale, with_valid):
     q, k, v, valid = _case(seed, scale=scale)
     valid = valid if with_valid else None
+    _check_fast_against_plain(monkeypatch, q, k, v, cfg, valid)
+
+
+def _check_fast_against_plain(monkeypatch, q, k, v, cfg, valid):
+    """The fast form's result equals the plain int64 form's (skips where numba is missing); returns the plain one."""
     monkeypatch.setattr(hdp, "FAST_PATH", False)
     ref = hdp_attention_int(q, k, v, cfg, valid)
     fast = hdp_fast.run(q, k, v, cfg, valid)
     if fast is None:
         pytest.skip("numba is not available here: the plain form runs")
     _same(ref, fast)
+    return ref
 
 
 def test_fast_form_is_exact_in_head_groups(monkeypatch):
@@ -93,12 +99,7 @@ def test_default_rule_runs_the_fused_rowmax_pass(monkeypatch, with_valid):
     q, k, v, valid = _case(3, n=40, scale=6.0)
     valid = valid if with_valid else None
     for cfg in (make_config("hdp"), make_config("hdp", tau_h=130000.0, v_mode="fixed")):
-        monkeypatch.setattr(hdp, "FAST_PATH", False)
-        ref = hdp_attention_int(q, k, v, cfg, valid)
-        fast = hdp_fast.run(q, k, v, cfg, valid)
-        if fast is None:
-            pytest.skip("numba is not available here: the plain form runs")
-        _same(ref, fast)
+        ref = _check_fast_against_plain(monkeypatch, q, k, v, cfg, valid)
     assert len(calls) == 2
     assert not bool(ref[1].head_mask.all()) and bool(ref[1].head_mask.any())  # the threshold did prune some heads
 
