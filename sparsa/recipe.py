@@ -127,13 +127,15 @@ class QuantizeStage(_Strict):
     calib: str | None = None
     calib_samples: int = Field(32, ge=1, le=100_000)
     smooth: float | None = Field(None, ge=0.0, le=1.0)  # SmoothQuant strength (BERT family: the fused layout)
-    smooth_ffn_out: float | None = Field(None, ge=0.0, le=1.0)  # FFN-out's own strength (None: not smoothed)
+    # FFN-out's own strength (None: not smoothed); without `smooth`, only the FFN-out layers are smoothed
+    smooth_ffn_out: float | None = Field(None, ge=0.0, le=1.0)
     smooth_budget: float | None = Field(None, ge=0.0, lt=1.0)  # keep only the smoothing Muls that pay (text models)
     float_storage: Literal["float32", "float16"] = "float32"  # how what stays float is stored
     onnx: bool = False  # also export an integer ONNX model (ORT latency is measured on it)
     embeddings: Literal["int8", "int4", "float"] = "int8"  # ONNX: how the embedding tables are stored
     onnx_fuse: bool = False  # BERT only: ORT's transformer fusions before integer export (faster)
     split_layernorm: bool = False  # with onnx_fuse: Add + LayerNormalization instead of ORT's slower SkipLayerNorm
+    fast_gelu: bool = False  # with onnx_fuse: ORT's tanh-approximated FastGelu instead of the exact erf GELU
 
     @field_validator("bits")
     @classmethod
@@ -144,10 +146,11 @@ class QuantizeStage(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if (self.smooth_ffn_out is not None or self.smooth_budget is not None) and self.smooth is None:
-            raise ValueError("smooth_ffn_out / smooth_budget refine a smoothed model: set smooth (e.g. 0.5) too")
-        if self.split_layernorm and not (self.onnx and self.onnx_fuse):
-            raise ValueError("split_layernorm lays out the fused ONNX export: set onnx and onnx_fuse too")
+        if self.smooth_budget is not None and self.smooth is None:
+            raise ValueError("smooth_budget trims the smoothing of a smoothed model: set smooth (e.g. 0.5) too")
+        for opt in ("split_layernorm", "fast_gelu"):
+            if getattr(self, opt) and not (self.onnx and self.onnx_fuse):
+                raise ValueError(f"{opt} lays out the fused ONNX export: set onnx and onnx_fuse too")
         return self
 
 

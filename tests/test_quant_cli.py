@@ -104,9 +104,17 @@ def test_quantize_cli_smoothing_layout_and_split_layernorm(tiny_folder_with_toke
     assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops
 
 
-def test_quantize_cli_ffn_out_strength_needs_smooth(tiny_folder, tmp_path):
-    r = _invoke(["quantize", str(tiny_folder), "--out", str(tmp_path / "x"), "--smooth-ffn-out", "0.7"])
-    assert isinstance(r.exception, SparsaError) and "--smooth" in str(r.exception)
+def test_quantize_cli_ffn_out_strength_alone_smooths_only_ffn_out(tiny_folder_with_tokenizer, tmp_path):
+    from sparsa.quant import load_quantized
+
+    out = tmp_path / "x"
+    r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--bits", "7", "--activations", "dynamic",
+                 "--smooth-ffn-out", "0.7", "--calib", "corpus", "--calib-samples", "4", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    lm = load_quantized(out)
+    for layer in lm.model.encoder.layer:
+        assert layer.output.dense.smooth_inv is not None  # FFN-out: smoothed
+        assert layer.intermediate.dense.smooth_inv is None and layer.attention.self.query.smooth_inv is None
 
 
 def test_quantize_cli_smooth_budget_trims_the_muls(tiny_folder_with_tokenizer, tmp_path):

@@ -20,8 +20,11 @@ def _err(text: str) -> str:
 def test_quantize_options_are_checked_together():
     head = "name: x\nmodel: minilm\nstages:\n  - type: quantize\n"
     assert "set smooth" in _err(head + "    smooth_budget: 0.001\n")
-    assert "set smooth" in _err(head + "    smooth_ffn_out: 0.7\n")
+    assert "set smooth" in _err(head + "    smooth_ffn_out: 0.7\n    smooth_budget: 0.001\n")
     assert "onnx_fuse" in _err(head + "    onnx: true\n    split_layernorm: true\n")
+    assert "fast_gelu" in _err(head + "    onnx: true\n    fast_gelu: true\n")
+    alone = parse_recipe(textwrap.dedent(head + "    smooth_ffn_out: 0.7\n"), source="r.yaml").recipe.stages[0]
+    assert (alone.smooth, alone.smooth_ffn_out) == (None, 0.7)  # FFN-out only
     msg = _err(head + "    activations: dyn\n")
     assert "r.yaml:5" in msg and "activations" in msg
     assert "r.yaml:5" in _err(head + "    float_storage: bf16\n")
@@ -53,6 +56,7 @@ def test_recipe_runs_smoothed_dynamic_int8_with_float16_storage_and_split_layern
         onnx: true
         onnx_fuse: true
         split_layernorm: true
+        fast_gelu: true
     evaluation:
       max_samples: 16
     """
@@ -71,4 +75,5 @@ def test_recipe_runs_smoothed_dynamic_int8_with_float16_storage_and_split_layern
     nodes = onnx.load(rec["onnx"]).graph.node
     ops = [n.op_type for n in nodes]
     assert "QAttention" in ops and "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
+    assert "FastGelu" in ops and "Gelu" not in ops and "BiasGelu" not in ops  # fast_gelu reached the export
     assert not [n.name for n in nodes if n.name.endswith("_smooth")]  # no smoothing Mul is left

@@ -33,7 +33,8 @@ def quantize(
     smooth: Optional[float] = typer.Option(None, "--smooth", callback=checks.in_range(0, 1), help="SmoothQuant strength α in [0, 1] for the layers' inputs "
                                            "(BERT-family: Q/K/V share one scale, attention-out folds into V)"),
     smooth_ffn_out: Optional[float] = typer.Option(None, "--smooth-ffn-out", callback=checks.in_range(0, 1), help="α for the FFN output projections "
-                                                   "(behind GELU; default: not smoothed; 0.7 measured best on MiniLM)"),
+                                                   "(behind GELU; default: not smoothed; 0.7 measured best on MiniLM; "
+                                                   "without --smooth only these layers are smoothed)"),
     smooth_budget: Optional[float] = typer.Option(None, "--smooth-budget", callback=checks.fraction, help="keep only the run-time smoothing Muls "
                                                   "that pay: drop the cheapest while the calibration cosine stays within "
                                                   "this of the fully smoothed model (text models; e.g. 0.001)"),
@@ -73,9 +74,8 @@ def quantize(
                          "prune first, then quantize)", refused=QUANTIZED_KINDS)
     set_data_size(lm, image_size, frames)
     _check_keep_float_matches(lm, keep_float or [])
-    if smooth_ffn_out is not None and smooth is None:
-        raise SparsaError("--smooth-ffn-out sets the FFN-out strength of a smoothed model", hint="give --smooth too")
-    needs_calib = (activations == "static" or smooth is not None or (clip == "search" and objective == "output"))
+    needs_calib = (activations == "static" or smooth is not None or smooth_ffn_out is not None
+                   or (clip == "search" and objective == "output"))
     if needs_calib and calib is None:
         calib = "corpus" if lm.modality == "text" else None
         if calib is None:
