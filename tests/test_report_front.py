@@ -78,3 +78,16 @@ def test_report_shows_the_front_with_the_default_and_this_run_marked(front):
 
 def test_no_front_section_for_a_model_without_a_measured_front():
     assert "Quality/speed front" not in render_run(_results("tiny-bert"))
+
+
+def test_stage_table_shows_the_onnx_file_beside_the_folder_bytes():
+    res = _results("tiny-bert") | {"stages": [
+        {"label": "dense", "params": 100, "bytes": 90_000_000},
+        {"label": "quantize", "params": 100, "bytes": 57_000_000, "record": {"onnx_bytes": 23_000_000}}]}
+    html = render_run(res)
+    i = html.index("<h2>Size and quality per stage</h2>")
+    sec = html[i:html.index("</table>", i)]
+    assert ">ONNX file bytes<" in sec
+    rows = sec.split("<tr>")[2:]  # after the header row
+    assert "<td>57,000,000</td><td>23,000,000</td>" in rows[1]  # folder bytes, then the ONNX file's
+    assert "<td>90,000,000</td><td>—</td>" in rows[0]  # the dense stage wrote no ONNX file

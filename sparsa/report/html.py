@@ -87,10 +87,15 @@ def render_run(results: dict) -> str:
         for s in stages:
             q = s.get("quality") or {}
             att = s.get("attention") or {}
-            rows.append([s["label"], s.get("params"), s.get("nonzero_params"), s.get("bytes"), s.get("macs"),
-                         q.get("metric", "—"), q.get("value"), att.get("block_sparsity"), s.get("wall_s")])
-        parts.append(table(["stage", "params", "non-zero params", "bytes", "MACs", "quality metric", "quality",
-                            "attention block sparsity", "stage time (s)"], rows, prov))
+            stage_rec = s.get("record") if isinstance(s.get("record"), dict) else {}
+            rows.append([s["label"], s.get("params"), s.get("nonzero_params"), s.get("bytes"), stage_rec.get("onnx_bytes"),
+                         s.get("macs"), q.get("metric", "—"), q.get("value"), att.get("block_sparsity"), s.get("wall_s")])
+        # "bytes": the model folder (embedding tables stay float there); the deployed integer ONNX file beside it
+        parts.append(table(["stage", "params", "non-zero params", "bytes", "ONNX file bytes", "MACs", "quality metric",
+                            "quality", "attention block sparsity", "stage time (s)"], rows, prov,
+                           titles=["stage", "params", "non-zero params", "the model folder's bytes",
+                                   "the integer ONNX file written by this stage (onnx: true)", "MACs", "quality metric",
+                                   "quality", "attention block sparsity", "stage time (s)"]))
         q0 = stages[0].get("quality") or {}
         if q0.get("data"):
             parts.append(f"<p class='prov'>quality measured on {esc(q0['data'])}; MACs at {esc(stages[0].get('macs_at'))}</p>")
