@@ -74,6 +74,11 @@ def test_image_size_override_reaches_the_data(folders):
     # Swin pads to its windows, so it takes other sizes: the override is what the data comes at
     r = _json(runner.invoke(app, ["eval", str(folders / "swin48"), "--image-size", "32", "--runs", "1", "--json"]))
     assert r["data_shape"] == [3, 32, 32]
+    # ... and what its MACs and latency are counted at (the reference's too): fewer MACs than at 48 px
+    assert r["latency_input"] == "pixel_values [1, 3, 32, 32]"
+    native = _json(runner.invoke(app, ["eval", str(folders / "swin48"), "--runs", "1", "--json"]))
+    assert native["latency_input"] == "pixel_values [1, 3, 48, 48]"
+    assert r["macs"] == r["reference_macs"] < native["macs"]
     # ViT does not: the mismatch is a clear error naming the option
     _fails(["eval", str(folders / "vit48"), "--image-size", "64", "--runs", "1"],
            "(3, 64, 64) but the model takes (3, 48, 48)", "--image-size")

@@ -91,7 +91,7 @@ def test_quantize_cli_smoothing_layout_and_split_layernorm(tiny_folder_with_toke
     out = tmp_path / "s"
     r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--bits", "7", "--clip", "max", "--activations", "dynamic",
                  "--smooth", "0.5", "--smooth-ffn-out", "0.7", "--calib", "corpus", "--calib-samples", "4",
-                 "--out", str(out), "--onnx", "--split-layernorm", "--seq-len", "8", "--json"])
+                 "--out", str(out), "--onnx", "--split-layernorm", "--fast-gelu", "--seq-len", "8", "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["smooth"] == 0.5 and res["smooth_ffn_out"] == 0.7
@@ -102,6 +102,9 @@ def test_quantize_cli_smoothing_layout_and_split_layernorm(tiny_folder_with_toke
     assert layer.output.dense.smooth_inv is not None  # FFN-out: its own strength
     ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
     assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops
+    assert "FastGelu" in ops and "Gelu" not in ops  # --fast-gelu reached the fused export
+    r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--out", str(tmp_path / "x"), "--fast-gelu"])
+    assert isinstance(r.exception, SparsaError) and "--onnx" in r.exception.hint
 
 
 def test_quantize_cli_ffn_out_strength_alone_smooths_only_ffn_out(tiny_folder_with_tokenizer, tmp_path):

@@ -36,3 +36,24 @@ def set_data_size(lm, image_size: int | None, frames: int | None) -> None:
                           hint="drop --frames (use --image-size for images)")
     lm.data_size = {"image_size": image_size, "frames": frames}
     check_format(**lm.data_options())
+    _check_model_takes_it(lm)
+
+
+def _check_model_takes_it(lm) -> None:
+    """One batch-1 forward at the override's size: a model that takes only its own size (ViT's position
+    table, VideoMAE's) is refused here with the shape error, before any work that counts MACs or times
+    the model at that size (`LoadedModel.example_inputs` follows the override)."""
+    import torch
+
+    from sparsa.metrics.quality import shape_mismatch_error
+
+    inputs = lm.example_inputs(batch=1)
+    try:
+        with torch.no_grad():
+            lm.model(**inputs)
+    except (ValueError, RuntimeError) as e:
+        x = next((v for v in inputs.values() if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
+        err = shape_mismatch_error(lm, x, e) if x is not None else None
+        if err is None:
+            raise
+        raise err from e

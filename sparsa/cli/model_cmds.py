@@ -267,6 +267,7 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
             if log:
                 log.print(f"recorded original {ref_name!r} is not available ({e.message}); no reference")
     if ref is not None:
+        ref.data_size = dict(lm.data_size)  # the reference sees the same data, so its MACs and latency too
         check_reference(lm, "the model", ref, ref_name)
     bad = warn_nonfinite_weights(lm, "the model") + (warn_nonfinite_weights(ref, ref_name) if ref is not None else [])
     if bad:

@@ -42,6 +42,8 @@ def quantize(
                                       "norms, embeddings, scales) are stored: float32 | float16 (rounded in place)"),
     split_layernorm: bool = typer.Option(False, "--split-layernorm", help="ONNX: keep Add + LayerNormalization "
                                          "instead of ORT's fused SkipLayerNormalization (faster on AVX2 CPUs)"),
+    fast_gelu: bool = typer.Option(False, "--fast-gelu", help="ONNX (BERT family, fused export): ORT's "
+                                   "tanh-approximated FastGelu instead of the exact erf GELU (faster)"),
     embeddings: str = typer.Option("int8", "--embeddings", help="ONNX: how the embedding tables are stored: int8 (per-row "
                                    "scales, gathered and dequantized in the graph) | int4 (packed, two per byte) | float"),
     out: Path = typer.Option(..., "--out", help="the quantized model folder (loads like any model; + result.json "
@@ -74,6 +76,9 @@ def quantize(
                          "prune first, then quantize)", refused=QUANTIZED_KINDS)
     set_data_size(lm, image_size, frames)
     _check_keep_float_matches(lm, keep_float or [])
+    if (fast_gelu or split_layernorm) and not onnx:
+        raise SparsaError("--fast-gelu / --split-layernorm lay out the ONNX export, and none was asked for",
+                          hint="add --onnx, or drop them")
     needs_calib = (activations == "static" or smooth is not None or smooth_ffn_out is not None
                    or (clip == "search" and objective == "output"))
     if needs_calib and calib is None:
@@ -110,7 +115,7 @@ def quantize(
             from sparsa.quant.export import export_info, export_onnx, integer_initializer_bytes, zero_points_in
 
             path = work / "model_int8.onnx"
-            export_onnx(lm, path, seq_len=seq_len, embeddings=embeddings,
+            export_onnx(lm, path, seq_len=seq_len, embeddings=embeddings, fast_gelu=fast_gelu,
                         **({"skip_layernorm": False} if split_layernorm else {}))
             info = export_info(path)
             result["onnx"] = str(Path(out) / "model_int8.onnx")

@@ -60,8 +60,9 @@ def shape_mismatch_error(loaded, x: torch.Tensor, cause: Exception | None = None
     rather than a traceback (models that accept other sizes never get here)."""
     from sparsa.errors import SparsaError
 
-    try:
-        ref = loaded.example_inputs(batch=1)[_input_name(loaded)]
+    try:  # the model's own size: the adapter's inputs (LoadedModel.example_inputs follows a data-size override)
+        adapter = getattr(loaded, "adapter", None)
+        ref = (adapter or loaded).example_inputs(batch=1)[_input_name(loaded)]
     except Exception:  # no example input to compare with: let the original error through
         return None
     got, want = tuple(x.shape[1:]), tuple(ref.shape[1:])

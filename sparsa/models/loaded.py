@@ -34,8 +34,13 @@ class LoadedModel:
 
     def example_inputs(self, batch: int = 1, seq_len: int | None = None) -> dict:
         """Keyword arguments for `model(**inputs)` (deterministic, seed 0). Text models: `seq_len`
-        tokens (default 128, or the model's position limit if shorter)."""
-        return self.adapter.example_inputs(batch=batch, seq_len=seq_len)
+        tokens (default 128, or the model's position limit if shorter). Image and video models: at the
+        `data_size` override where one is set, so MACs and latency are counted at the size the data has."""
+        inputs = self.adapter.example_inputs(batch=batch, seq_len=seq_len)
+        size = {k: v for k, v in self.data_size.items() if v is not None}
+        if size and self.modality in ("image", "video"):
+            inputs = {k: _resized(v, size.get("image_size"), size.get("frames")) for k, v in inputs.items()}
+        return inputs
 
     def data_options(self) -> dict:
         """The input format data must come in, as options for `sparsa.data.load_dataset`: the model's
@@ -65,3 +70,18 @@ class LoadedModel:
 
     def describe(self) -> dict:
         return {"family": self.family, "modality": self.modality, **self.adapter.describe()}
+
+
+def _resized(t, image_size: int | None, frames: int | None):
+    """A float image [B, C, H, W] or clip [B, T, C, H, W] input drawn again (seed 0) at the override's size;
+    anything else as it is."""
+    import torch
+
+    if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() in (4, 5)):
+        return t
+    shape = list(t.shape)
+    if image_size is not None:
+        shape[-2:] = [image_size, image_size]
+    if frames is not None and t.dim() == 5:
+        shape[1] = frames
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=t.dtype)
