@@ -62,10 +62,15 @@ def test_generic_forward_reproduces_timesformer_attention_modules():
         m = lm.model.get_submodule(name)
         with torch.no_grad():
             ref = m(x)[0]
+            ref_ctx, ref_probs = m(x, output_attentions=True)
             m._sparsa_wrap = spec
-            got = generic_attention_forward(m, x)[0]
+            got = generic_attention_forward(m, x)
+            got_ctx, got_probs = generic_attention_forward(m, x, output_attentions=True)
         del m._sparsa_wrap
-        assert (got - ref).abs().max() <= BOUND
+        assert len(got) == 1 and (got[0] - ref).abs().max() <= BOUND
+        # asked for them, the probabilities come second, as the module's own forward gives them
+        assert got_probs.shape == ref_probs.shape and (got_probs - ref_probs).abs().max() <= BOUND
+        assert (got_ctx - ref_ctx).abs().max() <= BOUND
 
 
 def test_timesformer_heads_prune_through_the_fused_qkv_like_zeroed_heads(tmp_path):

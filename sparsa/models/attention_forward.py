@@ -95,9 +95,18 @@ def generic_attention_forward(module, *args, **kwargs):
     drop = getattr(module, spec.dropout) if spec.dropout else None
     p = float(getattr(drop, "p", 0.0)) if drop is not None and drop.training else 0.0
     mask = a.get("attention_mask")
+    want_probs = bool(a.get("output_attentions")) and spec.returns != 0
     fn = _attention_fn(module)
-    if fn is not None:
-        out, _ = fn(module, q, k, v, mask, scaling=scale, dropout=p)  # [B, N, H, D]
+    probs = None
+    if fn is not None:  # sparsa's attention (e.g. HDP): its probabilities are the pruned ones
+        out, probs = fn(module, q, k, v, mask, scaling=scale, dropout=p)  # [B, N, H, D]
+    elif want_probs:  # the probabilities are asked for: the explicit form, which has them
+        if mask is not None and mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, float("-inf"))
+        scores = (q @ k.transpose(-2, -1)) * scale + (mask.to(q.dtype) if mask is not None else 0.0)
+        probs = scores.softmax(-1)
+        out = (nn.functional.dropout(probs, p) if p else probs) @ v
+        out = out.transpose(1, 2)
     else:
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
@@ -106,7 +115,11 @@ def generic_attention_forward(module, *args, **kwargs):
     ctx = out.reshape(B, N, H * D)
     if spec.o:
         ctx = getattr(module, spec.o)(ctx)
-    return ctx if spec.returns == 0 else (ctx,) + (None,) * (spec.returns - 1)
+    if spec.returns == 0:
+        return ctx
+    if want_probs:  # as HF attention modules answer output_attentions: context, then the probabilities
+        return (ctx, probs) + (None,) * max(spec.returns - 2, 0)
+    return (ctx,) + (None,) * (spec.returns - 1)
 
 
 def wrap(module: nn.Module, spec: WrapSpec) -> None:
