@@ -171,7 +171,8 @@ def build_candidates(work: Path, lm, seq: int) -> dict:
     index, isa = work / "candidates.json", sorted(this_cpu_isa())
     if index.is_file():
         cached = json.loads(index.read_text())
-        if cached.get("cpu_isa") == isa and set(cached["files"]) == set(CANDIDATES):
+        if (cached.get("cpu_isa") == isa and set(cached["files"]) == set(CANDIDATES)
+                and all(Path(v["path"]).is_file() for v in cached["files"].values())):
             return cached["files"]
     work.mkdir(parents=True, exist_ok=True)
     calib = load_dataset("fortunes", split="calib")
