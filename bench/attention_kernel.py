@@ -62,6 +62,9 @@ def main():
     ap.add_argument("--no-gemm", dest="gemm", action="store_false", help="skip the kernel's portable gemm path")
     ap.add_argument("--out", default="attention_kernel", help="result file stem under bench/results/")
     args = ap.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     import torch
     import torch.nn.functional as F
 

@@ -210,6 +210,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer sweeps (hdp, hdp b=2, hdp-seed, topk, energon, spatten)")
     ap.add_argument("--models", default="minilm,tiny-vit,tiny-swin")
     args = ap.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     import torch
 
     # one thread: on a shared 2-core machine a second intra-op thread mostly waits at barriers

@@ -159,6 +159,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="family names to try (default: all)")
     args = ap.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     import transformers
 
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")

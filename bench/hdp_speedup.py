@@ -113,6 +113,9 @@ def speed_lines() -> None:
 
 
 def main() -> None:
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     import torch
 
     torch.set_num_threads(1)

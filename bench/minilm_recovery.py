@@ -90,6 +90,9 @@ def main():
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--table", nargs="+", default=None, help="only print the table of these --json files")
     args = p.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     if args.table:
         print(table([r for f in args.table for r in json.load(open(f))["results"]]))
         return

@@ -413,6 +413,9 @@ def main() -> None:
     p.add_argument("--latency-runs", type=int, default=60, help="pairs timed by measure_latency_pair")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     torch.set_num_threads(1)  # training on 2 shared cores: a second thread mostly spins
     out = {"args": vars(args)}
     if args.video_only:  # keep the CNN figures of the last full run

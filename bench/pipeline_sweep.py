@@ -29,6 +29,9 @@ def main() -> None:
     ap.add_argument("--grid", default=str(Path(__file__).resolve().parents[1] / "recipes/grids/array_shape.yaml"))
     ap.add_argument("--no-ray", action="store_true")
     args = ap.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     loaded, grid = load_recipe(args.recipe), load_grid(args.grid)
     runs = [("inline (workers 0)", dict(workers=0)), ("process pool, 1 worker", dict(workers=1)),
             ("process pool, 2 workers", dict(workers=2))]

@@ -95,6 +95,9 @@ def main() -> None:
     ap.add_argument("--skip-cosim", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sparsa/hw/rtl/synth_results.json"))
     args = ap.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
 

@@ -141,6 +141,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--cached-only", action="store_true", help="skip GEMMs SCALE-Sim has not run yet (no new runs)")
     args = ap.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     dense, mem = build_jobs(args.quick, args.full)
     if args.cached_only:
         cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}

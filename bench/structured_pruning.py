@@ -105,6 +105,9 @@ def main() -> None:
     ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime FP32 latency ratio")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile latency ratio")
     args = ap.parse_args()
+    from sparsa.metrics.cpu import cpu_line
+
+    print(cpu_line(), flush=True)  # where every figure below was measured
     ratios = [float(r) for r in args.ratios.split(",")]
 
     from rich.console import Console
