@@ -180,3 +180,19 @@ def test_clips_at_another_size_and_length_show_the_same_motion():
     shift = {name: float((cx[d.y == c, -1] - cx[d.y == c, 0]).mean()) for c, name in enumerate(CLASSES)}
     # at 32 px / 8 frames a shape travels 1.5-2.8 px a frame, 10-20 px in all; scaled x2 here
     assert 20 < shift["right"] < 40 and -40 < shift["left"] < -20 and abs(shift["down"]) < 3
+
+
+def test_example_inputs_follow_the_override_in_either_clip_layout(folders):
+    from sparsa.models import load
+    from sparsa.models.tiny import tiny_model
+
+    conv = tiny_model("video-conv")  # a Conv3d net: [C, T, H, W] per clip
+    c, t, h, _ = conv.model.input_shape
+    conv.data_size = {"image_size": h * 2, "frames": t * 2}
+    (x,) = conv.example_inputs(batch=1).values()
+    assert tuple(x.shape) == (1, c, t * 2, h * 2, h * 2)  # frames on the time axis, not the channels
+    vmae = load(folders / "vmae48")  # Hugging Face clips: [T, C, H, W]
+    vmae.data_size = {"image_size": 32, "frames": 3}
+    assert tuple(vmae.example_inputs(batch=2)["pixel_values"].shape) == (2, 3, 3, 32, 32)
+    vmae.data_size = {}
+    assert tuple(vmae.example_inputs(batch=1)["pixel_values"].shape) == (1, 6, 3, 48, 48)

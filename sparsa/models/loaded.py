@@ -39,7 +39,8 @@ class LoadedModel:
         inputs = self.adapter.example_inputs(batch=batch, seq_len=seq_len)
         size = {k: v for k, v in self.data_size.items() if v is not None}
         if size and self.modality in ("image", "video"):
-            inputs = {k: _resized(v, size.get("image_size"), size.get("frames")) for k, v in inputs.items()}
+            time_dim = 2 if self.data_options().get("layout") == "CTHW" else 1  # Conv3d clips: [B, C, T, H, W]
+            inputs = {k: _resized(v, size.get("image_size"), size.get("frames"), time_dim) for k, v in inputs.items()}
         return inputs
 
     def data_options(self) -> dict:
@@ -72,9 +73,9 @@ class LoadedModel:
         return {"family": self.family, "modality": self.modality, **self.adapter.describe()}
 
 
-def _resized(t, image_size: int | None, frames: int | None):
-    """A float image [B, C, H, W] or clip [B, T, C, H, W] input drawn again (seed 0) at the override's size;
-    anything else as it is."""
+def _resized(t, image_size: int | None, frames: int | None, time_dim: int = 1):
+    """A float image [B, C, H, W] or clip ([B, T, C, H, W], or [B, C, T, H, W] with time_dim 2) input drawn
+    again (seed 0) at the override's size; anything else as it is."""
     import torch
 
     if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() in (4, 5)):
@@ -83,5 +84,5 @@ def _resized(t, image_size: int | None, frames: int | None):
     if image_size is not None:
         shape[-2:] = [image_size, image_size]
     if frames is not None and t.dim() == 5:
-        shape[1] = frames
+        shape[time_dim] = frames
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=t.dtype)
