@@ -43,18 +43,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/quantization.py's export and cosine helpers
 
 
-def _session(nodes, inputs, inits, threads):
+def _options(threads: int):
+    """Session options every timed session here shares: `threads` intra-op threads, spinning pool threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    return so
+
+
+def _graph_session(nodes, inputs, outputs, inits, threads):
+    """An ORT session of a graph of float inputs [(name, shape)] and float outputs [names] (opset 17 + contrib)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(m.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"])
+
+
+def _int8_weight(rng, k: int, n: int, w: str, s: str) -> list:
+    """A [k, n] weight of 7-bit codes stored int8 (ORT's u8×s8 kernel, as sparsa's W7 export) and its scales."""
+    from onnx import numpy_helper
+
+    return [numpy_helper.from_array(rng.integers(-63, 64, (k, n)).astype(np.int8), w),
+            numpy_helper.from_array(np.full(n, 0.01, np.float32), s)]
+
+
+def _session(nodes, inputs, inits, threads):
+    s = _graph_session(nodes, inputs, ["Y"], inits, threads)
     rng = np.random.default_rng(0)
     feed = {n: rng.standard_normal(sh).astype(np.float32) for n, sh in inputs}
     return lambda: s.run(None, feed)
@@ -65,8 +84,7 @@ def gemm_fns(m: int, k: int, n: int, threads: int) -> dict:
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    codes = numpy_helper.from_array(rng.integers(-63, 64, (k, n)).astype(np.int8), "W")
-    scale = numpy_helper.from_array(np.full(n, 0.01, np.float32), "s")
+    int8_weight = _int8_weight(rng, k, n, "W", "s")
     wf = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "W")
     x = torch.randn(m, k)
     w = torch.randn(n, k)
@@ -77,7 +95,7 @@ def gemm_fns(m: int, k: int, n: int, threads: int) -> dict:
 
     return {
         "int8": _session([helper.make_node("DynamicQuantizeMatMul", ["A", "W", "s"], ["Y"], domain="com.microsoft")],
-                         [("A", [m, k])], [codes, scale], threads),
+                         [("A", [m, k])], int8_weight, threads),
         "ort_fp32": _session([helper.make_node("MatMul", ["A", "W"], ["Y"])], [("A", [m, k])], [wf], threads),
         "torch_fp32": torch_linear,
     }
@@ -95,14 +113,14 @@ def one_graph_fn(shapes: dict, layers: int, seq: int, hidden: int, heads: int, t
     session call: what the parts cost with one call's overhead and the weights read in turn as a whole model
     reads them, not each kept hot in cache by its own loop. Shown beside the bound, not used by the verdict."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     rng = np.random.default_rng(0)
     nodes, inits, inputs, feed = [], [], [], {}
     outs: dict[str, list[int]] = {}  # output -> shape: bound to buffers made once (no per-call copy into numpy)
 
     def inp(name, shape):
-        inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        inputs.append((name, shape))
         feed[name] = rng.standard_normal(shape).astype(np.float32)
 
     per_layer = [(shape, count // layers) for shape, count in shapes.items()]
@@ -110,8 +128,7 @@ def one_graph_fn(shapes: dict, layers: int, seq: int, hidden: int, heads: int, t
         for j, ((m, k, n), c) in enumerate(per_layer):
             for r in range(c):
                 tag = f"{layer}_{j}_{r}"
-                inits += [numpy_helper.from_array(rng.integers(-63, 64, (k, n)).astype(np.int8), f"W{tag}"),
-                          numpy_helper.from_array(np.full(n, 0.01, np.float32), f"s{tag}")]
+                inits += _int8_weight(rng, k, n, f"W{tag}", f"s{tag}")
                 inp(f"A{tag}", [m, k])
                 nodes.append(helper.make_node("DynamicQuantizeMatMul", [f"A{tag}", f"W{tag}", f"s{tag}"], [f"Y{tag}"],
                                               domain="com.microsoft"))
@@ -121,13 +138,7 @@ def one_graph_fn(shapes: dict, layers: int, seq: int, hidden: int, heads: int, t
         nodes.append(helper.make_node("MultiHeadAttention", [f"Q{layer}", f"K{layer}", f"V{layer}"], [f"M{layer}"],
                                       domain="com.microsoft", num_heads=heads))
         outs[f"M{layer}"] = [1, seq, hidden]
-    g = helper.make_graph(nodes, "parts", inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
-                          inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    s = _graph_session(nodes, inputs, list(outs), inits, threads)
     io = s.io_binding()
     for name, arr in feed.items():
         io.bind_cpu_input(name, arr)
@@ -246,9 +257,7 @@ def profile_file(path, feed, threads: int, runs: int = 200) -> dict[str, float]:
 
     from sparsa.quant.export import session_hints
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    so = _options(threads)
     so.enable_profiling = True
     so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="sparsa-prof-")) / "p")
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],

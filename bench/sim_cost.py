@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,8 +145,8 @@ def main() -> None:
         for label, r in runs:
             print(f"| {label} | {r['wall_s']:.2f} | {r['user_s']:.1f} | {r['sys_s']:.1f} | {r['peak_rss_gb']:.2f} | "
                   f"{r['load_before']:.1f} / {r['load_after']:.1f} |")
-        warm = sorted(r["wall_s"] for label, r in runs[1:])
-        print(f"warm median {warm[len(warm) // 2]:.2f} s wall, peak RSS {max(r['peak_rss_gb'] for _, r in runs):.2f} GB")
+        warm = statistics.median(r["wall_s"] for _, r in runs[1:])
+        print(f"warm median {warm:.2f} s wall, peak RSS {max(r['peak_rss_gb'] for _, r in runs):.2f} GB")
         runs = [("current", False)] + ([] if args.no_plain else [("plain forms", True)])
         table, outputs = {}, {}
         for label, plain in runs:
