@@ -11,6 +11,8 @@ How "matches" is checked, so that it holds on any CPU (AVX2, AVX-512, VNNI, AMX,
   the quantization step (`_assert_close_to_simulation`, the derivation is there).
 """
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -105,7 +107,7 @@ def _assert_integer_path_exact(q, path, inputs) -> int:
             qp = choose_qparams(torch.from_numpy(x), 8, "asym", "max", None)
             assert val(n.output[1]) == qp.scale.numpy() and val(n.output[2]) == qp.zero_point.numpy()
         else:
-            qp = layers[n.name[: -len("_ql")]].static_act_qparams()
+            qp = layers[_layer_tag(n.name, "_ql")].static_act_qparams()
         while len(consumers.get(n.output[0], [])) == 1 and consumers[n.output[0]][0].op_type == "Clip":
             n = consumers[n.output[0]][0]  # the narrow symmetric grid
             codes = val(n.output[0])
@@ -116,7 +118,7 @@ def _assert_integer_path_exact(q, path, inputs) -> int:
     for n in g.node:
         if n.op_type != "MatMulInteger":
             continue
-        layer = layers[n.name[: -len("_mmi")]]
+        layer = layers[_layer_tag(n.name, "_mmi")]
         a, b = val(n.input[0]).astype(np.int64), val(n.input[1]).astype(np.int64)
         za = val(n.input[2]).astype(np.int64) if len(n.input) > 2 and n.input[2] else 0
         zb = val(n.input[3]).astype(np.int64) if len(n.input) > 3 and n.input[3] else 0
@@ -141,6 +143,11 @@ def _assert_integer_path_exact(q, path, inputs) -> int:
         assert np.array_equal(val(mul.output[0]), acc.astype(np.float32) * scale), f"{n.name}: rescale"
         checked += 1
     return checked
+
+
+def _layer_tag(node_name: str, suffix: str) -> str:
+    """The layer's tag in an integer node's name: a layer run again (a shared layer) adds `_use<k>`."""
+    return re.sub(r"_use\d+$", "", node_name[: -len(suffix)])
 
 
 def _compare(q, float_model, path, seq=12):
@@ -294,6 +301,28 @@ def test_other_families_export_on_integer_kernels_and_match_simulation(family, t
     # every quantized Linear runs on an integer kernel (a QAttention takes Q, K and V together)
     assert ops.count("MatMulInteger") + 3 * ops.count("QAttention") == n_linear
     assert _compare(q, float_model, p) == ops.count("MatMulInteger")
+
+
+def test_a_layer_run_several_times_is_integer_at_every_use_with_one_copy_of_its_codes(tmp_path):
+    """ALBERT runs one shared layer N times: the exporter reaches the later uses through Identity nodes
+    of the one weight. Every use must run on the integer kernel, and the file holds each layer's codes once."""
+    import transformers as tf
+
+    from sparsa.models import from_module
+
+    torch.manual_seed(0)
+    cfg = tf.AlbertConfig(vocab_size=100, max_position_embeddings=40, embedding_size=16, hidden_size=32,
+                          num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
+    float_model = from_module(tf.AlbertModel(cfg).eval(), source="tiny-albert")
+    q = float_model.clone()
+    quantize_(q, QuantConfig(bits=8, activations="dynamic", act_scheme="asym"))
+    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12)
+    assert export_info(p)["float_layers"] == []
+    # the embedding projection once, the shared layer's 6 Linears at each of the 3 uses
+    assert _integer_ops(p).count("MatMulInteger") == 1 + 6 * 3
+    codes = [i for i in onnx.load(str(p)).graph.initializer if i.name.endswith("_wq")]
+    assert len(codes) == 1 + 6
+    assert _compare(q, float_model, p) == 1 + 6 * 3
 
 
 def test_head_pruned_bert_still_fuses_into_qattention(tmp_path):

@@ -410,7 +410,13 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
 
     g = proto.graph
     inits = {i.name: i for i in g.initializer}
+    # a weight shared between layers (ALBERT's one layer run N times, tied projections) reaches its
+    # second and later MatMuls through Identity nodes of the one initializer: follow them
+    aliases = _identity_aliases(g, inits)
+    inits.update({out: inits[src] for out, src in aliases.items()})
     used_init = set()
+    uses: dict[str, int] = {}  # layer -> MatMuls rewritten so far: node and tensor names stay unique per use
+    weight_consts: dict[tuple, str] = {}  # (layer, what) -> initializer: one copy of the codes however many uses
     new_nodes, extra_inits = [], []
     dq_cache: dict[tuple, tuple] = {}
     smooth_cache: dict[tuple, str] = {}
@@ -420,6 +426,12 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
     def const(name, arr):
         extra_inits.append(numpy_helper.from_array(np.asarray(arr), name))
         return name
+
+    def layer_const(layer: str, what: str, name: str, arr) -> str:
+        key = (layer, what)
+        if key not in weight_consts:
+            weight_consts[key] = const(name, arr)
+        return weight_consts[key]
 
     def smoothed(x: str, q: QuantLinear, tag: str) -> str:
         """x · smooth_inv (SmoothQuant), one Mul per distinct (input, scale) pair."""
@@ -467,11 +479,11 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
         dq_cache[key] = out
         return out
 
-    def integer_matmul(x: str, y: str, q: QuantLinear, tag: str, codes, zp, scale):
+    def integer_matmul(x: str, y: str, q: QuantLinear, tag: str, codes, zp, scale, layer: str):
         qx, sx, zx = quant_input(x, q, tag)
-        w = const(f"{tag}_wq", codes)
+        w = layer_const(layer, "wq", f"{tag}_wq", codes)
         ins = [qx, w]
-        wz = const(f"{tag}_wzp", zp) if zp is not None else ""
+        wz = layer_const(layer, "wzp", f"{tag}_wzp", zp) if zp is not None else ""
         if zx or wz:
             ins += [zx or "", wz] if wz else [zx]
         acc = f"{tag}_acc"
@@ -480,8 +492,8 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
         new_nodes.append(helper.make_node("Cast", [acc], [accf], to=TensorProto.FLOAT, name=f"{tag}_cast"))
         if mode == "dynamic":
             sc = f"{tag}_scale"
-            new_nodes.append(helper.make_node("Mul", [sx, const(f"{tag}_ws", scale.astype(np.float32))], [sc],
-                                              name=f"{tag}_smul"))
+            new_nodes.append(helper.make_node("Mul", [sx, layer_const(layer, "ws", f"{tag}_ws", scale.astype(np.float32))],
+                                              [sc], name=f"{tag}_smul"))
         else:  # the same float32 product the simulation uses
             sc = const(f"{tag}_scale", (q.a_scale.detach().float() * q.w_scale.detach().float()).numpy())
         new_nodes.append(helper.make_node("Mul", [accf, sc], [y], name=f"{tag}_rescale"))
@@ -509,19 +521,21 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
             continue
         name, q, _ = hit
         done.add(name)
-        tag = "q_" + name.replace(".", "_")
+        uses[name] = uses.get(name, 0) + 1
+        tag = "q_" + name.replace(".", "_") + ("" if uses[name] == 1 else f"_use{uses[name]}")
         codes, zp, scale = _codes(q, weight_dtype)
         used_init.add(node.input[1])
         if node.op_type == "MatMul":
-            integer_matmul(node.input[0], node.output[0], q, tag, codes, zp, scale)
+            integer_matmul(node.input[0], node.output[0], q, tag, codes, zp, scale, name)
         else:  # Gemm: integer matmul, then the bias
             mm = f"{tag}_mm"
             integer_matmul(node.input[0], mm if len(node.input) > 2 and node.input[2] else node.output[0],
-                           q, tag, codes, zp, scale)
+                           q, tag, codes, zp, scale, name)
             if len(node.input) > 2 and node.input[2]:
                 new_nodes.append(helper.make_node("Add", [mm, node.input[2]], [node.output[0]], name=f"{tag}_bias"))
         count += 1
 
+    new_nodes = _without_dead_identities(new_nodes, aliases, {o.name for o in g.output})
     del g.node[:]
     g.node.extend(new_nodes)
     still_used = {i for n in new_nodes for i in n.input}
@@ -531,6 +545,26 @@ def _rewrite(proto, table, mode: str, weight_dtype: str, done: set | None = None
     if not any(o.domain == "com.microsoft" for o in proto.opset_import) and any(n.domain == "com.microsoft" for n in new_nodes):
         proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return count
+
+
+def _identity_aliases(graph, inits: dict) -> dict[str, str]:
+    """Identity outputs that stand for an initializer (chains followed): output -> initializer name."""
+    aliases: dict[str, str] = {}
+    for n in graph.node:
+        if n.op_type == "Identity" and n.input and (n.input[0] in inits or n.input[0] in aliases):
+            aliases[n.output[0]] = aliases.get(n.input[0], n.input[0])
+    return aliases
+
+
+def _without_dead_identities(nodes: list, aliases: dict[str, str], graph_outputs: set[str]) -> list:
+    """Drop the weight Identity nodes no node reads any more (their MatMul became integer), so the float
+    initializer behind them is dropped too."""
+    while True:
+        read = {i for n in nodes for i in n.input} | graph_outputs
+        kept = [n for n in nodes if not (n.op_type == "Identity" and n.output[0] in aliases and n.output[0] not in read)]
+        if len(kept) == len(nodes):
+            return nodes
+        nodes = kept
 
 
 def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, mode, weight_dtype, done) -> bool:
