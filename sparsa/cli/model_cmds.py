@@ -95,6 +95,9 @@ def prune(
     rollback: bool = typer.Option(_SCHEDULE["rollback"], "--rollback/--no-rollback",
                                   help="--tolerance: undo a step beyond tolerance (--no-rollback keeps the first "
                                        "state beyond it, as the seed's table does)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", callback=checks.positive,
+                                          help="sequence length MACs are counted at (text models; default 128, or the "
+                                               "model's position limit if shorter)"),
     image_size: Optional[int] = image_size_option(),
     frames: Optional[int] = frames_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out folder (else refused)"),
@@ -144,10 +147,10 @@ def prune(
 
         log.print(f"loading calibration data ({calib or 'built-in'}) ...")
         calib_data = load_dataset(calib, split="calib", seed=seed, model=lm) if calib else default_calibration(lm)
-    before = cost_summary(lm)
+    before = cost_summary(lm, seq_len)
     small, refit = prune_oneshot(lm, plan, calib_data, calib_samples=calib_samples, refit_samples=refit_samples,
                                  progress=lambda m: log.print(m, highlight=False))
-    after = cost_summary(small)
+    after = cost_summary(small, seq_len)
     d = small.describe()
     result = {
         "out": str(out), "family": lm.family, "plan": plan.to_dict(),
