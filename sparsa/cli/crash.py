@@ -44,7 +44,10 @@ def describe(e: BaseException) -> tuple[str, str]:
     model_frames = [i for i, f in enumerate(frames) if _in_model_code(f)]
     # raised inside the model's own forward (or torch below it), with none of sparsa's code on top of it
     if model_frames and not any(_in_sparsa(f) for f in frames[model_frames[-1]:]):
-        return (f"the model's own code failed: {what} (in {_where(frames[model_frames[-1]])})",
+        # the step of sparsa that ran the model (not a wrapper's forward around it)
+        caller = [f for f in frames[:model_frames[0]] if _in_sparsa(f) and f.name != "forward"]
+        step = f", run by {_where(caller[-1])}" if caller else ""
+        return (f"the model's own code failed: {what} (in {_where(frames[model_frames[-1]])}{step})",
                 "a model that takes only some input sizes needs them given where the command has the option "
                 "(--seq-len for text, --image-size / --frames for images and video); "
                 f"{TRACEBACK_ENV}=1 shows the whole traceback")
