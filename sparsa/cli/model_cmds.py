@@ -255,7 +255,7 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
     default both scale with the model's MACs (`sparsa.metrics.budget`)."""
     from sparsa.metrics import count_macs, fidelity, measure_latency, measure_latency_pair
     from sparsa.metrics import budget
-    from sparsa.metrics.quality import agreement, predict_logits
+    from sparsa.metrics.quality import NoClassifierHead, agreement, output_fidelity, predict_logits
     from sparsa.models import load
 
     ref_name = reference or lm.record.get("source")
@@ -318,13 +318,21 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
             result["data_resized_from"] = ds.info["resized_from"]
         bs = budget.batch_size(macs)
         show = budget.wants_progress(macs * len(ds))
-        logits = predict_logits(lm, ds.x, bs, progress="evaluating the model" if show else None)
-        result["accuracy"] = float((logits.argmax(-1) == ds.y).float().mean())
-        if ref is not None:  # each model runs once over the data: accuracy and agreement share the logits
-            ref_logits = predict_logits(ref, ds.x, bs, progress="evaluating the reference" if show else None)
+        try:
+            logits = predict_logits(lm, ds.x, bs, progress="evaluating the model" if show else None)
+        except NoClassifierHead as e:  # a backbone: its outputs against the reference's, sample by sample
+            if ref is None:
+                raise SparsaError(e.message + "; and no reference is known to compare its outputs with",
+                                  hint="give --reference (the model it was made from)") from None
             result["reference"] = ref_name
-            result["reference_accuracy"] = float((ref_logits.argmax(-1) == ds.y).float().mean())
-            result.update(agreement(logits, ref_logits))
+            result.update(output_fidelity(lm, ref, ds.x, bs, progress="comparing outputs" if show else None))
+        else:
+            result["accuracy"] = float((logits.argmax(-1) == ds.y).float().mean())
+            if ref is not None:  # each model runs once over the data: accuracy and agreement share the logits
+                ref_logits = predict_logits(ref, ds.x, bs, progress="evaluating the reference" if show else None)
+                result["reference"] = ref_name
+                result["reference_accuracy"] = float((ref_logits.argmax(-1) == ds.y).float().mean())
+                result.update(agreement(logits, ref_logits))
     result["macs"] = lm_macs
     auto_runs = runs is None
     runs = budget.latency_runs(result["macs"]) if auto_runs else runs

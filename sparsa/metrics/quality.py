@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from sparsa.errors import SparsaError
+
+
+class NoClassifierHead(SparsaError):
+    """The model gives features, not class scores: accuracy does not apply (output fidelity does)."""
+
 
 def _model(m):
     return getattr(m, "model", m)
@@ -77,9 +83,36 @@ def shape_mismatch_error(loaded, x: torch.Tensor, cause: Exception | None = None
                             "that option or give the model's size; tensors you pass yourself must have its shape")
 
 
+def _forward(model, m, name: str | None, xb: torch.Tensor, x: torch.Tensor):
+    """One batch through the model; a failure from a model/data size mismatch reads as bad input."""
+    try:
+        return m(**{name: xb}) if name else m(xb)
+    except (ValueError, RuntimeError) as e:
+        from sparsa.errors import SparsaError
+
+        err = shape_mismatch_error(model, x, e) if name and not isinstance(e, SparsaError) else None
+        if err is None:
+            raise
+        raise err from e
+
+
+def _logits_of(out, model) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is None:
+        raise NoClassifierHead(
+            f"{type(_model(model)).__name__} has no classification head: it gives features "
+            f"({type(out).__name__}), not class scores, so there is no accuracy to measure",
+            hint="compare its outputs with the model it was made from (sparsa eval MODEL --reference ORIGINAL), "
+                 "or use a model with a classification head (e.g. ...ForImageClassification)")
+    return logits
+
+
 @torch.no_grad()
 def predict_logits(model, x: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
-    """Logits of a classifier (LoadedModel or nn.Module) on inputs `x`, batched.
+    """Logits of a classifier (LoadedModel or nn.Module) on inputs `x`, batched. A model without a
+    classification head raises `NoClassifierHead` (a SparsaError) on the first batch.
 
     progress: a label for a progress bar on stderr (None: silent; callers show one for long loops)."""
     from sparsa.metrics.batch_progress import batch_progress
@@ -90,18 +123,43 @@ def predict_logits(model, x: torch.Tensor, batch_size: int = 64, progress: str |
     with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]
-            try:
-                out = m(**{name: xb}) if name else m(xb)
-            except (ValueError, RuntimeError) as e:
-                from sparsa.errors import SparsaError
-
-                err = shape_mismatch_error(model, x, e) if name and not isinstance(e, SparsaError) else None
-                if err is None:
-                    raise
-                raise err from e
-            outs.append(out.logits if hasattr(out, "logits") else out)
+            outs.append(_logits_of(_forward(model, m, name, xb, x), model))
             advance(len(xb))
     return torch.cat(outs)
+
+
+def _first_output(out) -> torch.Tensor:
+    """The model's main output (the last hidden state of a Hugging Face backbone), one row per sample."""
+    if not isinstance(out, torch.Tensor):
+        out = (out.to_tuple() if hasattr(out, "to_tuple") else tuple(out))[0]
+    return out.flatten(1).float()
+
+
+@torch.no_grad()
+def output_fidelity(model, reference, x: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> dict:
+    """Cosine of each sample's output, model vs reference (both LoadedModels), for models without a
+    classification head: the whole main output (last hidden state) per sample, batch by batch, so memory
+    stays one batch of outputs. The per-sample counterpart of `fidelity` for images and video."""
+    from sparsa.errors import SparsaError
+    from sparsa.metrics.batch_progress import batch_progress
+
+    m, r = _model(model), _model(reference)
+    name, rname = _input_name(model), _input_name(reference)
+    cos = []
+    with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size]
+            a = _first_output(_forward(model, m, name, xb, x))
+            b = _first_output(_forward(reference, r, rname, xb, x))
+            if a.shape != b.shape:
+                raise SparsaError(f"the model's outputs are {list(a.shape[1:])} numbers per sample, the "
+                                  f"reference's {list(b.shape[1:])}",
+                                  hint="compare a model with the reference it was made from")
+            cos.append(torch.nn.functional.cosine_similarity(a, b, dim=-1))
+            advance(len(xb))
+    c = torch.cat(cos)
+    return {"cosine_mean": float(c.mean()), "cosine_min": float(c.min()),
+            "cosine_p10": float(torch.quantile(c, 0.1)), "n_samples": len(c), "compared": "main output per sample"}
 
 
 def accuracy(model, dataset, batch_size: int = 64) -> float:

@@ -87,11 +87,20 @@ def quality(state: PipelineState, loaded=None) -> dict:
 
             macs = state.dense_macs()
             show = budget.wants_progress(macs * len(data) * (budget.EMULATION_FACTOR if state.attention else 1))
-            # the LoadedModel: a size mismatch reads as bad input
-            logits = metrics.predict_logits(loaded, data.x, budget.batch_size(macs),
-                                            progress=f"accuracy on {len(data)} samples" if show else None)
-            acc = float((logits.argmax(-1) == data.y).float().mean())
-            out = {"accuracy": acc, "metric": "accuracy", "value": acc}
+            from sparsa.metrics.quality import NoClassifierHead, output_fidelity
+
+            bs = budget.batch_size(macs)
+            try:  # the LoadedModel: a size mismatch reads as bad input
+                logits = metrics.predict_logits(loaded, data.x, bs,
+                                                progress=f"accuracy on {len(data)} samples" if show else None)
+            except NoClassifierHead:  # a backbone: its outputs against the dense model's, sample by sample
+                fid = output_fidelity(loaded, state.reference, data.x, bs,
+                                      progress=f"outputs on {len(data)} samples" if show else None)
+                out = {k: v for k, v in fid.items() if isinstance(v, (int, float))}
+                out.update(metric="cosine_mean", value=out["cosine_mean"])
+            else:
+                acc = float((logits.argmax(-1) == data.y).float().mean())
+                out = {"accuracy": acc, "metric": "accuracy", "value": acc}
     out["data"] = f"{data.name}:{data.split} ({len(data)} items)"
     return out
 

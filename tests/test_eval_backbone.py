@@ -1,0 +1,57 @@
+"""A vision backbone without a classification head (ViTModel, Dinov2Model, ...) has no accuracy: `sparsa eval`
+compares its outputs with the reference's, sample by sample, and says so when no reference is known."""
+
+import json
+
+import pytest
+import torch
+import transformers as tf
+from typer.testing import CliRunner
+
+import sparsa.cli  # noqa: F401  registers the command modules
+from sparsa.cli.app import app
+from sparsa.errors import SparsaError
+from sparsa.metrics.quality import NoClassifierHead, output_fidelity, predict_logits
+from sparsa.models import load
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("vit") / "vit"
+    tf.ViTModel(tf.ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64), add_pooling_layer=False).eval().save_pretrained(d)
+    return d
+
+
+def _json(r):
+    assert r.exit_code == 0, (r.output, r.exception)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_accuracy_of_a_backbone_is_refused_with_what_to_do_instead(backbone):
+    lm = load(str(backbone))
+    x = lm.example_inputs(batch=3)["pixel_values"]
+    with pytest.raises(NoClassifierHead, match="no classification head") as e:
+        predict_logits(lm, x)
+    assert isinstance(e.value, SparsaError) and "--reference" in e.value.hint
+
+
+def test_output_fidelity_is_one_for_the_same_model_and_below_for_a_pruned_one(backbone, tmp_path):
+    lm = load(str(backbone))
+    x = torch.randn(5, 3, 16, 16)
+    same = output_fidelity(lm, lm, x, batch_size=2)
+    assert same["n_samples"] == 5 and same["cosine_min"] > 0.99999
+    _json(runner.invoke(app, ["prune", str(backbone), "--ffn", "0.5", "--out", str(tmp_path / "p"), "--json"]))
+    pruned = output_fidelity(load(str(tmp_path / "p")), lm, x, batch_size=2)
+    assert 0.0 < pruned["cosine_mean"] < 0.9999
+
+
+def test_eval_of_a_quantized_backbone_compares_outputs_with_its_original(backbone, tmp_path):
+    _json(runner.invoke(app, ["quantize", str(backbone), "--bits", "8", "--out", str(tmp_path / "q"), "--json"]))
+    r = _json(runner.invoke(app, ["eval", str(tmp_path / "q"), "--reference", str(backbone), "--runs", "1",
+                                  "--samples", "8", "--json"]))
+    assert "accuracy" not in r and r["n_samples"] == 8 and r["compared"] == "main output per sample"
+    assert 0.99 < r["cosine_mean"] < 1.0 and r["cosine_min"] <= r["cosine_p10"] <= r["cosine_mean"]
