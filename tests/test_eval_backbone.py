@@ -55,3 +55,16 @@ def test_eval_of_a_quantized_backbone_compares_outputs_with_its_original(backbon
                                   "--samples", "8", "--json"]))
     assert "accuracy" not in r and r["n_samples"] == 8 and r["compared"] == "main output per sample"
     assert 0.99 < r["cosine_mean"] < 1.0 and r["cosine_min"] <= r["cosine_p10"] <= r["cosine_mean"]
+
+
+def test_a_recipe_on_a_backbone_reports_output_fidelity(backbone, tmp_path):
+    from sparsa.pipeline import run_recipe
+    from sparsa.recipe import parse_recipe
+
+    recipe = {"name": "backbone", "model": str(backbone), "stages": [{"type": "quantize", "bits": 8}],
+              "evaluation": {"per_stage": False, "latency": None, "max_samples": 8},
+              "hardware": {"arch": "hdp-edge", "dense_baseline": False}}
+    res = run_recipe(parse_recipe(json.dumps(recipe), source="b.yaml"), tmp_path / "r", quiet=True, html=False)
+    q = res["final"]["quality"]
+    assert q["metric"] == "cosine_mean" and "accuracy" not in q and q["n_samples"] == 8
+    assert 0.99 < q["value"] == q["cosine_mean"] < 1.0
