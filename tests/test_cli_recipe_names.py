@@ -24,8 +24,9 @@ CLI_ONLY_COMMON = {"model", "out", "overwrite", "json_", "image_size", "frames"}
 
 INTENTIONAL = {
     "prune": {
-        # the seed is the recipe's top-level `seed` (one seed per run), the CLI's --seed
-        "cli_only": {"seed"},
+        # the seed is the recipe's top-level `seed` (one seed per run), the CLI's --seed;
+        # --seq-len (the text length MACs are counted at): the recipe's evaluation.seq_len
+        "cli_only": {"seed", "seq_len"},
         "recipe_only": set(),
     },
     "quantize": {
@@ -121,7 +122,7 @@ def _assert_same_default(command, name, cli_default, recipe_default):
 # `tolerance-prune` stage.
 ONESHOT_ONLY = set(PruneStage.model_fields) - set(TolerancePruneStage.model_fields)  # heads, ffn, channels, calib, ...
 TOLERANCE_INTENTIONAL = {
-    "cli_only": set(),
+    "cli_only": {"seq_len"},  # the one-shot mode's MAC length; refused with --tolerance (test_bad_input)
     # kinds: the CLI prunes the kinds whose --heads/--ffn/--channels is non-zero (all the model has when none
     # is), so the one-shot mode's flags name them; the recipe lists them
     "recipe_only": {"kinds"},

@@ -68,3 +68,10 @@ def test_a_recipe_on_a_backbone_reports_output_fidelity(backbone, tmp_path):
     q = res["final"]["quality"]
     assert q["metric"] == "cosine_mean" and "accuracy" not in q and q["n_samples"] == 8
     assert 0.99 < q["value"] == q["cosine_mean"] < 1.0
+
+
+def test_dynamic_attention_on_a_backbone_is_scored_by_its_outputs(backbone):
+    r = _json(runner.invoke(app, ["eval", str(backbone), "--attention", "hdp", "--samples", "8", "--runs", "1",
+                                  "--json"]))
+    assert "accuracy" not in r and r["n_samples"] == 8 and r["compared"] == "main output per sample"
+    assert 0.0 < r["cosine_mean"] <= 1.0 and 0.0 <= r["attention_sparsity"] < 1.0

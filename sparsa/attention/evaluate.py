@@ -149,7 +149,7 @@ def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=
                    "cosine_p10": float(torch.quantile(cos, 0.1)), "n_texts": len(texts)}
     else:
         from sparsa.metrics import budget
-        from sparsa.metrics.quality import predict_logits
+        from sparsa.metrics.quality import NoClassifierHead, cosine_summary, predict_logits, predict_outputs
 
         macs = budget.macs_per_sample(reference if reference is not None else loaded)
         factor = 1 if method == "dense" else budget.EMULATION_FACTOR
@@ -158,23 +158,31 @@ def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=
         bs = budget.batch_size(macs)
         show = budget.wants_progress(macs * factor * len(ds))
         ref_model = reference if reference is not None else loaded
+        predict = predict_logits
         with torch.no_grad():
-            ref_logits = predict_logits(ref_model, ds.x, bs, progress="dense reference" if show else None)
+            try:
+                ref_logits = predict(ref_model, ds.x, bs, progress="dense reference" if show else None)
+            except NoClassifierHead:  # a backbone: its outputs under the method against the dense outputs
+                predict = predict_outputs
+                ref_logits = predict(ref_model, ds.x, bs, progress="dense reference" if show else None)
         if sparsity is not None and method not in ("dense", "int"):
             cal = _image_data(loaded, data, "calib", limit=min(64, n))
             xc = cal.x
-            opts = calibrate(loaded, method, sparsity, lambda: predict_logits(loaded, xc, bs), **opts)
+            opts = calibrate(loaded, method, sparsity, lambda: predict(loaded, xc, bs), **opts)
         ctrl = install(model, method, **opts)
         try:
             with torch.no_grad():
-                logits = predict_logits(loaded, ds.x, bs, progress=f"{method} attention" if show else None)
+                logits = predict(loaded, ds.x, bs, progress=f"{method} attention" if show else None)
         finally:
             uninstall(model)
-        acc = float((logits.argmax(-1) == ds.y).float().mean())
-        acc_d = float((ref_logits.argmax(-1) == ds.y).float().mean())
-        quality = {"accuracy": acc, "accuracy_dense": acc_d, "accuracy_loss_points": 100 * (acc_d - acc),
-                   "top1_agreement": float((logits.argmax(-1) == ref_logits.argmax(-1)).float().mean()),
-                   "n_samples": int(len(ds.y))}
+        if predict is predict_outputs:
+            quality = cosine_summary(logits, ref_logits)
+        else:
+            acc = float((logits.argmax(-1) == ds.y).float().mean())
+            acc_d = float((ref_logits.argmax(-1) == ds.y).float().mean())
+            quality = {"accuracy": acc, "accuracy_dense": acc_d, "accuracy_loss_points": 100 * (acc_d - acc),
+                       "top1_agreement": float((logits.argmax(-1) == ref_logits.argmax(-1)).float().mean()),
+                       "n_samples": int(len(ds.y))}
     tot = ctrl.totals()
     layers = {}
     for fwd in ctrl.history:

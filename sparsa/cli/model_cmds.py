@@ -114,6 +114,9 @@ def prune(
         raise SparsaError(f"--{schedule_only[0].replace('_', '-')} sets the tolerance schedule",
                           hint="add --tolerance (a quality loss as a fraction, e.g. 0.02) and --data, or drop it")
     if tolerance is not None:
+        if seq_len is not None:
+            raise SparsaError("--seq-len sets the text length the one-shot mode counts MACs at; the tolerance "
+                              "mode measures on --data", hint="drop --seq-len, or --tolerance")
         if data is None:
             raise SparsaError("--tolerance needs --data (the set the quality loss is measured on)",
                               hint="e.g. --tolerance 0.02 --data digits")

@@ -135,31 +135,58 @@ def _first_output(out) -> torch.Tensor:
     return out.flatten(1).float()
 
 
+def _row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    from sparsa.errors import SparsaError
+
+    if a.shape != b.shape:
+        raise SparsaError(f"the model's outputs are {list(a.shape[1:])} numbers per sample, the "
+                          f"reference's {list(b.shape[1:])}", hint="compare a model with the reference it was made from")
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+def _cosine_stats(c: torch.Tensor) -> dict:
+    return {"cosine_mean": float(c.mean()), "cosine_min": float(c.min()),
+            "cosine_p10": float(torch.quantile(c, 0.1)), "n_samples": len(c), "compared": "main output per sample"}
+
+
+def cosine_summary(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """Per-sample cosine of outputs `a` (compressed) against `b` (reference): mean, min, p10 and the count."""
+    return _cosine_stats(_row_cosines(a, b))
+
+
+@torch.no_grad()
+def predict_outputs(model, x: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
+    """The main output (last hidden state, flattened) of a model without a classification head, per sample."""
+    from sparsa.metrics.batch_progress import batch_progress
+
+    m, name = _model(model), _input_name(model)
+    outs = []
+    with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size]
+            outs.append(_first_output(_forward(model, m, name, xb, x)))
+            advance(len(xb))
+    return torch.cat(outs)
+
+
 @torch.no_grad()
 def output_fidelity(model, reference, x: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> dict:
     """Cosine of each sample's output, model vs reference (both LoadedModels), for models without a
-    classification head: the whole main output (last hidden state) per sample, batch by batch, so memory
-    stays one batch of outputs. The per-sample counterpart of `fidelity` for images and video."""
-    from sparsa.errors import SparsaError
+    classification head: the whole main output (last hidden state) per sample, the two models batch by
+    batch, so memory holds one batch of outputs. The per-sample counterpart of `fidelity` for images and video."""
     from sparsa.metrics.batch_progress import batch_progress
 
     m, r = _model(model), _model(reference)
     name, rname = _input_name(model), _input_name(reference)
-    cos = []
+    parts = []
     with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]
             a = _first_output(_forward(model, m, name, xb, x))
             b = _first_output(_forward(reference, r, rname, xb, x))
-            if a.shape != b.shape:
-                raise SparsaError(f"the model's outputs are {list(a.shape[1:])} numbers per sample, the "
-                                  f"reference's {list(b.shape[1:])}",
-                                  hint="compare a model with the reference it was made from")
-            cos.append(torch.nn.functional.cosine_similarity(a, b, dim=-1))
+            parts.append(_row_cosines(a, b))
             advance(len(xb))
-    c = torch.cat(cos)
-    return {"cosine_mean": float(c.mean()), "cosine_min": float(c.min()),
-            "cosine_p10": float(torch.quantile(c, 0.1)), "n_samples": len(c), "compared": "main output per sample"}
+    return _cosine_stats(torch.cat(parts))
 
 
 def accuracy(model, dataset, batch_size: int = 64) -> float:
