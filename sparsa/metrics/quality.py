@@ -31,8 +31,6 @@ def embed(model, texts: list[str], tokenizer, batch_size: int = 16, max_length: 
 
 def fidelity(model, reference, texts: list[str], tokenizer, batch_size: int = 16, max_length: int = 128) -> dict:
     """Cosine similarity of pooled embeddings, model vs reference, one value per text."""
-    from sparsa.errors import SparsaError
-
     if not texts:
         raise SparsaError("fidelity needs at least one text", hint="give a text file with one sentence per line")
     if tokenizer is None:
@@ -64,8 +62,6 @@ def shape_mismatch_error(loaded, x: torch.Tensor, cause: Exception | None = None
 
     Used where a forward pass on user data failed, so a model/data size mismatch reads as bad input
     rather than a traceback (models that accept other sizes never get here)."""
-    from sparsa.errors import SparsaError
-
     try:  # the model's own size: the adapter's inputs (LoadedModel.example_inputs follows a data-size override)
         adapter = getattr(loaded, "adapter", None)
         ref = (adapter or loaded).example_inputs(batch=1)[_input_name(loaded)]
@@ -88,8 +84,6 @@ def _forward(model, m, name: str | None, xb: torch.Tensor, x: torch.Tensor):
     try:
         return m(**{name: xb}) if name else m(xb)
     except (ValueError, RuntimeError) as e:
-        from sparsa.errors import SparsaError
-
         err = shape_mismatch_error(model, x, e) if name and not isinstance(e, SparsaError) else None
         if err is None:
             raise
@@ -136,8 +130,6 @@ def _first_output(out) -> torch.Tensor:
 
 
 def _row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    from sparsa.errors import SparsaError
-
     if a.shape != b.shape:
         raise SparsaError(f"the model's outputs are {list(a.shape[1:])} numbers per sample, the "
                           f"reference's {list(b.shape[1:])}", hint="compare a model with the reference it was made from")
@@ -203,8 +195,6 @@ def logit_agreement(model, reference, dataset, batch_size: int = 64) -> dict:
 def agreement(a: torch.Tensor, b: torch.Tensor) -> dict:
     """Top-1 agreement and logit error of logits `a` (compressed) against `b` (reference)."""
     if a.shape != b.shape:
-        from sparsa.errors import SparsaError
-
         raise SparsaError(f"the model gives {a.shape[-1]} class scores, the reference {b.shape[-1]}",
                           hint="compare a classifier with the reference it was made from (same classes)")
     return {
