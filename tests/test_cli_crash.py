@@ -57,3 +57,14 @@ def test_a_model_that_takes_one_length_fails_in_its_own_code_and_works_at_that_l
     code, _ = _main(monkeypatch, capsys, "prune", str(folder), "--ffn", "0.5", "--seq-len", "12",
                     "--out", str(tmp_path / "p"))
     assert code in (0, None) and (tmp_path / "p" / "model.safetensors").is_file()
+
+
+def test_running_out_of_memory_says_so(monkeypatch, capsys):
+    def oom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried "
+                           "to allocate 9000000000000 bytes")
+
+    monkeypatch.setattr(model_cmds, "cost_summary", oom)
+    monkeypatch.delenv("SPARSA_TRACEBACK", raising=False)
+    code, err = _main(monkeypatch, capsys, "info", "tiny-cnn")
+    assert code == 3 and err.startswith("error: ran out of memory") and "smaller model" in err

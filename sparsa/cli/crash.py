@@ -39,8 +39,9 @@ def describe(e: BaseException) -> tuple[str, str]:
     """(message, hint) for an unexpected exception."""
     frames = traceback.extract_tb(e.__traceback__)
     what = f"{type(e).__name__}: {e}".strip().rstrip(":")
-    if isinstance(e, MemoryError):
-        return ("ran out of memory", "free memory, or work on a smaller model or batch")
+    # torch's CPU allocator raises a RuntimeError, not a MemoryError
+    if isinstance(e, MemoryError) or "can't allocate memory" in str(e) or "not enough memory" in str(e):
+        return (f"ran out of memory: {what}", "free memory, or work on a smaller model or batch")
     model_frames = [i for i, f in enumerate(frames) if _in_model_code(f)]
     # raised inside the model's own forward (or torch below it), with none of sparsa's code on top of it
     if model_frames and not any(_in_sparsa(f) for f in frames[model_frames[-1]:]):
