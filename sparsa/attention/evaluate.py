@@ -144,9 +144,9 @@ def evaluate_attention(loaded, method: str, *, rho_b=None, tau_h=None, sparsity=
                 emb = _run_text(model, tok, texts)
         finally:
             uninstall(model)
-        cos = torch.nn.functional.cosine_similarity(emb, ref_emb, dim=-1)
-        quality = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                   "cosine_p10": float(torch.quantile(cos, 0.1)), "n_texts": len(texts)}
+        from sparsa.metrics.quality import cosine_stats
+
+        quality = {**cosine_stats(torch.nn.functional.cosine_similarity(emb, ref_emb, dim=-1)), "n_texts": len(texts)}
     else:
         from sparsa.metrics import budget
         from sparsa.metrics.quality import NoClassifierHead, cosine_summary, predict_logits, predict_outputs

@@ -41,13 +41,12 @@ def fidelity(model, reference, texts: list[str], tokenizer, batch_size: int = 16
     if a.shape != b.shape:
         raise SparsaError(f"the model's embeddings are {list(a.shape[1:])} wide, the reference's {list(b.shape[1:])}",
                           hint="compare a model with the reference it was made from")
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
-    return {
-        "cosine_mean": float(cos.mean()),
-        "cosine_min": float(cos.min()),
-        "cosine_p10": float(torch.quantile(cos, 0.1)),
-        "n_texts": len(texts),
-    }
+    return {**cosine_stats(torch.nn.functional.cosine_similarity(a, b, dim=-1)), "n_texts": len(texts)}
+
+
+def cosine_stats(c: torch.Tensor) -> dict:
+    """Mean, min and p10 of per-item cosines: every fidelity figure reports these three."""
+    return {"cosine_mean": float(c.mean()), "cosine_min": float(c.min()), "cosine_p10": float(torch.quantile(c, 0.1))}
 
 
 def _input_name(model) -> str:
@@ -103,11 +102,8 @@ def _logits_of(out, model) -> torch.Tensor:
     return logits
 
 
-@torch.no_grad()
-def predict_logits(model, x: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
-    """Logits of a classifier (LoadedModel or nn.Module) on inputs `x`, batched. A model without a
-    classification head raises `NoClassifierHead` (a SparsaError) on the first batch.
-
+def _batched(model, x: torch.Tensor, batch_size: int, progress: str | None, take) -> torch.Tensor:
+    """`take(output, batch)` for each batch of `x` through the model (LoadedModel or nn.Module), concatenated.
     progress: a label for a progress bar on stderr (None: silent; callers show one for long loops)."""
     from sparsa.metrics.batch_progress import batch_progress
 
@@ -117,9 +113,16 @@ def predict_logits(model, x: torch.Tensor, batch_size: int = 64, progress: str |
     with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]
-            outs.append(_logits_of(_forward(model, m, name, xb, x), model))
+            outs.append(take(_forward(model, m, name, xb, x), xb))
             advance(len(xb))
     return torch.cat(outs)
+
+
+@torch.no_grad()
+def predict_logits(model, x: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
+    """Logits of a classifier (LoadedModel or nn.Module) on inputs `x`, batched. A model without a
+    classification head raises `NoClassifierHead` (a SparsaError) on the first batch."""
+    return _batched(model, x, batch_size, progress, lambda out, _: _logits_of(out, model))
 
 
 def _first_output(out) -> torch.Tensor:
@@ -136,29 +139,19 @@ def _row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
-def _cosine_stats(c: torch.Tensor) -> dict:
-    return {"cosine_mean": float(c.mean()), "cosine_min": float(c.min()),
-            "cosine_p10": float(torch.quantile(c, 0.1)), "n_samples": len(c), "compared": "main output per sample"}
+def _output_stats(c: torch.Tensor) -> dict:
+    return {**cosine_stats(c), "n_samples": len(c), "compared": "main output per sample"}
 
 
 def cosine_summary(a: torch.Tensor, b: torch.Tensor) -> dict:
     """Per-sample cosine of outputs `a` (compressed) against `b` (reference): mean, min, p10 and the count."""
-    return _cosine_stats(_row_cosines(a, b))
+    return _output_stats(_row_cosines(a, b))
 
 
 @torch.no_grad()
 def predict_outputs(model, x: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
     """The main output (last hidden state, flattened) of a model without a classification head, per sample."""
-    from sparsa.metrics.batch_progress import batch_progress
-
-    m, name = _model(model), _input_name(model)
-    outs = []
-    with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
-            outs.append(_first_output(_forward(model, m, name, xb, x)))
-            advance(len(xb))
-    return torch.cat(outs)
+    return _batched(model, x, batch_size, progress, lambda out, _: _first_output(out))
 
 
 @torch.no_grad()
@@ -166,19 +159,12 @@ def output_fidelity(model, reference, x: torch.Tensor, batch_size: int = 64, pro
     """Cosine of each sample's output, model vs reference (both LoadedModels), for models without a
     classification head: the whole main output (last hidden state) per sample, the two models batch by
     batch, so memory holds one batch of outputs. The per-sample counterpart of `fidelity` for images and video."""
-    from sparsa.metrics.batch_progress import batch_progress
+    r, rname = _model(reference), _input_name(reference)
 
-    m, r = _model(model), _model(reference)
-    name, rname = _input_name(model), _input_name(reference)
-    parts = []
-    with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
-            a = _first_output(_forward(model, m, name, xb, x))
-            b = _first_output(_forward(reference, r, rname, xb, x))
-            parts.append(_row_cosines(a, b))
-            advance(len(xb))
-    return _cosine_stats(torch.cat(parts))
+    def against_reference(out, xb):
+        return _row_cosines(_first_output(out), _first_output(_forward(reference, r, rname, xb, x)))
+
+    return _output_stats(_batched(model, x, batch_size, progress, against_reference))
 
 
 def accuracy(model, dataset, batch_size: int = 64) -> float:
