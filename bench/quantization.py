@@ -168,14 +168,14 @@ def _export_fp32_optimized(lm, feed, path):
 
 
 def _split_layernorm(src, dst):
-    """A copy of `src` with SkipLayerNormalization split into Add + LayerNormalization (and the hint
-    that keeps ORT from fusing it back), as `export_onnx(skip_layernorm=False)` lays out sparsa's file."""
+    """A copy of `src` with SkipLayerNormalization split into Sum + LayerNormalization, as
+    `export_onnx` lays out sparsa's file (ORT's fusion matches Add only, so it stays split)."""
     import onnx
 
-    from sparsa.quant.export import _unfuse_skip_layernorm
+    from sparsa.quant.export import split_skip_layernorm
 
     proto = onnx.load(str(src))
-    _unfuse_skip_layernorm(proto)
+    split_skip_layernorm(proto)
     onnx.save(proto, str(dst))
     return dst
 

@@ -134,7 +134,9 @@ class QuantizeStage(_Strict):
     onnx: bool = False  # also export an integer ONNX model (ORT latency is measured on it)
     embeddings: Literal["int8", "int4", "float"] = "int8"  # ONNX: how the embedding tables are stored
     onnx_fuse: bool = False  # BERT only: ORT's transformer fusions before integer export (faster)
-    split_layernorm: bool = False  # with onnx_fuse: Add + LayerNormalization instead of ORT's slower SkipLayerNorm
+    # ONNX: residual sums as their own ops (None, the default, or True), or left to ORT's slower fused
+    # SkipLayerNormalization (False)
+    split_layernorm: bool | None = None
     fast_gelu: bool = False  # with onnx_fuse: ORT's tanh-approximated FastGelu instead of the exact erf GELU
 
     @field_validator("bits")
@@ -148,9 +150,10 @@ class QuantizeStage(_Strict):
     def _consistent(self):
         if self.smooth_budget is not None and self.smooth is None:
             raise ValueError("smooth_budget trims the smoothing of a smoothed model: set smooth (e.g. 0.5) too")
-        for opt in ("split_layernorm", "fast_gelu"):
-            if getattr(self, opt) and not (self.onnx and self.onnx_fuse):
-                raise ValueError(f"{opt} lays out the fused ONNX export: set onnx and onnx_fuse too")
+        if self.fast_gelu and not (self.onnx and self.onnx_fuse):
+            raise ValueError("fast_gelu lays out the fused ONNX export: set onnx and onnx_fuse too")
+        if self.split_layernorm is not None and not self.onnx:
+            raise ValueError("split_layernorm lays out the ONNX export: set onnx too, or drop it")
         return self
 
 

@@ -105,6 +105,8 @@ def test_quantize_cli_smoothing_layout_and_split_layernorm(tiny_folder_with_toke
     assert "FastGelu" in ops and "Gelu" not in ops  # --fast-gelu reached the fused export
     r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--out", str(tmp_path / "x"), "--fast-gelu"])
     assert isinstance(r.exception, SparsaError) and "--onnx" in r.exception.hint
+    r = _invoke(["quantize", str(tiny_folder_with_tokenizer), "--out", str(tmp_path / "y"), "--fused-layernorm"])
+    assert isinstance(r.exception, SparsaError) and "--onnx" in r.exception.hint
 
 
 def test_quantize_cli_ffn_out_strength_alone_smooths_only_ffn_out(tiny_folder_with_tokenizer, tmp_path):

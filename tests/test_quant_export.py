@@ -12,6 +12,7 @@ How "matches" is checked, so that it holds on any CPU (AVX2, AVX-512, VNNI, AMX,
 """
 
 import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,7 +23,7 @@ from onnx import numpy_helper
 from sparsa.quant import QuantConfig, quantize_
 from sparsa.quant.api import quant_layers
 from sparsa.quant.embeddings import dequantize_rows, quantize_rows, with_quantized_embeddings
-from sparsa.quant.export import export_info, export_onnx, onnx_session, zero_points_in
+from sparsa.quant.export import export_info, export_onnx, onnx_session, session_hints, zero_points_in
 from sparsa.quant.primitives import choose_qparams, quantize
 
 
@@ -255,35 +256,66 @@ def test_exporting_through_the_wrapper_keeps_the_model_in_eval_mode(tiny_bert, t
     assert torch.equal(before, after)
 
 
-def test_unfused_layernorm_export_matches_and_asks_sessions_to_keep_it(tiny_bert, tmp_path, monkeypatch):
+def _session_ops(path, tmp_path):
+    """The op types of the graph a plain InferenceSession (default options) actually runs."""
     import onnxruntime as ort
 
-    from sparsa.quant.export import session_hints
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / f"{Path(path).stem}_session.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_residual_sums_stay_split_from_layernorm_in_a_plain_onnx_runtime_session(tiny_bert, tmp_path, fuse):
+    """ORT fuses Add + LayerNormalization into its slow SkipLayerNormalization in every session; the export
+    writes each residual sum as Sum, which the fusion does not match, so even a session with default options
+    runs the split form. skip_layernorm=True leaves the sums to the fusion. Values within the simulation's
+    bound either way."""
+    q = tiny_bert.clone()
+    quantize_(q, QuantConfig(bits=7, clip="max", activations="dynamic", act_scheme="asym", overrides={"pooler.*": None}))
+    split = export_onnx(q, tmp_path / "split.onnx", seq_len=12, fuse=fuse)
+    fused = export_onnx(q, tmp_path / "fused.onnx", seq_len=12, fuse=fuse, skip_layernorm=True)
+    ops = [n.op_type for n in onnx.load(str(split)).graph.node]
+    # 2 layers x 2 residual sums, + the embeddings' sum and LayerNorm (integer tables: no EmbedLayerNormalization)
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 5 and ops.count("Sum") == 5
+    ran = _session_ops(split, tmp_path)
+    assert "SkipLayerNormalization" not in ran and ran.count("LayerNormalization") == 5
+    assert _session_ops(fused, tmp_path).count("SkipLayerNormalization") >= 2  # what the Sum keeps away
+    assert session_hints(split) == []  # no session option needed
+    inputs = q.example_inputs(batch=2, seq_len=12)
+    y_sim, y_float = _output(with_quantized_embeddings(q, "int8"), inputs), _output(tiny_bert, inputs)
+    _assert_close_to_simulation(_run(fused, inputs), y_sim, y_float)
+    assert _compare(q, tiny_bert, split) == (6 if fuse else 12)
+
+
+def test_onnx_session_honours_an_older_files_optimizer_hint(tiny_bert, tmp_path, monkeypatch):
+    """Files exported before the residual Sum carry a metadata hint that keeps ORT's SkipLayerNormFusion
+    off; onnx_session still passes it on, and an explicit list wins."""
+    import onnxruntime as ort
+
+    from sparsa.quant.export import _HINT_KEY, _set_meta
 
     q = tiny_bert.clone()
     quantize_(q, QuantConfig(bits=7, clip="max", activations="dynamic", act_scheme="asym", overrides={"pooler.*": None}))
-    fused = export_onnx(q, tmp_path / "fused.onnx", seq_len=12, fuse=True)
-    plain = export_onnx(q, tmp_path / "plain.onnx", seq_len=12, fuse=True, skip_layernorm=False)
-    ops = [n.op_type for n in onnx.load(str(plain)).graph.node]
-    # 4 unfused, + the embeddings' own (integer tables: no EmbedLayerNormalization)
-    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 5
-    assert session_hints(plain) == ["SkipLayerNormFusion"] and session_hints(fused) == []
-    # plain and fused differ only in float rounding: each stays within the simulation's bound
-    inputs = q.example_inputs(batch=2, seq_len=12)
-    y_sim, y_float = _output(with_quantized_embeddings(q, "int8"), inputs), _output(tiny_bert, inputs)  # the default tables
-    _assert_close_to_simulation(_run(fused, inputs), y_sim, y_float)
-    assert _compare(q, tiny_bert, plain) == 6
-    seen, real = [], ort.InferenceSession  # onnx_session passes the file's hint on to ORT
+    p = export_onnx(q, tmp_path / "m.onnx", seq_len=12, fuse=True)
+    proto = onnx.load(str(p))
+    _set_meta(proto, _HINT_KEY, "SkipLayerNormFusion")
+    old = tmp_path / "old.onnx"
+    onnx.save(proto, str(old))
+    assert session_hints(old) == ["SkipLayerNormFusion"]
+    seen, real = [], ort.InferenceSession
 
     def spy(*a, **kw):
         seen.append(kw.get("disabled_optimizers"))
         return real(*a, **kw)
 
     monkeypatch.setattr(ort, "InferenceSession", spy)
-    onnx_session(plain), onnx_session(fused), onnx_session(fused, disabled_optimizers=["SkipLayerNormFusion"])
-    assert seen[-1] == ["SkipLayerNormFusion"] and seen[-2] is None and ["SkipLayerNormFusion"] in seen[:-2]
-    with pytest.raises(Exception, match="fuse"):
-        export_onnx(q, tmp_path / "x.onnx", seq_len=12, fuse=False, skip_layernorm=False)
+    onnx_session(old)
+    assert seen[-1] == ["SkipLayerNormFusion"]
+    seen.clear()
+    onnx_session(p), onnx_session(old, disabled_optimizers=["ConstantSharing"])
+    assert seen == [None, ["ConstantSharing"]]
 
 
 @pytest.mark.parametrize("family", ["roberta", "electra", "distilbert", "deit"])

@@ -1,5 +1,5 @@
 """The recipe's quantize stage reaches what `sparsa quantize` does: dynamic activations, SmoothQuant
-(fused BERT layout, FFN-out strength, trimming), float16 storage, the Add + LayerNorm ONNX layout."""
+(fused BERT layout, FFN-out strength, trimming), float16 storage, the Sum + LayerNorm ONNX layout."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def test_quantize_options_are_checked_together():
     head = "name: x\nmodel: minilm\nstages:\n  - type: quantize\n"
     assert "set smooth" in _err(head + "    smooth_budget: 0.001\n")
     assert "set smooth" in _err(head + "    smooth_ffn_out: 0.7\n    smooth_budget: 0.001\n")
-    assert "onnx_fuse" in _err(head + "    onnx: true\n    split_layernorm: true\n")
+    assert "set onnx" in _err(head + "    split_layernorm: false\n")  # lays out an export that is not asked for
+    unfused = parse_recipe(textwrap.dedent(head + "    onnx: true\n    split_layernorm: false\n"), source="r.yaml")
+    assert unfused.recipe.stages[0].split_layernorm is False  # any ONNX export, fused or not
     assert "fast_gelu" in _err(head + "    onnx: true\n    fast_gelu: true\n")
     alone = parse_recipe(textwrap.dedent(head + "    smooth_ffn_out: 0.7\n"), source="r.yaml").recipe.stages[0]
     assert (alone.smooth, alone.smooth_ffn_out) == (None, 0.7)  # FFN-out only

@@ -101,7 +101,7 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
 
         d = state.workdir()
         # explicit: ORT's BERT fusion needs the same head count in every layer
-        kw = {"fuse": bool(st.onnx_fuse), "skip_layernorm": not st.split_layernorm, "embeddings": st.embeddings,
+        kw = {"fuse": bool(st.onnx_fuse), "skip_layernorm": st.split_layernorm is False, "embeddings": st.embeddings,
               "fast_gelu": st.fast_gelu}
         import warnings
 

@@ -71,7 +71,7 @@ class PositionalWrapper(nn.Module):
 
 def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None = None, mode: str = "auto",
                 weight_dtype: str | None = None, fuse: bool | str = "auto", fast_gelu: bool = False,
-                skip_layernorm: bool = True, embeddings: str = "int8", cpu_isa: list[str] | None = None) -> Path:
+                skip_layernorm: bool = False, embeddings: str = "int8", cpu_isa: list[str] | None = None) -> Path:
     """Export a quantized model (LoadedModel or nn.Module with QuantLinear layers) to integer ONNX.
 
     inputs: example inputs (default: `loaded.example_inputs(1, seq_len)`); batch and sequence
@@ -82,11 +82,14 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
       in dynamic mode when every layer has the same head count. fast_gelu (with fuse): ORT's
       tanh-approximated FastGelu instead of the exact erf GELU (faster; the model then differs
       from sparsa's simulation by the approximation, ~1e-3 per activation).
-      skip_layernorm=False (with fuse): the fused SkipLayerNormalization ops go back to Add +
-      LayerNormalization (the MatMul bias first, so ONNX Runtime folds it into DynamicQuantizeMatMul),
-      and the file asks `onnx_session` to keep ORT from re-fusing them (model metadata
-      `sparsa.ort.disabled_optimizers`): on the AVX2 test machine ORT 1.32's SkipLayerNormalization
-      took ~1.3 ms more per MiniLM run (12.8 vs 11.5 ms). Same values either way.
+      skip_layernorm: False (default) keeps every residual sum in front of a LayerNormalization as its
+      own `Sum` op (ORT's BERT fusion's SkipLayerNormalization is split back, the MatMul bias first so
+      ONNX Runtime folds it into DynamicQuantizeMatMul). ONNX Runtime's optimizer fuses Add +
+      LayerNormalization into SkipLayerNormalization in every session, and ORT 1.32's CPU kernel for it
+      is the slow one: 0.13 ms against 0.04 ms for Sum + LayerNormalization on 128 × 384 (AMD EPYC,
+      AVX-512), 1.3 ms per MiniLM run on the AVX2 test machine. The fusion matches `Add` only, so the
+      file runs the fast form in any InferenceSession, with no session option. True leaves the
+      residual Adds to ORT's fusion. Same values either way.
     embeddings: how the embedding tables are stored, "int8" (default), "int4" or "float": integer
       rows with one scale per row, gathered and dequantized in the graph (`sparsa.quant.embeddings`;
       `with_quantized_embeddings` is sparsa's simulation of them). MiniLM: a 21.4 MB file instead of
@@ -139,8 +142,8 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
         heads = getattr(getattr(loaded, "config", None), "sparsa_heads_per_layer", None)
         fuse = (loaded is not None and loaded.family == "bert" and mode == "dynamic"
                 and not (heads and len(set(heads)) > 1))
-    if (fast_gelu or not skip_layernorm) and not fuse:
-        raise SparsaError("fast_gelu / skip_layernorm=False act on ONNX Runtime's BERT fusion", hint="export with fuse=True")
+    if fast_gelu and not fuse:
+        raise SparsaError("fast_gelu acts on ONNX Runtime's BERT fusion", hint="export with fuse=True")
     if fuse and (loaded is None or loaded.family != "bert"):
         raise SparsaError("fuse=True uses ONNX Runtime's BERT optimizer and needs a BERT-family LoadedModel",
                           hint="export without fuse")
@@ -181,7 +184,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
         raise SparsaError(f"smoothed layers {lost[:3]} were not found as integer ops in the exported graph",
                           hint="report this model; export without smoothing meanwhile")
     if not skip_layernorm:
-        _unfuse_skip_layernorm(proto)
+        split_skip_layernorm(proto)
     if fuse:
         _gelu_bias_into_gemm(proto)
     tables = rewrite_gathers(proto, module, embeddings)
@@ -605,7 +608,9 @@ def _attention_to_qattention(node, inits, table, new_nodes, const, quant_input, 
 # ------------------------------------------------------------------------------------- checks
 
 
-_HINT_KEY = "sparsa.ort.disabled_optimizers"  # model metadata: ORT optimizers the file wants off
+# model metadata: ORT optimizers the file wants off (files exported before the residual Sum asked for
+# SkipLayerNormFusion; `onnx_session` still honours it)
+_HINT_KEY = "sparsa.ort.disabled_optimizers"
 _EMBEDDINGS_KEY = "sparsa.embeddings"  # float | int8 | int4
 _TABLES_KEY = "sparsa.embeddings.tables"  # the tables stored as integers, comma-separated
 _FLOAT_LAYERS_KEY = "sparsa.float_layers"  # Linear/Conv layers whose float weights are still in the graph
@@ -660,6 +665,35 @@ def export_info(path) -> dict:
             "cpu_needs": meta.get(_NEEDS_KEY, "")}
 
 
+def split_skip_layernorm(proto) -> int:
+    """Every residual sum that feeds a LayerNormalization as a `Sum` op of its own, which ONNX Runtime's
+    SkipLayerNormFusion (it matches `Add`) leaves alone: fused SkipLayerNormalization ops are split back
+    first. Same values. Returns how many sums were written (see `export_onnx(skip_layernorm=...)`)."""
+    _unfuse_skip_layernorm(proto)
+    return _residual_adds_as_sum(proto)
+
+
+def _residual_adds_as_sum(proto) -> int:
+    """Add(a, b) -> Sum(a, b) where the result goes to a LayerNormalization only and neither operand is a
+    constant: the Adds ORT's SkipLayerNormFusion would take. A bias Add stays (ORT folds it into the GEMM
+    before it), and so does a pre-LN model's residual stream, which the next block reads too."""
+    g = proto.graph
+    consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    readers: dict[str, list[str]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    outputs = {o.name for o in g.output}
+    k = 0
+    for n in g.node:
+        r = readers.get(n.output[0], [])
+        if (n.op_type == "Add" and n.domain in ("", "ai.onnx") and r and set(r) == {"LayerNormalization"}
+                and n.output[0] not in outputs and not any(i in consts for i in n.input)):
+            n.op_type = "Sum"
+            k += 1
+    return k
+
+
 def _unfuse_skip_layernorm(proto) -> None:
     """SkipLayerNormalization(x, skip, gamma, beta, bias) -> LayerNormalization((x + bias) + skip)."""
     from onnx import helper
@@ -686,7 +720,6 @@ def _unfuse_skip_layernorm(proto) -> None:
                                     name=f"{n.name}_ln", axis=-1, epsilon=eps[0] if eps else 1e-12))
     del g.node[:]
     g.node.extend(out)
-    _set_meta(proto, _HINT_KEY, "SkipLayerNormFusion")
 
 
 def _gelu_bias_into_gemm(proto) -> None:
@@ -737,7 +770,7 @@ def onnx_session(path, threads: int = 2, *, spinning: bool = False, disabled_opt
     18.9 ms for sparsa's INT8 MiniLM here); off (default) for sessions that idle beside other
     work, where spinning threads would steal the cores from whatever runs next.
     disabled_optimizers: ORT graph optimizers to leave off (default: what the file's metadata asks
-    for, see `export_onnx(skip_layernorm=False)`). A file whose metadata says its integer kernels need
+    for; sparsa's current exports ask for none). A file whose metadata says its integer kernels need
     VNNI is refused (SparsaError) on a CPU without it (`cpu_isa`, default this CPU's features)."""
     import onnxruntime as ort
 
