@@ -45,15 +45,9 @@ def _check_model_takes_it(lm) -> None:
     the model at that size (`LoadedModel.example_inputs` follows the override)."""
     import torch
 
-    from sparsa.metrics.quality import shape_mismatch_error
+    from sparsa.metrics.quality import size_errors_as_bad_input
 
     inputs = lm.example_inputs(batch=1)
-    try:
-        with torch.no_grad():
-            lm.model(**inputs)
-    except (ValueError, RuntimeError) as e:
-        x = next((v for v in inputs.values() if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
-        err = shape_mismatch_error(lm, x, e) if x is not None else None
-        if err is None:
-            raise
-        raise err from e
+    x = next((v for v in inputs.values() if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
+    with torch.no_grad(), size_errors_as_bad_input(lm, x):
+        lm.model(**inputs)

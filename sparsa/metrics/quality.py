@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from sparsa.errors import SparsaError
@@ -78,15 +80,23 @@ def shape_mismatch_error(loaded, x: torch.Tensor, cause: Exception | None = None
                             "that option or give the model's size; tensors you pass yourself must have its shape")
 
 
-def _forward(model, m, name: str | None, xb: torch.Tensor, x: torch.Tensor):
-    """One batch through the model; a failure from a model/data size mismatch reads as bad input."""
+@contextmanager
+def size_errors_as_bad_input(loaded, x: torch.Tensor | None):
+    """Inside: a forward's failure that comes from a model/data size mismatch (`shape_mismatch_error` on `x`)
+    is raised as that SparsaError; any other failure as it was."""
     try:
-        return m(**{name: xb}) if name else m(xb)
+        yield
     except (ValueError, RuntimeError) as e:
-        err = shape_mismatch_error(model, x, e) if name and not isinstance(e, SparsaError) else None
+        err = shape_mismatch_error(loaded, x, e) if x is not None and not isinstance(e, SparsaError) else None
         if err is None:
             raise
         raise err from e
+
+
+def _forward(model, m, name: str | None, xb: torch.Tensor, x: torch.Tensor):
+    """One batch through the model; a failure from a model/data size mismatch reads as bad input."""
+    with size_errors_as_bad_input(model, x if name else None):
+        return m(**{name: xb}) if name else m(xb)
 
 
 def _logits_of(out, model) -> torch.Tensor:
