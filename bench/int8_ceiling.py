@@ -24,7 +24,7 @@ as bench/quantization.py computes it): sparsa's files (--file LABEL=PATH, or --c
 quantize settings in CANDIDATES exported for this CPU through the recipe stage's own calls, built into
 DIR once per CPU feature set) and ONNX Runtime's
 baselines (--baselines DIR: ORT FP32, ORT FP32 after its BERT optimizer, `quantize_dynamic`
-per-tensor / per-channel on both, and the optimized per-channel file with sparsa's Add + LayerNorm
+per-tensor / per-channel on both, and the optimized per-channel file with sparsa's split residual Sum + LayerNorm
 layout; built into DIR once, reused after). Printed: each file's fraction
 of the bound (bound ms / file ms) and a verdict: the fastest sparsa file at cosine >= 0.995 reaches
 >= 90% of the bound and is faster than every baseline of the same or higher cosine; not decided when
@@ -175,7 +175,7 @@ CANDIDATES = {
 
 def build_candidates(work: Path, lm, seq: int) -> dict:
     """sparsa's files of the model for CANDIDATES, quantized and exported as the recipe's quantize stage does
-    (fortunes calibration, 32 samples, sym search-clip per channel, fused BERT export with Add + LayerNorm,
+    (fortunes calibration, 32 samples, sym search-clip per channel, fused BERT export with Sum + LayerNorm,
     int8 embedding tables), with their held-out cosines; cached in work/candidates.json for this CPU's features
     (the weight storage and `bits: auto` depend on them)."""
     import json
@@ -222,7 +222,7 @@ def build_baselines(work: Path, lm) -> dict:
         return json.loads(index.read_text())
     work.mkdir(parents=True, exist_ok=True)
     files = ort_baseline_files(lm, work)
-    # ORT's best file with sparsa's own layout change (Add + LayerNormalization instead of SkipLayerNormalization)
+    # ORT's best file with sparsa's own layout change (Sum + LayerNormalization instead of SkipLayerNormalization; the label keeps its old name)
     files["ORT quantize_dynamic per-channel, BERT optimizer, Add+LayerNorm"] = _split_layernorm(
         files["ORT quantize_dynamic per-channel, BERT optimizer"], work / "qd_1_opt_ln.onnx")
     out = {k: {"path": str(v), "cosine": held_out_cosine(v, lm)} for k, v in files.items()}
