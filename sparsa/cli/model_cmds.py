@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -245,17 +246,19 @@ def eval_cmd(
                                     data=data, reference=ref, samples=samples, **options)
         emit({"model": model, "attention": attention, **calibrated, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
         return
+    onnx = Path(model) / "model_int8.onnx"
     result = evaluate(lm, reference=reference, data=data, runs=runs, threads=threads, seq_len=seq_len,
-                      samples=samples, log=status_console(json_))
+                      samples=samples, log=status_console(json_), onnx=onnx if onnx.is_file() else None)
     emit({"model": model, **result}, json_, title=f"sparsa eval {model}")
 
 
 def evaluate(lm, reference: str | None = None, data: str | None = None, runs: int | None = None, threads: int = 2,
-             seq_len: int | None = None, samples: int | None = None, log=None) -> dict:
+             seq_len: int | None = None, samples: int | None = None, log=None, onnx: Path | None = None) -> dict:
     """Quality vs a reference plus latency of both (same process), as `sparsa eval` reports it.
 
     Classifiers are evaluated on `samples` test images/clips and latency timed over `runs`; by
-    default both scale with the model's MACs (`sparsa.metrics.budget`)."""
+    default both scale with the model's MACs (`sparsa.metrics.budget`). onnx: the folder's exported
+    file (`model_int8.onnx`), measured the same way in ONNX Runtime (`onnxruntime_*` fields)."""
     from sparsa.metrics import count_macs, fidelity, measure_latency, measure_latency_pair
     from sparsa.metrics import budget
     from sparsa.metrics.quality import NoClassifierHead, agreement, output_fidelity, predict_logits
@@ -303,6 +306,9 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
         result["reference"] = ref_name
         result["data"] = data or "sentences"
         result.update(fidelity(lm, ref, texts, lm.tokenizer))
+
+        def quality(m, what="the model"):  # (the ONNX file's too, below)
+            return fidelity(m, ref, texts, lm.tokenizer)
     else:
         from sparsa.data import load_dataset
 
@@ -321,21 +327,28 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
             result["data_resized_from"] = ds.info["resized_from"]
         bs = budget.batch_size(macs)
         show = budget.wants_progress(macs * len(ds))
-        try:
-            logits = predict_logits(lm, ds.x, bs, progress="evaluating the model" if show else None)
-        except NoClassifierHead as e:  # a backbone: its outputs against the reference's, sample by sample
-            if ref is None:
-                raise SparsaError(e.message + "; and no reference is known to compare its outputs with",
-                                  hint="give --reference (the model it was made from)") from None
-            result["reference"] = ref_name
-            result.update(output_fidelity(lm, ref, ds.x, bs, progress="comparing outputs" if show else None))
-        else:
-            result["accuracy"] = float((logits.argmax(-1) == ds.y).float().mean())
+        ref_logits: list = []  # computed once, for the model and its ONNX file
+
+        def quality(m, what="the model"):
+            out: dict = {}
+            try:
+                logits = predict_logits(m, ds.x, bs, progress=f"evaluating {what}" if show else None)
+            except NoClassifierHead as e:  # a backbone: its outputs against the reference's, sample by sample
+                if ref is None:
+                    raise SparsaError(e.message + "; and no reference is known to compare its outputs with",
+                                      hint="give --reference (the model it was made from)") from None
+                return output_fidelity(m, ref, ds.x, bs, progress=f"comparing {what}'s outputs" if show else None)
+            out["accuracy"] = float((logits.argmax(-1) == ds.y).float().mean())
             if ref is not None:  # each model runs once over the data: accuracy and agreement share the logits
-                ref_logits = predict_logits(ref, ds.x, bs, progress="evaluating the reference" if show else None)
-                result["reference"] = ref_name
-                result["reference_accuracy"] = float((ref_logits.argmax(-1) == ds.y).float().mean())
-                result.update(agreement(logits, ref_logits))
+                if not ref_logits:
+                    ref_logits.append(predict_logits(ref, ds.x, bs, progress="evaluating the reference" if show else None))
+                out["reference_accuracy"] = float((ref_logits[0].argmax(-1) == ds.y).float().mean())
+                out.update(agreement(logits, ref_logits[0]))
+            return out
+
+        result.update(quality(lm))
+        if ref is not None:
+            result["reference"] = ref_name
     result["macs"] = lm_macs
     auto_runs = runs is None
     runs = budget.latency_runs(result["macs"]) if auto_runs else runs
@@ -354,7 +367,41 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
         result["macs_ratio"] = result["macs"] / max(result["reference_macs"], 1)
     result.update({"latency_ms": lat["median_ms"], "latency_p10_ms": lat["p10_ms"], "latency_p90_ms": lat["p90_ms"],
                    "latency_threads": threads, "latency_runs": runs, "latency_input": _input_desc(lm, inputs)})
+    if onnx is not None:
+        result.update(_evaluate_onnx(onnx, lm, ref, inputs, rinputs, quality, threads, runs, warmup, log))
     return result
+
+
+def _evaluate_onnx(path: Path, lm, ref, inputs, rinputs, quality, threads, runs, warmup, log) -> dict:
+    """The folder's ONNX file through the same quality measure and latency timing as the model, as
+    `onnxruntime_*` fields. A file this CPU cannot run exactly (VNNI) is reported as skipped, with why."""
+    from sparsa.metrics import measure_latency, measure_latency_pair
+    from sparsa.quant.onnx_model import OnnxModel
+
+    out: dict = {"onnxruntime_file": str(path)}
+    try:
+        m = OnnxModel(path, lm.adapter, threads=threads, spinning=True)
+    except SparsaError as e:
+        if log:
+            log.print(f"ONNX file not measured: {e.message}")
+        return out | {"onnxruntime_skipped": e.message}
+    if log:
+        log.print(f"measuring {path.name} in ONNX Runtime")
+    q = quality(m, "the ONNX file")
+    out.update({f"onnxruntime_{k}": v for k, v in q.items() if k not in ("reference_accuracy", "n_texts", "n_samples")})
+    feed = m.feed(inputs)
+
+    def run():
+        m.session.run(None, feed)
+
+    if ref is None:
+        lat = measure_latency(run, warmup=warmup, runs=runs, threads=threads)
+    else:
+        lat, _ = measure_latency_pair(run, lambda: ref.model(**rinputs), warmup=warmup, runs=runs, threads=threads)
+        out["onnxruntime_latency_ratio"] = lat["paired_ratio_median"]  # vs the reference in PyTorch, as latency_ratio
+    out.update({"onnxruntime_latency_ms": lat["median_ms"], "onnxruntime_latency_p10_ms": lat["p10_ms"],
+                "onnxruntime_latency_p90_ms": lat["p90_ms"]})
+    return out
 
 
 def check_reference(lm, name: str, ref, ref_name: str) -> None:

@@ -1,0 +1,51 @@
+"""An exported ONNX file behind the call sparsa's quality metrics make (`model(**inputs)`), so the file a
+user deploys is measured with the same code, data and batches as the PyTorch model it came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sparsa.errors import SparsaError
+
+
+class OnnxModel:
+    """`OnnxModel(path, adapter)(**inputs)` runs the file in ONNX Runtime (`onnx_session`: the file's own
+    CPU check) and returns its output as a Hugging Face output: `last_hidden_state` for a backbone's
+    [batch, tokens/patches, ...] output, `logits` for a classifier's [batch, classes]. `adapter`: the
+    LoadedModel's, which names the input images and video come in (the metrics read it)."""
+
+    def __init__(self, path, adapter=None, threads: int = 2, spinning: bool = False):
+        from sparsa.quant.export import onnx_session
+
+        self.path = Path(path)
+        self.adapter = adapter
+        self.session = onnx_session(self.path, threads=threads, spinning=spinning)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self._dtypes = {i.name: _DTYPES.get(i.type) for i in self.session.get_inputs()}
+
+    def feed(self, inputs: dict) -> dict:
+        """The file's inputs from keyword tensors (extra keys, e.g. a tokenizer's token_type_ids, dropped)."""
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise SparsaError(f"{self.path.name} takes {self.input_names}, and {missing} were not given",
+                              hint="export the file from this model (sparsa quantize --onnx) again")
+        return {n: _array(inputs[n], self._dtypes[n]) for n in self.input_names}
+
+    def __call__(self, **inputs):
+        from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+
+        y = torch.from_numpy(self.session.run(None, self.feed(inputs))[0])
+        return SequenceClassifierOutput(logits=y) if y.dim() == 2 else BaseModelOutput(last_hidden_state=y)
+
+
+_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+           "tensor(float16)": np.float16, "tensor(bool)": np.bool_}
+
+
+def _array(v, dtype) -> np.ndarray:
+    """A tensor as the array type the file's input declares (a tokenizer's int64 ids for an int32 input)."""
+    a = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+    return a.astype(dtype, copy=False) if dtype is not None else a
