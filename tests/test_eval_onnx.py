@@ -87,3 +87,19 @@ def test_the_file_gets_its_inputs_in_the_types_it_declares(tiny_text_folder, tmp
     assert tuple(out.last_hidden_state.shape) == (2, 16, 32)
     with pytest.raises(SparsaError, match="were not given"):
         m(**{k: v for k, v in x.items() if k != "input_ids"})
+
+
+def test_a_recipes_saved_model_folder_carries_its_onnx_file(tiny_text_folder, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "name": "q", "model": str(tiny_text_folder),
+        "stages": [{"type": "quantize", "bits": 8, "activations": "dynamic", "onnx": True}],
+        "evaluation": {"quality": False, "latency": None, "seq_len": 16},
+        "hardware": None, "report": {"html": False, "save_model": True}}))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", str(recipe), "--out", str(out), "--json"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    folder = out / "model"
+    assert (folder / "model_int8.onnx").read_bytes() == (out / "model_int8.onnx").read_bytes()
+    e = _json(["eval", str(folder), "--reference", str(tiny_text_folder), "--runs", "1", "--seq-len", "16", "--json"])
+    assert e["onnxruntime_cosine_mean"] > 0.9 and e["onnxruntime_latency_ms"] > 0

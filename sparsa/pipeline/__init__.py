@@ -183,6 +183,8 @@ def _run(loaded, state, results, out, shown, html, quiet, console, t_start, t_cp
                 results["timing"]["simulate_s"] = t.elapsed
             if out is not None and recipe.report.save_model:
                 state.loaded.save(out / "model", result=results.get("final"))  # the final figures, as every command's
+                if state.onnx_path is not None and Path(state.onnx_path).is_file():  # the folder carries its file,
+                    _link_or_copy(Path(state.onnx_path), out / "model" / "model_int8.onnx")  # as `sparsa quantize`'s
                 results["model"]["saved"] = str(shown / "model")
 
         results["timing"]["total_s"] = time.perf_counter() - t_start
@@ -248,3 +250,13 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """dst as a hard link to src where the file system allows it (no second copy of a large file), else a copy."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
