@@ -103,3 +103,18 @@ def test_a_recipes_saved_model_folder_carries_its_onnx_file(tiny_text_folder, tm
     assert (folder / "model_int8.onnx").read_bytes() == (out / "model_int8.onnx").read_bytes()
     e = _json(["eval", str(folder), "--reference", str(tiny_text_folder), "--runs", "1", "--seq-len", "16", "--json"])
     assert e["onnxruntime_cosine_mean"] > 0.9 and e["onnxruntime_latency_ms"] > 0
+
+
+def test_a_damaged_onnx_file_is_named_as_such_and_the_model_still_measured(tiny_text_folder, tmp_path):
+    from sparsa.quant.export import onnx_session
+
+    q = _quantized(tiny_text_folder, tmp_path / "q", "--onnx", "--seq-len", "16")
+    f = q / "model_int8.onnx"
+    f.write_bytes(f.read_bytes()[:1000])  # a copy cut short
+    with pytest.raises(SparsaError, match="cannot load this file") as e:
+        onnx_session(f)
+    assert "re-export" in e.value.hint
+    with pytest.raises(SparsaError, match="no such ONNX file"):
+        onnx_session(tmp_path / "absent.onnx")
+    r = _json(["eval", str(q), "--reference", str(tiny_text_folder), "--runs", "1", "--seq-len", "16", "--json"])
+    assert "cannot load this file" in r["onnxruntime_skipped"] and r["cosine_mean"] > 0.9

@@ -778,8 +778,7 @@ def onnx_session(path, threads: int = 2, *, spinning: bool = False, disabled_opt
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled_optimizers or []) or None)
+    sess = _loaded_session(ort, path, so, disabled_optimizers)
     meta = sess.get_modelmeta().custom_metadata_map  # read from the session: no second parse of the file
     if meta.get(_NEEDS_KEY):
         from sparsa.quant.kernels import check_cpu_runs, this_cpu_isa
@@ -788,9 +787,23 @@ def onnx_session(path, threads: int = 2, *, spinning: bool = False, disabled_opt
     if disabled_optimizers is None:  # the file's own hints
         hint = meta.get(_HINT_KEY, "")
         if hint:
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
-                                        disabled_optimizers=[x for x in hint.split(",") if x])
+            sess = _loaded_session(ort, path, so, [x for x in hint.split(",") if x])
     return sess
+
+
+def _loaded_session(ort, path, so, disabled_optimizers):
+    """ONNX Runtime's session of `path`; a file it cannot load (missing, truncated, not ONNX, an op or
+    opset it lacks) is bad input, said as such."""
+    if not Path(path).is_file():
+        raise SparsaError(f"{path}: no such ONNX file", hint="export it with sparsa quantize --onnx --out DIR")
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(disabled_optimizers or []) or None)
+    except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) share no base class
+        msg = str(e).split("\n")[0][:300]
+        raise SparsaError(f"{path}: ONNX Runtime cannot load this file ({type(e).__name__}: {msg})",
+                          hint="re-export it (sparsa quantize --onnx --out DIR); a file copied in part or "
+                               "written by a newer exporter fails this way") from e
 
 
 def zero_points_in(path_or_proto) -> list[str]:
