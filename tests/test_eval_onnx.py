@@ -118,3 +118,15 @@ def test_a_damaged_onnx_file_is_named_as_such_and_the_model_still_measured(tiny_
         onnx_session(tmp_path / "absent.onnx")
     r = _json(["eval", str(q), "--reference", str(tiny_text_folder), "--runs", "1", "--seq-len", "16", "--json"])
     assert "cannot load this file" in r["onnxruntime_skipped"] and r["cosine_mean"] > 0.9
+
+
+def test_info_of_a_folder_describes_its_onnx_file(tiny_text_folder, tmp_path):
+    q = _quantized(tiny_text_folder, tmp_path / "q", "--onnx", "--seq-len", "16")
+    r = _json(["info", str(q), "--json"])
+    f = q / "model_int8.onnx"
+    assert r["onnx_file_bytes"] == f.stat().st_size and r["onnx_embeddings"] == "int8"
+    assert r["onnx_float_layers"] == [] and r["onnx_weights"] in ("int8", "uint8") and r["onnx_cpu_needs"]
+    f.write_bytes(f.read_bytes()[:1000])
+    damaged = _json(["info", str(q), "--json"])
+    assert "onnx_unreadable" in damaged and damaged["layers"] == r["layers"]  # the model is still described
+    assert "onnx_file" not in _json(["info", str(tiny_text_folder), "--json"])

@@ -53,7 +53,25 @@ def info(
     result = {"model": model, **lm.describe(), **cost_summary(lm, seq_len)}
     result["source"] = lm.record.get("source")
     result["stages"] = [s.get("stage") for s in lm.record.get("stages", [])]
+    onnx = Path(model) / "model_int8.onnx"
+    if onnx.is_file():
+        result.update(_onnx_file_info(onnx))
     emit(result, json_, title=f"sparsa info {model}")
+
+
+def _onnx_file_info(path: Path) -> dict:
+    """What the folder's integer ONNX file is (`onnx_*` fields): size, what it stores as integers, the
+    layers left float, the CPU it was exported for and what it needs; an unreadable file is said so."""
+    from sparsa.quant.export import export_info
+
+    out: dict = {"onnx_file": path.name, "onnx_file_bytes": path.stat().st_size}
+    try:
+        info = export_info(path)
+    except Exception as e:  # protobuf's DecodeError and friends: the file is damaged, not the model
+        return out | {"onnx_unreadable": f"{type(e).__name__}: {str(e)[:200]}"}
+    return out | {"onnx_embeddings": info["embeddings"], "onnx_float_layers": info["float_layers"],
+                  "onnx_weights": info["weights"], "onnx_exported_on": info["cpu"],
+                  "onnx_cpu_needs": info["cpu_needs"] or "none (exact on any CPU)"}
 
 
 @app.command()
