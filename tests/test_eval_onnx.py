@@ -130,3 +130,16 @@ def test_info_of_a_folder_describes_its_onnx_file(tiny_text_folder, tmp_path):
     damaged = _json(["info", str(q), "--json"])
     assert "onnx_unreadable" in damaged and damaged["layers"] == r["layers"]  # the model is still described
     assert "onnx_file" not in _json(["info", str(tiny_text_folder), "--json"])
+
+
+def test_inputs_the_file_was_not_exported_for_are_named_and_the_model_still_measured(tmp_path):
+    from sparsa.models import load
+    from sparsa.quant.onnx_model import OnnxModel
+
+    q = _quantized("tiny-swin", tmp_path / "q", "--onnx")  # Swin pads: PyTorch takes 64 px, the file its 32 px
+    m = OnnxModel(q / "model_int8.onnx", load(str(q)).adapter, threads=1)
+    with pytest.raises(SparsaError, match=r"does not run on inputs .*64, 64.*exported for") as e:
+        m(pixel_values=torch.randn(1, 3, 64, 64))
+    assert "--image-size" in e.value.hint
+    r = _json(["eval", str(q), "--image-size", "64", "--samples", "8", "--runs", "1", "--json"])
+    assert "does not run on inputs" in r["onnxruntime_skipped"] and "accuracy" in r

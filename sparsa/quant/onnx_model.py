@@ -37,7 +37,15 @@ class OnnxModel:
     def __call__(self, **inputs):
         from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 
-        y = torch.from_numpy(self.session.run(None, self.feed(inputs))[0])
+        feed = self.feed(inputs)
+        try:
+            y = torch.from_numpy(self.session.run(None, feed)[0])
+        except Exception as e:  # ONNX Runtime's InvalidArgument & co.: inputs the file was not exported for
+            given = {k: list(v.shape) for k, v in feed.items()}
+            declared = {i.name: i.shape for i in self.session.get_inputs()}
+            raise SparsaError(f"{self.path.name} does not run on inputs {given}: it was exported for {declared} "
+                              f"({type(e).__name__})", hint="measure it at the size it was exported for (drop "
+                              "--image-size / --frames), or export the model again at this size") from e
         return SequenceClassifierOutput(logits=y) if y.dim() == 2 else BaseModelOutput(last_hidden_state=y)
 
 
