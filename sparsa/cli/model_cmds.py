@@ -53,8 +53,10 @@ def info(
     result = {"model": model, **lm.describe(), **cost_summary(lm, seq_len)}
     result["source"] = lm.record.get("source")
     result["stages"] = [s.get("stage") for s in lm.record.get("stages", [])]
-    onnx = Path(model) / "model_int8.onnx"
-    if onnx.is_file():
+    from sparsa.quant.export import folder_onnx
+
+    onnx = folder_onnx(model)
+    if onnx is not None:
         result.update(_onnx_file_info(onnx))
     emit(result, json_, title=f"sparsa info {model}")
 
@@ -264,9 +266,10 @@ def eval_cmd(
                                     data=data, reference=ref, samples=samples, **options)
         emit({"model": model, "attention": attention, **calibrated, **result}, json_, title=f"sparsa eval {model} --attention {attention}")
         return
-    onnx = Path(model) / "model_int8.onnx"
+    from sparsa.quant.export import folder_onnx
+
     result = evaluate(lm, reference=reference, data=data, runs=runs, threads=threads, seq_len=seq_len,
-                      samples=samples, log=status_console(json_), onnx=onnx if onnx.is_file() else None)
+                      samples=samples, log=status_console(json_), onnx=folder_onnx(model))
     emit({"model": model, **result}, json_, title=f"sparsa eval {model}")
 
 

@@ -113,13 +113,13 @@ def quantize(
     with staged_folder(out, overwrite=overwrite) as work:  # the model, its ONNX export and result.json appear together
         write_model_files(lm, work)
         if onnx:
-            from sparsa.quant.export import export_info, export_onnx, integer_initializer_bytes, zero_points_in
+            from sparsa.quant.export import ONNX_FILE, export_info, export_onnx, integer_initializer_bytes, zero_points_in
 
-            path = work / "model_int8.onnx"
+            path = work / ONNX_FILE
             export_onnx(lm, path, seq_len=seq_len, embeddings=embeddings, fast_gelu=fast_gelu,
                         skip_layernorm=split_layernorm is False)
             info = export_info(path)
-            result["onnx"] = str(Path(out) / "model_int8.onnx")
+            result["onnx"] = str(Path(out) / ONNX_FILE)
             result["onnx_bytes"] = integer_initializer_bytes(path)
             result["onnx_zero_points"] = len(zero_points_in(path))
             result["embeddings"], result["embedding_tables"] = info["embeddings"], info["embedding_tables"]
@@ -133,7 +133,7 @@ def quantize(
                 console.print(f"[yellow]left in float in the ONNX graph:[/] {', '.join(info['float_layers'])}")
         # inside the folder, paths are the folder's own names: it can be moved
         atomic_write_json(work / RESULT_FILE, {k: v for k, v in result.items() if k != "out"}
-                          | ({"onnx": "model_int8.onnx"} if onnx else {}))
+                          | ({"onnx": ONNX_FILE} if onnx else {}))
     emit(result, json_, title=f"sparsa quantize {model}")
 
 

@@ -184,7 +184,9 @@ def _run(loaded, state, results, out, shown, html, quiet, console, t_start, t_cp
             if out is not None and recipe.report.save_model:
                 state.loaded.save(out / "model", result=results.get("final"))  # the final figures, as every command's
                 if state.onnx_path is not None and Path(state.onnx_path).is_file():  # the folder carries its file,
-                    _link_or_copy(Path(state.onnx_path), out / "model" / "model_int8.onnx")  # as `sparsa quantize`'s
+                    from sparsa.quant.export import ONNX_FILE  # as `sparsa quantize`'s
+
+                    _link_or_copy(Path(state.onnx_path), out / "model" / ONNX_FILE)
                 results["model"]["saved"] = str(shown / "model")
 
         results["timing"]["total_s"] = time.perf_counter() - t_start

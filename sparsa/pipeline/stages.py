@@ -96,7 +96,7 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
         state.size_bytes = int(record["bytes"])
     state.quant = record
     if st.onnx:
-        from sparsa.quant.export import export_onnx as export
+        from sparsa.quant.export import ONNX_FILE, export_onnx as export
         from pathlib import Path
 
         d = state.workdir()
@@ -109,7 +109,7 @@ def run_quantize(st: QuantizeStage, state: PipelineState) -> dict:
             state.note("weights quantized; exporting the integer ONNX model")
         with attention_removed(state), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript tracer's notes on HF's Python control flow
-            state.onnx_path = Path(export(state.loaded, Path(d) / "model_int8.onnx",
+            state.onnx_path = Path(export(state.loaded, Path(d) / ONNX_FILE,
                                           seq_len=state.recipe.evaluation.seq_len, **kw))
         record["onnx"] = str(state.onnx_path) if state.out_dir else "(temporary file)"
         # the deployed file's size: integer weights and embedding tables (the folder keeps the tables float)

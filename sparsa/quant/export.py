@@ -44,6 +44,13 @@ from sparsa.quant.embeddings import check_storage, rewrite_gathers
 from sparsa.quant.modules import QuantLinear
 
 OPSET = 21
+ONNX_FILE = "model_int8.onnx"  # a model folder's integer ONNX export (sparsa quantize --onnx, a recipe's quantize stage)
+
+
+def folder_onnx(folder) -> Path | None:
+    """The integer ONNX file a model folder holds, or None (a built-in name, or a folder without one)."""
+    path = Path(folder) / ONNX_FILE
+    return path if path.is_file() else None
 
 
 class PositionalWrapper(nn.Module):
