@@ -196,20 +196,18 @@ def _has_quantized_layers(model) -> bool:
 
 
 def _ort_latency(state: PipelineState, inputs: dict, spec) -> dict:
-    from sparsa.quant.export import onnx_session
+    from sparsa.quant.onnx_model import OnnxModel
 
     path = state.onnx_path
     exported_here = False
     if path is None:
         path = _export_fp32(state, inputs)
         exported_here = True
-    # the file's own optimizer hints (an Add+LayerNorm export keeps ORT's slower SkipLayerNorm off);
-    # spinning threads, as ORT's default, for one model timed back to back
-    sess = onnx_session(path, threads=spec.threads, spinning=True)
-    names = {i.name for i in sess.get_inputs()}
-    feed = {k: v.numpy() for k, v in inputs.items() if k in names}
+    # spinning threads, as ORT's default, for one model timed back to back; the file's inputs as it declares them
+    m = OnnxModel(path, threads=spec.threads, spinning=True)
+    feed = m.feed(inputs)
     from sparsa import metrics
-    res = dict(metrics.measure_latency(lambda: sess.run(None, feed), warmup=spec.warmup, runs=spec.runs,
+    res = dict(metrics.measure_latency(lambda: m.session.run(None, feed), warmup=spec.warmup, runs=spec.runs,
                                        threads=spec.threads))
     res["model"] = "fp32 export of the compressed model" if exported_here else "integer ONNX from the quantize stage"
     res["path"] = str(path) if state.out_dir else None
