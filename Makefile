@@ -11,6 +11,9 @@ PYTEST  := $(BIN)/python -m pytest
 all: demo
 
 $(STAMP): pyproject.toml
+	@# the environment takes ~3 GB (torch, onnxruntime, ray, transformers): say so before pip fails halfway with ENOSPC
+	@free=$$(df -Pk . | awk 'NR==2 {print $$4}'); if [ -n "$$free" ] && [ "$$free" -lt 3500000 ]; then \
+	  echo "warning: $$((free / 1024)) MiB free here; installing sparsa's environment needs about 3 GB (free some disk if pip fails with 'No space left on device')"; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on disk (a looser spec pulls a multi-GB CUDA build)
