@@ -143,3 +143,42 @@ def test_inputs_the_file_was_not_exported_for_are_named_and_the_model_still_meas
     assert "--image-size" in e.value.hint
     r = _json(["eval", str(q), "--image-size", "64", "--samples", "8", "--runs", "1", "--json"])
     assert "does not run on inputs" in r["onnxruntime_skipped"] and "accuracy" in r
+
+
+def test_a_run_failure_that_is_not_about_sizes_is_not_called_a_size_mismatch(tiny_text_folder, tmp_path):
+    from sparsa.models import load
+    from sparsa.quant.onnx_model import OnnxModel
+
+    q = _quantized(tiny_text_folder, tmp_path / "q", "--onnx")
+    lm = load(str(q))
+    m = OnnxModel(q / "model_int8.onnx", lm.adapter, threads=1)
+    inputs = lm.example_inputs(batch=1, seq_len=8)
+    assert m(**inputs).last_hidden_state.shape[:2] == (1, 8)  # symbolic batch / seq axes take any length
+
+    real = m.session
+
+    class OutOfMemory:  # what ONNX Runtime raises when an allocation fails inside a kernel
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def run(self, *a, **k):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad allocation")
+
+    m.session = OutOfMemory()
+    with pytest.raises(SparsaError, match="failed running model_int8.onnx .*bad allocation") as e:
+        m(**inputs)
+    assert "does not run on inputs" not in e.value.message and "memory" in e.value.hint
+
+
+def test_an_input_of_another_rank_is_refused_before_onnx_runtime_runs(tiny_text_folder, tmp_path):
+    from sparsa.models import load
+    from sparsa.quant.onnx_model import OnnxModel
+
+    q = _quantized(tiny_text_folder, tmp_path / "q", "--onnx")
+    m = OnnxModel(q / "model_int8.onnx", load(str(q)).adapter, threads=1)
+    calls = []
+    m.session.run = lambda *a, **k: calls.append(a)  # noqa: E731  must not be reached
+    flat = {n: torch.ones(8, dtype=torch.long) for n in m.input_names}
+    with pytest.raises(SparsaError, match="does not run on inputs .*exported for"):
+        m(**flat)
+    assert not calls

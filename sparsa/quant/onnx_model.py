@@ -38,15 +38,35 @@ class OnnxModel:
         from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 
         feed = self.feed(inputs)
+        given = {k: list(v.shape) for k, v in feed.items()}
+        declared = {i.name: i.shape for i in self.session.get_inputs()}
+        size_error = SparsaError(
+            f"{self.path.name} does not run on inputs {given}: it was exported for {declared}",
+            hint="measure it at the size it was exported for (drop --image-size / --frames), or export the model "
+                 "again at this size")
+        if any(_clashes(given[n], declared[n]) for n in feed):  # a fixed axis of another length, or another rank
+            raise size_error
         try:
             y = torch.from_numpy(self.session.run(None, feed)[0])
-        except Exception as e:  # ONNX Runtime's InvalidArgument & co.: inputs the file was not exported for
-            given = {k: list(v.shape) for k, v in feed.items()}
-            declared = {i.name: i.shape for i in self.session.get_inputs()}
-            raise SparsaError(f"{self.path.name} does not run on inputs {given}: it was exported for {declared} "
-                              f"({type(e).__name__})", hint="measure it at the size it was exported for (drop "
-                              "--image-size / --frames), or export the model again at this size") from e
+        except Exception as e:
+            # a length only the graph's inner shapes pin (a Swin's window grid, a Reshape of the exported
+            # size) surfaces as ONNX Runtime's INVALID_ARGUMENT / a shape error; anything else (memory, a
+            # kernel's own failure) is not the inputs' size and is not called so
+            if type(e).__name__ == "InvalidArgument" or "shape" in str(e).lower():
+                raise SparsaError(f"{size_error.message} ({type(e).__name__})", hint=size_error.hint) from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SparsaError(f"ONNX Runtime failed running {self.path.name} on inputs {given}: {first[:300]}",
+                              hint="if the machine ran short of memory, measure fewer samples at once; otherwise "
+                                   "export the file again with this sparsa and ONNX Runtime") from e
         return SequenceClassifierOutput(logits=y) if y.dim() == 2 else BaseModelOutput(last_hidden_state=y)
+
+
+def _clashes(shape: list[int], declared: list) -> bool:
+    """Whether an input's shape contradicts the file's declaration (symbolic axes such as 'batch' take any
+    length; a declared fixed length must match; so must the rank)."""
+    if len(shape) != len(declared):
+        return True
+    return any(isinstance(d, int) and d > 0 and d != n for n, d in zip(shape, declared))
 
 
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
