@@ -39,6 +39,32 @@ def test_accuracy_of_a_backbone_is_refused_with_what_to_do_instead(backbone):
     assert isinstance(e.value, SparsaError) and "--reference" in e.value.hint
 
 
+def test_a_backbone_is_found_after_one_sample_and_a_classifier_still_sees_every_sample_once(backbone):
+    lm = load(str(backbone))
+    seen = []
+    lm.model.register_forward_pre_hook(lambda _m, args, kwargs: seen.append(len(kwargs["pixel_values"])),
+                                       with_kwargs=True)
+    x = lm.example_inputs(batch=10)["pixel_values"]
+    with pytest.raises(NoClassifierHead):
+        predict_logits(lm, x, batch_size=4)
+    assert seen == [1]  # not a batch of 4 run for nothing
+    seen.clear()
+
+    class Head(torch.nn.Module):  # the same backbone with a head: logits for every sample, in order
+        def __init__(self, body):
+            super().__init__()
+            self.body, self.head = body, torch.nn.Linear(32, 3)
+
+        def forward(self, pixel_values):
+            return self.head(self.body(pixel_values=pixel_values).last_hidden_state[:, 0])
+
+    clf = Head(lm.model).eval()
+    logits = predict_logits(clf, x, batch_size=4)
+    assert seen == [1, 4, 4, 1] and logits.shape == (10, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, clf(x), rtol=1e-4, atol=1e-5)
+
+
 def test_output_fidelity_is_one_for_the_same_model_and_below_for_a_pruned_one(backbone, tmp_path):
     lm = load(str(backbone))
     x = torch.randn(5, 3, 16, 16)

@@ -120,9 +120,12 @@ def _batched(model, x: torch.Tensor, batch_size: int, progress: str | None, take
     m = _model(model)
     name = _input_name(model) if hasattr(model, "adapter") else None
     outs = []
+    # the first batch is one sample: a model without a classification head (NoClassifierHead) is found at
+    # the cost of one sample, not of a whole batch of a full-size model
+    edges = sorted({0, *range(1, len(x), batch_size), len(x)}) if len(x) else []
     with batch_progress(progress or "", len(x), enabled=progress is not None) as advance:
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
+        for i, j in zip(edges, edges[1:]):
+            xb = x[i:j]
             outs.append(take(_forward(model, m, name, xb, x), xb))
             advance(len(xb))
     return torch.cat(outs)
