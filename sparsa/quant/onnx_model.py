@@ -56,8 +56,8 @@ class OnnxModel:
                 raise SparsaError(f"{size_error.message} ({type(e).__name__})", hint=size_error.hint) from e
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SparsaError(f"ONNX Runtime failed running {self.path.name} on inputs {given}: {first[:300]}",
-                              hint="if the machine ran short of memory, measure fewer samples at once; otherwise "
-                                   "export the file again with this sparsa and ONNX Runtime") from e
+                              hint="if the machine ran short of memory, free some or evaluate fewer samples "
+                                   "(--samples); otherwise export the file again with this sparsa and ONNX Runtime") from e
         return SequenceClassifierOutput(logits=y) if y.dim() == 2 else BaseModelOutput(last_hidden_state=y)
 
 
