@@ -141,3 +141,21 @@ def test_hdp_family_defaults_resolve_and_apply(monkeypatch):
     assert seen and all(cfg == vit for _, _, cfg, _ in seen)
     q, k, cfg, valid = seen[0]
     assert torch.equal(ctrl.last_stats[0].block_mask, block_masks_int(q, k, cfg, valid)["block_mask"])
+
+
+def test_asking_for_attention_weights_is_told_once_that_there_are_none():
+    import warnings
+
+    lm = tiny_model("bert")
+    inputs = _inputs(lm)
+    install(lm.model, "hdp")
+    with pytest.warns(UserWarning, match="returns no attention weights") as rec:
+        with torch.no_grad():
+            out = lm.model(**inputs, output_attentions=True)
+    assert len([w for w in rec if "attention weights" in str(w.message)]) == 1  # once, not once per layer
+    assert out.last_hidden_state.shape[:2] == (2, 11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no weights asked for: silent
+        with torch.no_grad():
+            lm.model(**inputs)
+    uninstall(lm.model)

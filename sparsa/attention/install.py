@@ -20,6 +20,7 @@ import ctypes
 import dataclasses
 import functools
 import math
+import warnings
 
 import torch
 
@@ -64,6 +65,7 @@ class AttentionController:
         self.history: list[list[dict]] = []  # layer_stats of every forward since install / clear()
         self.prev_impl = None
         self.hook = None
+        self.warned_weights = False  # output_attentions asked for and told once
 
     def new_forward(self) -> None:
         self.state = {}
@@ -124,6 +126,11 @@ def sparsa_attention_forward(module, query, key, value, attention_mask, scaling=
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
+    if kwargs.get("output_attentions") and not ctrl.warned_weights:  # as HF's own sdpa does: say so, once
+        ctrl.warned_weights = True
+        warnings.warn(f"sparsa's {ctrl.method} attention returns no attention weights (output_attentions gives "
+                      "None); its kept blocks and heads are in the controller's last_stats with keep_masks=True",
+                      UserWarning, stacklevel=2)
     B, H, N, D = query.shape
     if key.shape[2] != N:
         raise SparsaError("sparsa attention supports self-attention only (query and key lengths differ)")
