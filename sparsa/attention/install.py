@@ -129,7 +129,7 @@ def sparsa_attention_forward(module, query, key, value, attention_mask, scaling=
     if kwargs.get("output_attentions") and not ctrl.warned_weights:  # as HF's own sdpa does: say so, once
         ctrl.warned_weights = True
         warnings.warn(f"sparsa's {ctrl.method} attention returns no attention weights (output_attentions gives "
-                      "None); its kept blocks and heads are in the controller's last_stats with keep_masks=True",
+                      "None); its kept blocks and heads come from sparsa.attention.collect_masks",
                       UserWarning, stacklevel=2)
     B, H, N, D = query.shape
     if key.shape[2] != N:
