@@ -178,7 +178,8 @@ def glue_fns(cfg, seq: int, threads: int) -> dict[tuple[str, str], object]:
     than the bound plus that floor."""
     from onnx import helper, numpy_helper
 
-    h, f, layers, vocab = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    h, f, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    vocab = getattr(cfg, "vocab_size", None)  # none for an image encoder: its patch embedding is a GEMM-like conv
     rng = np.random.default_rng(0)
     ln_w = [numpy_helper.from_array(rng.random(h).astype(np.float32) + 0.5, "g"),
             numpy_helper.from_array(rng.random(h).astype(np.float32), "b")]
@@ -233,11 +234,13 @@ def glue_fns(cfg, seq: int, threads: int) -> dict[tuple[str, str], object]:
         io.bind_ortvalue_output("y", ort.OrtValue.ortvalue_from_shape_and_type(row, np.float32))
         return lambda: s.run_with_iobinding(io)
 
-    return {("residual + LayerNorm", "Sum, LayerNormalization"): residual_ln(False),
-            ("residual + LayerNorm", "SkipLayerNormalization"): residual_ln(True),
-            ("GELU", "Gelu"): gelu("Gelu"), ("GELU", "FastGelu (tanh form)"): gelu("FastGelu"),
-            ("embeddings + LayerNorm", "Gather, Add, LayerNormalization"): embeddings(False),
-            ("embeddings + LayerNorm", "EmbedLayerNormalization"): embeddings(True)}
+    fns = {("residual + LayerNorm", "Sum, LayerNormalization"): residual_ln(False),
+           ("residual + LayerNorm", "SkipLayerNormalization"): residual_ln(True),
+           ("GELU", "Gelu"): gelu("Gelu"), ("GELU", "FastGelu (tanh form)"): gelu("FastGelu")}
+    if vocab:
+        fns[("embeddings + LayerNorm", "Gather, Add, LayerNormalization")] = embeddings(False)
+        fns[("embeddings + LayerNorm", "EmbedLayerNormalization")] = embeddings(True)
+    return fns
 
 
 def encoder_gemms(cfg, seq: int) -> dict[tuple[int, int, int], int]:
