@@ -404,10 +404,12 @@ def glue_floor(med: dict) -> dict:
 
 
 def verdict(files: dict, bound_ms: float, bound_p10_ms: float | None = None, reachable: float | None = None) -> str:
-    """reachable: the largest fraction of the bound the glue floor leaves (named when below the floor). files: label -> {"ms", "cosine", "sparsa"[, "fraction_rounds"]}. The acceptance on the fastest sparsa file
+    """files: label -> {"ms", "cosine", "sparsa"[, "fraction_rounds"]}. The acceptance on the fastest sparsa file
     at cosine >= floor (medians over all rounds); the rounds that meet the floor on their own are counted
     beside it, as a measure of how far the run's noise could move the verdict. With the bound from p10s, a
-    run whose bound spreads more than NOISE_LIMIT (median / p10) is reported as not deciding."""
+    run whose bound spreads more than NOISE_LIMIT (median / p10) is reported as not deciding. reachable: the
+    largest fraction of the bound the glue floor leaves; below the floor it is named, and a file read above
+    it (which only the parts' noise can do) decides nothing."""
     ok = {k: v for k, v in files.items() if v["sparsa"] and v["cosine"] >= COSINE_FLOOR}
     if not ok:
         return f"no sparsa file at cosine >= {COSINE_FLOOR}: NOT MET"
