@@ -117,45 +117,6 @@ def attention_fn(seq: int, hidden: int, heads: int, threads: int):
     return _session([node], [(n, [1, seq, hidden]) for n in "QKV"], [], threads)
 
 
-def one_graph_fn(shapes: dict, layers: int, seq: int, hidden: int, heads: int, threads: int):
-    """The bound's parts as the nodes of one graph, each on its own input (no glue between them), run in one
-    session call: what the parts cost with one call's overhead and the weights read in turn as a whole model
-    reads them, not each kept hot in cache by its own loop. Shown beside the bound, not used by the verdict."""
-    import onnxruntime as ort
-    from onnx import helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, inputs, feed = [], [], [], {}
-    outs: dict[str, list[int]] = {}  # output -> shape: bound to buffers made once (no per-call copy into numpy)
-
-    def inp(name, shape):
-        inputs.append((name, shape))
-        feed[name] = rng.standard_normal(shape).astype(np.float32)
-
-    per_layer = [(shape, count // layers) for shape, count in shapes.items()]
-    for layer in range(layers):
-        for j, ((m, k, n), c) in enumerate(per_layer):
-            for r in range(c):
-                tag = f"{layer}_{j}_{r}"
-                inits += _int8_weight(rng, k, n, f"W{tag}", f"s{tag}")
-                inp(f"A{tag}", [m, k])
-                nodes.append(helper.make_node("DynamicQuantizeMatMul", [f"A{tag}", f"W{tag}", f"s{tag}"], [f"Y{tag}"],
-                                              domain="com.microsoft"))
-                outs[f"Y{tag}"] = [m, n]
-        for q in "QKV":
-            inp(f"{q}{layer}", [1, seq, hidden])
-        nodes.append(helper.make_node("MultiHeadAttention", [f"Q{layer}", f"K{layer}", f"V{layer}"], [f"M{layer}"],
-                                      domain="com.microsoft", num_heads=heads))
-        outs[f"M{layer}"] = [1, seq, hidden]
-    s = _graph_session(nodes, inputs, list(outs), inits, threads)
-    io = s.io_binding()
-    for name, arr in feed.items():
-        io.bind_cpu_input(name, arr)
-    for name, shape in outs.items():
-        io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32))
-    return lambda: s.run_with_iobinding(io)
-
-
 def _bound_graph_fn(nodes, inputs: dict, outs: dict, inits, threads: int):
     """One session call of a float graph, inputs made once and outputs bound to buffers made once."""
     import onnxruntime as ort
@@ -168,6 +129,34 @@ def _bound_graph_fn(nodes, inputs: dict, outs: dict, inits, threads: int):
     for name, shape in outs.items():
         io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32))
     return lambda: s.run_with_iobinding(io)
+
+
+def one_graph_fn(shapes: dict, layers: int, seq: int, hidden: int, heads: int, threads: int):
+    """The bound's parts as the nodes of one graph, each on its own input (no glue between them), run in one
+    session call: what the parts cost with one call's overhead and the weights read in turn as a whole model
+    reads them, not each kept hot in cache by its own loop. Shown beside the bound, not used by the verdict."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    inputs: dict[str, list[int]] = {}
+    outs: dict[str, list[int]] = {}  # output -> shape: bound to buffers made once (no per-call copy into numpy)
+
+    per_layer = [(shape, count // layers) for shape, count in shapes.items()]
+    for layer in range(layers):
+        for j, ((m, k, n), c) in enumerate(per_layer):
+            for r in range(c):
+                tag = f"{layer}_{j}_{r}"
+                inits += _int8_weight(rng, k, n, f"W{tag}", f"s{tag}")
+                inputs[f"A{tag}"] = [m, k]
+                nodes.append(helper.make_node("DynamicQuantizeMatMul", [f"A{tag}", f"W{tag}", f"s{tag}"], [f"Y{tag}"],
+                                              domain="com.microsoft"))
+                outs[f"Y{tag}"] = [m, n]
+        inputs |= {f"{q}{layer}": [1, seq, hidden] for q in "QKV"}
+        nodes.append(helper.make_node("MultiHeadAttention", [f"Q{layer}", f"K{layer}", f"V{layer}"], [f"M{layer}"],
+                                      domain="com.microsoft", num_heads=heads))
+        outs[f"M{layer}"] = [1, seq, hidden]
+    return _bound_graph_fn(nodes, inputs, outs, inits, threads)
 
 
 def glue_fns(cfg, seq: int, threads: int) -> dict[tuple[str, str], object]:
