@@ -23,8 +23,10 @@ class OnnxModel:
         self.path = Path(path)
         self.adapter = adapter
         self.session = onnx_session(self.path, threads=threads, spinning=spinning)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self._dtypes = {i.name: _DTYPES.get(i.type) for i in self.session.get_inputs()}
+        declared = self.session.get_inputs()
+        self.input_names = [i.name for i in declared]
+        self._dtypes = {i.name: _DTYPES.get(i.type) for i in declared}
+        self._shapes = {i.name: i.shape for i in declared}  # symbolic axes are names, fixed ones lengths
 
     def feed(self, inputs: dict) -> dict:
         """The file's inputs from keyword tensors (extra keys, e.g. a tokenizer's token_type_ids, dropped)."""
@@ -39,13 +41,8 @@ class OnnxModel:
 
         feed = self.feed(inputs)
         given = {k: list(v.shape) for k, v in feed.items()}
-        declared = {i.name: i.shape for i in self.session.get_inputs()}
-        size_error = SparsaError(
-            f"{self.path.name} does not run on inputs {given}: it was exported for {declared}",
-            hint="measure it at the size it was exported for (drop --image-size / --frames), or export the model "
-                 "again at this size")
-        if any(_clashes(given[n], declared[n]) for n in feed):  # a fixed axis of another length, or another rank
-            raise size_error
+        if any(_clashes(given[n], self._shapes[n]) for n in feed):  # a fixed axis of another length, or another rank
+            raise self._size_error(given)
         try:
             y = torch.from_numpy(self.session.run(None, feed)[0])
         except Exception as e:
@@ -53,12 +50,17 @@ class OnnxModel:
             # size) surfaces as ONNX Runtime's INVALID_ARGUMENT / a shape error; anything else (memory, a
             # kernel's own failure) is not the inputs' size and is not called so
             if type(e).__name__ == "InvalidArgument" or "shape" in str(e).lower():
-                raise SparsaError(f"{size_error.message} ({type(e).__name__})", hint=size_error.hint) from e
+                raise self._size_error(given, f" ({type(e).__name__})") from e
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SparsaError(f"ONNX Runtime failed running {self.path.name} on inputs {given}: {first[:300]}",
                               hint="if the machine ran short of memory, free some or evaluate fewer samples "
                                    "(--samples); otherwise export the file again with this sparsa and ONNX Runtime") from e
         return SequenceClassifierOutput(logits=y) if y.dim() == 2 else BaseModelOutput(last_hidden_state=y)
+
+    def _size_error(self, given: dict, cause: str = "") -> SparsaError:
+        return SparsaError(f"{self.path.name} does not run on inputs {given}: it was exported for {self._shapes}{cause}",
+                           hint="measure it at the size it was exported for (drop --image-size / --frames), or export "
+                                "the model again at this size")
 
 
 def _clashes(shape: list[int], declared: list) -> bool:
