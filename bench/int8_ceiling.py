@@ -361,6 +361,7 @@ def profile_file(path, feed, threads: int, runs: int = 200) -> dict[str, float]:
             op = e["args"]["op_name"]
             by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1e3 / runs
     trace.unlink()
+    trace.parent.rmdir()  # the folder mkdtemp made for it
     return dict(sorted(by_op.items(), key=lambda kv: -kv[1]))
 
 
