@@ -20,6 +20,9 @@ def _model(m):
 @torch.no_grad()
 def embed(model, texts: list[str], tokenizer, batch_size: int = 16, max_length: int = 128) -> torch.Tensor:
     """Mean-pooled (attention-mask weighted) last hidden states, as sentence-transformers pools MiniLM."""
+    if tokenizer is None:  # checked here, not by each caller: every text path (fidelity, HDP eval) embeds
+        raise SparsaError("text fidelity needs the model's tokenizer, and this model has none",
+                          hint="save the model folder with its tokenizer (save_pretrained of both, or sparsa's save)")
     m = _model(model)
     outs = []
     for i in range(0, len(texts), batch_size):
@@ -35,9 +38,6 @@ def fidelity(model, reference, texts: list[str], tokenizer, batch_size: int = 16
     """Cosine similarity of pooled embeddings, model vs reference, one value per text."""
     if not texts:
         raise SparsaError("fidelity needs at least one text", hint="give a text file with one sentence per line")
-    if tokenizer is None:
-        raise SparsaError("text fidelity needs the model's tokenizer, and this model has none",
-                          hint="save the model folder with its tokenizer (save_pretrained of both, or sparsa's save)")
     a = embed(model, texts, tokenizer, batch_size, max_length)
     b = embed(reference, texts, tokenizer, batch_size, max_length)
     if a.shape != b.shape:
