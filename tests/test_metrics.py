@@ -152,3 +152,11 @@ def test_cpu_info_reads_model_and_isa_features(tmp_path):
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
     assert cpu_info(arm)["isa"] == ["asimd", "asimddp", "i8mm"]
     assert cpu_info(tmp_path / "missing")["isa"] == []
+
+
+def test_latency_percentiles_stay_within_the_observed_times():
+    # three runs with one slow outlier: the exclusive method put p10 below the fastest run (negative in practice)
+    from sparsa.metrics.latency import _summary
+
+    r = _summary([1.0, 2.0, 10.0], threads=1)
+    assert 1.0 <= r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] <= 10.0

@@ -37,7 +37,9 @@ def measure_latency(fn: Callable[[], object], warmup: int = 5, runs: int = 30, t
 
 
 def _summary(times: list[float], threads: int) -> dict:
-    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    # inclusive: percentiles interpolate between observed times (the default "exclusive" method
+    # extrapolates past them on few runs: --runs 3 gave a negative p10), as torch.quantile does for cosines
+    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) >= 2 else [times[0]] * 9
     return {
         "median_ms": statistics.median(times),
         "p10_ms": q[0],
