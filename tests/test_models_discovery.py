@@ -213,3 +213,19 @@ def test_audio_model_is_refused_naming_its_input():
     with pytest.raises(SparsaError, match="Wav2Vec2Model takes input_values") as e:
         from_module(model)
     assert "register_family" in e.value.hint
+
+
+def test_a_gated_ffn_discovery_cannot_pair_is_named_by_info_and_prune():
+    # ModernBERT's Wi holds the GLU's two halves (64 -> 2*128) and Wo maps only 128 back: no FFN is found;
+    # `--ffn` used to be refused with "no prunable ffn" and no reason, `info` just showed no FFN sizes
+    import transformers as tf
+
+    torch.manual_seed(0)
+    lm = from_module(tf.ModernBertModel(tf.ModernBertConfig(vocab_size=100, max_position_embeddings=40, pad_token_id=0,
+                                                           bos_token_id=1, eos_token_id=2, cls_token_id=1,
+                                                           sep_token_id=2, **SMALL)))
+    missing = lm.describe()["ffn_missing"]
+    assert set(missing) == {"layers.0", "layers.1"} and "layers.0.mlp.Wi widens 32 -> 128" in missing["layers.0"]
+    with pytest.raises(SparsaError, match="no prunable ffn .*gated FFN"):
+        prune(lm, PrunePlan(ffn=0.5))
+    assert "ffn_missing" not in _lm("ernie").describe()

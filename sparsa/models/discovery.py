@@ -87,6 +87,7 @@ class Layout:
     attention: list[AttentionBlock]
     ffn: list[FFNGroup]  # sizes are read live by the adapter
     notes: list[str] = field(default_factory=list)
+    ffn_missing: dict[str, str] = field(default_factory=dict)  # layer -> why no FFN was found there
 
 
 def _children_linears(m: nn.Module) -> dict[str, nn.Module]:
@@ -215,8 +216,9 @@ def discover(model: nn.Module, config=None) -> Layout:
             if not b.fixed and (other := _other_per_head(model, b, heads)):
                 b.fixed = (f"{b.name} holds {other} with one entry per head (a position-bias MLP, a conv "
                            "over heads), which head pruning does not slice")
-    ffn = [g for layer, bs in per_layer.items() if (g := _ffn_in_layer(model, layer, bs)) is not None]
-    return Layout(blocks, ffn, skipped)
+    found = {layer: _ffn_in_layer(model, layer, bs) for layer, bs in per_layer.items()}
+    ffn = [g for g in found.values() if isinstance(g, FFNGroup)]
+    return Layout(blocks, ffn, skipped, {layer: g for layer, g in found.items() if isinstance(g, str)})
 
 
 def _other_per_head(model: nn.Module, b: AttentionBlock, heads: int) -> str | None:
@@ -267,18 +269,22 @@ def _probe_forward(blk: AttentionBlock, m: nn.Module, name: str, fused: str | No
     blk.wrap_when_pruned = bool(fused) or not any(isinstance(getattr(m, a, None), int) for a in HEAD_DIM_ATTRS)
 
 
-def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) -> FFNGroup | None:
+def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) -> FFNGroup | str:
+    """The layer's FFN, or why none was found (said by `sparsa info` and a refused --ffn)."""
     attn_paths = {p for b in blocks for p in (b.q, b.k, b.v, b.o)}
     hidden = model.get_submodule(blocks[0].q).in_features
     lins = {_join(layer, n): m for n, m in model.get_submodule(layer).named_modules()
             if _linear(m) and _join(layer, n) not in attn_paths}
     widen = [p for p, m in lins.items() if m.in_features == hidden and m.out_features != hidden]
     if len(widen) != 1:
-        return None
+        return (f"{layer} has {len(widen)} Linears from the model width {hidden} to another width"
+                + (f" ({', '.join(widen[:3])}{', ...' if len(widen) > 3 else ''}: several FFNs, or a gated FFN's gate and up projections)" if widen else "")
+                + "; discovery prunes one widening and one narrowing Linear per layer")
     inner = lins[widen[0]].out_features
     narrow = [p for p, m in lins.items() if m.in_features == inner and m.out_features == hidden]
     if len(narrow) != 1:
-        return None
+        return (f"{layer}: {widen[0]} widens {hidden} -> {inner}, and {len(narrow)} Linears map {inner} back to "
+                f"{hidden} (one is needed; a gated FFN whose first Linear holds both halves maps only half back)")
     return FFNGroup(name=layer, fc1=widen[0], fc2=narrow[0], size=inner)
 
 
@@ -375,6 +381,10 @@ class DiscoveredAdapter(FamilyAdapter):
                                  fused=b.fused))
         return out
 
+    def missing_ffn(self) -> dict[str, str]:
+        """{layer: why discovery found no FFN there} (empty once FFNs were recorded at pruning)."""
+        return {} if self._ffn is not self.layout.ffn else dict(self.layout.ffn_missing)
+
     def fixed_heads(self) -> dict[str, str]:
         """{attention module: why its heads may not be removed}."""
         return {b.name: b.fixed for b in self.layout.attention if b.fixed}
@@ -436,6 +446,8 @@ class DiscoveredAdapter(FamilyAdapter):
         fixed = self.fixed_heads()
         if fixed:
             d["heads_fixed"] = fixed
+        if missing := self.missing_ffn():
+            d["ffn_missing"] = missing
         return d
 
 

@@ -177,7 +177,9 @@ def prune(lm, plan: PrunePlan | None = None, data=None, scores: dict | None = No
     todo = {k: gs for k, gs in groups.items() if k not in explicit and plan.fraction(k) > 0 and gs}
     asked = [k for k in KINDS if plan.fraction(k) > 0 and not groups[k] and k not in explicit]
     if asked:
-        fixed = getattr(lm.adapter, "fixed_heads", dict)() if asked[0] == "heads" else {}
+        # the adapter's reason where it has one (discovery: a fused qkv, a gated or bottleneck FFN)
+        reasons = {"heads": "fixed_heads", "ffn": "missing_ffn"}.get(asked[0])
+        fixed = getattr(lm.adapter, reasons, dict)() if reasons else {}
         why = f" ({next(iter(fixed.values()))})" if fixed else ""
         raise SparsaError(f"this {lm.family} model has no prunable {asked[0]}{why}",
                           hint={"heads": "use --heads 0", "ffn": "use --ffn 0", "channels": "use --channels 0"}[asked[0]])
