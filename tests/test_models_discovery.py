@@ -229,3 +229,12 @@ def test_a_gated_ffn_discovery_cannot_pair_is_named_by_info_and_prune():
     with pytest.raises(SparsaError, match="no prunable ffn .*gated FFN"):
         prune(lm, PrunePlan(ffn=0.5))
     assert "ffn_missing" not in _lm("ernie").describe()
+
+
+def test_unreadable_attention_error_names_the_module_holding_the_projections():
+    # Funnel's first "attention" module is a position-encoding helper holding two Dropouts; the error named it
+    import transformers as tf
+
+    cfg = tf.FunnelConfig(vocab_size=100, block_sizes=[1, 1], d_model=32, n_head=2, d_head=16, d_inner=64)
+    with pytest.raises(SparsaError, match=r"FunnelRelMultiheadAttention\) holds .*q_head \(Linear\)"):
+        from_module(tf.FunnelModel(cfg))

@@ -238,7 +238,8 @@ def _unclassified(model: nn.Module) -> str:
     seen = [(n, m) for n, m in model.named_modules() if "attention" in type(m).__name__.lower()]
     if not seen:
         return "no module has query/key/value (or fused qkv) Linears"
-    name, m = seen[0]
+    # the one holding Linears is the attention itself (Funnel's first is a position-encoding helper)
+    name, m = next(((n, m) for n, m in seen if _children_linears(m)), seen[0])
     kids = ", ".join(f"{n} ({type(c).__name__})" for n, c in m.named_children()) or "no children"
     return (f"{name} ({type(m).__name__}) holds {kids}, not query/key/value Linears "
             f"({'/'.join(Q_NAMES)}, ...) or one fused qkv Linear ({'/'.join(FUSED_NAMES)})"
