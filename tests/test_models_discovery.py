@@ -238,3 +238,20 @@ def test_unreadable_attention_error_names_the_module_holding_the_projections():
     cfg = tf.FunnelConfig(vocab_size=100, block_sizes=[1, 1], d_model=32, n_head=2, d_head=16, d_inner=64)
     with pytest.raises(SparsaError, match=r"FunnelRelMultiheadAttention\) holds .*q_head \(Linear\)"):
         from_module(tf.FunnelModel(cfg))
+
+
+def test_second_projections_to_the_heads_width_keep_the_heads():
+    # Longformer's attention holds query_global/key_global/value_global beside query/key/value: head pruning
+    # sliced only the latter, and the pruned model failed in its own forward (exit 3 after `sparsa prune`)
+    import transformers as tf
+
+    torch.manual_seed(0)
+    lm = from_module(tf.LongformerModel(tf.LongformerConfig(vocab_size=100, max_position_embeddings=50, pad_token_id=1,
+                                                            attention_window=4, **SMALL)))
+    fixed = lm.describe()["heads_fixed"]
+    assert len(fixed) == 2 and all("query_global [32 -> 32]" in why for why in fixed.values())
+    with pytest.raises(SparsaError, match="no prunable heads.*query_global"):
+        prune(lm, PrunePlan(heads=0.5))
+    x = lm.example_inputs(batch=1, seq_len=16)
+    small = prune(lm, PrunePlan(ffn=0.5))
+    assert _out(small, x).shape == _out(lm, x).shape

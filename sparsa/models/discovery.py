@@ -214,8 +214,7 @@ def discover(model: nn.Module, config=None) -> Layout:
                 b.fixed = f"heads share {outside[0]} across layers"
             b.per_head = [(p, ax) for p, ax in inside if p.startswith(b.name + ".") or len(bs) == 1]
             if not b.fixed and (other := _other_per_head(model, b, heads)):
-                b.fixed = (f"{b.name} holds {other} with one entry per head (a position-bias MLP, a conv "
-                           "over heads), which head pruning does not slice")
+                b.fixed = f"{b.name} holds {other}, which head pruning does not slice"
     found = {layer: _ffn_in_layer(model, layer, bs) for layer, bs in per_layer.items()}
     ffn = [g for g in found.values() if isinstance(g, FFNGroup)]
     return Layout(blocks, ffn, skipped, {layer: g for layer, g in found.items() if isinstance(g, str)})
@@ -223,13 +222,22 @@ def discover(model: nn.Module, config=None) -> Layout:
 
 def _other_per_head(model: nn.Module, b: AttentionBlock, heads: int) -> str | None:
     """A parameter of the attention module, outside its projections and known per-head tables, with an
-    axis of the head count (Swin-v2's continuous position bias, Nystromformer's conv): its heads stay."""
+    axis of the head count (Swin-v2's continuous position bias, Nystromformer's conv), or another Linear
+    to the heads' width: its heads stay."""
     known = {p for p, _ in b.per_head}
     projections = tuple(p + "." for p in {b.q, b.k, b.v, b.o})
     for pname, p in model.get_submodule(b.name).named_parameters():
         full = _join(b.name, pname)
         if full not in known and not full.startswith(projections) and heads in p.shape:
-            return f"{pname} {list(p.shape)}"
+            return f"{pname} {list(p.shape)} with one entry per head (a position-bias MLP, a conv over heads)"
+    # another Linear writing the heads' width (Longformer's query_global/key_global/value_global): its rows
+    # belong to the heads too, and a forward using it would meet pruned q/k/v with unpruned ones
+    q = model.get_submodule(b.q)
+    width = q.out_features // (3 if b.fused else 1)
+    for cname, c in model.get_submodule(b.name).named_modules():
+        full = _join(b.name, cname)
+        if cname and _linear(c) and c.out_features == width and full not in {b.q, b.k, b.v, b.o}:
+            return f"{cname} [{c.in_features} -> {c.out_features}], a second projection to the heads' width"
     return None
 
 
