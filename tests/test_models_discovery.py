@@ -232,12 +232,36 @@ def test_a_gated_ffn_discovery_cannot_pair_is_named_by_info_and_prune():
 
 
 def test_unreadable_attention_error_names_the_module_holding_the_projections():
-    # Funnel's first "attention" module is a position-encoding helper holding two Dropouts; the error named it
+    # the first module named like attention may be a helper (Funnel's position-encoding structure, two
+    # Dropouts): the error named it, not the attention holding the unrecognised projections
+    class PosAttentionStructure(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.1)
+
+    class OddAttention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.aa, self.bb, self.cc = (torch.nn.Linear(8, 8) for _ in range(3))
+
+    model = torch.nn.Sequential(PosAttentionStructure(), OddAttention())
+    with pytest.raises(SparsaError, match=r"1 \(OddAttention\) holds aa \(Linear\)"):
+        discovery.discover(model)
+
+
+def test_funnel_is_discovered_through_its_q_head_and_post_proj_names():
+    # Funnel names its projections q_head/k_head/v_head/post_proj: discovery found no attention at all (refused);
+    # its heads stay (relative-attention biases per head, no stored head count), its FFNs prune exactly
     import transformers as tf
 
+    torch.manual_seed(0)
     cfg = tf.FunnelConfig(vocab_size=100, block_sizes=[1, 1], d_model=32, n_head=2, d_head=16, d_inner=64)
-    with pytest.raises(SparsaError, match=r"FunnelRelMultiheadAttention\) holds .*q_head \(Linear\)"):
-        from_module(tf.FunnelModel(cfg))
+    lm = from_module(tf.FunnelModel(cfg).eval())
+    d = lm.describe()
+    assert d["ffn_per_layer"] == [64] * 4 and len(d["heads_fixed"]) == 4
+    x = lm.example_inputs(batch=1, seq_len=16)
+    assert torch.equal(_out(prune(lm, PrunePlan(ffn=0.0)), x), _out(lm, x))
+    assert prune(lm, PrunePlan(ffn=0.5)).describe()["ffn_per_layer"] == [32] * 4
 
 
 def test_second_projections_to_the_heads_width_keep_the_heads():

@@ -40,10 +40,10 @@ from sparsa.models.units import FFNGroup, HeadGroup
 
 DISCOVERED = FALLBACK  # the family name of models found by discovery
 
-Q_NAMES = ("query", "q", "q_proj", "q_lin", "query_proj", "wq")
-K_NAMES = ("key", "k", "k_proj", "k_lin", "key_proj", "wk")
-V_NAMES = ("value", "v", "v_proj", "v_lin", "value_proj", "wv")
-O_NAMES = ("o_proj", "o", "out_proj", "out_lin", "wo", "dense")
+Q_NAMES = ("query", "q", "q_proj", "q_lin", "query_proj", "wq", "q_head")
+K_NAMES = ("key", "k", "k_proj", "k_lin", "key_proj", "wk", "k_head")
+V_NAMES = ("value", "v", "v_proj", "v_lin", "value_proj", "wv", "v_head")
+O_NAMES = ("o_proj", "o", "out_proj", "out_lin", "wo", "dense", "post_proj")
 FUSED_NAMES = ("qkv", "in_proj", "query_key_value", "qkv_proj", "wqkv")
 HEADS_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head")
 WIDTH_ATTRS = ("all_head_size", "inner_dim")
