@@ -279,3 +279,23 @@ def test_second_projections_to_the_heads_width_keep_the_heads():
     x = lm.example_inputs(batch=1, seq_len=16)
     small = prune(lm, PrunePlan(ffn=0.5))
     assert _out(small, x).shape == _out(lm, x).shape
+
+
+def test_token_types_without_a_type_table_are_example_inputs_and_reach_the_onnx_file(tmp_path):
+    # XLM declares no type_vocab_size and adds token types through its word table: the example inputs (and so
+    # the ONNX file) left them out, the file dropped the tokenizer's zeros, and eval's ONNX cosine read 0.3
+    import transformers as tf
+
+    from sparsa.quant.export import export_onnx
+    from sparsa.quant.onnx_model import OnnxModel
+
+    torch.manual_seed(0)
+    lm = from_module(tf.XLMModel(tf.XLMConfig(vocab_size=100, emb_dim=32, n_layers=1, n_heads=2,
+                                              max_position_embeddings=40)).eval())
+    x = lm.example_inputs(batch=2, seq_len=8)
+    assert "token_type_ids" in x
+    q, _ = quantize_loaded(lm.clone())
+    f = OnnxModel(export_onnx(q, tmp_path / "m.onnx", seq_len=8), q.adapter)
+    assert "token_type_ids" in f.input_names
+    got, want = f(**x).last_hidden_state, _out(q, x)
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.999

@@ -444,7 +444,10 @@ class DiscoveredAdapter(FamilyAdapter):
         inputs = {"input_ids": ids}
         if "attention_mask" in params:
             inputs["attention_mask"] = torch.ones(batch, seq_len, dtype=torch.long)
-        if "token_type_ids" in params and (getattr(cfg, "type_vocab_size", 0) or 0) > 0:
+        # token types where the model reads them: a type table (type_vocab_size > 0), or none declared (XLM adds
+        # them through its word table): the tokenizer gives them, so the ONNX file must take them too
+        types = getattr(cfg, "type_vocab_size", None)
+        if "token_type_ids" in params and (types is None or types > 0):
             inputs["token_type_ids"] = torch.zeros(batch, seq_len, dtype=torch.long)
         return inputs
 
