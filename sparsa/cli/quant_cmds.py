@@ -129,6 +129,10 @@ def quantize(
             result["onnx_weights"], result["cpu_needs"] = info["weights"], info["cpu_needs"]
             if info["cpu_needs"]:
                 console.print(f"[yellow]the ONNX file needs a CPU with {info['cpu_needs'].upper()}:[/] {info['weights_choice']}")
+            if info["seq_len_fixed"]:  # traced shapes: other lengths would fail or answer wrongly
+                result["onnx_seq_len"] = info["seq_len_fixed"]
+                console.print(f"[yellow]the ONNX file runs at {info['seq_len_fixed']} tokens only:[/] the model's "
+                              "traced graph does not carry other lengths (give --seq-len for another)")
             if info["float_layers"]:
                 console.print(f"[yellow]left in float in the ONNX graph:[/] {', '.join(info['float_layers'])}")
         # inside the folder, paths are the folder's own names: it can be moved

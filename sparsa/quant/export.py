@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from sparsa.errors import SparsaError
+from sparsa.quant import export_lengths as lengths
 from sparsa.metrics.cpu import cpu_info
 from sparsa.quant.api import dequantize_model_, quant_layers
 from sparsa.quant.embeddings import check_storage, rewrite_gathers
@@ -167,12 +168,19 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
         names = list(inputs)
         dyn = {n: {0: "batch", 1: "seq"} for n in names if inputs[n].dim() >= 2 and _is_sequence(inputs[n])}
         dyn.update({n: {0: "batch"} for n in names if n not in dyn})
+        wrapper = PositionalWrapper(float_model, names)
+        short = lengths.shorter_inputs(inputs, dyn)
+        want = lengths.reference(wrapper, names, short)
         with torch.no_grad():
-            torch.onnx.export(PositionalWrapper(float_model, names), tuple(inputs[n] for n in names), str(fpath),
+            torch.onnx.export(wrapper, tuple(inputs[n] for n in names), str(fpath),
                               input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}},
                               opset_version=17, dynamo=False)
-        del float_model  # the file holds it now; full-size models cannot afford a second float copy
+        del float_model, wrapper  # the file holds it now; full-size models cannot afford a second float copy
         _release_memory()
+        # a graph that only runs at the traced length says so in its declared shapes (see export_lengths)
+        bound = want is not None and lengths.length_bound(fpath, short, want)
+        fixed_len = _seq_len(inputs, dyn) if bound else None
+        del want
         if fuse:
             proto = _ort_fuse(fpath, loaded, fast_gelu, embed_layer_norm=embeddings == "float")
         else:
@@ -180,6 +188,9 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
     _release_memory()
     proto = _upgrade_opset(proto)
     _release_memory()
+    if fixed_len:
+        lengths.pin_sequence(proto, fixed_len)
+        _set_meta(proto, _FIXED_SEQ_KEY, str(fixed_len))
     done: set[str] = set()
     n_rewritten = _rewrite(proto, table, mode, weight_dtype, done)
     # a smoothed layer left in float would miss its Mul (absent layers, e.g. an unused pooler, are fine)
@@ -210,6 +221,10 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
 
     atomic_write_bytes(path, proto.SerializeToString())
     return path
+
+
+def _seq_len(inputs: dict, dyn: dict) -> int:
+    return next(int(inputs[n].shape[1]) for n, axes in dyn.items() if axes.get(1) == "seq")
 
 
 def _is_sequence(t: torch.Tensor) -> bool:
@@ -623,6 +638,7 @@ _TABLES_KEY = "sparsa.embeddings.tables"  # the tables stored as integers, comma
 _FLOAT_LAYERS_KEY = "sparsa.float_layers"  # Linear/Conv layers whose float weights are still in the graph
 _CPU_KEY, _ISA_KEY = "sparsa.cpu", "sparsa.cpu.isa"  # where the file was exported (the features chosen for)
 _STORAGE_KEY, _STORAGE_WHY_KEY = "sparsa.weights", "sparsa.weights.choice"  # int8 | uint8, and why
+_FIXED_SEQ_KEY = "sparsa.seq_len.fixed"  # the one sequence length the graph runs at (export_lengths)
 _NEEDS_KEY = "sparsa.cpu.needs"  # "vnni": the file's u8×s8 kernels are exact only on a VNNI CPU
 
 
@@ -657,7 +673,8 @@ def _float_layers(proto, module) -> list[str]:
 
 def export_info(path) -> dict:
     """What a sparsa export recorded in its metadata: {"embeddings", "embedding_tables", "float_layers",
-    "cpu", "cpu_isa", "weights", "weights_choice", "cpu_needs"} (strings / lists; files from before these
+    "cpu", "cpu_isa", "weights", "weights_choice", "cpu_needs", "seq_len_fixed"} (strings / lists, the length
+    an int or None; files from before these
     keys read as float embeddings, empty strings)."""
     import onnx
 
@@ -669,7 +686,7 @@ def export_info(path) -> dict:
     return {"embeddings": meta.get(_EMBEDDINGS_KEY, "float"), "embedding_tables": items(_TABLES_KEY),
             "float_layers": items(_FLOAT_LAYERS_KEY), "cpu": meta.get(_CPU_KEY, ""), "cpu_isa": items(_ISA_KEY),
             "weights": meta.get(_STORAGE_KEY, ""), "weights_choice": meta.get(_STORAGE_WHY_KEY, ""),
-            "cpu_needs": meta.get(_NEEDS_KEY, "")}
+            "cpu_needs": meta.get(_NEEDS_KEY, ""), "seq_len_fixed": int(meta.get(_FIXED_SEQ_KEY) or 0) or None}
 
 
 def split_skip_layernorm(proto) -> int:
