@@ -19,31 +19,53 @@ def _model(m):
 
 @torch.no_grad()
 def embed(model, texts: list[str], tokenizer, batch_size: int = 16, max_length: int = 128) -> torch.Tensor:
-    """Mean-pooled (attention-mask weighted) last hidden states, as sentence-transformers pools MiniLM."""
+    """Mean-pooled (attention-mask weighted) last hidden states, as sentence-transformers pools MiniLM;
+    a text classifier's class scores (logits) instead, one row per text."""
+    return _text_outputs(model, texts, tokenizer, batch_size, max_length)[0]
+
+
+@torch.no_grad()
+def _text_outputs(model, texts, tokenizer, batch_size, max_length) -> tuple[torch.Tensor, bool]:
+    """(one row per text, whether the rows are a classifier's logits)."""
     if tokenizer is None:  # checked here, not by each caller: every text path (fidelity, HDP eval) embeds
         raise SparsaError("text fidelity needs the model's tokenizer, and this model has none",
                           hint="save the model folder with its tokenizer (save_pretrained of both, or sparsa's save)")
     m = _model(model)
-    outs = []
+    outs, logits = [], False
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-        hidden = m(**enc).last_hidden_state
+        out = m(**enc)
+        hidden = getattr(out, "last_hidden_state", None)
+        if hidden is None:  # ...ForSequenceClassification: no hidden states unless asked, its scores are its answer
+            scores = getattr(out, "logits", None)
+            if scores is None or scores.dim() != 2:
+                raise SparsaError(f"{type(m).__name__} gives {type(out).__name__}, with neither hidden states nor "
+                                  "one row of class scores per text to compare",
+                                  hint="evaluate the base model (AutoModel) or a ...ForSequenceClassification")
+            outs.append(scores.float())
+            logits = True
+            continue
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         outs.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
-    return torch.cat(outs)
+    return torch.cat(outs), logits
 
 
 def fidelity(model, reference, texts: list[str], tokenizer, batch_size: int = 16, max_length: int = 128) -> dict:
-    """Cosine similarity of pooled embeddings, model vs reference, one value per text."""
+    """Cosine similarity of pooled embeddings (a classifier's logits), model vs reference, one value per text;
+    for classifiers also the share of texts whose top class agrees."""
     if not texts:
         raise SparsaError("fidelity needs at least one text", hint="give a text file with one sentence per line")
-    a = embed(model, texts, tokenizer, batch_size, max_length)
-    b = embed(reference, texts, tokenizer, batch_size, max_length)
-    if a.shape != b.shape:
-        raise SparsaError(f"the model's embeddings are {list(a.shape[1:])} wide, the reference's {list(b.shape[1:])}",
+    a, la = _text_outputs(model, texts, tokenizer, batch_size, max_length)
+    b, lb = _text_outputs(reference, texts, tokenizer, batch_size, max_length)
+    if a.shape != b.shape or la != lb:
+        what = lambda t, lg: f"{'class scores' if lg else 'embeddings'} {list(t.shape[1:])} wide"  # noqa: E731
+        raise SparsaError(f"the model's {what(a, la)}, the reference's {what(b, lb)}",
                           hint="compare a model with the reference it was made from")
-    return {**cosine_stats(torch.nn.functional.cosine_similarity(a, b, dim=-1)), "n_texts": len(texts)}
+    out = {**cosine_stats(torch.nn.functional.cosine_similarity(a, b, dim=-1)), "n_texts": len(texts)}
+    if la:
+        out["top1_agreement"] = float((a.argmax(-1) == b.argmax(-1)).float().mean())
+    return out
 
 
 def cosine_stats(c: torch.Tensor) -> dict:
