@@ -299,3 +299,18 @@ def test_token_types_without_a_type_table_are_example_inputs_and_reach_the_onnx_
     assert "token_type_ids" in f.input_names
     got, want = f(**x).last_hidden_state, _out(q, x)
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.999
+
+
+def test_ffn_in_a_parallel_layer_list_prunes_and_reloads(tmp_path):
+    # XLM keeps attentions[i] and ffns[i] in separate ModuleLists: no FFN was found in "attentions.i"
+    import transformers as tf
+
+    torch.manual_seed(0)
+    lm = from_module(tf.XLMModel(tf.XLMConfig(vocab_size=100, emb_dim=32, n_layers=2, n_heads=2,
+                                              max_position_embeddings=40)).eval())
+    assert lm.describe()["ffn_per_layer"] == [128, 128] and "ffn_missing" not in lm.describe()
+    small = prune(lm, PrunePlan(heads=0.5, ffn=0.5))
+    assert small.describe()["ffn_per_layer"] == [64, 64]
+    x = lm.example_inputs(batch=1, seq_len=12)
+    discovery._CACHE.clear()
+    assert torch.equal(_out(load(small.save(tmp_path / "p")), x), _out(small, x))

@@ -278,6 +278,16 @@ def _probe_forward(blk: AttentionBlock, m: nn.Module, name: str, fused: str | No
     blk.wrap_when_pruned = bool(fused) or not any(isinstance(getattr(m, a, None), int) for a in HEAD_DIM_ATTRS)
 
 
+def _parallel_entries(model: nn.Module, layer: str) -> list[str]:
+    """Entry i of every other ModuleList of the same length beside the one holding `layer` (= its entry i)."""
+    lst, _, idx = layer.rpartition(".")
+    if not idx.isdigit() or not isinstance(model.get_submodule(lst), nn.ModuleList):
+        return []
+    parent, n = _parent(lst), len(model.get_submodule(lst))
+    return [_join(parent, name, idx) for name, m in model.get_submodule(parent).named_children()
+            if isinstance(m, nn.ModuleList) and len(m) == n and _join(parent, name) != lst]
+
+
 def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) -> FFNGroup | str:
     """The layer's FFN, or why none was found (said by `sparsa info` and a refused --ffn)."""
     attn_paths = {p for b in blocks for p in (b.q, b.k, b.v, b.o)}
@@ -285,6 +295,10 @@ def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) ->
     lins = {_join(layer, n): m for n, m in model.get_submodule(layer).named_modules()
             if _linear(m) and _join(layer, n) not in attn_paths}
     widen = [p for p, m in lins.items() if m.in_features == hidden and m.out_features != hidden]
+    if not widen:  # XLM keeps its layers in parallel lists (attentions[i], ffns[i]): entry i of the others
+        lins = {_join(e, n): m for e in _parallel_entries(model, layer) for n, m in model.get_submodule(e).named_modules()
+                if _linear(m)}
+        widen = [p for p, m in lins.items() if m.in_features == hidden and m.out_features != hidden]
     if len(widen) != 1:
         return (f"{layer} has {len(widen)} Linears from the model width {hidden} to another width"
                 + (f" ({', '.join(widen[:3])}{', ...' if len(widen) > 3 else ''}: several FFNs, or a gated FFN's gate and up projections)" if widen else "")
