@@ -314,3 +314,23 @@ def test_ffn_in_a_parallel_layer_list_prunes_and_reloads(tmp_path):
     x = lm.example_inputs(batch=1, seq_len=12)
     discovery._CACHE.clear()
     assert torch.equal(_out(load(small.save(tmp_path / "p")), x), _out(small, x))
+
+
+def test_a_models_own_linear_like_class_is_not_taken_for_a_linear():
+    # I-BERT's QuantLinear has in/out_features: discovery took it for a Linear, and `sparsa prune` then
+    # failed with "cannot slice a QuantLinear" (exit 3); now the model is refused naming its attention
+    import transformers as tf
+
+    cfg = tf.IBertConfig(vocab_size=100, max_position_embeddings=40, pad_token_id=1, **SMALL)
+    with pytest.raises(SparsaError, match=r"IBertSelfAttention\) holds query \(QuantLinear\)"):
+        from_module(tf.IBertModel(cfg))
+
+
+def test_a_text_model_without_vocab_size_is_a_clear_error():
+    # CANINE reads code points (no vocab_size): `sparsa info` stopped with an AttributeError (exit 3)
+    import transformers as tf
+
+    cfg = tf.CanineConfig(downsampling_rate=4, num_hash_functions=2, num_hash_buckets=64, local_transformer_stride=16,
+                          max_position_embeddings=256, **SMALL)
+    with pytest.raises(SparsaError, match="declares no vocab_size"):
+        from_module(tf.CanineModel(cfg)).example_inputs()

@@ -53,8 +53,10 @@ PER_HEAD_WORDS = ("relative", "position_bias", "bias_table")
 
 
 def _linear(m) -> bool:
-    # nn.Linear, or a replacement with the same shape attributes (sparsa.quant's QuantLinear)
-    return isinstance(m, nn.Linear) or (hasattr(m, "in_features") and hasattr(m, "out_features"))
+    # nn.Linear, or a sparsa layer standing in for one (sparsa.quant's QuantLinear: it records its shape);
+    # a model's own Linear-like class (I-BERT's QuantLinear) is not one sparsa can slice or quantize
+    return isinstance(m, nn.Linear) or (callable(getattr(m, "sparsa_shape", None))
+                                        and hasattr(m, "in_features") and hasattr(m, "out_features"))
 
 
 def _join(*parts: str) -> str:
@@ -246,8 +248,10 @@ def _unclassified(model: nn.Module) -> str:
     seen = [(n, m) for n, m in model.named_modules() if "attention" in type(m).__name__.lower()]
     if not seen:
         return "no module has query/key/value (or fused qkv) Linears"
-    # the one holding Linears is the attention itself (Funnel's first is a position-encoding helper)
-    name, m = next(((n, m) for n, m in seen if _children_linears(m)), seen[0])
+    # the one holding weighted layers (Linears, convs, a model's own Linear-like class) is the attention
+    # itself: Funnel's first is a position-encoding helper, I-BERT's first only wraps it
+    name, m = next(((n, m) for n, m in seen
+                    if any(isinstance(getattr(c, "weight", None), torch.Tensor) for c in m.children())), seen[0])
     kids = ", ".join(f"{n} ({type(c).__name__})" for n, c in m.named_children()) or "no children"
     return (f"{name} ({type(m).__name__}) holds {kids}, not query/key/value Linears "
             f"({'/'.join(Q_NAMES)}, ...) or one fused qkv Linear ({'/'.join(FUSED_NAMES)})"
@@ -451,7 +455,12 @@ class DiscoveredAdapter(FamilyAdapter):
             shape = (batch, int(cfg.num_frames), c, h, w) if self.modality == "video" else (batch, c, h, w)
             return {"pixel_values": torch.randn(*shape, generator=g)}
         seq_len = self.text_len(seq_len)
-        vocab = int(cfg.vocab_size)
+        vocab = getattr(cfg, "vocab_size", None)
+        if not isinstance(vocab, int) or vocab < 2:  # CANINE reads Unicode code points through hash buckets
+            raise SparsaError(f"{type(self.model).__name__} declares no vocab_size: discovery cannot make its "
+                              "token ids (it may read characters or bytes, not a tokenizer's ids)",
+                              hint="register a family (sparsa.models.register_family) whose adapter makes its "
+                                   "example_inputs - see docs/models.md")
         lo = 1000 if vocab > 1000 else min(5, vocab - 1)
         ids = torch.randint(lo, vocab, (batch, seq_len), generator=g)
         params = inspect.signature(self.model.forward).parameters
