@@ -41,6 +41,7 @@ from sparsa.errors import SparsaError
 from sparsa.metrics.cpu import cpu_info
 from sparsa.quant.api import dequantize_model_, quant_layers
 from sparsa.quant.embeddings import check_storage, rewrite_gathers
+from sparsa.quant import onnx_trace
 from sparsa.quant.modules import QuantLinear
 
 OPSET = 21
@@ -168,9 +169,8 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
         dyn = {n: {0: "batch", 1: "seq"} for n in names if inputs[n].dim() >= 2 and _is_sequence(inputs[n])}
         dyn.update({n: {0: "batch"} for n in names if n not in dyn})
         with torch.no_grad():
-            torch.onnx.export(PositionalWrapper(float_model, names), tuple(inputs[n] for n in names), str(fpath),
-                              input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}},
-                              opset_version=17, dynamo=False)
+            onnx_trace.export(PositionalWrapper(float_model, names), tuple(inputs[n] for n in names), str(fpath),
+                              input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}})
         del float_model  # the file holds it now; full-size models cannot afford a second float copy
         _release_memory()
         if fuse:
@@ -179,6 +179,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
             proto = onnx.load(str(fpath))
     _release_memory()
     proto = _upgrade_opset(proto)
+    onnx_trace.set_antialias(proto)  # (needs opset 18)
     _release_memory()
     done: set[str] = set()
     n_rewritten = _rewrite(proto, table, mode, weight_dtype, done)
