@@ -152,3 +152,12 @@ def test_cpu_info_reads_model_and_isa_features(tmp_path):
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
     assert cpu_info(arm)["isa"] == ["asimd", "asimddp", "i8mm"]
     assert cpu_info(tmp_path / "missing")["isa"] == []
+
+
+def test_latency_percentiles_stay_within_the_measured_times():
+    """With few runs the default (exclusive) quantiles extrapolate: 3 runs of 1, 1 and 40 ms gave a
+    negative p10 and a p90 beyond the slowest run (seen in `sparsa eval --runs 3`)."""
+    from sparsa.metrics.latency import _summary
+
+    r = _summary([1.0, 1.2, 40.0], threads=1)
+    assert 1.0 <= r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] <= 40.0
