@@ -39,6 +39,7 @@ from sparsa.models.attention_forward import WrapSpec, is_wrapped, probe, wrap
 from sparsa.models.attention_forward import head_dim as wrapped_head_dim
 from sparsa.models.families import FALLBACK, REGISTER_HINT, FamilyAdapter, register_family
 from sparsa.models.head_probe import Candidate, removal_breaks
+from sparsa.models.input_spec import input_config
 from sparsa.models.units import FFNGroup, HeadGroup
 
 DISCOVERED = FALLBACK  # the family name of models found by discovery
@@ -361,6 +362,7 @@ def _saved_ffn(model: nn.Module, config) -> list[FFNGroup]:
 
 
 def _modality(config) -> str:
+    config = input_config(config)
     if getattr(config, "num_frames", None):
         return "video"
     if getattr(config, "image_size", None) is not None:
@@ -381,6 +383,11 @@ class DiscoveredAdapter(FamilyAdapter):
                               hint="register a family (sparsa.models.register_family) whose adapter makes its "
                                    "example_inputs - see docs/models.md")
         self.modality = _modality(self.config)
+        if main == "pixel_values" and self.modality == "text":  # (SigLIP-2: pre-patchified pixels + shapes)
+            raise SparsaError(f"{type(model).__name__} takes pixel_values but its config states no image_size, "
+                              "so sparsa cannot make its images",
+                              hint="register a family (sparsa.models.register_family) whose adapter makes its "
+                                   "example_inputs - see docs/models.md")
         self.layout = _layout_for(model, self.config)
         self._ffn = _saved_ffn(model, self.config) or self.layout.ffn
         self._fit_forwards()
@@ -473,6 +480,7 @@ class DiscoveredAdapter(FamilyAdapter):
         cfg = self.config
         g = torch.Generator().manual_seed(0)
         if self.modality != "text":
+            cfg = input_config(cfg)
             s = cfg.image_size
             h, w = (s, s) if isinstance(s, int) else tuple(s)[:2]
             c = int(getattr(cfg, "num_channels", 3) or 3)
