@@ -292,7 +292,7 @@ def collect_masks(loaded, inputs: dict, method: str = "hdp", **opts) -> list[dic
     block_mask BoolTensor[B,H,NB,NB] (True = kept), head_mask BoolTensor[B,H] (True = kept),
     block_size, seq_len, valid_len LongTensor[B], plus the layer's summary (`stats`).
     For Swin, B is batch × windows (attention runs per window). The model is left as it was."""
-    model = getattr(loaded, "model", loaded)
+    model = (loaded if isinstance(loaded, torch.nn.Module) else getattr(loaded, "model", loaded))
     was = getattr(model, "_sparsa_ctrl", None)
     prev = (was.method, was.opts) if was is not None else None
     ctrl = install(model, method, keep_masks=True, **opts)

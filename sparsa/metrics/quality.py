@@ -14,7 +14,7 @@ class NoClassifierHead(SparsaError):
 
 
 def _model(m):
-    return getattr(m, "model", m)
+    return (m if isinstance(m, torch.nn.Module) else getattr(m, "model", m))
 
 
 @torch.no_grad()
