@@ -55,3 +55,15 @@ def test_mix_ffn_and_heads_prune_exactly_and_reload(name, tmp_path):
     assert back.describe() == sd
     assert torch.equal(_out(back, x), ys)
     assert prune(back, PrunePlan(ffn=0.5)).describe()["ffn_per_layer"] == [16, 16]  # and prunes again
+
+
+def test_sequence_reduced_keys_under_dynamic_attention_are_refused_naming_the_module():
+    """SegFormer's keys come from a sequence-reduced input: HDP's square blocks do not apply. The
+    refusal names the module and the two lengths, with a hint (before: no module, no hint)."""
+    from sparsa.attention import collect_masks
+    from sparsa.errors import SparsaError
+
+    lm = from_module(_build("segformer").eval())
+    with pytest.raises(SparsaError, match=r"SegformerAttention attends 64 queries to 16 keys") as e:
+        collect_masks(lm, lm.example_inputs(batch=1), "hdp")
+    assert "without --attention" in e.value.hint
