@@ -70,7 +70,7 @@ def head_importances(loaded, data=None, method: str = "hdp", batch_size: int = 1
                           hint="SpAtten's head pruning takes a ratio directly")
     cfg.pop("tau_h", None)
     mode = make_config(method, **cfg).tau_mode
-    model = getattr(loaded, "model", loaded)
+    model = (loaded if isinstance(loaded, torch.nn.Module) else getattr(loaded, "model", loaded))
     ctrl = install(model, method, keep_masks=True, tau_h=None, **cfg)
     pooled = []
     try:

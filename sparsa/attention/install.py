@@ -133,7 +133,10 @@ def sparsa_attention_forward(module, query, key, value, attention_mask, scaling=
                       UserWarning, stacklevel=2)
     B, H, N, D = query.shape
     if key.shape[2] != N:
-        raise SparsaError("sparsa attention supports self-attention only (query and key lengths differ)")
+        raise SparsaError(f"sparsa attention supports self-attention only: {type(module).__name__} attends "
+                          f"{N} queries to {key.shape[2]} keys (cross-attention, or keys pooled / sequence-reduced "
+                          "as in SegFormer and PVT)",
+                          hint="prune, quantize and simulate it without --attention")
     if scaling is not None and abs(scaling * math.sqrt(D) - 1.0) > 1e-6:
         query = query * (scaling * math.sqrt(D))  # HDP applies 1/√D_h itself
     valid, bias = _split_mask(attention_mask, B, N)
@@ -292,7 +295,7 @@ def collect_masks(loaded, inputs: dict, method: str = "hdp", **opts) -> list[dic
     block_mask BoolTensor[B,H,NB,NB] (True = kept), head_mask BoolTensor[B,H] (True = kept),
     block_size, seq_len, valid_len LongTensor[B], plus the layer's summary (`stats`).
     For Swin, B is batch × windows (attention runs per window). The model is left as it was."""
-    model = getattr(loaded, "model", loaded)
+    model = (loaded if isinstance(loaded, torch.nn.Module) else getattr(loaded, "model", loaded))
     was = getattr(model, "_sparsa_ctrl", None)
     prev = (was.method, was.opts) if was is not None else None
     ctrl = install(model, method, keep_masks=True, **opts)

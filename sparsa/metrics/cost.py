@@ -7,7 +7,8 @@ from torch import nn
 
 
 def _model(m):
-    return getattr(m, "model", m)  # accept a LoadedModel or an nn.Module
+    # a LoadedModel or an nn.Module; a module is never unwrapped (DINOv3ViTModel has a child named `model`)
+    return m if isinstance(m, torch.nn.Module) else getattr(m, "model", m)
 
 
 def count_params(model, exclude_embeddings: bool = False) -> int:

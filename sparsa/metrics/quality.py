@@ -14,7 +14,7 @@ class NoClassifierHead(SparsaError):
 
 
 def _model(m):
-    return getattr(m, "model", m)
+    return (m if isinstance(m, torch.nn.Module) else getattr(m, "model", m))
 
 
 @torch.no_grad()
@@ -115,9 +115,15 @@ def size_errors_as_bad_input(loaded, x: torch.Tensor | None):
         raise err from e
 
 
+_BATCH_SEED = 0
+
+
 def _forward(model, m, name: str | None, xb: torch.Tensor, x: torch.Tensor):
-    """One batch through the model; a failure from a model/data size mismatch reads as bad input."""
-    with size_errors_as_bad_input(model, x if name else None):
+    """One batch through the model; a failure from a model/data size mismatch reads as bad input.
+    Every model sees the same random numbers on a batch (the global RNG is seeded, then restored): a
+    forward that draws some (ViT-MAE shuffles its patches by random noise) is then compared like for like."""
+    with size_errors_as_bad_input(model, x if name else None), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_BATCH_SEED)
         return m(**{name: xb}) if name else m(xb)
 
 

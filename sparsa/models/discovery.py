@@ -10,7 +10,9 @@ What it looks for, per module:
              `attention.output.dense`); the head count is the module's `num_attention_heads` /
              `num_heads` / `n_heads`, else the config's `num_attention_heads`
   FFN        in the layer (the ModuleList entry) holding an attention module: the one Linear that widens
-             the model width to some I and the one that maps I back (two Linears around an activation)
+             the model width to some I and the one that maps I back (two Linears around an activation),
+             with any depthwise conv on the I channels between them (Mix-FFN); another conv or norm of
+             width I in the layer leaves the FFN unpruned
 
 An attention module whose forward does not call transformers' attention interface (it computes
 softmax(q·kᵀ)·v itself) is probed for sparsa's generic attention forward (`sparsa.models.attention_forward`),
@@ -36,6 +38,8 @@ from sparsa.errors import SparsaError
 from sparsa.models.attention_forward import WrapSpec, is_wrapped, probe, wrap
 from sparsa.models.attention_forward import head_dim as wrapped_head_dim
 from sparsa.models.families import FALLBACK, REGISTER_HINT, FamilyAdapter, register_family
+from sparsa.models.head_probe import Candidate, removal_breaks
+from sparsa.models.input_spec import input_config
 from sparsa.models.units import FFNGroup, HeadGroup
 
 DISCOVERED = FALLBACK  # the family name of models found by discovery
@@ -43,7 +47,7 @@ DISCOVERED = FALLBACK  # the family name of models found by discovery
 Q_NAMES = ("query", "q", "q_proj", "q_lin", "query_proj", "wq", "q_head")
 K_NAMES = ("key", "k", "k_proj", "k_lin", "key_proj", "wk", "k_head")
 V_NAMES = ("value", "v", "v_proj", "v_lin", "value_proj", "wv", "v_head")
-O_NAMES = ("o_proj", "o", "out_proj", "out_lin", "wo", "dense", "post_proj")
+O_NAMES = ("o_proj", "o", "out_proj", "out_lin", "wo", "dense", "post_proj", "proj")  # proj: PVT-v2, timm-style
 FUSED_NAMES = ("qkv", "in_proj", "query_key_value", "qkv_proj", "wqkv")
 HEADS_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head")
 WIDTH_ATTRS = ("all_head_size", "inner_dim")
@@ -90,6 +94,7 @@ class Layout:
     ffn: list[FFNGroup]  # sizes are read live by the adapter
     notes: list[str] = field(default_factory=list)
     ffn_missing: dict[str, str] = field(default_factory=dict)  # layer -> why no FFN was found there
+    probed: bool = False  # head removal tried on the modules that compute attention themselves
 
 
 def _children_linears(m: nn.Module) -> dict[str, nn.Module]:
@@ -205,6 +210,13 @@ def discover(model: nn.Module, config=None) -> Layout:
         cls = type(model).__name__
         why = "; ".join(skipped) if skipped else _unclassified(model)
         raise SparsaError(f"discovery found no encoder attention in {cls}: {why}", hint=REGISTER_HINT)
+    # a module of a class read elsewhere but not here (Hiera's stage-changing blocks widen inside the
+    # attention): a layout without it would be silently partial
+    read = {type(model.get_submodule(b.name)).__name__ for b in blocks}
+    partial = [s for s in skipped if s.split(" (", 1)[1].split(")", 1)[0] in read]
+    if partial:
+        raise SparsaError(f"discovery cannot read every attention layer of {type(model).__name__}: "
+                          f"{'; '.join(partial[:2])}", hint=REGISTER_HINT)
     per_layer: dict[str, list[AttentionBlock]] = {}
     for b in blocks:
         per_layer.setdefault(b.layer, []).append(b)
@@ -228,10 +240,13 @@ def _other_per_head(model: nn.Module, b: AttentionBlock, heads: int) -> str | No
     to the heads' width: its heads stay."""
     known = {p for p, _ in b.per_head}
     projections = tuple(p + "." for p in {b.q, b.k, b.v, b.o})
-    for pname, p in model.get_submodule(b.name).named_parameters():
-        full = _join(b.name, pname)
-        if full not in known and not full.startswith(projections) and heads in p.shape:
-            return f"{pname} {list(p.shape)} with one entry per head (a position-bias MLP, a conv over heads)"
+    for mname, m in model.get_submodule(b.name).named_modules():
+        for n, p in m.named_parameters(recurse=False):
+            full, pname = _join(b.name, mname, n), _join(mname, n)
+            # a conv's kernel axes are space, not channels (PVT's / SegFormer's sequence-reduction conv)
+            axes = p.shape[:2] if isinstance(m, nn.modules.conv._ConvNd) else p.shape
+            if full not in known and not full.startswith(projections) and heads in axes:
+                return f"{pname} {list(p.shape)} with one entry per head (a position-bias MLP, a conv over heads)"
     # another Linear writing the heads' width (Longformer's query_global/key_global/value_global): its rows
     # belong to the heads too, and a forward using it would meet pruned q/k/v with unpruned ones
     q = model.get_submodule(b.q)
@@ -312,7 +327,34 @@ def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) ->
     if len(narrow) != 1:
         return (f"{layer}: {widen[0]} widens {hidden} -> {inner}, and {len(narrow)} Linears map {inner} back to "
                 f"{hidden} (one is needed; a gated FFN whose first Linear holds both halves maps only half back)")
-    return FFNGroup(name=layer, fc1=widen[0], fc2=narrow[0], size=inner)
+    between = _on_inner_channels(model, layer, blocks, inner, hidden)
+    if isinstance(between, str):
+        return between
+    return FFNGroup(name=layer, fc1=widen[0], fc2=narrow[0], size=inner, per_channel=between)
+
+
+def _on_inner_channels(model: nn.Module, layer: str, blocks: list[AttentionBlock], inner: int,
+                       hidden: int) -> list[str] | str:
+    """The layer's other modules (outside its attention) on the FFN's `inner` channels: depthwise convs
+    go with the neurons (SegFormer's / PVT-v2's Mix-FFN: fc1 -> depthwise conv -> fc2); any other conv
+    or norm of that width makes the FFN unprunable (the reason is returned), as slicing only fc1 and fc2
+    would break it. An FFN as wide as the model cannot be told apart by width: [] (its convs are recorded
+    when pruned)."""
+    if inner == hidden:
+        return []
+    attn = tuple(b.name + "." for b in blocks)
+    out = []
+    for n, m in model.get_submodule(layer).named_modules():
+        path = _join(layer, n)
+        if path.startswith(attn) or _linear(m):
+            continue
+        if isinstance(m, nn.modules.conv._ConvNd) and inner in (m.in_channels, m.out_channels):
+            if not m.groups == m.in_channels == m.out_channels == inner:
+                return f"{layer}: {path} is a conv on the FFN's {inner} inner channels that is not depthwise"
+            out.append(path)
+        elif any(inner in p.shape for p in m.parameters(recurse=False)):
+            return f"{layer}: {path} ({type(m).__name__}) holds a {inner}-wide parameter on the FFN's inner channels"
+    return out
 
 
 # ------------------------------------------------------------------------------ the adapter
@@ -339,19 +381,22 @@ def _saved_ffn(model: nn.Module, config) -> list[FFNGroup]:
     if not isinstance(saved, list) or not saved:
         return []
     out = []
-    for pair in saved:
+    for paths in saved:  # [fc1, fc2, depthwise convs between them...]
         try:
-            fc1, fc2 = (model.get_submodule(p) for p in pair)
+            fc1, fc2, *dw = (model.get_submodule(p) for p in paths)
         except (AttributeError, TypeError, ValueError):
             return []
         if not (_linear(fc1) and _linear(fc2) and fc1.out_features == fc2.in_features
-                and fc1.in_features == fc2.out_features):
+                and fc1.in_features == fc2.out_features
+                and all(getattr(c, "groups", None) == c.out_channels == fc1.out_features for c in dw)):
             return []
-        out.append(FFNGroup(name=_layer_of(model, pair[0]), fc1=pair[0], fc2=pair[1], size=fc1.out_features))
+        out.append(FFNGroup(name=_layer_of(model, paths[0]), fc1=paths[0], fc2=paths[1], size=fc1.out_features,
+                            per_channel=list(paths[2:])))
     return out
 
 
 def _modality(config) -> str:
+    config = input_config(config)
     if getattr(config, "num_frames", None):
         return "video"
     if getattr(config, "image_size", None) is not None:
@@ -372,15 +417,39 @@ class DiscoveredAdapter(FamilyAdapter):
                               hint="register a family (sparsa.models.register_family) whose adapter makes its "
                                    "example_inputs - see docs/models.md")
         self.modality = _modality(self.config)
+        if main == "pixel_values" and self.modality == "text":  # (SigLIP-2: pre-patchified pixels + shapes)
+            raise SparsaError(f"{type(model).__name__} takes pixel_values but its config states no image_size, "
+                              "so sparsa cannot make its images",
+                              hint="register a family (sparsa.models.register_family) whose adapter makes its "
+                                   "example_inputs - see docs/models.md")
         self.layout = _layout_for(model, self.config)
         self._ffn = _saved_ffn(model, self.config) or self.layout.ffn
         self._fit_forwards()
+        if not self.layout.probed:
+            self.layout.probed = True
+            self._probe_head_removal()
+
+    def _probe_head_removal(self) -> None:
+        """Modules that compute attention themselves and keep their own forward once pruned: their heads
+        stay where that forward fails with one head fewer (sparsa.models.head_probe)."""
+        blocks = {b.name: b for b in self.layout.attention
+                  if not (b.fixed or b.calls_interface or b.wrap_when_pruned or b.fused)}
+        cands = [Candidate(g.name, (g.q, g.k, g.v), g.o, g.num_heads, g.head_dim, g.attrs)
+                 for g in self.head_groups() if g.name in blocks]
+        if not cands:
+            return
+        try:
+            inputs = self.example_inputs(batch=1)
+        except Exception:  # noqa: BLE001 - no example input: nothing to probe with
+            return
+        for name, why in removal_breaks(self.model, cands, inputs).items():
+            blocks[name].fixed = why
 
     def after_surgery(self) -> None:
         """The FFNs found on the dense model are recorded in the config (once pruned, their shapes may
         no longer tell them apart), and pruned attention modules get the forward they need."""
         if self._ffn and hasattr(self.config, "model_type"):
-            self.config.sparsa_ffn_paths = [[g.fc1, g.fc2] for g in self._ffn]
+            self.config.sparsa_ffn_paths = [[g.fc1, g.fc2, *g.per_channel] for g in self._ffn]
         self._fit_forwards()
 
     def _fit_forwards(self) -> None:
@@ -423,8 +492,8 @@ class DiscoveredAdapter(FamilyAdapter):
         return super().groups(kind)
 
     def ffn_groups(self) -> list[FFNGroup]:
-        return [FFNGroup(name=g.name, fc1=g.fc1, fc2=g.fc2, size=self.model.get_submodule(g.fc1).out_features)
-                for g in self._ffn]
+        return [FFNGroup(name=g.name, fc1=g.fc1, fc2=g.fc2, size=self.model.get_submodule(g.fc1).out_features,
+                         per_channel=list(g.per_channel)) for g in self._ffn]
 
     def attention_modules_calling_interface(self) -> dict[str, bool]:
         """{attention module: whether its forward calls transformers' attention interface} (where
@@ -449,6 +518,7 @@ class DiscoveredAdapter(FamilyAdapter):
         cfg = self.config
         g = torch.Generator().manual_seed(0)
         if self.modality != "text":
+            cfg = input_config(cfg)
             s = cfg.image_size
             h, w = (s, s) if isinstance(s, int) else tuple(s)[:2]
             c = int(getattr(cfg, "num_channels", 3) or 3)

@@ -11,11 +11,21 @@ from pathlib import Path
 PREPROCESSOR = "preprocessor_config.json"
 
 
+def input_config(config):
+    """The config that states the input size: `config`, or its `vision_config` where only that one
+    does (a composite config: SigLIP's / CLIP's image classifiers)."""
+    if config is None or getattr(config, "image_size", None) is not None:
+        return config
+    sub = getattr(config, "vision_config", None)
+    return sub if getattr(sub, "image_size", None) is not None else config
+
+
 def config_input_options(config, input_shape, modality: str) -> dict:
     """{image_size, channels[, frames, tubelet, layout]} from an HF config or a plain module's
     per-sample `input_shape` ((C, H, W) images; (C, T, H, W) clips for Conv3d nets)."""
     if modality not in ("image", "video"):
         return {}
+    config = input_config(config)
     if config is not None and getattr(config, "image_size", None) is not None:
         s = config.image_size
         opts = {"image_size": [int(s), int(s)] if isinstance(s, int) else [int(v) for v in s][:2],

@@ -4,7 +4,8 @@ Three kinds of unit (docs/algorithms.md §2.3–2.4):
   HeadGroup     one attention layer; unit h = rows R_h of Q, K, V (+ bias), columns R_h of O,
                 (a fused qkv Linear: rows R_h of each of its three blocks)
                 and entry h of any per-head tensor (e.g. Swin's relative-position-bias table)
-  FFNGroup      one feed-forward block; unit j = row j of fc1 (+ bias), column j of fc2
+  FFNGroup      one feed-forward block; unit j = row j of fc1 (+ bias), column j of fc2, and filter j
+                of a depthwise conv between them
   ChannelGroup  one set of coupled conv/linear channels; unit j = row j of every producer,
                 entry j of every per-channel layer (BatchNorm, depthwise conv), and the input
                 columns j of every consumer (a whole h*w block of columns after a flatten)
@@ -55,6 +56,8 @@ class FFNGroup:
     fc2: str
     size: int
     kind: str = "ffn"
+    # depthwise convs between fc1 and fc2 (SegFormer's / PVT-v2's Mix-FFN): filter j goes with neuron j
+    per_channel: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -218,6 +218,7 @@ def _export_fp32(state: PipelineState, inputs: dict) -> Path:
     d = state.workdir()
     path = Path(d) / "model_fp32.onnx"
     names = list(inputs)
+    from sparsa.quant import onnx_trace
     from sparsa.quant.export import PositionalWrapper
 
     wrapped = PositionalWrapper(state.loaded.model, names)
@@ -227,8 +228,9 @@ def _export_fp32(state: PipelineState, inputs: dict) -> Path:
         warnings.simplefilter("ignore")  # the TorchScript tracer's notes on HF's Python control flow
         # written under a temporary name and renamed, so a killed run never leaves a truncated model
         tmp = path.with_name(f".{path.name}.tmp")
-        torch.onnx.export(wrapped, tuple(inputs[n] for n in names), str(tmp), input_names=names,
-                          output_names=["output"], dynamo=False, opset_version=17)
+        onnx_trace.export(wrapped, tuple(inputs[n] for n in names), str(tmp), input_names=names,
+                          output_names=["output"])
+        onnx_trace.finish_file(tmp)
         os.replace(tmp, path)
     return path
 

@@ -103,6 +103,8 @@ def apply_keep(lm, keep: dict[str, dict[str, list[int]]]) -> dict:
             elif isinstance(g, FFNGroup):
                 removed[(g.fc1, 0)] |= set(drop)
                 removed[(g.fc2, 1)] |= set(drop)
+                for p in g.per_channel:
+                    removed[(p, 0)] |= set(drop)
             else:
                 assert isinstance(g, ChannelGroup)
                 for p in g.producers:

@@ -107,14 +107,19 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def _module(model) -> torch.nn.Module:
+    # a LoadedModel or an nn.Module; a module is never unwrapped (DINOv3ViTModel has a child named `model`)
+    return model if isinstance(model, torch.nn.Module) else getattr(model, "model", model)
+
+
 def quant_layers(model) -> dict[str, QuantLinear]:
-    module = getattr(model, "model", model)
+    module = _module(model)
     return {n: m for n, m in module.named_modules() if isinstance(m, QuantLinear)}
 
 
 def float_storage(model) -> str:
     """"float32", or "float16" after `half_float_storage_` (what stays float is stored in 2 bytes)."""
-    return getattr(getattr(model, "model", model), "_sparsa_float_storage", "float32")
+    return getattr(_module(model), "_sparsa_float_storage", "float32")
 
 
 @torch.no_grad()
@@ -122,7 +127,7 @@ def half_float_storage_(model):
     """Store everything that stays float (biases, norms, embeddings, position tables, scales,
     smoothing factors) as float16. The tensors are rounded to float16 in place, so the model computes
     exactly what `save_quantized` writes and `quant_size` counts (2 bytes per value). Returns `model`."""
-    module = getattr(model, "model", model)
+    module = _module(model)
     if not quant_layers(module):
         raise SparsaError("float16 storage is for quantized models", hint="run sparsa.quant.quantize_ first")
     floats = [(n, t) for n, t in module.state_dict(keep_vars=True).items() if t.is_floating_point()]
@@ -146,7 +151,7 @@ def quant_size(model) -> dict:
     Shared (tied) tensors are counted once; non-persistent buffers (e.g. Swin's relative position
     index, rebuilt from the config) are not stored, so they are not counted.
     """
-    module = getattr(model, "model", model)
+    module = _module(model)
     qls = quant_layers(module)
     fsize = 2 if float_storage(module) == "float16" else 4
     parts = {"weight": 0, "scale": 0, "zero_point": 0, "bias": 0, "smooth": 0}
@@ -182,7 +187,7 @@ def dequantize_model_(model, smooth_mul: bool = True) -> nn.Module:
 
     smooth_mul=False drops smoothed layers' input Mul (export puts it back in front of the integer
     op after ONNX Runtime's fusions, which a Mul between LayerNorm and Q/K/V would block)."""
-    module = getattr(model, "model", model)
+    module = _module(model)
     for name, q in quant_layers(module).items():
         lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None)
         lin.weight.copy_(q.dequantized_weight())

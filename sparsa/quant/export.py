@@ -42,6 +42,7 @@ from sparsa.quant import export_lengths as lengths
 from sparsa.metrics.cpu import cpu_info
 from sparsa.quant.api import dequantize_model_, quant_layers
 from sparsa.quant.embeddings import check_storage, rewrite_gathers
+from sparsa.quant import onnx_trace
 from sparsa.quant.modules import QuantLinear
 
 OPSET = 21
@@ -172,9 +173,8 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
         short = lengths.shorter_inputs(inputs, dyn)
         want = lengths.reference(wrapper, names, short)
         with torch.no_grad():
-            torch.onnx.export(wrapper, tuple(inputs[n] for n in names), str(fpath),
-                              input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}},
-                              opset_version=17, dynamo=False)
+            onnx_trace.export(wrapper, tuple(inputs[n] for n in names), str(fpath),
+                              input_names=names, output_names=["output"], dynamic_axes={**dyn, "output": {0: "batch"}})
         del float_model, wrapper  # the file holds it now; full-size models cannot afford a second float copy
         _release_memory()
         # a graph that only runs at the traced length says so in its declared shapes (see export_lengths)
@@ -187,6 +187,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
             proto = onnx.load(str(fpath))
     _release_memory()
     proto = _upgrade_opset(proto)
+    onnx_trace.set_antialias(proto)  # (needs opset 18)
     _release_memory()
     if fixed_len:
         lengths.pin_sequence(proto, fixed_len)
