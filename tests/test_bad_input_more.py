@@ -1,0 +1,55 @@
+"""More bad input that must be a clear SparsaError (exit 2), not a traceback, a silent wrong model or a
+runaway allocation: HF folders whose config and weights disagree, and absurd `sparsa sim --batch`."""
+
+import json
+import shutil
+
+import pytest
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+import sparsa.cli  # noqa: F401  registers the command modules
+from sparsa.cli.app import app
+from sparsa.errors import SparsaError
+from sparsa.models import load
+from sparsa.models.store import FIXTURES
+
+runner = CliRunner()
+
+
+def _error(args) -> str:
+    r = runner.invoke(app, args)
+    assert isinstance(r.exception, SparsaError), (r.output, r.exception)
+    return str(r.exception)
+
+
+def _vit_folder(tmp_path, name, drop=(), extra=None, **config):
+    """A save_pretrained-style copy of the tiny-vit fixture with tensors dropped/added and config edited."""
+    src = FIXTURES / "tiny-vit"
+    d = tmp_path / name
+    d.mkdir()
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(config)
+    (d / "config.json").write_text(json.dumps(cfg))
+    w = {k: v for k, v in load_file(src / "model.safetensors").items() if not k.startswith(drop)}
+    save_file({**w, **(extra or {})}, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.mark.parametrize("kind, words", [
+    (dict(drop=("classifier.",)), "model.safetensors lacks: classifier.bias, classifier.weight"),
+    (dict(num_hidden_layers=6), "model.safetensors lacks"),  # two layers would be random
+    (dict(num_hidden_layers=3), "config.json has no place for"),  # a layer would be dropped
+])
+def test_hf_folder_whose_config_and_weights_disagree_is_refused(tmp_path, kind, words):
+    d = _vit_folder(tmp_path, "m", **kind)
+    with pytest.raises(SparsaError, match=words):
+        load(d)
+    shutil.copytree(FIXTURES / "tiny-vit", tmp_path / "ok")
+    assert load(tmp_path / "ok").family == "vit"  # the matching pair still loads
+
+
+def test_sim_batch_past_memory_is_refused_before_allocating():
+    msg = _error(["sim", "tiny-vit", "--arch", "systolic-32-os", "--batch", "999999999999999"])
+    assert "--batch 999999999999999: the model's inputs alone would take" in msg
+    assert "use --batch" in msg
