@@ -243,10 +243,12 @@ def _check_loading_info(info: dict, folder: Path) -> None:
     """transformers fills weights the file lacks with fresh random values, and drops tensors the config
     has no place for, with only a log line: a config that declares more (or fewer) layers than the
     weights hold, or a file missing its classifier, would load as a model that silently computes
-    something else. Both are refused, as sparsa's own folders are (strict load)."""
+    something else. Both are refused, as sparsa's own folders are (strict load). A missing pooler is let
+    through: a backbone saved without one (`add_pooling_layer=False`) is rebuilt with it, and the pooler
+    is not on the main output sparsa measures."""
     for kind, what in (("missing_keys", "config.json builds weights model.safetensors lacks"),
                        ("unexpected_keys", "model.safetensors holds weights config.json has no place for")):
-        keys = sorted(info.get(kind) or ())
+        keys = sorted(k for k in info.get(kind) or () if not (kind == "missing_keys" and "pooler" in k.split(".")))
         if keys:
             more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
             raise SparsaError(f"{folder}: {what}: {', '.join(keys[:5])}{more}",
