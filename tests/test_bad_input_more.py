@@ -53,3 +53,14 @@ def test_sim_batch_past_memory_is_refused_before_allocating():
     msg = _error(["sim", "tiny-vit", "--arch", "systolic-32-os", "--batch", "999999999999999"])
     assert "--batch 999999999999999: the model's inputs alone would take" in msg
     assert "use --batch" in msg
+
+
+def test_eval_on_more_classes_than_the_model_predicts_is_refused(tmp_path):
+    from PIL import Image
+
+    for c in range(11):  # tiny-cnn predicts 10 digits: an 11th class folder could never be right
+        (tmp_path / f"c{c:02d}").mkdir()
+        for i in range(10):
+            Image.new("RGB", (32, 32), 10 * c + i).save(tmp_path / f"c{c:02d}" / f"{i}.png")
+    msg = _error(["eval", "tiny-cnn", "--data", str(tmp_path), "--runs", "1"])
+    assert "has 11 classes, but the model predicts 10" in msg
