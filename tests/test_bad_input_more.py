@@ -64,3 +64,10 @@ def test_eval_on_more_classes_than_the_model_predicts_is_refused(tmp_path):
             Image.new("RGB", (32, 32), 10 * c + i).save(tmp_path / f"c{c:02d}" / f"{i}.png")
     msg = _error(["eval", "tiny-cnn", "--data", str(tmp_path), "--runs", "1"])
     assert "has 11 classes, but the model predicts 10" in msg
+
+
+def test_rtl_cosim_vector_count_is_bounded_and_range_errors_carry_a_hint():
+    r = runner.invoke(app, ["rtl", "cosim", "pe", "--vectors", "99999999999"])  # years of simulation
+    assert isinstance(r.exception, SparsaError) and "--vectors 99999999999 is out of range" in r.exception.message
+    assert r.exception.hint == "give --vectors in [1, 1000000]"  # every range check says what to give
+    assert _error(["rtl", "cosim", "pe", "--vectors", "0"]).startswith("--vectors 0 is out of range")
