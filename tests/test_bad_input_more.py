@@ -71,3 +71,14 @@ def test_rtl_cosim_vector_count_is_bounded_and_range_errors_carry_a_hint():
     assert isinstance(r.exception, SparsaError) and "--vectors 99999999999 is out of range" in r.exception.message
     assert r.exception.hint == "give --vectors in [1, 1000000]"  # every range check says what to give
     assert _error(["rtl", "cosim", "pe", "--vectors", "0"]).startswith("--vectors 0 is out of range")
+
+
+def test_a_text_file_with_a_runaway_line_is_refused_before_tokenizing(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("A short sentence.\n\n" + "word " * 30_000 + "\n")  # tokenizers split a whole line first
+    from sparsa.data import load_dataset
+
+    with pytest.raises(SparsaError, match="t.txt: line 3 is 150,000 characters long"):
+        load_dataset(str(f), split="test")
+    f.write_text("A short sentence.\n" + "word " * 1000 + "\n")
+    assert len(load_dataset(str(f), split="test").texts) == 2
