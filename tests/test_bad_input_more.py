@@ -82,3 +82,21 @@ def test_a_text_file_with_a_runaway_line_is_refused_before_tokenizing(tmp_path):
         load_dataset(str(f), split="test")
     f.write_text("A short sentence.\n" + "word " * 1000 + "\n")
     assert len(load_dataset(str(f), split="test").texts) == 2
+
+
+def test_a_full_disk_is_a_clear_error_naming_the_output_folder(tmp_path, monkeypatch):
+    """ENOSPC was exit 3, 'internal error ... a bug in sparsa'; the staging folder must still go."""
+    import errno
+    import os
+
+    from sparsa.io import atomic_write_bytes, staged_folder
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(SparsaError, match="cannot write .*out: no space left on the device") as e:
+        with staged_folder(tmp_path / "out") as d:
+            atomic_write_bytes(d / "model.safetensors", b"x" * 100)
+    assert "--out" in e.value.hint
+    assert os.listdir(tmp_path) == []  # nothing half-written, no staging folder left
