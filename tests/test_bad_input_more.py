@@ -100,3 +100,13 @@ def test_a_full_disk_is_a_clear_error_naming_the_output_folder(tmp_path, monkeyp
             atomic_write_bytes(d / "model.safetensors", b"x" * 100)
     assert "--out" in e.value.hint
     assert os.listdir(tmp_path) == []  # nothing half-written, no staging folder left
+
+
+def test_data_that_is_a_fifo_is_refused_not_listed_as_a_folder(tmp_path):
+    import os
+
+    from sparsa.data import load_dataset
+
+    os.mkfifo(tmp_path / "pipe.txt")  # never opened: reading a FIFO with no writer would block
+    with pytest.raises(SparsaError, match="is neither a regular file nor a folder"):
+        load_dataset(str(tmp_path / "pipe.txt"), split="test")
