@@ -110,3 +110,8 @@ def test_data_that_is_a_fifo_is_refused_not_listed_as_a_folder(tmp_path):
     os.mkfifo(tmp_path / "pipe.txt")  # never opened: reading a FIFO with no writer would block
     with pytest.raises(SparsaError, match="is neither a regular file nor a folder"):
         load_dataset(str(tmp_path / "pipe.txt"), split="test")
+
+
+def test_eval_attention_refuses_a_seq_len_it_would_ignore():
+    msg = _error(["eval", "minilm", "--attention", "topk", "--ratio", "0.5", "--seq-len", "8192"])
+    assert msg.startswith("--seq-len 8192 sizes the latency measurement")  # was ignored: exit 0, past the 512 limit

@@ -241,6 +241,12 @@ def eval_cmd(
     if attention is None and given:
         raise SparsaError(f"--{next(iter(given))} is an option of a dynamic attention method",
                           hint="add --attention hdp (or another method), or drop it")
+    if attention is not None and seq_len is not None:  # it sizes the latency run, which --attention does not do:
+        # ignored, a user would read the sparsity as measured at that length (even one past the model's limit)
+        raise SparsaError(f"--seq-len {seq_len} sizes the latency measurement, and `sparsa eval --attention` measures "
+                          "quality only, each text at its own length",
+                          hint="drop --seq-len; to cost dynamic attention at a length use "
+                               "`sparsa sim MODEL --attention METHOD --seq-len N`")
     if attention is not None:
         from sparsa.recipe import AttentionStage
 
