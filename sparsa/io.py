@@ -41,6 +41,19 @@ def _step(label: str) -> None:
         _on_step(label)
 
 
+# a full or read-only file system is the machine's state, not a bug in sparsa: say so, naming the place
+_DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
+                errno.EROFS: "the file system is read-only", errno.EFBIG: "the file is too large for the file system"}
+
+
+def disk_error(e: BaseException, where: Path) -> SparsaError | None:
+    """A SparsaError for an OSError a full, read-only or quota-limited file system raised; else None."""
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        return SparsaError(f"cannot write {where}: {_DISK_ERRNOS[e.errno]}",
+                           hint="free space there (or choose an output folder on another file system, --out)")
+    return None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,9 +66,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _step(f"wrote {path.name}")
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        err = disk_error(e, path)
+        if err is not None:
+            raise err from e
         raise
     return path
 
@@ -225,9 +241,13 @@ def staged_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterato
         if not overwrite and target.is_dir() and any(os.scandir(target)):  # written meanwhile by another process
             raise SparsaError(f"the output folder {out} already exists and is not empty", hint=OVERWRITE_HINT)
         _publish(stage, target)
-    except BaseException:
+    except BaseException as e:
         if os.path.lexists(stage):
             _remove(stage)
+        # named by the output folder, not the hidden staging one (atomic_write_bytes's error has the OSError as cause)
+        err = disk_error(e.__cause__ if isinstance(e, SparsaError) else e, Path(out))
+        if err is not None:
+            raise err from e
         raise
 
 

@@ -325,6 +325,13 @@ class Recipe(_Strict):
             raise ValueError("hardware.gemm is for simulator-only recipes; remove it or remove model")
         if self.model is None and self.stages:
             raise ValueError("stages need a model to work on")
+        # `--set stages.NAME.x` and sweep grids address a stage by its name: two stages of one name would
+        # make the override silently hit the first
+        names = [st.name for st in self.stages if st.name is not None]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"stage name(s) {', '.join(map(repr, twice))} given to more than one stage: "
+                             "overrides (stages.NAME.option) could not tell them apart; give each stage its own name")
         seen_decompose = merged = False
         for st in self.stages:
             if isinstance(st, DecomposeStage):

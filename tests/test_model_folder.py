@@ -215,3 +215,19 @@ def test_sparsa_load_reads_every_folder_from_plain_python(tiny_bert, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     r = subprocess.run([sys.executable, "-c", code, str(q), str(p)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@pytest.mark.parametrize("bits, byte, code", [(8, 255, "128"), (4, 0xFF, "8")])
+def test_packed_codes_outside_the_range_are_a_clear_error(tiny_bert, tmp_path, bits, byte, code):
+    """8-bit sym byte 255 is code +128: it wrapped to -128 in the int8 buffer; 4-bit nibble 15 is +8."""
+    from safetensors.torch import load_file, save_file
+
+    from sparsa.models import load
+
+    assert _invoke(["quantize", tiny_bert, "--bits", str(bits), "--out", tmp_path / "q"]).exit_code == 0
+    t = load_file(str(tmp_path / "q" / "model.safetensors"))
+    name = next(k for k in t if k.endswith(".qweight"))
+    t[name] = torch.full_like(t[name], byte)
+    save_file(t, str(tmp_path / "q" / "model.safetensors"))
+    with pytest.raises(SparsaError, match=f"stored code {code} is outside the {bits}-bit sym range"):
+        load(tmp_path / "q")

@@ -201,3 +201,14 @@ def test_negative_refit_samples_names_line_and_field():
             refit_samples: -5
         """)
     assert "r.yaml:6: stages[0].refit_samples:" in msg and "greater than or equal to 0" in msg
+
+
+def test_two_stages_of_one_name_are_refused():
+    """`--set stages.p.channels=...` would silently change only the first of them."""
+    from sparsa.recipe import parse_recipe
+
+    text = ("name: x\nmodel: tiny-cnn\nstages:\n  - {type: prune, channels: 0.3, name: p}\n"
+            "  - {type: prune, channels: 0.2, name: p}\n")
+    with pytest.raises(SparsaError, match="stage name\\(s\\) 'p' given to more than one stage"):
+        parse_recipe(text, source="r.yaml")
+    parse_recipe(text.replace("name: p}", "name: q}", 1), source="r.yaml")  # distinct names are fine

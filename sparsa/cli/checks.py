@@ -25,7 +25,7 @@ def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
         high_bad = hi is not None and (value >= hi if hi_open else value > hi)
         if low_bad or high_bad:
             raise SparsaError(f"{name} {value} is out of range: it must be {_range(lo, hi, lo_open, hi_open)}",
-                              hint=hint)
+                              hint=hint or f"give {name} {_range(lo, hi, lo_open, hi_open)}")
         return value
 
     return check

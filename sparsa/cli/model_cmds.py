@@ -241,6 +241,12 @@ def eval_cmd(
     if attention is None and given:
         raise SparsaError(f"--{next(iter(given))} is an option of a dynamic attention method",
                           hint="add --attention hdp (or another method), or drop it")
+    if attention is not None and seq_len is not None:  # it sizes the latency run, which --attention does not do:
+        # ignored, a user would read the sparsity as measured at that length (even one past the model's limit)
+        raise SparsaError(f"--seq-len {seq_len} sizes the latency measurement, and `sparsa eval --attention` measures "
+                          "quality only, each text at its own length",
+                          hint="drop --seq-len; to cost dynamic attention at a length use "
+                               "`sparsa sim MODEL --attention METHOD --seq-len N`")
     if attention is not None:
         from sparsa.recipe import AttentionStage
 
@@ -282,7 +288,7 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
     file (`model_int8.onnx`), measured the same way in ONNX Runtime (`onnxruntime_*` fields)."""
     from sparsa.metrics import count_macs, fidelity, measure_latency, measure_latency_pair
     from sparsa.metrics import budget
-    from sparsa.metrics.quality import NoClassifierHead, agreement, output_fidelity, predict_logits
+    from sparsa.metrics.quality import NoClassifierHead, agreement, output_fidelity, predict_logits, top1_accuracy
     from sparsa.models import load
 
     ref_name = reference or lm.record.get("source")
@@ -359,11 +365,11 @@ def evaluate(lm, reference: str | None = None, data: str | None = None, runs: in
                     raise SparsaError(e.message + "; and no reference is known to compare its outputs with",
                                       hint="give --reference (the model it was made from)") from None
                 return output_fidelity(m, ref, ds.x, bs, progress=f"comparing {what}'s outputs" if show else None)
-            out["accuracy"] = float((logits.argmax(-1) == ds.y).float().mean())
+            out["accuracy"] = top1_accuracy(logits, ds)
             if ref is not None:  # each model runs once over the data: accuracy and agreement share the logits
                 if not ref_logits:
                     ref_logits.append(predict_logits(ref, ds.x, bs, progress="evaluating the reference" if show else None))
-                out["reference_accuracy"] = float((ref_logits[0].argmax(-1) == ds.y).float().mean())
+                out["reference_accuracy"] = top1_accuracy(ref_logits[0], ds)
                 out.update(agreement(logits, ref_logits[0]))
             return out
 

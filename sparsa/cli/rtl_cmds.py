@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from sparsa.cli import checks
 from sparsa.cli.app import app, emit, status_console
 from sparsa.errors import SparsaError
 
@@ -81,10 +82,15 @@ def export_cmd(
     emit({"unit": unit, "preset": preset, "verilog": str(path), "bytes": path.stat().st_size}, json_)
 
 
+# a few ms per vector in the Python simulator: 10^6 is about an hour, 10^11 would run for years
+MAX_VECTORS = 1_000_000
+
+
 @rtl_app.command("cosim")
 def cosim_cmd(
     unit: str = typer.Argument(..., help="pe | pe_array | sparsity_engine | softmax | ncore"),
-    vectors: int = typer.Option(500, "--vectors", help="number of vectors (random + adversarial)"),
+    vectors: int = typer.Option(500, "--vectors", help="number of vectors (random + adversarial)",
+                                callback=checks.in_range(1, MAX_VECTORS)),
     preset: Optional[str] = typer.Option(None, "--preset", help="architecture preset"),
     backend: str = typer.Option("amaranth", "--backend", help="amaranth (Python simulator) or verilator"),
     seed: int = typer.Option(0, "--seed"),

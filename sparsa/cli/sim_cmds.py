@@ -32,6 +32,20 @@ def _check_positive(name: str, value: int | None) -> None:
         raise SparsaError(f"{name} {value} must be a positive integer", hint=f"e.g. {name} 1")
 
 
+def _check_batch_fits(loaded, batch: int, seq: int | None) -> None:
+    """The traced pass is shapes-only, but the example inputs are real tensors: --batch 10^15 would ask
+    the allocator for petabytes (or overflow torch's size arithmetic). Refuse it from one input's bytes."""
+    from sparsa.models.bounds import memory_budget_bytes
+
+    one = loaded.example_inputs(batch=1, seq_len=seq) if seq is not None else loaded.example_inputs(batch=1)
+    per_input = sum(t.numel() * t.element_size() for t in one.values() if hasattr(t, "numel"))
+    budget = memory_budget_bytes()
+    if per_input * batch > budget:
+        most = max(1, budget // max(1, per_input))
+        raise SparsaError(f"--batch {batch}: the model's inputs alone would take {per_input * batch / 1e9:.3g} GB, "
+                          f"and this machine holds about {budget / 1e9:.3g} GB", hint=f"use --batch {most} or less")
+
+
 def _parse_opts(pairs: list[str]) -> dict:
     out = {}
     for p in pairs:
@@ -165,6 +179,7 @@ def sim(
         else:
             seq = None
         masks = None
+        _check_batch_fits(loaded, batch, seq)
         inputs = loaded.example_inputs(batch=batch, seq_len=seq) if loaded.modality == "text" else loaded.example_inputs(batch=batch)
         if attention != "dense":
             from sparsa.attention import collect_masks

@@ -109,6 +109,10 @@ def _load_dataset(name_or_path: str | Path, split: str = "test", seed: int = 0, 
         from sparsa.data.textfiles import load_text_file
 
         return load_text_file(path, split)
+    if not path.is_dir():  # a FIFO, socket or device: was listed as a folder (exit 3, NotADirectoryError)
+        raise SparsaError(f"data set {name!r} is neither a regular file nor a folder",
+                          hint="give a text file, an image folder (class_name/*.png) or a `datasets.save_to_disk` "
+                               "folder (copy piped text into a file first)")
     from sparsa.data.hf_disk import is_hf_disk, load_hf_disk
 
     if is_hf_disk(path):

@@ -11,6 +11,9 @@ from sparsa.data.splits import check_split
 from sparsa.errors import SparsaError
 
 
+MAX_LINE_CHARS = 100_000  # ~20k tokens: past any model's position limit (sequence lengths are <= 8192)
+
+
 def eval_sentences() -> list[str]:
     from sparsa.data.text import EVAL_SENTENCES
 
@@ -61,4 +64,11 @@ def load_text_file(path: Path, split: str) -> Dataset:
     texts = [l.strip() for l in lines if l.strip()]
     if not texts:
         raise SparsaError(f"text file {path} holds no sentences", hint="write one sentence per line")
+    # the tokenizers split a whole line before truncating it to the sequence length: one 10 MB line took
+    # 2 GB and half a minute, and memory grows with the line. No model reads past 8192 tokens.
+    long = next(((n, len(l)) for n, l in enumerate(lines, 1) if len(l) > MAX_LINE_CHARS), None)
+    if long is not None:
+        raise SparsaError(f"text file {path}: line {long[0]} is {long[1]:,} characters long; sparsa reads lines "
+                          f"of up to {MAX_LINE_CHARS:,}",
+                          hint="put one sentence per line (a model reads at most a few thousand tokens of each)")
     return Dataset(kind="text", name=str(path), split=split, texts=texts, info={"source": "text_file"})

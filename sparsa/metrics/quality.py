@@ -210,7 +210,18 @@ def output_fidelity(model, reference, x: torch.Tensor, batch_size: int = 64, pro
 
 def accuracy(model, dataset, batch_size: int = 64) -> float:
     """Top-1 accuracy on a dataset with `.x` and `.y`."""
-    logits = predict_logits(model, dataset.x, batch_size)
+    return top1_accuracy(predict_logits(model, dataset.x, batch_size), dataset)
+
+
+def top1_accuracy(logits: torch.Tensor, dataset) -> float:
+    """Top-1 accuracy of `logits` on `dataset`'s labels. A data set with more classes than the model has
+    outputs (an image folder of 11 class folders for a 10-class model) has labels the model can never
+    predict: its accuracy would be a meaningless number, so it is refused, naming both counts."""
+    classes = getattr(dataset, "num_classes", 0) or (int(dataset.y.max()) + 1 if len(dataset.y) else 0)
+    if classes > logits.shape[-1]:
+        raise SparsaError(f"the data set {getattr(dataset, 'name', '')!r} has {classes} classes, but the model "
+                          f"predicts {logits.shape[-1]}", hint="evaluate on the classes the model was trained on "
+                          "(an image folder holds one sub-folder per class, in the order of the model's labels)")
     return float((logits.argmax(-1) == dataset.y).float().mean())
 
 

@@ -227,14 +227,33 @@ def _load_hf(folder: Path, source: str) -> LoadedModel:
         with fast_hf_init():
             check_fits(build_skeleton(lambda: _hf_build(cls, copy.deepcopy(config)), str(folder / "config.json")),
                        str(folder / "config.json"))
-            model = cls.from_pretrained(str(folder), config=config, use_safetensors=True)
+            model, info = cls.from_pretrained(str(folder), config=config, use_safetensors=True,
+                                              output_loading_info=True)
     except SparsaError:
         raise
     except Exception as e:
         raise SparsaError(f"cannot load the Hugging Face model in {folder}: {e}",
                           hint="check that config.json and model.safetensors belong together") from e
+    _check_loading_info(info, folder)
     adapter = fam.adapter(model, model.config)
     return LoadedModel(model, fam.name, adapter, _tokenizer(folder), model.config, {"source": source, "stages": []})
+
+
+def _check_loading_info(info: dict, folder: Path) -> None:
+    """transformers fills weights the file lacks with fresh random values, and drops tensors the config
+    has no place for, with only a log line: a config that declares more (or fewer) layers than the
+    weights hold, or a file missing its classifier, would load as a model that silently computes
+    something else. Both are refused, as sparsa's own folders are (strict load). A missing pooler is let
+    through: a backbone saved without one (`add_pooling_layer=False`) is rebuilt with it, and the pooler
+    is not on the main output sparsa measures."""
+    for kind, what in (("missing_keys", "config.json builds weights model.safetensors lacks"),
+                       ("unexpected_keys", "model.safetensors holds weights config.json has no place for")):
+        keys = sorted(k for k in info.get(kind) or () if not (kind == "missing_keys" and "pooler" in k.split(".")))
+        if keys:
+            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+            raise SparsaError(f"{folder}: {what}: {', '.join(keys[:5])}{more}",
+                              hint="config.json and model.safetensors do not belong together (layer counts, "
+                                   "num_labels, sizes); re-save the model with save_pretrained")
 
 
 def _check_discoverable(folder: Path, cls, model_type: str) -> None:

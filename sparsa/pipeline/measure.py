@@ -87,7 +87,7 @@ def quality(state: PipelineState, loaded=None) -> dict:
 
             macs = state.dense_macs()
             show = budget.wants_progress(macs * len(data) * (budget.EMULATION_FACTOR if state.attention else 1))
-            from sparsa.metrics.quality import NoClassifierHead, output_fidelity
+            from sparsa.metrics.quality import NoClassifierHead, output_fidelity, top1_accuracy
 
             bs = budget.batch_size(macs)
             try:  # the LoadedModel: a size mismatch reads as bad input
@@ -99,7 +99,7 @@ def quality(state: PipelineState, loaded=None) -> dict:
                 out = {k: v for k, v in fid.items() if isinstance(v, (int, float))}
                 out.update(metric="cosine_mean", value=out["cosine_mean"])
             else:
-                acc = float((logits.argmax(-1) == data.y).float().mean())
+                acc = top1_accuracy(logits, data)
                 out = {"accuracy": acc, "metric": "accuracy", "value": acc}
     out["data"] = f"{data.name}:{data.split} ({len(data)} items)"
     return out

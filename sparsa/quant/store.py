@@ -45,8 +45,9 @@ def pack_codes(q: torch.Tensor, bits: int, scheme: str) -> torch.Tensor:
     return torch.from_numpy(np.packbits(bitplanes.reshape(-1), bitorder="little"))
 
 
-def unpack_codes(packed: torch.Tensor, bits: int, scheme: str, shape, dtype: torch.dtype) -> torch.Tensor:
-    lo, _ = qrange(bits, scheme)
+def unpack_codes(packed: torch.Tensor, bits: int, scheme: str, shape, dtype: torch.dtype,
+                 where: str = "qweight") -> torch.Tensor:
+    lo, hi = qrange(bits, scheme)
     n = math.prod(shape)
     p = packed.numpy().astype(np.uint8)
     if bits == 8:
@@ -54,6 +55,11 @@ def unpack_codes(packed: torch.Tensor, bits: int, scheme: str, shape, dtype: tor
     else:
         planes = np.unpackbits(p, bitorder="little")[: n * bits].reshape(n, bits)
         u = np.packbits(np.pad(planes, ((0, 0), (0, 8 - bits))), axis=1, bitorder="little")[:, 0]
+    # a stored code past the scheme's range (8-bit sym byte 255 = +128) would wrap in the int8 buffer or
+    # leave the range the integer kernels and the ONNX export assume: a corrupt file, not a weight
+    if u.size and int(u.max()) > hi - lo:
+        raise SparsaError(f"{where}: stored code {int(u.max()) + lo} is outside the {bits}-bit {scheme} range "
+                          f"[{lo}, {hi}]", hint="the folder is corrupt; re-create it")
     return (torch.from_numpy(u.astype(np.int16)) + lo).reshape(shape).to(dtype)
 
 
@@ -93,13 +99,13 @@ def unpack_layer(q: QuantLinear, tensors: dict[str, torch.Tensor], where: str) -
             raise SparsaError(f"{where}: {packed.numel()} code bytes for {nnz} nonzero {q.bits}-bit codes",
                               hint="the folder is corrupt; re-create it")
         codes = torch.zeros(n, dtype=q.qweight.dtype)
-        codes[torch.from_numpy(nz)] = unpack_codes(packed, q.bits, q.scheme, (nnz,), q.qweight.dtype)
+        codes[torch.from_numpy(nz)] = unpack_codes(packed, q.bits, q.scheme, (nnz,), q.qweight.dtype, where)
         q.qweight.copy_(codes.reshape(shape))
     else:
         if packed.numel() != math.ceil(n * q.bits / 8):
             raise SparsaError(f"{where}: {packed.numel()} code bytes, a {shape} {q.bits}-bit layer needs "
                               f"{math.ceil(n * q.bits / 8)}", hint="the folder is corrupt; re-create it")
-        q.qweight.copy_(unpack_codes(packed, q.bits, q.scheme, shape, q.qweight.dtype))
+        q.qweight.copy_(unpack_codes(packed, q.bits, q.scheme, shape, q.qweight.dtype, where))
     for b in _BUFFERS:
         own, t = getattr(q, b), tensors.get(b)
         if own is None:
