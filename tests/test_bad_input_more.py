@@ -49,6 +49,19 @@ def test_hf_folder_whose_config_and_weights_disagree_is_refused(tmp_path, kind, 
     assert load(tmp_path / "ok").family == "vit"  # the matching pair still loads
 
 
+def test_stored_head_the_class_lacks_is_left_out_with_a_warning(tmp_path):
+    """A checkpoint's tensors under a module the chosen class does not have at all (a pre-training head)
+    are not the model's: it loads, saying which were left out. Extra tensors inside its modules refuse."""
+    import torch
+
+    d = _vit_folder(tmp_path, "m", extra={"cls.predictions.bias": torch.zeros(4)})
+    with pytest.warns(UserWarning, match="cls.predictions.bias"):
+        assert load(d).family == "vit"
+    d = _vit_folder(tmp_path, "m2", extra={"vit.encoder.layer.0.extra.weight": torch.zeros(4)})
+    with pytest.raises(SparsaError, match=r"has no place for: vit\..*extra\.weight"):
+        load(d)
+
+
 def test_sim_batch_past_memory_is_refused_before_allocating():
     msg = _error(["sim", "tiny-vit", "--arch", "systolic-32-os", "--batch", "999999999999999"])
     assert "--batch 999999999999999: the model's inputs alone would take" in msg

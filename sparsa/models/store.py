@@ -234,26 +234,39 @@ def _load_hf(folder: Path, source: str) -> LoadedModel:
     except Exception as e:
         raise SparsaError(f"cannot load the Hugging Face model in {folder}: {e}",
                           hint="check that config.json and model.safetensors belong together") from e
-    _check_loading_info(info, folder)
+    _check_loading_info(model, info, folder)
     adapter = fam.adapter(model, model.config)
     return LoadedModel(model, fam.name, adapter, _tokenizer(folder), model.config, {"source": source, "stages": []})
 
 
-def _check_loading_info(info: dict, folder: Path) -> None:
+def _check_loading_info(model: nn.Module, info: dict, folder: Path) -> None:
     """transformers fills weights the file lacks with fresh random values, and drops tensors the config
     has no place for, with only a log line: a config that declares more (or fewer) layers than the
     weights hold, or a file missing its classifier, would load as a model that silently computes
-    something else. Both are refused, as sparsa's own folders are (strict load). A missing pooler is let
-    through: a backbone saved without one (`add_pooling_layer=False`) is rebuilt with it, and the pooler
-    is not on the main output sparsa measures."""
-    for kind, what in (("missing_keys", "config.json builds weights model.safetensors lacks"),
-                       ("unexpected_keys", "model.safetensors holds weights config.json has no place for")):
-        keys = sorted(k for k in info.get(kind) or () if not (kind == "missing_keys" and "pooler" in k.split(".")))
+    something else. Both are refused, as sparsa's own folders are (strict load). Let through, with a
+    warning naming them: a missing pooler (a backbone saved with `add_pooling_layer=False` is rebuilt
+    with one; it is off the main output sparsa measures) and stored tensors of a head the chosen class
+    does not have at all (a pre-training checkpoint's `cls.*` loaded as its encoder)."""
+    missing = sorted(k for k in info.get("missing_keys") or () if "pooler" not in k.split("."))
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    children = dict(model.named_children())
+    headless = [k for k in unexpected if k.split(".", 1)[0] not in children]
+    for keys, what in ((missing, "config.json builds weights model.safetensors lacks"),
+                       ([k for k in unexpected if k not in headless],
+                        "model.safetensors holds weights config.json has no place for")):
         if keys:
-            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
-            raise SparsaError(f"{folder}: {what}: {', '.join(keys[:5])}{more}",
+            raise SparsaError(f"{folder}: {what}: {_some(keys)}",
                               hint="config.json and model.safetensors do not belong together (layer counts, "
                                    "num_labels, sizes); re-save the model with save_pretrained")
+    if headless:
+        import warnings
+
+        warnings.warn(f"{folder}: {type(model).__name__} has no module for the stored {_some(headless)}; they are "
+                      "left out (a head of another class, e.g. a pre-training checkpoint's)", stacklevel=3)
+
+
+def _some(keys: list[str]) -> str:
+    return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
 def _check_discoverable(folder: Path, cls, model_type: str) -> None:
