@@ -527,7 +527,9 @@ def _list_index(items: list, part: str, path: str) -> int:
     if part.lstrip("-").isdigit():
         idx = int(part)
         if not -len(items) <= idx < len(items):
-            raise SparsaError(f"override {path!r}: index {idx} is outside a list of {len(items)}")
+            raise SparsaError(f"override {path!r}: index {idx} is outside a list of {len(items)}",
+                              hint=f"give an index from 0 to {len(items) - 1} (or -1 for the last), or a stage's "
+                                   "name or type")
         return idx
     for j, it in enumerate(items):
         if isinstance(it, dict) and (it.get("name") == part or it.get("type") == part):

@@ -128,3 +128,26 @@ def test_data_that_is_a_fifo_is_refused_not_listed_as_a_folder(tmp_path):
 def test_eval_attention_refuses_a_seq_len_it_would_ignore():
     msg = _error(["eval", "minilm", "--attention", "topk", "--ratio", "0.5", "--seq-len", "8192"])
     assert msg.startswith("--seq-len 8192 sizes the latency measurement")  # was ignored: exit 0, past the 512 limit
+
+
+def test_small_refusals_say_how_to_fix_them(tmp_path):
+    """A negative sparsa.json version, a grid file that is a list, and a --set index past the stage list
+    are refused with a hint (the last two had none)."""
+    from pathlib import Path
+
+    from sparsa.dse.grid import load_grid
+    from sparsa.models.meta_checks import check_sparsa_meta
+    from sparsa.recipe import apply_overrides
+
+    with pytest.raises(SparsaError, match="version must be a non-negative integer"):
+        check_sparsa_meta({"kind": "hf", "class": "ViTModel", "version": -1}, Path("sparsa.json"))
+    check_sparsa_meta({"kind": "hf", "class": "ViTModel", "version": 1}, Path("sparsa.json"))
+    g = tmp_path / "grid.yaml"
+    g.write_text("- 1\n- 2\n")
+    with pytest.raises(SparsaError, match="a grid must be a mapping") as e:
+        load_grid(g)
+    assert e.value.hint and "params:" in e.value.hint
+    with pytest.raises(SparsaError, match="index 5 is outside a list of 1") as e:
+        apply_overrides({"stages": [{"type": "prune"}]}, {"stages.5.heads": 0.2})
+    assert "0 to 0" in e.value.hint
+    assert apply_overrides({"stages": [{"type": "prune"}]}, {"stages.-1.heads": 0.2})["stages"][0]["heads"] == 0.2

@@ -80,7 +80,8 @@ def load_grid(path: str | Path) -> Grid:
         raise SparsaError(f"grid file {p} not found", hint="see docs/pipeline.md for the grid format")
     raw, node = compose_and_load(read_yaml_text(p, "grid file"), str(p))
     if not isinstance(raw, dict):
-        raise SparsaError(f"{p}: a grid must be a mapping with params: (and mode:, objectives:)")
+        raise SparsaError(f"{p}: a grid must be a mapping with params: (and mode:, objectives:)",
+                          hint="e.g. params: {stages.prune.heads: [0.25, 0.5]}; see docs/pipeline.md for the grid format")
     try:
         return Grid.model_validate(raw)
     except ValidationError as e:

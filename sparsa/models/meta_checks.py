@@ -39,8 +39,8 @@ def check_sparsa_meta(meta: dict, path: Path) -> None:
         raise _fail(path, "kind", '"hf" or "module"', meta.get("kind"))
     if not isinstance(meta.get("class"), str) or not meta["class"]:
         raise _fail(path, "class", "a class name", meta.get("class"))
-    if not _is_int(meta.get("version", 0)):
-        raise _fail(path, "version", "an integer", meta.get("version"))
+    if not _is_int(meta.get("version", 0)) or meta.get("version", 0) < 0:
+        raise _fail(path, "version", "a non-negative integer", meta.get("version"))
     for key in ("init_kwargs", "shapes", "attrs", "params", "tied", "record"):
         if key in meta and not isinstance(meta[key], dict):
             raise _fail(path, key, "a JSON object", meta[key])
