@@ -48,7 +48,19 @@ def length_bound(path, short: dict, want: torch.Tensor) -> bool:
         return True
     if got.shape != want.shape:
         return True
-    return not torch.allclose(got.float(), want.float(), rtol=1e-3, atol=1e-4 * max(1.0, float(want.abs().max())))
+    return relative_error(got, want) > AGREE
+
+
+# ORT and PyTorch order their float sums differently: a model with large activations (SmoothQuant folded into
+# its LayerNorms, before the Mul export adds back) differs by ~1e-4 of the output's norm, single elements by
+# far more of their own size. A length held as a constant answers wrongly by a whole factor, or fails.
+AGREE = 1e-2
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want|| / ||want|| (the output as a whole, not element by element)."""
+    got, want = got.double(), want.double()
+    return float((got - want).norm() / want.norm().clamp_min(1e-30))
 
 
 def pin_sequence(proto, length: int) -> None:
