@@ -151,3 +151,17 @@ def test_small_refusals_say_how_to_fix_them(tmp_path):
         apply_overrides({"stages": [{"type": "prune"}]}, {"stages.5.heads": 0.2})
     assert "0 to 0" in e.value.hint
     assert apply_overrides({"stages": [{"type": "prune"}]}, {"stages.-1.heads": 0.2})["stages"][0]["heads"] == 0.2
+
+
+@pytest.mark.parametrize("cmd", [["prune", "{m}", "--channels", "0.3"], ["quantize", "{m}", "--bits", "8"]])
+def test_out_that_is_or_holds_the_model_folder_is_refused_even_with_overwrite(tmp_path, cmd):
+    """--overwrite replaced the model being read (or deleted it with its parent and everything beside it)."""
+    m = tmp_path / "work" / "m"
+    shutil.copytree(FIXTURES / "tiny-cnn", m)
+    (tmp_path / "work" / "notes.txt").write_text("mine")
+    args = [a.format(m=m) for a in cmd]
+    assert "is the model folder" in _error([*args, "--out", str(m), "--overwrite"])
+    assert "holds the model folder" in _error([*args, "--out", str(m.parent), "--overwrite"])
+    assert (m / "model.safetensors").is_file() and (tmp_path / "work" / "notes.txt").read_text() == "mine"
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "elsewhere")])
+    assert r.exit_code == 0, r.output

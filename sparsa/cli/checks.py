@@ -4,6 +4,7 @@ nothing are refused with the option's name, before any model is loaded."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 import typer
@@ -74,3 +75,17 @@ def require_float_layers(lm, name: str, command: str, hint: str, refused: tuple[
         layers = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         raise SparsaError(f"{name} holds a {what} model ({layers} layers); {command} needs a model with float "
                           "Linear/Conv layers", hint=hint)
+
+
+def out_apart_from_model(out, model: str) -> None:
+    """--out may not be the model folder the command reads, nor a folder holding it: writing the result
+    there (with --overwrite) would delete the model, and everything beside it, before the user could
+    compare the two. A built-in name (no such folder) is no folder to protect."""
+    src = Path(model)
+    if out is None or not src.is_dir():
+        return
+    o, m = Path(out).resolve(), src.resolve()
+    if o == m or o in m.parents:
+        what = "is" if o == m else "holds"
+        raise SparsaError(f"--out {out} {what} the model folder {model} this command reads: writing there would "
+                          "delete the model", hint=f"write to a folder of its own, e.g. --out {m.name}-out")

@@ -58,6 +58,7 @@ def decompose(
     from sparsa.decompose.flow import load_splits, run_penni
     from sparsa.models import load
 
+    checks.out_apart_from_model(out, model)
     check_out_dir(out, overwrite=overwrite)  # before the training
     torch.set_num_threads(1)  # training on shared cores: a second thread mostly spins
     con = status_console(json_)

@@ -134,6 +134,7 @@ def prune(
     if tolerance is None and schedule_only:
         raise SparsaError(f"--{schedule_only[0].replace('_', '-')} sets the tolerance schedule",
                           hint="add --tolerance (a quality loss as a fraction, e.g. 0.02) and --data, or drop it")
+    checks.out_apart_from_model(out, model)
     if tolerance is not None:
         if seq_len is not None:
             raise SparsaError("--seq-len sets the text length the one-shot mode counts MACs at; the tolerance "

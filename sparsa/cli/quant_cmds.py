@@ -68,6 +68,7 @@ def quantize(
         raise SparsaError(f"--float-storage {float_storage!r} is not a storage type", hint="use float32 or float16")
     if smooth_budget is not None and not 0.0 <= smooth_budget < 1.0:
         raise SparsaError(f"--smooth-budget {smooth_budget} must be a cosine drop in [0, 1)", hint="e.g. 0.001")
+    checks.out_apart_from_model(out, model)
     check_out_dir(out, overwrite=overwrite)  # before any work
     for pattern in keep_float or []:
         _check_glob(pattern)
