@@ -215,18 +215,60 @@ def test_audio_model_is_refused_naming_its_input():
     assert "register_family" in e.value.hint
 
 
-def test_a_gated_ffn_discovery_cannot_pair_is_named_by_info_and_prune():
-    # ModernBERT's Wi holds the GLU's two halves (64 -> 2*128) and Wo maps only 128 back: no FFN is found;
-    # `--ffn` used to be refused with "no prunable ffn" and no reason, `info` just showed no FFN sizes
+def _gated(name: str):
     import transformers as tf
 
     torch.manual_seed(0)
-    lm = from_module(tf.ModernBertModel(tf.ModernBertConfig(vocab_size=100, max_position_embeddings=40, pad_token_id=0,
-                                                           bos_token_id=1, eos_token_id=2, cls_token_id=1,
-                                                           sep_token_id=2, **SMALL)))
+    ids = dict(vocab_size=100, max_position_embeddings=40, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if name == "modernbert":  # Wi holds the GLU's two halves (32 -> 2*64), Wo maps 64 back
+        return tf.ModernBertModel(tf.ModernBertConfig(cls_token_id=1, sep_token_id=2, **ids, **SMALL))
+    if name == "eurobert":  # gate_proj and up_proj (32 -> 64 each), down_proj
+        return tf.EuroBertModel(tf.EuroBertConfig(**ids, num_key_value_heads=2, **SMALL))
+    raise ValueError(name)
+
+
+@pytest.mark.parametrize("name", ["modernbert", "eurobert"])
+def test_gated_ffns_prune_exactly_and_reload(name, tmp_path):
+    """A gated FFN, act(gate(x)) * up(x) then down: neuron j is row j of the gate and up projections (of
+    each half of a Linear holding both) and column j of down. It used to be refused as 'no prunable ffn'.
+    The pruned model equals the dense one with those columns of down fed zeros."""
+    from sparsa.prune.equivalence import zeroed_consumers
+    from sparsa.prune.structured import apply_keep
+
+    lm = from_module(_gated(name))
+    d = lm.describe()
+    assert d["ffn_per_layer"] == [64, 64] and "ffn_missing" not in d
+    x = lm.example_inputs(batch=2, seq_len=12)
+    keep = {"ffn": {g.name: list(range(0, 64, 3)) for g in lm.adapter.ffn_groups()}}
+    with zeroed_consumers(lm, keep):
+        want = _out(lm, x)
+    small = lm.clone()
+    apply_keep(small, keep)
+    small.adapter.after_surgery()
+    assert small.describe()["ffn_per_layer"] == [22, 22]
+    assert torch.allclose(_out(small, x), want, atol=1e-5, rtol=1e-4)
+    assert count_macs(small.model, x) < count_macs(lm.model, x)
+    discovery._CACHE.clear()  # as in a fresh process: the gated layout is read back from the config
+    back = load(small.save(tmp_path / "pruned"))
+    assert back.describe()["ffn_per_layer"] == [22, 22]
+    assert torch.equal(_out(back, x), _out(small, x))
+    w = from_model(back)
+    assert w.dense_macs == count_macs(back.model, back.example_inputs(batch=1)) == w.meta["flop_counter_macs"]
+    assert w.meta["ffn_per_layer"] == [22, 22] and simulate(w, "systolic-32-os").macs == w.dense_macs
+
+
+def test_several_ffns_per_layer_are_named_by_info_and_prune():
+    # MobileBERT's bottleneck layers hold several FFNs: `--ffn` used to be refused with "no prunable ffn"
+    # and no reason, and `info` just showed no FFN sizes
+    import transformers as tf
+
+    torch.manual_seed(0)
+    lm = from_module(tf.MobileBertModel(tf.MobileBertConfig(vocab_size=100, max_position_embeddings=40,
+                                                           embedding_size=32, intra_bottleneck_size=16,
+                                                           true_hidden_size=16, **SMALL)))
     missing = lm.describe()["ffn_missing"]
-    assert set(missing) == {"layers.0", "layers.1"} and "layers.0.mlp.Wi widens 32 -> 128" in missing["layers.0"]
-    with pytest.raises(SparsaError, match="no prunable ffn .*gated FFN"):
+    assert set(missing) == {"encoder.layer.0", "encoder.layer.1"} and "several FFNs" in missing["encoder.layer.0"]
+    with pytest.raises(SparsaError, match="no prunable ffn .*several FFNs"):
         prune(lm, PrunePlan(ffn=0.5))
     assert "ffn_missing" not in _lm("ernie").describe()
 

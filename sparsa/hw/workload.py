@@ -165,9 +165,9 @@ def layer_shapes(loaded) -> list[LayerShape]:
     out = []
     for hg, fg in zip(hgroups, fgroups):
         q = model.get_submodule(hg.q)
-        fc1 = model.get_submodule(fg.fc1)
+        fc1 = model.get_submodule(fg.fc1)  # (a gated fc1 holding both halves: twice the FFN's width)
         out.append(LayerShape(hidden=int(q.in_features), heads=int(hg.num_heads), head_dim=int(hg.head_dim),
-                              ffn=int(fc1.out_features)))
+                              ffn=int(fc1.out_features) // fg.halves))
     return out
 
 
@@ -245,7 +245,7 @@ def from_model(loaded, seq_len: int | None = None, masks: list[dict] | None = No
     try:  # one entry per attention module and per FFN, as `sparsa info` lists them (TimeSformer: two attentions a layer)
         hgroups, fgroups = loaded.adapter.head_groups(), loaded.adapter.ffn_groups()
         meta.update(heads_per_layer=[int(g.num_heads) for g in hgroups],
-                    ffn_per_layer=[int(loaded.model.get_submodule(g.fc1).out_features) for g in fgroups])
+                    ffn_per_layer=[int(g.size) for g in fgroups])
     except (AttributeError, NotImplementedError, SparsaError):  # no attention layers (a CNN): the trace has every op
         pass
     return Workload(name, ops, seq, batch, meta)

@@ -318,19 +318,28 @@ def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) ->
         lins = {_join(e, n): m for e in _parallel_entries(model, layer) for n, m in model.get_submodule(e).named_modules()
                 if _linear(m)}
         widen = [p for p, m in lins.items() if m.in_features == hidden and m.out_features != hidden]
+    gate, halves = None, 1
+    widths = {lins[p].out_features for p in widen}
+    if len(widen) == 2 and len(widths) == 1:  # a gated FFN: gate and up projections of one width
+        gate = next((p for p in widen if "gate" in p.rsplit(".", 1)[-1].lower()), widen[1])
+        widen = [p for p in widen if p != gate]
     if len(widen) != 1:
         return (f"{layer} has {len(widen)} Linears from the model width {hidden} to another width"
-                + (f" ({', '.join(widen[:3])}{', ...' if len(widen) > 3 else ''}: several FFNs, or a gated FFN's gate and up projections)" if widen else "")
-                + "; discovery prunes one widening and one narrowing Linear per layer")
+                + (f" ({', '.join(widen[:3])}{', ...' if len(widen) > 3 else ''}: several FFNs)" if widen else "")
+                + "; discovery prunes one widening (or a gate and an up projection) and one narrowing Linear per layer")
     inner = lins[widen[0]].out_features
     narrow = [p for p, m in lins.items() if m.in_features == inner and m.out_features == hidden]
+    if not narrow and not gate and inner % 2 == 0:  # one Linear holding both halves of a gated FFN (ModernBERT's Wi)
+        narrow = [p for p, m in lins.items() if m.in_features == inner // 2 and m.out_features == hidden]
+        inner, halves = inner // 2, 2
     if len(narrow) != 1:
         return (f"{layer}: {widen[0]} widens {hidden} -> {inner}, and {len(narrow)} Linears map {inner} back to "
-                f"{hidden} (one is needed; a gated FFN whose first Linear holds both halves maps only half back)")
+                f"{hidden} (one is needed)")
     between = _on_inner_channels(model, layer, blocks, inner, hidden)
     if isinstance(between, str):
         return between
-    return FFNGroup(name=layer, fc1=widen[0], fc2=narrow[0], size=inner, per_channel=between)
+    return FFNGroup(name=layer, fc1=widen[0], fc2=narrow[0], size=inner, per_channel=between, gate=gate,
+                    halves=halves)
 
 
 def _on_inner_channels(model: nn.Module, layer: str, blocks: list[AttentionBlock], inner: int,
@@ -381,17 +390,24 @@ def _saved_ffn(model: nn.Module, config) -> list[FFNGroup]:
     if not isinstance(saved, list) or not saved:
         return []
     out = []
-    for paths in saved:  # [fc1, fc2, depthwise convs between them...]
+    for entry in saved:  # [fc1, fc2, depthwise convs between them...], or {fc1, fc2, gate, halves, per_channel}
+        spec = entry if isinstance(entry, dict) else {"fc1": entry[0] if entry else None,
+                                                       "fc2": entry[1] if len(entry) > 1 else None,
+                                                       "per_channel": entry[2:]} if isinstance(entry, list) else {}
+        halves, gate_path = spec.get("halves", 1), spec.get("gate")
         try:
-            fc1, fc2, *dw = (model.get_submodule(p) for p in paths)
-        except (AttributeError, TypeError, ValueError):
+            fc1, fc2 = model.get_submodule(spec["fc1"]), model.get_submodule(spec["fc2"])
+            dw = [model.get_submodule(p) for p in spec.get("per_channel") or []]
+            gate = model.get_submodule(gate_path) if gate_path else None
+        except (AttributeError, KeyError, TypeError, ValueError):
             return []
-        if not (_linear(fc1) and _linear(fc2) and fc1.out_features == fc2.in_features
-                and fc1.in_features == fc2.out_features
-                and all(getattr(c, "groups", None) == c.out_channels == fc1.out_features for c in dw)):
+        if not (isinstance(halves, int) and halves >= 1 and _linear(fc1) and _linear(fc2)
+                and fc1.out_features == halves * fc2.in_features and fc1.in_features == fc2.out_features
+                and (gate is None or (_linear(gate) and gate.out_features == fc2.in_features))
+                and all(getattr(c, "groups", None) == c.out_channels == fc2.in_features for c in dw)):
             return []
-        out.append(FFNGroup(name=_layer_of(model, paths[0]), fc1=paths[0], fc2=paths[1], size=fc1.out_features,
-                            per_channel=list(paths[2:])))
+        out.append(FFNGroup(name=_layer_of(model, spec["fc1"]), fc1=spec["fc1"], fc2=spec["fc2"], size=fc2.in_features,
+                            per_channel=list(spec.get("per_channel") or []), gate=gate_path, halves=halves))
     return out
 
 
@@ -449,7 +465,9 @@ class DiscoveredAdapter(FamilyAdapter):
         """The FFNs found on the dense model are recorded in the config (once pruned, their shapes may
         no longer tell them apart), and pruned attention modules get the forward they need."""
         if self._ffn and hasattr(self.config, "model_type"):
-            self.config.sparsa_ffn_paths = [[g.fc1, g.fc2, *g.per_channel] for g in self._ffn]
+            self.config.sparsa_ffn_paths = [[g.fc1, g.fc2, *g.per_channel] if not (g.gate or g.halves > 1) else
+                                            {"fc1": g.fc1, "fc2": g.fc2, "gate": g.gate, "halves": g.halves,
+                                             "per_channel": list(g.per_channel)} for g in self._ffn]
         self._fit_forwards()
 
     def _fit_forwards(self) -> None:
@@ -492,8 +510,8 @@ class DiscoveredAdapter(FamilyAdapter):
         return super().groups(kind)
 
     def ffn_groups(self) -> list[FFNGroup]:
-        return [FFNGroup(name=g.name, fc1=g.fc1, fc2=g.fc2, size=self.model.get_submodule(g.fc1).out_features,
-                         per_channel=list(g.per_channel)) for g in self._ffn]
+        return [FFNGroup(name=g.name, fc1=g.fc1, fc2=g.fc2, size=self.model.get_submodule(g.fc1).out_features // g.halves,
+                         per_channel=list(g.per_channel), gate=g.gate, halves=g.halves) for g in self._ffn]
 
     def attention_modules_calling_interface(self) -> dict[str, bool]:
         """{attention module: whether its forward calls transformers' attention interface} (where

@@ -4,8 +4,9 @@ Three kinds of unit (docs/algorithms.md §2.3–2.4):
   HeadGroup     one attention layer; unit h = rows R_h of Q, K, V (+ bias), columns R_h of O,
                 (a fused qkv Linear: rows R_h of each of its three blocks)
                 and entry h of any per-head tensor (e.g. Swin's relative-position-bias table)
-  FFNGroup      one feed-forward block; unit j = row j of fc1 (+ bias), column j of fc2, and filter j
-                of a depthwise conv between them
+  FFNGroup      one feed-forward block; unit j = row j of fc1 (+ bias), column j of fc2, filter j
+                of a depthwise conv between them, and for a gated FFN row j of its gate projection
+                (or row j of each half of an fc1 that stacks both: ModernBERT's Wi)
   ChannelGroup  one set of coupled conv/linear channels; unit j = row j of every producer,
                 entry j of every per-channel layer (BatchNorm, depthwise conv), and the input
                 columns j of every consumer (a whole h*w block of columns after a flatten)
@@ -58,6 +59,14 @@ class FFNGroup:
     kind: str = "ffn"
     # depthwise convs between fc1 and fc2 (SegFormer's / PVT-v2's Mix-FFN): filter j goes with neuron j
     per_channel: list[str] = field(default_factory=list)
+    # a gated FFN (act(gate(x)) * up(x)): the gate Linear's row j goes with neuron j
+    gate: str | None = None
+    # fc1 stacks `halves` blocks of `size` rows, split by chunk() in the forward (ModernBERT's Wi: input
+    # and gate in one Linear): neuron j owns row j of each block
+    halves: int = 1
+
+    def fc1_rows(self, units) -> set[int]:
+        return {h * self.size + j for h in range(self.halves) for j in units}
 
 
 @dataclass

@@ -56,7 +56,10 @@ def unit_slices(model: nn.Module, g, *, producer_only: bool = False, grads: bool
             out.append(_head_cols(get(m(g.o).weight), g.num_heads))
         return out
     if isinstance(g, FFNGroup):
-        out = [_rows(get(m(g.fc1).weight), g.size)]
+        w1 = get(m(g.fc1).weight)  # [halves * size, in]: neuron j owns row j of each block
+        out = [w1.reshape(g.halves, g.size, -1).transpose(0, 1).reshape(g.size, -1)]
+        if g.gate:
+            out.append(_rows(get(m(g.gate).weight), g.size))
         if not producer_only:
             w2 = get(m(g.fc2).weight)
             out.append(w2.t().reshape(g.size, -1))

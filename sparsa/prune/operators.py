@@ -23,7 +23,7 @@ class UnstructuredOperator:
         for g in lm.adapter.head_groups():
             paths += [p for p in dict.fromkeys((g.q, g.k, g.v, g.o)) if p not in paths]  # a fused qkv once
         for g in lm.adapter.ffn_groups():
-            paths += [g.fc1, g.fc2]
+            paths += [g.fc1, g.fc2] + ([g.gate] if g.gate else [])
         if not paths:
             raise SparsaError(f"this {lm.family} model has no attention/MLP Linear layers to prune",
                               hint="use granularity='structured' with kinds=('channels',) for conv models")

@@ -101,8 +101,10 @@ def apply_keep(lm, keep: dict[str, dict[str, list[int]]]) -> dict:
                 n = len(kept)
                 attr_updates[g.name] = {a: (n if v == "heads" else n * g.head_dim) for a, v in g.attrs.items()}
             elif isinstance(g, FFNGroup):
-                removed[(g.fc1, 0)] |= set(drop)
+                removed[(g.fc1, 0)] |= g.fc1_rows(drop)
                 removed[(g.fc2, 1)] |= set(drop)
+                if g.gate:
+                    removed[(g.gate, 0)] |= set(drop)
                 for p in g.per_channel:
                     removed[(p, 0)] |= set(drop)
             else:
