@@ -241,3 +241,23 @@ def test_installed_dynamic_attention_is_traced_as_the_attention_it_stands_for():
 def test_cli_names_what_it_cannot_simulate():
     res = runner.invoke(app, ["sim", "tiny-vit", "--arch", "hdp-edge", "--seq-len", "64"])
     assert isinstance(res.exception, SparsaError) and "--seq-len applies to text models" in res.exception.message
+
+
+def test_layers_kept_in_parallel_lists_get_their_ffn_ops():
+    """XLM keeps attentions[i] and ffns[i] (and its norms) in separate ModuleLists: the FFN's GEMMs ran
+    under no layer, so the simulator's per-layer rows held only the attention's MACs."""
+    import transformers as tf
+
+    from sparsa.hw.sim import simulate
+    from sparsa.hw.workload import from_model
+    from sparsa.models import from_module
+
+    torch.manual_seed(0)
+    lm = from_module(tf.XLMModel(tf.XLMConfig(vocab_size=100, emb_dim=32, n_layers=2, n_heads=2,
+                                              max_position_embeddings=40)))
+    w = from_model(lm)
+    ffn = [o for o in w.ops if "ffns" in o.name]
+    assert ffn and {o.layer for o in ffn} == {0, 1} and all(o.name.startswith(f"L{o.layer}.ffns.") for o in ffn)
+    r = simulate(w, "systolic-32-os")
+    in_layers = sum(row["macs"] for row in r.per_layer())
+    assert 0.9 * r.macs <= in_layers <= r.macs  # outside the layers: the embeddings' few MACs, not the FFNs

@@ -135,6 +135,26 @@ class _Recorder(FlopCounterMode):
         return out
 
 
+def _layer_prefixes(model: torch.nn.Module, blocks: list[str]) -> list[tuple[str, int, str]]:
+    """(module path prefix, layer, tag) of each layer's modules: the block itself (tag ""), then entry i of
+    every ModuleList of the same length beside the one holding block i (XLM keeps attentions[i], ffns[i] and
+    its norms in parallel lists), tagged with that list's name so op names stay apart."""
+    out = [(b, i, "") for i, b in enumerate(blocks)]
+    for i, b in enumerate(blocks):
+        lst, _, idx = b.rpartition(".")
+        parent, _, own = lst.rpartition(".")
+        try:
+            holder, container = model.get_submodule(parent), model.get_submodule(lst)
+        except AttributeError:
+            continue
+        if not idx.isdigit() or not isinstance(container, torch.nn.ModuleList):
+            continue
+        for name, m in holder.named_children():
+            if name != own and isinstance(m, torch.nn.ModuleList) and len(m) == len(container):
+                out.append((".".join(x for x in (parent, name, idx) if x), i, name))
+    return out
+
+
 class _Tracer:
     def __init__(self, model: torch.nn.Module, attention_modules: list[str], blocks: list[str]):
         self.names = {id(m): n for n, m in model.named_modules()}
@@ -142,6 +162,7 @@ class _Tracer:
         self.annotations = {id(m): annotations_of(m) for m in model.modules()}
         self.attention_modules = set(attention_modules)
         self.blocks = blocks
+        self.prefixes = _layer_prefixes(model, blocks)
         self.layer_of: dict[str, int | None] = {}
         self.stack: list[list] = []  # [id, name, hardware annotation(s), GEMMs run so far]
         self.frames: list[dict] = []  # open eager attention calls
@@ -172,14 +193,14 @@ class _Tracer:
 
     def _layer(self, path: str) -> int | None:
         if path not in self.layer_of:
-            self.layer_of[path] = next((i for i, b in enumerate(self.blocks)
-                                        if path == b or path.startswith(b + ".")), None)
+            self.layer_of[path] = next((i for p, i, _ in self.prefixes if path == p or path.startswith(p + ".")), None)
         return self.layer_of[path]
 
     # ---- ops ----------------------------------------------------------------------------------
     def _name(self, path: str, layer: int | None, what: str) -> str:
         if layer is not None:
-            rel = path[len(self.blocks[layer]) + 1:]
+            prefix, tag = next((p, t) for p, i, t in self.prefixes if i == layer and (path == p or path.startswith(p + ".")))
+            rel = ".".join(x for x in (tag, path[len(prefix) + 1:]) if x)
             base = f"L{layer}." + (f"{rel}.{what}" if rel else what)
         else:
             base = f"{path}.{what}" if path else what
