@@ -319,8 +319,10 @@ def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) ->
                 if _linear(m)}
         widen = [p for p, m in lins.items() if m.in_features == hidden and m.out_features != hidden]
     gate, halves = None, 1
+    inside = tuple(b.name + "." for b in blocks if b.name != layer)  # an attention module's own other Linears
     widths = {lins[p].out_features for p in widen}
-    if len(widen) == 2 and len(widths) == 1:  # a gated FFN: gate and up projections of one width
+    if len(widen) == 2 and len(widths) == 1 and not any(p.startswith(inside) for p in widen):
+        # a gated FFN: gate and up projections of one width, outside the attention
         gate = next((p for p in widen if "gate" in p.rsplit(".", 1)[-1].lower()), widen[1])
         widen = [p for p in widen if p != gate]
     if len(widen) != 1:
