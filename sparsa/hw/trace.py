@@ -138,20 +138,13 @@ class _Recorder(FlopCounterMode):
 def _layer_prefixes(model: torch.nn.Module, blocks: list[str]) -> list[tuple[str, int, str]]:
     """(module path prefix, layer, tag) of each layer's modules: the block itself (tag ""), then entry i of
     every ModuleList of the same length beside the one holding block i (XLM keeps attentions[i], ffns[i] and
-    its norms in parallel lists), tagged with that list's name so op names stay apart."""
+    its norms in parallel lists; discovery reads its FFN there too), tagged with that list's name so op names
+    stay apart."""
+    from sparsa.models.discovery import parallel_entries
+
     out = [(b, i, "") for i, b in enumerate(blocks)]
     for i, b in enumerate(blocks):
-        lst, _, idx = b.rpartition(".")
-        parent, _, own = lst.rpartition(".")
-        try:
-            holder, container = model.get_submodule(parent), model.get_submodule(lst)
-        except AttributeError:
-            continue
-        if not idx.isdigit() or not isinstance(container, torch.nn.ModuleList):
-            continue
-        for name, m in holder.named_children():
-            if name != own and isinstance(m, torch.nn.ModuleList) and len(m) == len(container):
-                out.append((".".join(x for x in (parent, name, idx) if x), i, name))
+        out += [(e, i, e.rsplit(".", 2)[-2]) for e in parallel_entries(model, b)]
     return out
 
 
@@ -163,7 +156,7 @@ class _Tracer:
         self.attention_modules = set(attention_modules)
         self.blocks = blocks
         self.prefixes = _layer_prefixes(model, blocks)
-        self.layer_of: dict[str, int | None] = {}
+        self.layer_of: dict[str, tuple[int | None, str]] = {}  # path -> (layer, its name within the layer)
         self.stack: list[list] = []  # [id, name, hardware annotation(s), GEMMs run so far]
         self.frames: list[dict] = []  # open eager attention calls
         self.ops: list[Op] = []
@@ -192,15 +185,20 @@ class _Tracer:
                 self.attention.append({k: f[k] for k in ("module", "layer", "qk", "softmax", "pv")})
 
     def _layer(self, path: str) -> int | None:
+        return self._place(path)[0]
+
+    def _place(self, path: str) -> tuple[int | None, str]:
+        """(layer, the path within it, prefixed by its parallel list's name), found once per path."""
         if path not in self.layer_of:
-            self.layer_of[path] = next((i for p, i, _ in self.prefixes if path == p or path.startswith(p + ".")), None)
+            self.layer_of[path] = next(((i, ".".join(x for x in (tag, path[len(p) + 1:]) if x))
+                                        for p, i, tag in self.prefixes if path == p or path.startswith(p + ".")),
+                                       (None, ""))
         return self.layer_of[path]
 
     # ---- ops ----------------------------------------------------------------------------------
     def _name(self, path: str, layer: int | None, what: str) -> str:
         if layer is not None:
-            prefix, tag = next((p, t) for p, i, t in self.prefixes if i == layer and (path == p or path.startswith(p + ".")))
-            rel = ".".join(x for x in (tag, path[len(prefix) + 1:]) if x)
+            rel = self._place(path)[1]
             base = f"L{layer}." + (f"{rel}.{what}" if rel else what)
         else:
             base = f"{path}.{what}" if path else what

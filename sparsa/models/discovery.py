@@ -297,7 +297,7 @@ def _probe_forward(blk: AttentionBlock, m: nn.Module, name: str, fused: str | No
     blk.wrap_when_pruned = bool(fused) or not any(isinstance(getattr(m, a, None), int) for a in HEAD_DIM_ATTRS)
 
 
-def _parallel_entries(model: nn.Module, layer: str) -> list[str]:
+def parallel_entries(model: nn.Module, layer: str) -> list[str]:
     """Entry i of every other ModuleList of the same length beside the one holding `layer` (= its entry i)."""
     lst, _, idx = layer.rpartition(".")
     if not idx.isdigit() or not isinstance(model.get_submodule(lst), nn.ModuleList):
@@ -315,7 +315,7 @@ def _ffn_in_layer(model: nn.Module, layer: str, blocks: list[AttentionBlock]) ->
             if _linear(m) and _join(layer, n) not in attn_paths}
     widen = [p for p, m in lins.items() if m.in_features == hidden and m.out_features != hidden]
     if not widen:  # XLM keeps its layers in parallel lists (attentions[i], ffns[i]): entry i of the others
-        lins = {_join(e, n): m for e in _parallel_entries(model, layer) for n, m in model.get_submodule(e).named_modules()
+        lins = {_join(e, n): m for e in parallel_entries(model, layer) for n, m in model.get_submodule(e).named_modules()
                 if _linear(m)}
         widen = [p for p, m in lins.items() if m.in_features == hidden and m.out_features != hidden]
     gate, halves = None, 1
@@ -393,10 +393,11 @@ def _saved_ffn(model: nn.Module, config) -> list[FFNGroup]:
         return []
     out = []
     for entry in saved:  # [fc1, fc2, depthwise convs between them...], or {fc1, fc2, gate, halves, per_channel}
-        spec = entry if isinstance(entry, dict) else {"fc1": entry[0] if entry else None,
-                                                       "fc2": entry[1] if len(entry) > 1 else None,
-                                                       "per_channel": entry[2:]} if isinstance(entry, list) else {}
-        halves, gate_path = spec.get("halves", 1), spec.get("gate")
+        if isinstance(entry, list) and len(entry) >= 2:
+            entry = {"fc1": entry[0], "fc2": entry[1], "per_channel": entry[2:]}
+        if not isinstance(entry, dict):
+            return []
+        spec, halves, gate_path = entry, entry.get("halves", 1), entry.get("gate")
         try:
             fc1, fc2 = model.get_submodule(spec["fc1"]), model.get_submodule(spec["fc2"])
             dw = [model.get_submodule(p) for p in spec.get("per_channel") or []]
