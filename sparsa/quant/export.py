@@ -179,7 +179,7 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
         _release_memory()
         # a graph that only runs at the traced length says so in its declared shapes (see export_lengths)
         bound = want is not None and lengths.length_bound(fpath, short, want)
-        fixed_len = _seq_len(inputs, dyn) if bound else None
+        fixed_len = lengths.traced_length(inputs, dyn) if bound else None
         del want
         if fuse:
             proto = _ort_fuse(fpath, loaded, fast_gelu, embed_layer_norm=embeddings == "float")
@@ -222,10 +222,6 @@ def export_onnx(model, path, *, inputs: dict | None = None, seq_len: int | None 
 
     atomic_write_bytes(path, proto.SerializeToString())
     return path
-
-
-def _seq_len(inputs: dict, dyn: dict) -> int:
-    return next(int(inputs[n].shape[1]) for n, axes in dyn.items() if axes.get(1) == "seq")
 
 
 def _is_sequence(t: torch.Tensor) -> bool:

@@ -12,14 +12,22 @@ from __future__ import annotations
 import torch
 
 
+def _sequence_inputs(dynamic: dict) -> list[str]:
+    return [n for n, axes in dynamic.items() if axes.get(1) == "seq"]
+
+
+def traced_length(inputs: dict, dynamic: dict) -> int | None:
+    """The sequence length the graph is traced at (the axis named "seq"), or None without such an axis."""
+    seq = _sequence_inputs(dynamic)
+    return int(inputs[seq[0]].shape[1]) if seq else None
+
+
 def shorter_inputs(inputs: dict, dynamic: dict) -> dict | None:
     """`inputs` cut to half their sequence length (the axis named "seq"), or None without such an axis."""
-    seq = [n for n, axes in dynamic.items() if axes.get(1) == "seq"]
-    if not seq:
+    length = traced_length(inputs, dynamic)
+    if length is None or length < 2:
         return None
-    length = int(inputs[seq[0]].shape[1])
-    if length < 2:
-        return None
+    seq = _sequence_inputs(dynamic)
     return {n: (t[:, : length // 2] if n in seq else t) for n, t in inputs.items()}
 
 
