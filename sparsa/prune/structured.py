@@ -181,7 +181,7 @@ def prune(lm, plan: PrunePlan | None = None, data=None, scores: dict | None = No
     todo = {k: gs for k, gs in groups.items() if k not in explicit and plan.fraction(k) > 0 and gs}
     asked = [k for k in KINDS if plan.fraction(k) > 0 and not groups[k] and k not in explicit]
     if asked:
-        # the adapter's reason where it has one (discovery: a fused qkv, a gated or bottleneck FFN)
+        # the adapter's reason where it has one (discovery: a fused qkv, several FFNs in a layer)
         reasons = {"heads": "fixed_heads", "ffn": "missing_ffn"}.get(asked[0])
         fixed = getattr(lm.adapter, reasons, dict)() if reasons else {}
         why = f" ({next(iter(fixed.values()))})" if fixed else ""
